@@ -1,0 +1,72 @@
+/**
+ * Lifecycle helpers. Every long-lived component exposes `start()` and an idempotent `stop()` that
+ * drains, flushes and closes downstream in order.
+ */
+export interface Service {
+  start(): Promise<void>;
+  /** Idempotent: the second call returns the first call's promise. */
+  stop(): Promise<void>;
+}
+
+/** Wraps a stop function so it runs once; later calls share its promise. */
+export function once<T>(fn: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () => (p ??= fn());
+}
+
+/** Resolves with the promise's value, or rejects after `ms` with a message naming `what`. */
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Runs `stop` on the first SIGINT/SIGTERM; a second signal exits at once (the operator insists).
+ * Returns a function that removes the handlers.
+ */
+export function onShutdownSignal(stop: (signal: NodeJS.Signals) => Promise<void>, log: (line: string) => void = (l) => process.stderr.write(l + "\n")): () => void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log(`${signal} again: exiting now`);
+      process.exit(130);
+    }
+    stopping = true;
+    log(`${signal}: stopping (send again to force)`);
+    stop(signal).then(
+      () => process.exit(signal === "SIGINT" ? 130 : 143),
+      (err) => {
+        log(`error while stopping: ${err instanceof Error ? err.message : String(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", handler);
+  process.on("SIGTERM", handler);
+  return () => {
+    process.off("SIGINT", handler);
+    process.off("SIGTERM", handler);
+  };
+}
+
+/** Stops services in the given order (downstream last), collecting errors rather than stopping at the first. */
+export async function stopAll(stops: ReadonlyArray<() => Promise<void>>): Promise<void> {
+  const errors: unknown[] = [];
+  for (const stop of stops) {
+    try {
+      await stop();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} components failed to stop`);
+}

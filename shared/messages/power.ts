@@ -1,0 +1,55 @@
+import { z } from "zod";
+import { V, count, epochMs, msgId, nonNeg, token } from "./common.ts";
+
+/**
+ * POWER: one message per node per publish window `[windowStartMs, windowEndMs)` (default 1 s),
+ * with the samples of every GPU as columns (same length arrays, sample i at tMs[i]).
+ *
+ * `energyStartMj` is the counter reading that closed the previous window, so each message is
+ * self-contained: the window's energy is the sum of counter deltas from it through the samples,
+ * whatever order messages arrive in. Absent when the counter is unsupported (NVML NOT_SUPPORTED):
+ * the analyzer then integrates power.
+ */
+export const gpuSamples = z
+  .object({
+    gpu: count,
+    uuid: z.string().min(1),
+    tMs: z.array(epochMs),
+    powerMw: z.array(nonNeg),
+    energyMj: z.array(nonNeg).optional(),
+    energyStartMj: nonNeg.optional(),
+    /** Sample time of `energyStartMj`; integration of a missing counter starts here. */
+    startTMs: epochMs.optional(),
+    smClockMhz: z.array(nonNeg).optional(),
+    memClockMhz: z.array(nonNeg).optional(),
+    utilPct: z.array(nonNeg).optional(),
+    tempC: z.array(z.number().finite()).optional(),
+  })
+  .superRefine((g, ctx) => {
+    const n = g.tMs.length;
+    for (const key of ["powerMw", "energyMj", "smClockMhz", "memClockMhz", "utilPct", "tempC"] as const) {
+      const col = g[key];
+      if (col !== undefined && col.length !== n) {
+        ctx.addIssue({ code: "custom", path: [key], message: `has ${col.length} values for ${n} sample times` });
+      }
+    }
+  });
+export type GpuSamples = z.infer<typeof gpuSamples>;
+
+export const powerBatch = z.object({
+  v: V,
+  kind: z.literal("power"),
+  msgId,
+  node: token,
+  /** Per-agent sequence, +1 per window: a gap means a window is missing. */
+  seq: count,
+  windowStartMs: epochMs,
+  windowEndMs: epochMs,
+  source: z.enum(["nvml", "dcgm", "sim", "fake"]),
+  gpus: z.array(gpuSamples),
+  /** Optional whole-node CPU package energy (RAPL), counter readings in mJ at the window's end. */
+  cpuEnergyMj: nonNeg.optional(),
+  /** Sampling jitter in this window: |actual − scheduled| sample time, ms. */
+  jitterP99Ms: nonNeg.optional(),
+});
+export type PowerBatch = z.infer<typeof powerBatch>;

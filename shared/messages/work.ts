@@ -1,0 +1,31 @@
+import { z } from "zod";
+import { V, count, epochMs, msgId, token } from "./common.ts";
+
+/**
+ * WORK: per instance and per window aligned with POWER, which requests were active and how many
+ * prefill and decode tokens each processed in it. Published for every window, empty ones too, so
+ * "idle" is a fact and not a missing message.
+ */
+export const workItem = z.object({
+  requestId: z.string().min(1).max(200),
+  prefillTokens: count,
+  decodeTokens: count,
+});
+export type WorkItem = z.infer<typeof workItem>;
+
+export const workWindow = z.object({
+  v: V,
+  kind: z.literal("work"),
+  msgId,
+  node: token,
+  instance: token,
+  /** Indexes of the GPUs this instance runs on (TP=4 → 4 GPUs). */
+  gpus: z.array(count).min(1),
+  model: z.string().optional(),
+  windowStartMs: epochMs,
+  windowEndMs: epochMs,
+  requests: z.array(workItem),
+  /** Requests in flight at the window's end (running or queued), for batch occupancy. */
+  inFlight: count.optional(),
+});
+export type WorkWindow = z.infer<typeof workWindow>;

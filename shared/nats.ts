@@ -1,0 +1,47 @@
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { connect } from "@nats-io/transport-node";
+import { credsAuthenticator, type NatsConnection } from "@nats-io/nats-core";
+import { ConfigError, RetryableError } from "./errors.ts";
+
+export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+
+export const natsConfig = z.object({
+  nats: z.string().default(DEFAULT_NATS_URL),
+  creds: z.string().optional(),
+  user: z.string().optional(),
+  password: z.string().optional(),
+  token: z.string().optional(),
+});
+export type NatsConfig = z.infer<typeof natsConfig>;
+
+/**
+ * Connects with the given credentials. Reconnects forever by default: services ride out broker
+ * restarts (the agent buffers meanwhile); a first connection that fails is retryable for the caller.
+ */
+export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReconnectAttempts?: number } = {}): Promise<NatsConnection> {
+  let authenticator;
+  if (cfg.creds) {
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(cfg.creds);
+    } catch (err) {
+      throw new ConfigError("--creds", `cannot read ${cfg.creds}: ${(err as Error).message}`);
+    }
+    authenticator = credsAuthenticator(bytes);
+  }
+  try {
+    return await connect({
+      servers: cfg.nats.split(",").map((s) => s.trim()),
+      name,
+      ...(authenticator ? { authenticator } : {}),
+      ...(cfg.user ? { user: cfg.user, pass: cfg.password } : {}),
+      ...(cfg.token ? { token: cfg.token } : {}),
+      maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
+      reconnectTimeWait: 250,
+      pingInterval: 10_000,
+    });
+  } catch (err) {
+    throw new RetryableError("UNAVAILABLE", `cannot connect to NATS at ${cfg.nats}: ${(err as Error).message}`, err);
+  }
+}

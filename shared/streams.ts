@@ -1,0 +1,74 @@
+import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+
+/**
+ * JetStream stream definitions. Only server 2.9 features are used (Debian ships nats-server 2.9.10):
+ * no subject transforms, no metadata, no compression.
+ */
+export type StreamName = "POWER" | "REQUESTS" | "WORK" | "LOAD" | "ENERGY" | "DEADLETTER";
+
+const HOUR_NS = 3600 * 1e9;
+/** Window in which the server drops a second publish of the same Nats-Msg-Id (agent retries, replays). */
+export const DUPLICATE_WINDOW_NS = 10 * 60 * 1e9;
+
+export interface StreamOptions {
+  /** Replicas: 1 on a single server, 3 on a cluster. */
+  replicas?: number;
+  /** How long data is kept. */
+  maxAgeHours?: number;
+  storage?: "file" | "memory";
+}
+
+export const STREAM_SUBJECTS: Record<StreamName, string> = {
+  POWER: "power.v1.>",
+  REQUESTS: "req.v1.>",
+  WORK: "work.v1.>",
+  LOAD: "load.v1.>",
+  ENERGY: "energy.v1.>",
+  DEADLETTER: "dlq.v1.>",
+};
+
+export const ALL_STREAMS = Object.keys(STREAM_SUBJECTS) as StreamName[];
+
+export function streamConfig(name: StreamName, opts: StreamOptions = {}): Partial<StreamConfig> & { name: string; subjects: string[] } {
+  return {
+    name,
+    subjects: [STREAM_SUBJECTS[name]],
+    retention: RetentionPolicy.Limits,
+    storage: opts.storage === "memory" ? StorageType.Memory : StorageType.File,
+    num_replicas: opts.replicas ?? 1,
+    max_age: (opts.maxAgeHours ?? 7 * 24) * HOUR_NS,
+    discard: DiscardPolicy.Old,
+    duplicate_window: DUPLICATE_WINDOW_NS,
+  };
+}
+
+/**
+ * Creates the streams that do not exist yet and leaves existing ones alone (an operator may have
+ * tuned them), so every service can call this at start-up against any server. Idempotent.
+ */
+export async function ensureStreams(jsm: JetStreamManager, names: readonly StreamName[] = ALL_STREAMS, opts: StreamOptions = {}): Promise<void> {
+  for (const name of names) {
+    try {
+      await jsm.streams.info(name);
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+      try {
+        await jsm.streams.add(streamConfig(name, opts));
+      } catch (addErr) {
+        // Another service created it between our info and add: that is success.
+        if (!isAlreadyInUse(addErr)) throw addErr;
+      }
+    }
+  }
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
+}
+
+function isAlreadyInUse(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE;
+}
+
+/** JetStream API error 10058: stream name already in use with a different configuration. */
+const STREAM_NAME_IN_USE = 10058;

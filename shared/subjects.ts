@@ -1,0 +1,36 @@
+import { PermanentError } from "./errors.ts";
+
+/**
+ * Subject names. The node id (or run id) is always one token, so NATS permissions can restrict a
+ * node's credentials to `power.v1.<its id>` etc. and stop one node from speaking for another.
+ */
+export const TOKEN_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
+export function assertToken(kind: string, id: string): string {
+  if (!TOKEN_RE.test(id)) {
+    throw new PermanentError("CONFIG", `${kind} id ${JSON.stringify(id)} must match ${TOKEN_RE} (one NATS subject token)`);
+  }
+  return id;
+}
+
+export const subjects = {
+  power: (node: string) => `power.v1.${assertToken("node", node)}`,
+  requests: (node: string) => `req.v1.${assertToken("node", node)}`,
+  work: (node: string) => `work.v1.${assertToken("node", node)}`,
+  load: (run: string) => `load.v1.${assertToken("run", run)}`,
+  energy: (node: string) => `energy.v1.${assertToken("node", node)}`,
+  /** Dead letters: undecodable or invalid messages, with the reason, by the stream they came from. */
+  deadLetter: (stream: string) => `dlq.v1.${assertToken("stream", stream)}`,
+  /** Clock control service of one node (request/reply). */
+  control: (node: string) => `ctl.v1.${assertToken("node", node)}`,
+  /** Query service of the analyzer. */
+  query: "joulestream.query.v1",
+} as const;
+
+/** The node (or run) token of a subject like `power.v1.<node>`. */
+export function subjectId(subject: string): string {
+  const parts = subject.split(".");
+  return parts[2] ?? "";
+}
+
+export const KV_NODES = "nodes";
