@@ -8,3 +8,4 @@ export * from "./lifecycle.ts";
 export * from "./units.ts";
 export * from "./config.ts";
 export * from "./nats.ts";
+export * from "./influxql.ts";

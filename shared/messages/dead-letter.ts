@@ -11,6 +11,6 @@ export const deadLetter = z.object({
   reason: z.string(),
   detail: z.string(),
   tMs: epochMs,
-  data: z.instanceof(Uint8Array),
+  data: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "must be bytes"),
 });
 export type DeadLetter = z.infer<typeof deadLetter>;

@@ -47,6 +47,11 @@ export const powerBatch = z.object({
   windowEndMs: epochMs,
   source: z.enum(["nvml", "dcgm", "sim", "fake"]),
   gpus: z.array(gpuSamples),
+  /**
+   * The instances whose WORK windows belong with this window. With it, the analyzer knows a window
+   * is complete the moment the last of them arrives, whatever order messages come in.
+   */
+  instances: z.array(token).optional(),
   /** Optional whole-node CPU package energy (RAPL), counter readings in mJ at the window's end. */
   cpuEnergyMj: nonNeg.optional(),
   /** Sampling jitter in this window: |actual − scheduled| sample time, ms. */

@@ -1,0 +1,148 @@
+import { hostname } from "node:os";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { KV_NODES, encode, ensureStreams, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestEvent } from "../../shared/mod.ts";
+import type { PowerSource, SourceDescription } from "./power-source.ts";
+import { createPublisher, type PublisherStats } from "./publisher.ts";
+import { startRequestTap, type RequestTap } from "./request-tap.ts";
+import { createSampler, type SamplerStats } from "./sampler.ts";
+import { createWorkTracker } from "./work-tracker.ts";
+
+export const AGENT_VERSION = "0.1.0";
+
+export interface AgentInstance extends InstanceInfo {
+  /** Where the tap listens for this instance ("127.0.0.1:9000"; port 0 = any free port). */
+  listen: string;
+}
+
+export interface AgentOptions {
+  nc: NatsConnection;
+  node: string;
+  source: PowerSource;
+  instances: AgentInstance[];
+  clock: Clock;
+  sampleIntervalMs?: number;
+  publishIntervalMs?: number;
+  heartbeatMs?: number;
+  continuousUsage?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface AgentStats {
+  sampler: SamplerStats;
+  publisher: PublisherStats;
+  taps: Record<string, ReturnType<RequestTap["stats"]>>;
+}
+
+export interface Agent {
+  /** The tap URL of each instance, by instance id: point clients here instead of the server. */
+  readonly tapUrls: Record<string, string>;
+  readonly description: SourceDescription;
+  stats(): AgentStats;
+  /** Closes the taps, closes the last window, flushes everything to NATS. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export async function startAgent(opts: AgentOptions): Promise<Agent> {
+  const log = opts.log ?? (() => {});
+  const jsm = await jetstreamManager(opts.nc);
+  await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK"]);
+  const description = await opts.source.describe();
+  const publisher = createPublisher(opts.nc);
+  const tracker = createWorkTracker(opts.node, opts.instances);
+  const emit = (e: RequestEvent) => publisher.publish(subjects.requests(opts.node), e);
+
+  const sampler = createSampler({
+    source: opts.source,
+    clock: opts.clock,
+    node: opts.node,
+    instances: opts.instances.map((i) => i.id),
+    ...(opts.sampleIntervalMs ? { sampleIntervalMs: opts.sampleIntervalMs } : {}),
+    ...(opts.publishIntervalMs ? { publishIntervalMs: opts.publishIntervalMs } : {}),
+    onBoundary(start, end) {
+      for (const w of tracker.closeWindow(start, end)) publisher.publish(subjects.work(opts.node), w);
+    },
+    onWindow(batch) {
+      publisher.publish(subjects.power(opts.node), batch);
+    },
+    onError(err) {
+      log(`sample failed: ${(err as Error).message}`);
+    },
+  });
+
+  const taps: Record<string, RequestTap> = {};
+  for (const inst of opts.instances) {
+    const [host, port] = splitHostPort(inst.listen);
+    taps[inst.id] = await startRequestTap({
+      node: opts.node,
+      instance: inst,
+      host,
+      port,
+      clock: opts.clock,
+      tracker,
+      emit,
+      ...(opts.continuousUsage === undefined ? {} : { continuousUsage: opts.continuousUsage }),
+    });
+  }
+  sampler.start();
+
+  // Inventory + heartbeat. A KV failure is logged, never fatal: power and requests matter more.
+  const startedMs = opts.clock.nowMs();
+  let kv: KV | undefined;
+  const inventory = (): NodeInventory => ({
+    v: 1,
+    kind: "inventory",
+    node: opts.node,
+    hostname: hostname(),
+    agentVersion: AGENT_VERSION,
+    source: opts.source.kind,
+    ...(description.driverVersion ? { driverVersion: description.driverVersion } : {}),
+    gpus: description.gpus,
+    instances: opts.instances.map(({ id, upstream, gpus, model }) => ({ id, upstream, gpus, ...(model ? { model } : {}) })),
+    startedMs,
+    heartbeatMs: opts.clock.nowMs(),
+    publishIntervalMs: opts.publishIntervalMs ?? 1000,
+    sampleIntervalMs: opts.sampleIntervalMs ?? 100,
+  });
+  const beat = async () => {
+    try {
+      kv ??= await new Kvm(opts.nc).create(KV_NODES, { history: 1 });
+      await kv.put(opts.node, encode(inventory()));
+    } catch (err) {
+      log(`inventory heartbeat failed: ${(err as Error).message}`);
+    }
+  };
+  await beat();
+  const heartbeat = setInterval(beat, opts.heartbeatMs ?? 10_000);
+  heartbeat.unref();
+
+  let stopping: Promise<void> | undefined;
+  return {
+    tapUrls: Object.fromEntries(Object.entries(taps).map(([id, t]) => [id, t.url])),
+    description,
+    stats: () => ({
+      sampler: sampler.stats(),
+      publisher: publisher.stats(),
+      taps: Object.fromEntries(Object.entries(taps).map(([id, t]) => [id, t.stats()])),
+    }),
+    stop() {
+      return (stopping ??= (async () => {
+        clearInterval(heartbeat);
+        // Taps first: no new requests; then the sampler closes the last window (and its WORK).
+        await Promise.all(Object.values(taps).map((t) => t.close()));
+        await sampler.stop();
+        const flushed = await publisher.flush(10_000);
+        if (!flushed) log(`stopping with ${publisher.stats().queued} messages unpublished`);
+        await publisher.close();
+        await opts.source.close();
+      })());
+    },
+  };
+}
+
+export function splitHostPort(listen: string): [string, number] {
+  const i = listen.lastIndexOf(":");
+  if (i < 0) return ["127.0.0.1", Number(listen)];
+  return [listen.slice(0, i).replace(/^\[|\]$/g, ""), Number(listen.slice(i + 1))];
+}

@@ -1,0 +1,89 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+import { connectNats, natsConfig, natsOptions, onShutdownSignal, systemClock, ConfigError } from "../../shared/mod.ts";
+import { defineCommand } from "../cli/command.ts";
+import { startAgent } from "./agent.ts";
+import { createDcgmSource } from "./dcgm-source.ts";
+import { parseInstance } from "./instances.ts";
+import type { PowerSource } from "./power-source.ts";
+
+const schema = natsConfig.extend({
+  nodeId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_' (one NATS subject token)").default(hostname().replace(/[^A-Za-z0-9_-]/g, "-")),
+  source: z.enum(["dcgm", "nvml", "sim"]).default("dcgm"),
+  dcgmUrl: z.url().default("http://127.0.0.1:9400/metrics"),
+  nvmlLibrary: z.string().optional(),
+  instance: z.array(z.string()).default([]),
+  upstream: z.url().optional(),
+  listen: z.string().default("127.0.0.1:9000"),
+  gpus: z.string().optional(),
+  model: z.string().optional(),
+  sampleIntervalMs: z.coerce.number().int().min(10).max(10_000).default(100),
+  publishIntervalMs: z.coerce.number().int().min(100).max(60_000).default(1000),
+  noContinuousUsage: z.boolean().default(false),
+});
+
+export const agentCommand = defineCommand(
+  {
+    name: "agent",
+    summary: "node agent: GPU power sampling + OpenAI request tap, publishing POWER/REQUESTS/WORK to JetStream",
+    options: {
+      ...natsOptions,
+      "node-id": { type: "string", arg: "ID", env: "JOULESTREAM_NODE_ID", description: "this node's id (one subject token)", defaultText: "hostname" },
+      source: { type: "string", arg: "dcgm|nvml|sim", env: "JOULESTREAM_POWER_SOURCE", description: "where GPU power comes from", defaultText: "dcgm" },
+      "dcgm-url": { type: "string", arg: "URL", env: "JOULESTREAM_DCGM_URL", description: "DCGM exporter (or simnode) /metrics URL", defaultText: "http://127.0.0.1:9400/metrics" },
+      "nvml-library": { type: "string", arg: "PATH", env: "JOULESTREAM_NVML_LIBRARY", description: "libnvidia-ml.so.1 to load", defaultText: "libnvidia-ml.so.1" },
+      instance: { type: "string", multiple: true, arg: "SPEC", env: "JOULESTREAM_INSTANCES", description: "id=i0,listen=127.0.0.1:9000,upstream=http://127.0.0.1:8000,gpus=0-3[,model=M]" },
+      upstream: { type: "string", arg: "URL", env: "JOULESTREAM_UPSTREAM", description: "single instance shorthand: the inference server URL" },
+      listen: { type: "string", arg: "HOST:PORT", env: "JOULESTREAM_LISTEN", description: "single instance shorthand: where the tap listens", defaultText: "127.0.0.1:9000" },
+      gpus: { type: "string", arg: "LIST", description: "single instance shorthand: its GPUs (e.g. 0-7)", defaultText: "all" },
+      model: { type: "string", description: "single instance shorthand: model label" },
+      "sample-interval-ms": { type: "string", arg: "MS", description: "power sampling period", defaultText: "100 (10 Hz)" },
+      "publish-interval-ms": { type: "string", arg: "MS", description: "POWER/WORK window length", defaultText: "1000" },
+      "no-continuous-usage": { type: "boolean", description: "do not ask servers for per-chunk usage (for servers that reject stream_options.continuous_usage_stats)" },
+    },
+    schema,
+    examples: [
+      "joulestream agent --nats nats://10.0.0.5:4222 --creds /etc/joulestream/node.creds --node-id gpu-017 --source nvml --upstream http://127.0.0.1:8000 --listen 0.0.0.0:9000",
+      "joulestream agent --source dcgm --dcgm-url http://127.0.0.1:9400/metrics --instance id=tp4a,listen=:9001,upstream=http://127.0.0.1:8001,gpus=0-3 --instance id=tp4b,listen=:9002,upstream=http://127.0.0.1:8002,gpus=4-7",
+    ],
+  },
+  async (cfg) => {
+    const clock = systemClock();
+    let source: PowerSource;
+    if (cfg.source === "nvml") {
+      const { createNvmlSource } = await import("./nvml/mod.ts");
+      source = createNvmlSource({ clock, ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}) });
+    } else {
+      source = createDcgmSource({ url: cfg.dcgmUrl, clock, kind: cfg.source === "sim" ? "sim" : "dcgm" });
+    }
+    const described = await source.describe();
+    const instances = cfg.instance.map((s) => parseInstance(s));
+    if (instances.length === 0) {
+      if (!cfg.upstream) throw new ConfigError("--upstream", "missing: give the inference server URL (--upstream) or one --instance per serving endpoint");
+      const gpus = cfg.gpus ?? (described.gpus.length ? `0-${described.gpus.length - 1}` : "0");
+      instances.push(parseInstance(`id=i0,listen=${cfg.listen},upstream=${cfg.upstream},gpus=${gpus}${cfg.model ? `,model=${cfg.model}` : ""}`, "--upstream"));
+    }
+    const nc = await connectNats(cfg, `joulestream-agent-${cfg.nodeId}`);
+    const agent = await startAgent({
+      nc,
+      node: cfg.nodeId,
+      source,
+      instances,
+      clock,
+      sampleIntervalMs: cfg.sampleIntervalMs,
+      publishIntervalMs: cfg.publishIntervalMs,
+      continuousUsage: !cfg.noContinuousUsage,
+      log: (l) => process.stderr.write(`agent: ${l}\n`),
+    });
+    for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
+    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}, publishing to ${cfg.nats}\n`);
+    await new Promise<void>((resolve) => {
+      onShutdownSignal(async () => {
+        await agent.stop();
+        await nc.drain();
+        resolve();
+      });
+    });
+    return 0;
+  },
+);

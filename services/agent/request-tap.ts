@@ -1,0 +1,300 @@
+import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { Clock, InstanceInfo, RequestEvent } from "../../shared/mod.ts";
+import { createSseCounter } from "./sse-counter.ts";
+import type { WorkTracker } from "./work-tracker.ts";
+
+/**
+ * The request tap: an OpenAI-compatible reverse proxy in front of one inference server instance.
+ * It passes bytes through as they come (no buffering of responses) and watches them on the side:
+ * arrival, first token, tokens per window (→ WORK), end with usage, client abort, upstream error.
+ * Publishing is the caller's `emit`, which must only enqueue: the proxy never waits on NATS.
+ */
+export interface RequestTapOptions {
+  node: string;
+  instance: InstanceInfo;
+  host: string;
+  port: number;
+  clock: Clock;
+  tracker: WorkTracker;
+  emit(event: RequestEvent): void;
+  /** Bodies larger than this are refused with 413 (default 16 MiB). */
+  maxBodyBytes?: number;
+  /** Ask the server for usage in every chunk (vLLM's continuous_usage_stats); default true. */
+  continuousUsage?: boolean;
+  /** Text prompts: tokens ≈ chars / this ratio until the server's usage says (default 4). */
+  charsPerToken?: number;
+}
+
+export interface RequestTap {
+  readonly url: string;
+  stats(): { requests: number; active: number; aborted: number; upstreamErrors: number; rejected: number };
+  close(): Promise<void>;
+}
+
+const TRACKED = /\/v1\/(chat\/)?completions$/;
+
+export async function startRequestTap(opts: RequestTapOptions): Promise<RequestTap> {
+  const upstream = new URL(opts.instance.upstream);
+  const basePath = upstream.pathname.replace(/\/$/, "");
+  const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  const maxBody = opts.maxBodyBytes ?? 16 * 1024 * 1024;
+  const stats = { requests: 0, active: 0, aborted: 0, upstreamErrors: 0, rejected: 0 };
+  const inst = opts.instance.id;
+  const base = { v: 1 as const, kind: "request" as const, node: opts.node, instance: inst };
+
+  const jsonError = (res: ServerResponse, status: number, type: string, message: string) => {
+    if (res.headersSent) return res.destroy();
+    const body = JSON.stringify({ error: { message, type, code: status } });
+    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  };
+
+  const readBody = (req: IncomingMessage): Promise<Buffer | "too_large"> =>
+    new Promise((resolve, reject) => {
+      const declared = Number(req.headers["content-length"] ?? 0);
+      if (declared > maxBody) return resolve("too_large");
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > maxBody) {
+          req.removeAllListeners("data");
+          resolve("too_large");
+          req.resume();
+          return;
+        }
+        chunks.push(c);
+      });
+      req.on("end", () => resolve(Buffer.concat(chunks)));
+      req.on("error", reject);
+    });
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const path = req.url ?? "/";
+    const tracked = req.method === "POST" && TRACKED.test(path.split("?")[0]!);
+    const body = await readBody(req);
+    if (body === "too_large") {
+      stats.rejected++;
+      return jsonError(res, 413, "request_too_large", `request body exceeds ${maxBody} bytes`);
+    }
+    const headers = { ...req.headers };
+    delete headers["content-length"];
+    delete headers.host;
+    if (!tracked) return forward(req, res, path, headers, body, undefined);
+
+    const requestId = (typeof req.headers["x-request-id"] === "string" && req.headers["x-request-id"]) || randomUUID();
+    headers["x-request-id"] = requestId;
+    let parsed: Record<string, unknown> | undefined;
+    try {
+      const j = JSON.parse(body.toString("utf8"));
+      if (j && typeof j === "object" && !Array.isArray(j)) parsed = j;
+    } catch {
+      parsed = undefined; // the server will answer 400; we pass it through untouched
+    }
+    let out = body;
+    let clientWantsUsage = true;
+    const stream = parsed?.stream === true;
+    if (parsed && stream) {
+      const so = (parsed.stream_options ?? {}) as Record<string, unknown>;
+      clientWantsUsage = so.include_usage === true;
+      parsed.stream_options = { ...so, include_usage: true, ...(opts.continuousUsage === false ? {} : { continuous_usage_stats: true }) };
+      out = Buffer.from(JSON.stringify(parsed));
+    }
+    const endpoint = path.includes("/chat/") ? "chat" : "completions";
+    const hint = promptHint(parsed, opts.charsPerToken ?? 4);
+    const header = (h: string) => (typeof req.headers[h] === "string" ? (req.headers[h] as string) : undefined);
+    stats.requests++;
+    stats.active++;
+    opts.tracker.started(inst, requestId);
+    const runId = header("x-joulestream-run");
+    const workloadClass = header("x-joulestream-class");
+    opts.emit({
+      ...base,
+      msgId: `${opts.node}:req:${requestId}:start`,
+      requestId,
+      tMs: opts.clock.nowMs(),
+      event: "start",
+      endpoint,
+      stream,
+      ...(typeof parsed?.model === "string" ? { model: parsed.model } : {}),
+      ...(hint !== undefined ? { promptTokensHint: hint } : {}),
+      ...(typeof parsed?.max_tokens === "number" ? { maxTokens: parsed.max_tokens } : {}),
+      ...(runId ? { runId } : {}),
+      ...(workloadClass ? { workloadClass } : {}),
+    });
+    forward(req, res, path, headers, out, { requestId, stream, clientWantsUsage, hint, outputTokens: 0, finished: false, ended: false });
+  };
+
+  interface Track {
+    requestId: string;
+    stream: boolean;
+    clientWantsUsage: boolean;
+    hint: number | undefined;
+    /** Tokens seen so far, for the record of a request that ends early. */
+    outputTokens: number;
+    promptTokens?: number;
+    /** The upstream response is complete. */
+    finished: boolean;
+    /** The end event was emitted (exactly once per request). */
+    ended: boolean;
+  }
+
+  const forward = (req: IncomingMessage, res: ServerResponse, path: string, headers: IncomingMessage["headers"], body: Buffer, track: Track | undefined) => {
+    const up = httpRequest(
+      {
+        host: upstream.hostname,
+        port: upstream.port || 80,
+        method: req.method,
+        path: basePath + path,
+        headers: { ...headers, host: upstream.host, "content-length": body.length },
+        agent,
+      },
+      (ures) => {
+        const resHeaders = { ...ures.headers };
+        if (track) resHeaders["x-request-id"] = track.requestId;
+        if (track?.stream) delete resHeaders["content-length"];
+        res.writeHead(ures.statusCode ?? 502, resHeaders);
+        if (!track) {
+          ures.pipe(res);
+          return;
+        }
+        watch(track, ures, res);
+      },
+    );
+    up.on("error", (err) => {
+      if (track) {
+        stats.upstreamErrors++;
+        finish(track, "error", 502, 0, 0, `upstream unreachable: ${err.message}`);
+      }
+      jsonError(res, 502, "upstream_unavailable", `inference server at ${opts.instance.upstream} is unreachable: ${err.message}`);
+    });
+    res.on("close", () => {
+      if (res.writableFinished) return;
+      up.destroy();
+      if (track && !track.finished) {
+        stats.aborted++;
+        finish(track, "aborted", 499, track.promptTokens ?? track.hint ?? 0, track.outputTokens, "client disconnected");
+      }
+    });
+    up.end(body);
+  };
+
+  const watch = (t: Track, ures: IncomingMessage, res: ServerResponse) => {
+    const status = ures.statusCode ?? 0;
+    const counter = createSseCounter();
+    let first = false;
+    let prefillTokens = 0;
+    const nonStream: Buffer[] = [];
+    const onTokens = (n: number, promptTokens: number | undefined) => {
+      if (n <= 0) return;
+      if (!first) {
+        first = true;
+        prefillTokens = promptTokens ?? t.hint ?? 0;
+        opts.emit({ ...base, msgId: `${opts.node}:req:${t.requestId}:first`, requestId: t.requestId, tMs: opts.clock.nowMs(), event: "first_token" });
+        // The first output token is produced by the prefill step; the rest are decode steps.
+        opts.tracker.prefill(inst, t.requestId, prefillTokens);
+        opts.tracker.decode(inst, t.requestId, n - 1);
+      } else {
+        opts.tracker.decode(inst, t.requestId, n);
+      }
+    };
+    ures.on("data", (chunk: Buffer) => {
+      if (t.stream && status < 400) {
+        const p = counter.push(chunk);
+        onTokens(p.newTokens, p.promptTokens ?? counter.promptTokens);
+        t.outputTokens = counter.outputTokens;
+        if (counter.promptTokens !== undefined) t.promptTokens = counter.promptTokens;
+        if (!t.clientWantsUsage && chunk.includes('"choices":[]')) return; // the usage-only chunk we asked for
+      } else {
+        nonStream.push(chunk);
+      }
+      res.write(chunk);
+    });
+    ures.on("end", () => {
+      res.end();
+      t.finished = true;
+      let promptTokens = counter.promptTokens ?? t.hint ?? 0;
+      let outputTokens = counter.outputTokens;
+      let error: string | undefined;
+      if (!t.stream || status >= 400) {
+        const text = Buffer.concat(nonStream).toString("utf8");
+        try {
+          const j = JSON.parse(text);
+          if (j?.usage) {
+            promptTokens = j.usage.prompt_tokens ?? promptTokens;
+            outputTokens = j.usage.completion_tokens ?? 0;
+          }
+          if (status >= 400) error = j?.error?.message ?? j?.message ?? text.slice(0, 200);
+        } catch {
+          if (status >= 400) error = text.slice(0, 200);
+        }
+        // Without a stream the tap sees no token times: the work lands in the window of completion.
+        if (status < 400) onTokens(outputTokens, promptTokens);
+      } else if (first && promptTokens > prefillTokens) {
+        opts.tracker.prefill(inst, t.requestId, promptTokens - prefillTokens);
+      }
+      finish(t, status >= 400 ? "error" : "ok", status, promptTokens, outputTokens, error);
+    });
+    ures.on("error", (err) => finish(t, "error", status, counter.promptTokens ?? 0, counter.outputTokens, err.message));
+    res.on("close", () => {
+      if (!t.finished && !res.writableFinished) ures.destroy();
+    });
+  };
+
+  const finish = (t: Track, status: "ok" | "aborted" | "error", httpStatus: number, promptTokens: number, outputTokens: number, error?: string) => {
+    if (t.ended) return;
+    t.ended = true;
+    t.finished = true;
+    stats.active--;
+    opts.tracker.ended(inst, t.requestId);
+    opts.emit({
+      ...base,
+      msgId: `${opts.node}:req:${t.requestId}:end`,
+      requestId: t.requestId,
+      tMs: opts.clock.nowMs(),
+      event: "end",
+      status,
+      httpStatus,
+      promptTokens,
+      outputTokens,
+      ...(error ? { error } : {}),
+    });
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err) => jsonError(res, 500, "tap_error", (err as Error).message));
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    url: `http://${opts.host}:${addr.port}`,
+    stats: () => ({ ...stats }),
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      agent.destroy();
+    },
+  };
+}
+
+/** What the tap can know of the prompt's length before the server answers. */
+function promptHint(body: Record<string, unknown> | undefined, charsPerToken: number): number | undefined {
+  if (!body) return undefined;
+  const p = body.prompt;
+  if (Array.isArray(p) && p.every((x) => typeof x === "number")) return p.length; // token ids: exact
+  if (typeof p === "string") return Math.ceil(p.length / charsPerToken);
+  if (Array.isArray(body.messages)) {
+    let chars = 0;
+    for (const m of body.messages as { content?: unknown }[]) if (typeof m?.content === "string") chars += m.content.length;
+    return Math.ceil(chars / charsPerToken);
+  }
+  return undefined;
+}

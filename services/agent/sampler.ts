@@ -1,0 +1,183 @@
+import type { Clock, GpuSamples, PowerBatch } from "../../shared/mod.ts";
+import type { GpuReading, PowerSource } from "./power-source.ts";
+
+/**
+ * Samples a PowerSource on a fixed grid (default 10 Hz) and cuts the samples into windows aligned
+ * to multiples of `publishIntervalMs` on the epoch clock (default 1 s), so every node's windows and
+ * the request tap's WORK windows share boundaries.
+ *
+ * Each window carries, per GPU, the last counter reading of the window before (`energyStartMj`):
+ * the energy of the window is then counter(last sample) − energyStartMj, and a lost message never
+ * shifts energy into a neighbour.
+ */
+export interface SamplerOptions {
+  source: PowerSource;
+  clock: Clock;
+  node: string;
+  /** Instance ids published with each window (see PowerBatch.instances). */
+  instances?: string[];
+  sampleIntervalMs?: number;
+  publishIntervalMs?: number;
+  /** Called for each closed window, in order. Must not throw; must not block (queue inside). */
+  onWindow(batch: PowerBatch): void;
+  /** Called at each window boundary, before onWindow, so WORK windows close on the same grid. */
+  onBoundary?(windowStartMs: number, windowEndMs: number): void;
+  onError?(err: unknown): void;
+}
+
+export interface SamplerStats {
+  samples: number;
+  windows: number;
+  skippedTicks: number;
+  sampleErrors: number;
+  lastJitterP99Ms: number;
+}
+
+export interface Sampler {
+  start(): void;
+  /** Takes a last sample, closes the current window (emitting it), stops. Idempotent. */
+  stop(): Promise<void>;
+  stats(): SamplerStats;
+}
+
+interface Column {
+  uuid: string;
+  tMs: number[];
+  powerMw: number[];
+  energyMj: number[];
+  hasEnergy: boolean;
+  smClockMhz: number[];
+  memClockMhz: number[];
+  utilPct: number[];
+  tempC: number[];
+}
+
+export function createSampler(opts: SamplerOptions): Sampler {
+  const sampleMs = opts.sampleIntervalMs ?? 100;
+  const windowMs = opts.publishIntervalMs ?? 1000;
+  if (windowMs % sampleMs !== 0) throw new RangeError(`publish interval ${windowMs} ms must be a multiple of the sample interval ${sampleMs} ms`);
+  const stats: SamplerStats = { samples: 0, windows: 0, skippedTicks: 0, sampleErrors: 0, lastJitterP99Ms: 0 };
+  let seq = 0;
+  let windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
+  let columns = new Map<number, Column>();
+  const lastEnergy = new Map<number, { energyMj: number; tMs: number }>();
+  let jitters: number[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> | undefined;
+  let running = false;
+  let nextTickMs = 0;
+
+  const add = (r: GpuReading) => {
+    let c = columns.get(r.gpu);
+    if (!c) {
+      c = { uuid: r.uuid, tMs: [], powerMw: [], energyMj: [], hasEnergy: r.energyMj !== undefined, smClockMhz: [], memClockMhz: [], utilPct: [], tempC: [] };
+      columns.set(r.gpu, c);
+    }
+    c.tMs.push(r.tMs);
+    c.powerMw.push(r.powerMw);
+    if (c.hasEnergy) c.energyMj.push(r.energyMj ?? Number.NaN);
+    c.smClockMhz.push(r.smClockMhz ?? Number.NaN);
+    c.memClockMhz.push(r.memClockMhz ?? Number.NaN);
+    c.utilPct.push(r.utilPct ?? Number.NaN);
+    c.tempC.push(r.tempC ?? Number.NaN);
+  };
+
+  const closeWindow = () => {
+    const start = windowStart;
+    const end = start + windowMs;
+    windowStart = end;
+    opts.onBoundary?.(start, end);
+    const gpus: GpuSamples[] = [];
+    for (const [gpu, c] of [...columns].sort((a, b) => a[0] - b[0])) {
+      const prev = lastEnergy.get(gpu);
+      // A counter that went missing mid-window (NaN) makes the whole column unusable for deltas.
+      const energyOk = c.hasEnergy && c.energyMj.every((e) => Number.isFinite(e));
+      const g: GpuSamples = { gpu, uuid: c.uuid, tMs: c.tMs, powerMw: c.powerMw };
+      if (energyOk) {
+        g.energyMj = c.energyMj;
+        g.energyStartMj = prev !== undefined && Number.isFinite(prev.energyMj) ? prev.energyMj : c.energyMj[0];
+      }
+      g.startTMs = prev?.tMs ?? c.tMs[0];
+      for (const key of ["smClockMhz", "memClockMhz", "utilPct", "tempC"] as const) {
+        if (c[key].every((v) => Number.isFinite(v))) g[key] = c[key];
+      }
+      const lastT = c.tMs[c.tMs.length - 1]!;
+      lastEnergy.set(gpu, { energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT });
+      gpus.push(g);
+    }
+    columns = new Map();
+    const sorted = jitters.sort((a, b) => a - b);
+    stats.lastJitterP99Ms = sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]! : 0;
+    jitters = [];
+    const batch: PowerBatch = {
+      v: 1,
+      kind: "power",
+      msgId: `${opts.node}:power:${start}`,
+      node: opts.node,
+      seq: seq++,
+      windowStartMs: start,
+      windowEndMs: end,
+      source: opts.source.kind,
+      gpus,
+      ...(opts.instances ? { instances: opts.instances } : {}),
+      jitterP99Ms: stats.lastJitterP99Ms,
+    };
+    stats.windows++;
+    opts.onWindow(batch);
+  };
+
+  const sampleOnce = async () => {
+    try {
+      const readings = await opts.source.sample();
+      for (const r of readings) {
+        // A GPU whose counter stopped being finite keeps publishing power only.
+        if (r.energyMj !== undefined && !Number.isFinite(r.energyMj)) delete r.energyMj;
+        add(r);
+      }
+      stats.samples++;
+    } catch (err) {
+      stats.sampleErrors++;
+      opts.onError?.(err);
+    }
+  };
+
+  const tick = () => {
+    if (!running) return;
+    const now = opts.clock.nowMs();
+    jitters.push(Math.abs(now - nextTickMs));
+    while (now >= windowStart + windowMs) closeWindow();
+    if (inFlight) {
+      stats.skippedTicks++;
+    } else {
+      inFlight = sampleOnce().finally(() => (inFlight = undefined));
+    }
+    schedule();
+  };
+
+  const schedule = () => {
+    const now = opts.clock.nowMs();
+    nextTickMs = (Math.floor(now / sampleMs) + 1) * sampleMs;
+    timer = setTimeout(tick, Math.max(0, nextTickMs - now));
+  };
+
+  let stopping: Promise<void> | undefined;
+  return {
+    start() {
+      if (running) return;
+      running = true;
+      windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
+      inFlight = sampleOnce().finally(() => (inFlight = undefined));
+      schedule();
+    },
+    stop() {
+      return (stopping ??= (async () => {
+        running = false;
+        clearTimeout(timer);
+        await inFlight;
+        await sampleOnce();
+        if (columns.size > 0) closeWindow();
+      })());
+    },
+    stats: () => ({ ...stats }),
+  };
+}

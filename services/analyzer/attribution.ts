@@ -1,0 +1,56 @@
+import type { WorkItem } from "../../shared/mod.ts";
+
+/**
+ * Splits one instance-window's energy among the requests active in it, in proportion to the work
+ * each did: w = prefillWeight × prefill tokens + decode tokens. A window without work is idle.
+ * Pure. Invariants (tested as properties): Σ shares + idle = energy (to float precision), every
+ * share ≥ 0, and the result does not depend on the order of `requests`.
+ *
+ * `prefillWeight` is the energy cost of a prefill token relative to a decode token. Prefill runs
+ * all prompt tokens of a request in one compute-bound pass, while each decode token needs a pass
+ * over the weights, so a prefill token costs much less; the default is a deliberate round figure to
+ * be calibrated per deployment (the simulated node reports its own ratio).
+ */
+export const DEFAULT_PREFILL_WEIGHT = 0.1;
+
+export interface Share {
+  requestId: string;
+  energyMj: number;
+  prefillMj: number;
+  decodeMj: number;
+  prefillTokens: number;
+  decodeTokens: number;
+}
+
+export interface WindowAttribution {
+  shares: Share[];
+  idleMj: number;
+}
+
+export function attributeWindow(energyMj: number, requests: readonly WorkItem[], prefillWeight = DEFAULT_PREFILL_WEIGHT): WindowAttribution {
+  if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
+  // Merge duplicates of the same request (a WORK list is a set by requestId) in a fixed order.
+  const merged = new Map<string, { p: number; d: number }>();
+  for (const r of requests) {
+    const m = merged.get(r.requestId);
+    if (m) {
+      m.p += r.prefillTokens;
+      m.d += r.decodeTokens;
+    } else merged.set(r.requestId, { p: r.prefillTokens, d: r.decodeTokens });
+  }
+  const ids = [...merged.keys()].sort();
+  let total = 0;
+  for (const id of ids) {
+    const m = merged.get(id)!;
+    total += prefillWeight * m.p + m.d;
+  }
+  if (total <= 0) return { shares: [], idleMj: energyMj };
+  const shares: Share[] = [];
+  for (const id of ids) {
+    const m = merged.get(id)!;
+    const prefillMj = (energyMj * prefillWeight * m.p) / total;
+    const decodeMj = (energyMj * m.d) / total;
+    shares.push({ requestId: id, energyMj: prefillMj + decodeMj, prefillMj, decodeMj, prefillTokens: m.p, decodeTokens: m.d });
+  }
+  return { shares, idleMj: 0 };
+}

@@ -1,0 +1,69 @@
+import { z } from "zod";
+import { connectNats, natsConfig, natsOptions, onShutdownSignal } from "../../shared/mod.ts";
+import { defineCommand } from "../cli/command.ts";
+import { startAnalyzer } from "./analyzer.ts";
+import { DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
+import { createInfluxSink } from "./influx-sink.ts";
+import { detectInfluxApi } from "./influx-version.ts";
+
+const schema = natsConfig.extend({
+  influxUrl: z.url().default("http://127.0.0.1:8086"),
+  influxDb: z.string().min(1).default("joulestream"),
+  influxApi: z.enum(["auto", "v1", "v2"]).default("auto"),
+  influxToken: z.string().optional(),
+  influxOrg: z.string().optional(),
+  influxBucket: z.string().optional(),
+  name: z.string().regex(/^[A-Za-z0-9_-]+$/).default("analyzer"),
+  prefillWeight: z.coerce.number().min(0).max(100).default(DEFAULT_PREFILL_WEIGHT),
+  allowedLatenessMs: z.coerce.number().int().min(0).default(5000),
+});
+
+export const analyzerCommand = defineCommand(
+  {
+    name: "analyzer",
+    summary: "join POWER, WORK and REQUESTS into energy per request; write InfluxDB and the ENERGY stream",
+    options: {
+      ...natsOptions,
+      "influx-url": { type: "string", arg: "URL", env: "JOULESTREAM_INFLUX_URL", description: "InfluxDB base URL", defaultText: "http://127.0.0.1:8086" },
+      "influx-db": { type: "string", arg: "NAME", env: "JOULESTREAM_INFLUX_DB", description: "database (1.x) / bucket (2.x, 3.x)", defaultText: "joulestream" },
+      "influx-api": { type: "string", arg: "auto|v1|v2", env: "JOULESTREAM_INFLUX_API", description: "write API: v2 = /api/v2/write (1.8+, 2.x, 3.x), v1 = /write (1.x before 1.8)", defaultText: "auto (from /ping)" },
+      "influx-token": { type: "string", env: "JOULESTREAM_INFLUX_TOKEN", description: "InfluxDB 2.x/3.x token" },
+      "influx-org": { type: "string", env: "JOULESTREAM_INFLUX_ORG", description: "InfluxDB 2.x organization" },
+      "influx-bucket": { type: "string", env: "JOULESTREAM_INFLUX_BUCKET", description: "InfluxDB 2.x bucket (default: --influx-db)" },
+      name: { type: "string", description: "durable consumer name prefix (replicas with the same name share the work)", defaultText: "analyzer" },
+      "prefill-weight": { type: "string", arg: "W", description: "energy cost of a prefill token relative to a decode token", defaultText: String(DEFAULT_PREFILL_WEIGHT) },
+      "allowed-lateness-ms": { type: "string", arg: "MS", description: "how long a window waits for late messages", defaultText: "5000" },
+    },
+    schema,
+    examples: ["joulestream analyzer --nats nats://127.0.0.1:4222 --influx-url http://127.0.0.1:8086 --influx-db joulestream"],
+  },
+  async (cfg) => {
+    const api = cfg.influxApi === "auto" ? (await detectInfluxApi(cfg.influxUrl)).api : cfg.influxApi;
+    const sink = createInfluxSink({
+      url: cfg.influxUrl,
+      database: cfg.influxDb,
+      api,
+      ...(cfg.influxToken ? { token: cfg.influxToken } : {}),
+      ...(cfg.influxOrg ? { org: cfg.influxOrg } : {}),
+      ...(cfg.influxBucket ? { bucket: cfg.influxBucket } : {}),
+    });
+    const nc = await connectNats(cfg, `joulestream-${cfg.name}`);
+    const analyzer = await startAnalyzer({
+      nc,
+      sink,
+      name: cfg.name,
+      prefillWeight: cfg.prefillWeight,
+      allowedLatenessMs: cfg.allowedLatenessMs,
+      log: (l) => process.stderr.write(`analyzer: ${l}\n`),
+    });
+    process.stderr.write(`analyzer ${cfg.name}: consuming from ${cfg.nats}, writing ${cfg.influxUrl} db=${cfg.influxDb} (${api} write API)\n`);
+    await new Promise<void>((resolve) => {
+      onShutdownSignal(async () => {
+        await analyzer.stop();
+        await nc.drain();
+        resolve();
+      });
+    });
+    return 0;
+  },
+);

@@ -1,0 +1,78 @@
+import { z } from "zod";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { ConfigError, connectNats, decode, natsConfig, natsOptions, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
+import { defineCommand } from "./command.ts";
+
+/**
+ * `joulestream tail SUBJECT`: what an operator uses to see what is flowing. Reads the subject's
+ * stream with an ephemeral ordered consumer (from now, or from the start with --all) and prints each
+ * message decoded as one JSON line. Bytes become base64; undecodable messages are printed as such.
+ */
+const schema = natsConfig.extend({
+  count: z.coerce.number().int().positive().optional(),
+  all: z.boolean().default(false),
+  timeout: z.coerce.number().positive().optional(),
+});
+
+export const tailCommand = defineCommand(
+  {
+    name: "tail",
+    summary: "print the decoded messages of a subject as JSON lines",
+    usage: "joulestream tail SUBJECT [--nats URL] [--count N] [--all]",
+    positionals: "SUBJECT",
+    options: {
+      ...natsOptions,
+      count: { type: "string", arg: "N", description: "exit after N messages" },
+      all: { type: "boolean", description: "start from the first stored message instead of new ones" },
+      timeout: { type: "string", arg: "SECONDS", description: "exit after this long without a message" },
+    },
+    schema,
+    examples: ["joulestream tail 'power.v1.>' --count 1", "joulestream tail 'energy.v1.node-1' --all", "joulestream tail 'dlq.v1.>' --all --timeout 2"],
+  },
+  async (cfg, positionals) => {
+    const subject = positionals[0];
+    if (!subject) throw new ConfigError("SUBJECT", "missing: which subject to tail (e.g. 'power.v1.>')");
+    const stream = streamOf(subject);
+    const nc = await connectNats(cfg, "joulestream-tail", { maxReconnectAttempts: 5 });
+    try {
+      await jetstreamManager(nc); // fails clearly if JetStream is off
+      const js = jetstream(nc);
+      const consumer = await js.consumers.get(stream, {
+        filter_subjects: subject, // a string → filter_subject: works on server 2.9
+        deliver_policy: cfg.all ? DeliverPolicy.All : DeliverPolicy.New,
+      });
+      let seen = 0;
+      for (;;) {
+        const m = await consumer.next({ expires: Math.max(1000, (cfg.timeout ?? 3600) * 1000) });
+        if (!m) {
+          if (cfg.timeout) break;
+          continue;
+        }
+        let value: unknown;
+        try {
+          value = decode(m.data);
+        } catch (err) {
+          value = { undecodable: Buffer.from(m.data).toString("base64"), error: (err as Error).message };
+        }
+        process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, data: value }, jsonReplacer) + "\n");
+        if (cfg.count && ++seen >= cfg.count) break;
+      }
+      return 0;
+    } finally {
+      await nc.close();
+    }
+  },
+);
+
+function jsonReplacer(_k: string, v: unknown): unknown {
+  if (v instanceof Uint8Array) return { base64: Buffer.from(v).toString("base64") };
+  if (typeof v === "bigint") return v.toString();
+  return v;
+}
+
+/** The stream that holds a subject (by its first token). */
+export function streamOf(subject: string): StreamName {
+  const head = subject.split(".")[0];
+  for (const [name, pattern] of Object.entries(STREAM_SUBJECTS)) if (pattern.split(".")[0] === head) return name as StreamName;
+  throw new ConfigError("SUBJECT", `${JSON.stringify(subject)} is in no joulestream stream (subjects start with ${Object.values(STREAM_SUBJECTS).map((s) => s.split(".")[0]).join(", ")})`);
+}
