@@ -14,6 +14,7 @@ import {
 import { createWindowJoin, type JoinOutput, type JoinStats } from "./join.ts";
 import type { InfluxSink } from "./influx-sink.ts";
 import { instanceWindowPoint, nodeWindowPoints, requestPoint } from "./points.ts";
+import { openEmittedStore } from "./emitted-store.ts";
 
 /**
  * The analyzer service: durable pull consumers on POWER, WORK and REQUESTS feed the windowed join;
@@ -40,6 +41,8 @@ export interface AnalyzerStats {
   requestsEmitted: number;
   windowsClosed: number;
   sinkRetries: number;
+  /** Requests recomputed from replayed windows but already stored before a restart. */
+  replaySkipped: number;
   join: JoinStats;
 }
 
@@ -58,11 +61,12 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const jsm = await jetstreamManager(opts.nc);
   await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "ENERGY", "DEADLETTER"]);
   const js = jetstream(opts.nc);
+  const emitted = await openEmittedStore(opts.nc);
   const join = createWindowJoin<JsMsg>({
     ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
     ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
   });
-  const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<string, number>, deadLettered: 0, acked: 0, requestsEmitted: 0, windowsClosed: 0, sinkRetries: 0 };
+  const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<string, number>, deadLettered: 0, acked: 0, requestsEmitted: 0, windowsClosed: 0, sinkRetries: 0, replaySkipped: 0 };
   let stopped = false;
 
   const deadLetter = async (stream: StreamName, m: JsMsg, reason: string, detail: string) => {
@@ -75,12 +79,17 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   // Drains the join, stores its outputs, then acknowledges. Serialized: one store in flight.
   let storing: Promise<void> = Promise.resolve();
   const store = (out: JoinOutput<JsMsg>) => async () => {
-    const points = [...out.nodeWindows.flatMap(nodeWindowPoints), ...out.instanceWindows.map(instanceWindowPoint), ...out.requests.map(requestPoint)];
     let delay = 200;
     for (;;) {
       try {
+        // A request stored before a restart is not stored again from the remnants replayed after it.
+        const fresh = [];
+        for (const r of out.requests) if (!(await emitted.has(r.node, r.requestId))) fresh.push(r);
+        stats.replaySkipped += out.requests.length - fresh.length;
+        const points = [...out.nodeWindows.flatMap(nodeWindowPoints), ...out.instanceWindows.map(instanceWindowPoint), ...fresh.map(requestPoint)];
         await opts.sink.write(points);
-        for (const r of out.requests) await js.publish(subjects.energy(r.node), encode(r), { msgID: r.msgId });
+        for (const r of fresh) await js.publish(subjects.energy(r.node), encode(r), { msgID: r.msgId });
+        await Promise.all(fresh.map((r) => emitted.add(r.node, r.requestId)));
         break;
       } catch (err) {
         stats.sinkRetries++;

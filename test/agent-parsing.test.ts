@@ -1,0 +1,87 @@
+import test from "ava";
+import { parsePrometheusText } from "../services/agent/prometheus.ts";
+import { createSseCounter } from "../services/agent/sse-counter.ts";
+import { createWorkTracker } from "../services/agent/work-tracker.ts";
+import { parseInstance, parseGpuList } from "../services/agent/instances.ts";
+import { ConfigError } from "../shared/mod.ts";
+
+const DCGM = `# HELP DCGM_FI_DEV_POWER_USAGE Power draw (in W).
+# TYPE DCGM_FI_DEV_POWER_USAGE gauge
+DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-aaa",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="h"} 312.5
+DCGM_FI_DEV_POWER_USAGE{gpu="1",UUID="GPU-bbb",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="h"} 99
+# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter
+DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-aaa",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="h"} 123456789
+`;
+
+test("prometheus - parses dcgm-exporter lines with their labels", (t) => {
+  const s = parsePrometheusText(DCGM);
+  t.is(s.length, 3);
+  t.deepEqual(s[0], { name: "DCGM_FI_DEV_POWER_USAGE", labels: { gpu: "0", UUID: "GPU-aaa", device: "nvidia0", modelName: "NVIDIA H100 80GB HBM3", Hostname: "h" }, value: 312.5 });
+  t.is(s[2]!.value, 123456789);
+});
+
+test("prometheus - escaped label values and timestamps", (t) => {
+  const s = parsePrometheusText('m{a="x\\"y"} 1 1700000000000\n');
+  t.deepEqual(s, [{ name: "m", labels: { a: 'x"y' }, value: 1 }]);
+});
+
+const sse = (o: unknown) => Buffer.from(`data: ${JSON.stringify(o)}\n\n`);
+
+test("sse counter - one token per content chunk, the first usage object reconciles", (t) => {
+  const c = createSseCounter();
+  t.is(c.push(sse({ choices: [{ delta: { role: "assistant" } }] })).newTokens, 0);
+  t.is(c.push(Buffer.concat([sse({ choices: [{ delta: { content: "a" } }] }), sse({ choices: [{ delta: { content: "b" } }] })])).newTokens, 2);
+  // Final usage says 3: one token was in a chunk we could not see as one (e.g. two tokens in one chunk).
+  const p = c.push(sse({ choices: [], usage: { prompt_tokens: 11, completion_tokens: 3 } }));
+  t.is(p.newTokens, 1);
+  t.is(p.promptTokens, 11);
+  t.is(c.outputTokens, 3);
+});
+
+test("sse counter - per-chunk usage (continuous_usage_stats) is exact and not double counted", (t) => {
+  const c = createSseCounter();
+  let n = 0;
+  for (let i = 1; i <= 5; i++) n += c.push(sse({ choices: [{ text: "x" }], usage: { prompt_tokens: 7, completion_tokens: i * 2 } })).newTokens;
+  c.push(Buffer.from("data: [DONE]\n\n"));
+  t.is(n, 10);
+  t.is(c.outputTokens, 10);
+  t.true(c.done);
+});
+
+test("sse counter - events split across TCP chunks", (t) => {
+  const c = createSseCounter();
+  const whole = sse({ choices: [{ text: "hello" }] });
+  t.is(c.push(whole.subarray(0, 9)).newTokens, 0);
+  t.is(c.push(whole.subarray(9)).newTokens, 1);
+});
+
+test("work tracker - every instance gets a window, tokens land in the window they happened in", (t) => {
+  const w = createWorkTracker("n1", [
+    { id: "a", upstream: "http://x", gpus: [0, 1] },
+    { id: "b", upstream: "http://y", gpus: [2] },
+  ]);
+  w.started("a", "r1");
+  w.prefill("a", "r1", 100);
+  w.decode("a", "r1", 3);
+  const first = w.closeWindow(0, 1000);
+  t.is(first.length, 2);
+  t.deepEqual(first[0]!.requests, [{ requestId: "r1", prefillTokens: 100, decodeTokens: 3 }]);
+  t.is(first[0]!.inFlight, 1);
+  t.deepEqual(first[1]!.requests, []);
+  w.decode("a", "r1", 2);
+  w.ended("a", "r1");
+  const second = w.closeWindow(1000, 2000);
+  t.deepEqual(second[0]!.requests, [{ requestId: "r1", prefillTokens: 0, decodeTokens: 2 }]);
+  t.is(second[0]!.inFlight, 0);
+});
+
+test("instances - --instance specs parse, and errors name the key", (t) => {
+  t.deepEqual(parseInstance("id=tp4a,listen=0.0.0.0:9001,upstream=http://127.0.0.1:8001,gpus=0-3,model=llama"), {
+    id: "tp4a", listen: "0.0.0.0:9001", upstream: "http://127.0.0.1:8001", gpus: [0, 1, 2, 3], model: "llama",
+  });
+  t.deepEqual(parseGpuList("0,2,4-5", "g"), [0, 2, 4, 5]);
+  const e = t.throws(() => parseInstance("id=a,gpus=0"), { instanceOf: ConfigError });
+  t.regex(e!.message, /upstream/);
+  t.throws(() => parseInstance("id=a.b,upstream=http://x"), { instanceOf: ConfigError });
+  t.throws(() => parseGpuList("3-1", "g"), { instanceOf: ConfigError });
+});
