@@ -1,0 +1,192 @@
+import test from "ava";
+import { setTimeout as sleep } from "node:timers/promises";
+import { systemClock } from "../shared/mod.ts";
+import type { GpuReading } from "../services/agent/power-source.ts";
+import { createNvmlSource, NvmlError, type NvmlSource, type NvmlSourceOptions } from "../services/agent/nvml/mod.ts";
+import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
+
+const clock = systemClock();
+
+/** A source over a private copy of the fake, configured with FAKE_NVML_<key>=value. */
+async function fakeSource(env: Record<string, string | number>, opts: Partial<NvmlSourceOptions> = {}): Promise<NvmlSource> {
+  const libraryPath = await fakeNvmlCopy();
+  return withFakeNvmlEnv(env, () => createNvmlSource({ clock, libraryPath, ...opts }));
+}
+
+/** Samples every `everyMs` for `forMs`; returns every sample. */
+async function sampleFor(source: NvmlSource, everyMs: number, forMs: number): Promise<GpuReading[][]> {
+  const samples: GpuReading[][] = [];
+  const end = clock.nowMs() + forMs;
+  while (clock.nowMs() < end) {
+    samples.push(await source.sample());
+    await sleep(everyMs);
+  }
+  samples.push(await source.sample());
+  return samples;
+}
+
+const byGpu = (samples: GpuReading[][], gpu: number) => samples.flat().filter((r) => r.gpu === gpu);
+
+test("nvml - describe lists every GPU with uuid, name, power limits, SM clocks, memory and the driver version", async (t) => {
+  const source = await fakeSource({ GPUS: 8 });
+  t.teardown(() => source.close());
+  const d = await source.describe();
+  t.is(d.driverVersion, "550.54.15-fake");
+  t.deepEqual(d.gpus.map((g) => g.index), [0, 1, 2, 3, 4, 5, 6, 7]);
+  t.is(new Set(d.gpus.map((g) => g.uuid)).size, 8);
+  t.like(d.gpus[3], {
+    index: 3,
+    uuid: "GPU-fa4e0000-0000-4000-8000-000000000003",
+    name: "NVIDIA H100 80GB HBM3 (fake)",
+    powerLimitMw: 700_000,
+    minPowerLimitMw: 200_000,
+    maxPowerLimitMw: 700_000,
+    memTotalMb: 81559,
+  });
+  t.deepEqual(d.gpus[0]!.supportedSmClocksMhz, [1980, 1965, 1950, 1800, 1600, 1400, 1200, 1000, 800, 600, 400, 210]);
+});
+
+test("nvml - energy from counter deltas matches constant power × time within 0.1% over 2.5 s", async (t) => {
+  const powersW = [300, 310, 320, 330, 340, 350, 360, 370];
+  const source = await fakeSource({ GPUS: 8, POWER_W: powersW.join(",") });
+  t.teardown(() => source.close());
+  const samples = await sampleFor(source, 100, 2500);
+  t.true(samples.length >= 20);
+  for (const [gpu, w] of powersW.entries()) {
+    const rs = byGpu(samples, gpu);
+    t.is(rs.length, samples.length);
+    const first = rs[0]!;
+    const last = rs.at(-1)!;
+    const measuredMj = last.energyMj! - first.energyMj!;
+    const expectedMj = (w * 1000 * (last.tMs - first.tMs)) / 1000; // mW × ms / 1000 = mJ
+    t.true(Math.abs(measuredMj / expectedMj - 1) < 0.001, `gpu ${gpu}: ${measuredMj} mJ vs ${expectedMj} mJ`);
+    t.true(rs.every((r) => r.powerMw === w * 1000), `gpu ${gpu}: power readings equal the model`);
+  }
+  t.true(source.stats().gpus.every((g) => g.power === "instant" && g.energyCounter));
+});
+
+test("nvml - instant power follows a varying model: its integral matches the counter within 1%", async (t) => {
+  // 250–450 W sine with a 400-ms period, sampled every ~10 ms.
+  const source = await fakeSource({ GPUS: 2, POWER_W: 350, POWER_AMP_W: 100, POWER_PERIOD_MS: 400 });
+  t.teardown(() => source.close());
+  const rs = byGpu(await sampleFor(source, 10, 1600), 1);
+  let integralMj = 0;
+  for (let i = 1; i < rs.length; i++) integralMj += ((rs[i]!.powerMw + rs[i - 1]!.powerMw) / 2) * (rs[i]!.tMs - rs[i - 1]!.tMs) / 1000;
+  const counterMj = rs.at(-1)!.energyMj! - rs[0]!.energyMj!;
+  t.true(Math.abs(integralMj / counterMj - 1) < 0.01, `${integralMj} mJ integrated vs ${counterMj} mJ counted`);
+  const powers = rs.map((r) => r.powerMw);
+  t.true(Math.min(...powers) < 270_000 && Math.max(...powers) > 430_000, "instant readings span the sine");
+  t.is(source.stats().gpus[1]!.power, "instant");
+});
+
+test("nvml - without the instant field, power is the trailing 1-s average of the model", async (t) => {
+  const source = await fakeSource({ GPUS: 1, POWER_W: 350, POWER_AMP_W: 100, POWER_PERIOD_MS: 400, INSTANT: "unsupported" });
+  t.teardown(() => source.close());
+  await sleep(1050); // the average needs one full second of history
+  const rs = byGpu(await sampleFor(source, 20, 300), 0);
+  // Average of a 400-ms sine over 1 s deviates from the mean by at most A·T/(π·1 s) = 12.7 W.
+  for (const r of rs) t.true(Math.abs(r.powerMw - 350_000) <= 12_800, `${r.powerMw} mW`);
+  t.is(source.stats().gpus[0]!.power, "average");
+});
+
+test("nvml - a GPU without an energy counter gives readings with no energyMj", async (t) => {
+  const source = await fakeSource({ GPUS: 2, ENERGY: "unsupported" });
+  t.teardown(() => source.close());
+  const samples = [await source.sample(), await source.sample()];
+  for (const r of samples.flat()) {
+    t.false("energyMj" in r);
+    t.is(r.powerMw, 350_000);
+  }
+  t.false(source.stats().gpus[0]!.energyCounter);
+  t.is(source.stats().gpuErrors, 0);
+});
+
+test("nvml - a lost GPU is left out of samples and reported once, never thrown", async (t) => {
+  const errors: [number, NvmlError][] = [];
+  const source = await fakeSource({ GPUS: 8, LOST_GPU: 3, LOST_AFTER_MS: 100 }, { onGpuError: (gpu, err) => errors.push([gpu, err]) });
+  t.teardown(() => source.close());
+  t.deepEqual((await source.sample()).map((r) => r.gpu), [0, 1, 2, 3, 4, 5, 6, 7]);
+  const samples = await sampleFor(source, 20, 300);
+  const last = samples.at(-1)!;
+  t.deepEqual(last.map((r) => r.gpu), [0, 1, 2, 4, 5, 6, 7]);
+  t.is(errors.length, 1);
+  t.is(errors[0]![0], 3);
+  t.true(errors[0]![1] instanceof NvmlError);
+  t.is(errors[0]![1].nvmlName, "GPU_IS_LOST");
+  t.is(errors[0]![1].nvmlCode, 15);
+  t.true(errors[0]![1].permanent);
+  t.deepEqual(source.stats().lostGpus, [3]);
+  t.is(source.stats().gpuErrors, 1);
+  t.deepEqual((await source.describe()).gpus.map((g) => g.index), [0, 1, 2, 4, 5, 6, 7]);
+});
+
+test("nvml - a counter reset (driver reload) is passed through raw and counted", async (t) => {
+  const resets: [number, number, number][] = [];
+  const source = await fakeSource({ GPUS: 4, POWER_W: 400, ENERGY_START_MJ: 5e9, RESET_AT_MS: 150 }, { onCounterReset: (g, a, b) => resets.push([g, a, b]) });
+  t.teardown(() => source.close());
+  const rs = byGpu(await sampleFor(source, 20, 400), 2);
+  const drop = rs.findIndex((r, i) => i > 0 && r.energyMj! < rs[i - 1]!.energyMj!);
+  t.true(drop > 0, "the counter went down once");
+  t.true(rs[drop - 1]!.energyMj! >= 5e9);
+  t.true(rs[drop]!.energyMj! < 400 * 400, "after the reload the counter restarts near 0 (raw value, not stitched)");
+  t.is(source.stats().counterResets, 4);
+  t.deepEqual(source.stats().gpus.map((g) => g.counterResets), [1, 1, 1, 1]);
+  t.deepEqual(resets.map(([g]) => g).sort(), [0, 1, 2, 3]);
+});
+
+test("nvml - an energy counter updated every 100 ms moves in steps of power × 100 ms", async (t) => {
+  const source = await fakeSource({ GPUS: 1, POWER_W: 350, ENERGY_PERIOD_MS: 100 });
+  t.teardown(() => source.close());
+  const rs = byGpu(await sampleFor(source, 10, 350), 0);
+  const values = [...new Set(rs.map((r) => r.energyMj!))];
+  t.true(values.length >= 3 && values.length < rs.length / 2, `${values.length} distinct values in ${rs.length} readings`);
+  for (let i = 1; i < values.length; i++) {
+    const steps = (values[i]! - values[i - 1]!) / 35_000; // 350 W × 100 ms = 35 J
+    t.true(Math.abs(steps - Math.round(steps)) < 1e-4 && steps >= 1, `step ${values[i]! - values[i - 1]!} mJ`);
+  }
+});
+
+test("nvml - clocks, utilization and temperature are present where supported and omitted where not", async (t) => {
+  const full = await fakeSource({ GPUS: 1 });
+  const bare = await fakeSource({ GPUS: 1, CLOCKS: "unsupported" });
+  t.teardown(() => Promise.all([full.close(), bare.close()]));
+  t.like((await full.sample())[0], { smClockMhz: 1980, memClockMhz: 2619, utilPct: 50, tempC: 47 });
+  for (let i = 0; i < 2; i++) {
+    const [r] = await bare.sample();
+    t.deepEqual(Object.keys(r!).sort(), ["energyMj", "gpu", "powerMw", "tMs", "uuid"]);
+  }
+  t.is(bare.stats().gpuErrors, 0);
+});
+
+test("nvml - extras: false reads only power and energy", async (t) => {
+  const source = await fakeSource({ GPUS: 1 }, { extras: false });
+  t.teardown(() => source.close());
+  t.deepEqual(Object.keys((await source.sample())[0]!).sort(), ["energyMj", "gpu", "powerMw", "tMs", "uuid"]);
+});
+
+test("nvml - gpus selects a subset of NVML indices and rejects one that does not exist", async (t) => {
+  const source = await fakeSource({ GPUS: 4 }, { gpus: [1, 3] });
+  t.teardown(() => source.close());
+  t.deepEqual((await source.sample()).map((r) => r.gpu), [1, 3]);
+  const err = await fakeSource({ GPUS: 4 }, { gpus: [4] }).catch((e: unknown) => e);
+  t.true(err instanceof NvmlError && err.nvmlName === "INVALID_ARGUMENT");
+});
+
+test("nvml - clock control is bound and refuses without root, as NO_PERMISSION", async (t) => {
+  const source = await fakeSource({ GPUS: 2 });
+  t.teardown(() => source.close());
+  const e1 = t.throws(() => source.control.lockGpuClocks(0, 1200, 1200), { instanceOf: NvmlError });
+  t.is(e1.nvmlName, "NO_PERMISSION");
+  t.is(e1.code, "PERMISSION");
+  t.is(t.throws(() => source.control.resetGpuClocks(1), { instanceOf: NvmlError }).nvmlName, "NO_PERMISSION");
+  t.is(t.throws(() => source.control.setPowerLimitMw(1, 300_000), { instanceOf: NvmlError }).nvmlName, "NO_PERMISSION");
+  t.is(t.throws(() => source.control.resetGpuClocks(9), { instanceOf: NvmlError }).nvmlName, "INVALID_ARGUMENT");
+});
+
+test("nvml - close is idempotent and a closed source refuses to sample", async (t) => {
+  const source = await fakeSource({ GPUS: 1 });
+  await source.close();
+  await source.close();
+  const err = await t.throwsAsync(source.sample(), { instanceOf: NvmlError });
+  t.is(err.nvmlName, "UNINITIALIZED");
+});
