@@ -2,7 +2,13 @@ import test from "ava";
 import { z } from "zod";
 import { ConfigError, helpText, parseCommand, type CommandSpec } from "../shared/mod.ts";
 
-const spec: CommandSpec<z.ZodType> = {
+const schema = z.object({
+  nats: z.string().default("nats://127.0.0.1:4222"),
+  rateHz: z.coerce.number().positive().default(10),
+  target: z.array(z.url()).default([]),
+  verbose: z.boolean().default(false),
+});
+const spec: CommandSpec<typeof schema> = {
   name: "x",
   summary: "test",
   options: {
@@ -11,12 +17,7 @@ const spec: CommandSpec<z.ZodType> = {
     target: { type: "string", multiple: true, description: "targets" },
     verbose: { type: "boolean", description: "v" },
   },
-  schema: z.object({
-    nats: z.string().default("nats://127.0.0.1:4222"),
-    rateHz: z.coerce.number().positive().default(10),
-    target: z.array(z.url()).default([]),
-    verbose: z.boolean().default(false),
-  }),
+  schema,
 };
 
 test("config - flag beats env beats default", (t) => {
