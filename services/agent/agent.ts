@@ -26,6 +26,8 @@ export interface AgentOptions {
   publishIntervalMs?: number;
   heartbeatMs?: number;
   continuousUsage?: boolean;
+  /** Where the outbox spills when NATS is unreachable (memory only without it). */
+  spoolDir?: string;
   log?: (line: string) => void;
 }
 
@@ -49,7 +51,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const jsm = await jetstreamManager(opts.nc);
   await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK"]);
   const description = await opts.source.describe();
-  const publisher = createPublisher(opts.nc);
+  const publisher = createPublisher(opts.nc, opts.spoolDir ? { dir: opts.spoolDir } : {});
   const tracker = createWorkTracker(opts.node, opts.instances);
   const emit = (e: RequestEvent) => publisher.publish(subjects.requests(opts.node), e);
 

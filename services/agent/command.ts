@@ -1,4 +1,5 @@
-import { hostname } from "node:os";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { z } from "zod";
 import { connectNats, natsConfig, natsOptions, onShutdownSignal, systemClock, ConfigError } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
@@ -20,6 +21,7 @@ const schema = natsConfig.extend({
   sampleIntervalMs: z.coerce.number().int().min(10).max(10_000).default(100),
   publishIntervalMs: z.coerce.number().int().min(100).max(60_000).default(1000),
   noContinuousUsage: z.boolean().default(false),
+  spoolDir: z.string().optional(),
 });
 
 export const agentCommand = defineCommand(
@@ -39,6 +41,7 @@ export const agentCommand = defineCommand(
       model: { type: "string", description: "single instance shorthand: model label" },
       "sample-interval-ms": { type: "string", arg: "MS", description: "power sampling period", defaultText: "100 (10 Hz)" },
       "publish-interval-ms": { type: "string", arg: "MS", description: "POWER/WORK window length", defaultText: "1000" },
+      "spool-dir": { type: "string", arg: "DIR", env: "JOULESTREAM_SPOOL_DIR", description: "where samples and events wait on disk while NATS is unreachable", defaultText: "$TMPDIR/joulestream-spool-<node-id>" },
       "no-continuous-usage": { type: "boolean", description: "do not ask servers for per-chunk usage (for servers that reject stream_options.continuous_usage_stats)" },
     },
     schema,
@@ -73,6 +76,7 @@ export const agentCommand = defineCommand(
       sampleIntervalMs: cfg.sampleIntervalMs,
       publishIntervalMs: cfg.publishIntervalMs,
       continuousUsage: !cfg.noContinuousUsage,
+      spoolDir: cfg.spoolDir ?? join(tmpdir(), `joulestream-spool-${cfg.nodeId}`),
       log: (l) => process.stderr.write(`agent: ${l}\n`),
     });
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);

@@ -1,69 +1,82 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { encode } from "../../shared/mod.ts";
+import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
 
 /**
- * Publishes to JetStream in order, off the caller's path: `publish` only enqueues, so the request
- * tap never waits on NATS. One publish in flight; a failed publish is retried with backoff and
- * keeps its place (order is preserved); the Nats-Msg-Id header makes a retry that did land a no-op
- * on the server. The queue is bounded: beyond `maxQueued` the oldest message is dropped and counted.
+ * Publishes to JetStream in order, off the caller's path: `publish` only enqueues into the spool
+ * (memory, then disk), so the request tap never waits on NATS. One publish in flight; a failed
+ * publish is retried with backoff and keeps its place, and the Nats-Msg-Id header makes a retry
+ * that did land a no-op on the server, so an outage costs neither order nor duplicates.
  */
-export interface PublisherStats {
+export interface PublisherStats extends SpoolStats {
   queued: number;
   published: number;
-  dropped: number;
   retries: number;
+  lastError?: string;
 }
 
 export interface Publisher {
   publish(subject: string, msg: { msgId: string }): void;
-  /** Resolves when everything queued so far is published (or `timeoutMs` passes). */
+  /** Resolves true when everything queued so far is published, false after `timeoutMs`. */
   flush(timeoutMs?: number): Promise<boolean>;
   stats(): PublisherStats;
+  /** Stops publishing; what is still queued stays on disk for the next run (with a spool dir). */
   close(): Promise<void>;
 }
 
-export function createPublisher(nc: NatsConnection, opts: { maxQueued?: number; publishTimeoutMs?: number } = {}): Publisher {
+export interface PublisherOptions extends SpoolOptions {
+  publishTimeoutMs?: number;
+}
+
+export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
   const js: JetStreamClient = jetstream(nc, { timeout: opts.publishTimeoutMs ?? 5000 });
-  const maxQueued = opts.maxQueued ?? 100_000;
-  const queue: { subject: string; data: Uint8Array; msgId: string }[] = [];
-  const stats: PublisherStats = { queued: 0, published: 0, dropped: 0, retries: 0 };
+  const spool = createSpool(opts);
+  const stats = { published: 0, retries: 0, lastError: undefined as string | undefined };
   let pumping: Promise<void> | undefined;
   let closed = false;
   const idleWaiters: (() => void)[] = [];
+  let wake: (() => void) | undefined;
 
   const pump = async () => {
     let backoffMs = 100;
-    while (queue.length > 0 && !closed) {
-      const head = queue[0]!;
+    for (;;) {
+      if (closed) break;
+      const rec = await spool.peek();
+      if (!rec) break;
       try {
-        await js.publish(head.subject, head.data, { msgID: head.msgId });
-        queue.shift();
+        await js.publish(rec.subject, rec.data, { msgID: rec.msgId });
+        spool.shift();
         stats.published++;
         backoffMs = 100;
-      } catch {
+      } catch (err) {
         stats.retries++;
-        await new Promise((r) => setTimeout(r, backoffMs).unref());
-        backoffMs = Math.min(backoffMs * 2, 5000);
+        stats.lastError = (err as Error).message;
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, backoffMs).unref();
+        });
+        backoffMs = Math.min(backoffMs * 2, 2000);
       }
     }
     pumping = undefined;
-    if (queue.length === 0) idleWaiters.splice(0).forEach((w) => w());
+    if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());
   };
+
+  // After a reconnect, retry at once instead of waiting out the backoff.
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === "reconnect") wake?.();
+  })();
 
   return {
     publish(subject, msg) {
       if (closed) return;
-      if (queue.length >= maxQueued) {
-        queue.splice(1, 1); // keep the head: it may be in flight
-        stats.dropped++;
-      }
-      queue.push({ subject, data: encode(msg), msgId: msg.msgId });
-      stats.queued++;
+      spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
       pumping ??= pump();
     },
     async flush(timeoutMs = 10_000) {
-      if (queue.length === 0) return true;
+      if (spool.size === 0 && !pumping) return true;
+      pumping ??= pump();
       return await new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), timeoutMs);
         idleWaiters.push(() => {
@@ -72,10 +85,12 @@ export function createPublisher(nc: NatsConnection, opts: { maxQueued?: number; 
         });
       });
     },
-    stats: () => ({ ...stats, queued: queue.length }),
+    stats: () => ({ ...spool.stats(), queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) }),
     async close() {
       closed = true;
+      wake?.();
       await pumping;
+      await spool.close();
     },
   };
 }

@@ -1,0 +1,185 @@
+import { createWriteStream, mkdirSync, readdirSync, statSync, type WriteStream } from "node:fs";
+import { readFile, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { decode, encode } from "../../shared/mod.ts";
+
+/**
+ * The agent's outbox: a FIFO of messages waiting for NATS, in memory up to `memoryRecords`, then
+ * spilled to segment files on disk (up to `maxDiskBytes`), so a broker outage of minutes loses
+ * nothing. Order is kept: once spilling starts, new records go to disk behind the spilled ones, and
+ * segments are read back in order. Writes are asynchronous (the request path never waits on disk).
+ * Segments left by a previous run are picked up at start, oldest first.
+ *
+ * Overflow policy: when memory and disk are both full, the newest record is dropped and counted.
+ */
+export interface SpoolRecord {
+  subject: string;
+  msgId: string;
+  data: Uint8Array;
+}
+
+export interface SpoolOptions {
+  /** Directory for segment files; without it the spool is memory-only. */
+  dir?: string;
+  memoryRecords?: number;
+  segmentRecords?: number;
+  maxDiskBytes?: number;
+}
+
+export interface SpoolStats {
+  inMemory: number;
+  onDisk: number;
+  diskBytes: number;
+  dropped: number;
+  spilled: number;
+}
+
+export interface Spool {
+  push(rec: SpoolRecord): boolean;
+  /** The oldest record, reading the next segment from disk when memory is empty. */
+  peek(): Promise<SpoolRecord | undefined>;
+  /** Removes the record `peek` returned. */
+  shift(): void;
+  readonly size: number;
+  stats(): SpoolStats;
+  close(): Promise<void>;
+}
+
+interface Segment {
+  path: string;
+  records: number;
+  bytes: number;
+  stream?: WriteStream;
+  closed: Promise<void>;
+}
+
+export function createSpool(opts: SpoolOptions = {}): Spool {
+  const memLimit = opts.memoryRecords ?? 20_000;
+  const segLimit = opts.segmentRecords ?? 5_000;
+  const maxDisk = opts.maxDiskBytes ?? 512 * 1024 * 1024;
+  let mem: SpoolRecord[] = [];
+  let head = 0;
+  const segments: Segment[] = [];
+  let diskBytes = 0;
+  let dropped = 0;
+  let spilled = 0;
+  // Segment numbers start mid-range so records saved from memory at close can go *before* them.
+  let counter = 500_000_000_000;
+  let lowest = counter;
+
+  if (opts.dir) {
+    mkdirSync(opts.dir, { recursive: true });
+    for (const f of readdirSync(opts.dir).filter((f) => f.endsWith(".seg")).sort()) {
+      const path = join(opts.dir, f);
+      const bytes = statSync(path).size;
+      segments.push({ path, records: -1, bytes, closed: Promise.resolve() });
+      diskBytes += bytes;
+      const n = Number.parseInt(f, 10);
+      if (Number.isFinite(n)) {
+        counter = Math.max(counter, n + 1);
+        lowest = Math.min(lowest, n);
+      }
+    }
+  }
+  const memSize = () => mem.length - head;
+  const writing = () => {
+    const last = segments[segments.length - 1];
+    return last?.stream ? last : undefined;
+  };
+  const rotate = () => {
+    const w = writing();
+    if (w) {
+      w.stream!.end();
+      delete w.stream;
+    }
+  };
+  const newSegment = (): Segment => {
+    const path = join(opts.dir!, `${String(counter++).padStart(12, "0")}.seg`);
+    const stream = createWriteStream(path, { flags: "a" });
+    const seg: Segment = { path, records: 0, bytes: 0, stream, closed: new Promise((resolve) => stream.once("close", () => resolve())) };
+    segments.push(seg);
+    return seg;
+  };
+
+  return {
+    push(rec) {
+      if (segments.length === 0 && memSize() < memLimit) {
+        mem.push(rec);
+        return true;
+      }
+      if (!opts.dir) {
+        dropped++;
+        return false;
+      }
+      const f = frame(rec);
+      if (diskBytes + f.length > maxDisk) {
+        dropped++;
+        return false;
+      }
+      let seg = writing();
+      if (!seg || seg.records >= segLimit) {
+        rotate();
+        seg = newSegment();
+      }
+      seg.stream!.write(f);
+      seg.records++;
+      seg.bytes += f.length;
+      diskBytes += f.length;
+      spilled++;
+      return true;
+    },
+    async peek() {
+      if (memSize() > 0) return mem[head];
+      const seg = segments[0];
+      if (!seg) return undefined;
+      if (seg.stream) rotate();
+      await seg.closed;
+      const buf = await readFile(seg.path);
+      const recs: SpoolRecord[] = [];
+      for (let off = 0; off + 4 <= buf.length; ) {
+        const len = buf.readUInt32BE(off);
+        if (off + 4 + len > buf.length) break; // torn tail of a crashed run
+        const [subject, msgId, data] = decode(buf.subarray(off + 4, off + 4 + len)) as [string, string, Uint8Array];
+        recs.push({ subject, msgId, data });
+        off += 4 + len;
+      }
+      segments.shift();
+      diskBytes -= seg.bytes;
+      await unlink(seg.path);
+      mem = mem.slice(head).concat(recs);
+      head = 0;
+      return mem[0];
+    },
+    shift() {
+      if (memSize() === 0) return;
+      head++;
+      if (head > 4096 && head * 2 > mem.length) {
+        mem = mem.slice(head);
+        head = 0;
+      }
+    },
+    get size() {
+      return memSize() + segments.reduce((s, g) => s + Math.max(0, g.records), 0);
+    },
+    stats: () => ({ inMemory: memSize(), onDisk: segments.reduce((s, g) => s + Math.max(0, g.records), 0), diskBytes, dropped, spilled }),
+    /** Closes the files; records still in memory are saved to disk ahead of the spilled ones. */
+    async close() {
+      rotate();
+      await Promise.all(segments.map((s) => s.closed));
+      if (!opts.dir || memSize() === 0) return;
+      const path = join(opts.dir, `${String(--lowest).padStart(12, "0")}.seg`);
+      await writeFile(path, Buffer.concat(mem.slice(head).map(frame)));
+      mem = [];
+      head = 0;
+    },
+  };
+}
+
+/** One record on disk: 4-byte big-endian length, then msgpack [subject, msgId, data]. */
+function frame(rec: SpoolRecord): Buffer {
+  const body = encode([rec.subject, rec.msgId, rec.data]);
+  const f = Buffer.allocUnsafe(4 + body.length);
+  f.writeUInt32BE(body.length, 0);
+  f.set(body, 4);
+  return f;
+}

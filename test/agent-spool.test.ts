@@ -1,0 +1,58 @@
+import test from "ava";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createSpool, type SpoolRecord } from "../services/agent/spool.ts";
+
+const rec = (i: number): SpoolRecord => ({ subject: "power.v1.n1", msgId: `m${i}`, data: new Uint8Array([i & 255, (i >> 8) & 255]) });
+
+async function drain(spool: ReturnType<typeof createSpool>): Promise<string[]> {
+  const out: string[] = [];
+  for (;;) {
+    const r = await spool.peek();
+    if (!r) return out;
+    out.push(r.msgId);
+    spool.shift();
+  }
+}
+
+test("spool - spills to disk past its memory bound and gives everything back in order", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const spool = createSpool({ dir, memoryRecords: 100, segmentRecords: 250 });
+  for (let i = 0; i < 1000; i++) t.true(spool.push(rec(i)));
+  t.is(spool.size, 1000);
+  t.is(spool.stats().spilled, 900);
+  // Pushes keep coming while it drains: they must still come out after the older ones.
+  const first = await spool.peek();
+  t.is(first?.msgId, "m0");
+  for (let i = 1000; i < 1100; i++) spool.push(rec(i));
+  const ids = await drain(spool);
+  t.deepEqual(ids, Array.from({ length: 1100 }, (_, i) => `m${i}`));
+  t.is(spool.stats().dropped, 0);
+  await spool.close();
+  t.deepEqual(readdirSync(dir), []);
+});
+
+test("spool - what is left at close is picked up by the next run, oldest first", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const a = createSpool({ dir, memoryRecords: 10, segmentRecords: 7 });
+  for (let i = 0; i < 40; i++) a.push(rec(i));
+  await a.peek();
+  a.shift(); // m0 was published
+  await a.close();
+  const b = createSpool({ dir, memoryRecords: 10 });
+  t.deepEqual(await drain(b), Array.from({ length: 39 }, (_, i) => `m${i + 1}`));
+});
+
+test("spool - when memory and disk are full the newest record is dropped and counted", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const s = createSpool({ dir, memoryRecords: 5, maxDiskBytes: 200 });
+  let accepted = 0;
+  for (let i = 0; i < 100; i++) if (s.push(rec(i))) accepted++;
+  t.true(accepted < 100);
+  t.is(s.stats().dropped, 100 - accepted);
+  t.deepEqual(await drain(s), Array.from({ length: accepted }, (_, i) => `m${i}`));
+});
