@@ -4,7 +4,7 @@ import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, S
  * JetStream stream definitions. Only server 2.9 features are used (Debian ships nats-server 2.9.10):
  * no subject transforms, no metadata, no compression.
  */
-export type StreamName = "POWER" | "REQUESTS" | "WORK" | "LOAD" | "ENERGY" | "DEADLETTER";
+export type StreamName = "POWER" | "REQUESTS" | "WORK" | "LOAD" | "ENERGY" | "DEADLETTER" | "AUDIT";
 
 const HOUR_NS = 3600 * 1e9;
 /** Window in which the server drops a second publish of the same Nats-Msg-Id (agent retries, replays). */
@@ -25,6 +25,8 @@ export const STREAM_SUBJECTS: Record<StreamName, string> = {
   LOAD: "load.v1.>",
   ENERGY: "energy.v1.>",
   DEADLETTER: "dlq.v1.>",
+  /** Clock and power-limit changes, who asked and what was restored. */
+  AUDIT: "audit.v1.>",
 };
 
 export const ALL_STREAMS = Object.keys(STREAM_SUBJECTS) as StreamName[];

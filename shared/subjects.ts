@@ -23,6 +23,8 @@ export const subjects = {
   deadLetter: (stream: string) => `dlq.v1.${assertToken("stream", stream)}`,
   /** Clock control service of one node (request/reply). */
   control: (node: string) => `ctl.v1.${assertToken("node", node)}`,
+  /** Audit events of a node's clock control. */
+  audit: (node: string) => `audit.v1.${assertToken("node", node)}`,
   /** Query service of the analyzer. */
   query: "joulestream.query.v1",
 } as const;

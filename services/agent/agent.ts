@@ -8,6 +8,7 @@ import { createPublisher, type PublisherStats } from "./publisher.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
+import { startClockControl, type ClockBackend, type ClockControl } from "./clock-control.ts";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -28,6 +29,8 @@ export interface AgentOptions {
   continuousUsage?: boolean;
   /** Where the outbox spills when NATS is unreachable (memory only without it). */
   spoolDir?: string;
+  /** Opt-in GPU clock / power-limit control (--allow-clock-control), served on ctl.v1.<node>. */
+  clockBackend?: ClockBackend;
   log?: (line: string) => void;
 }
 
@@ -49,7 +52,7 @@ export interface Agent {
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const log = opts.log ?? (() => {});
   const jsm = await jetstreamManager(opts.nc);
-  await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK"]);
+  await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK", ...(opts.clockBackend ? (["AUDIT"] as const) : [])]);
   const description = await opts.source.describe();
   const publisher = createPublisher(opts.nc, opts.spoolDir ? { dir: opts.spoolDir } : {});
   const tracker = createWorkTracker(opts.node, opts.instances);
@@ -88,6 +91,9 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     });
   }
   sampler.start();
+  const clockControl: ClockControl | undefined = opts.clockBackend
+    ? await startClockControl({ nc: opts.nc, node: opts.node, gpus: description.gpus, backend: opts.clockBackend, log })
+    : undefined;
 
   // Inventory + heartbeat. A KV failure is logged, never fatal: power and requests matter more.
   const startedMs = opts.clock.nowMs();
@@ -131,6 +137,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     stop() {
       return (stopping ??= (async () => {
         clearInterval(heartbeat);
+        // Clocks first: whatever else fails, the GPUs go back to their defaults.
+        await clockControl?.stop();
         // Taps first: no new requests; then the sampler closes the last window (and its WORK).
         await Promise.all(Object.values(taps).map((t) => t.close()));
         await sampler.stop();

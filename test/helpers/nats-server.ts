@@ -1,0 +1,77 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+
+/**
+ * A real nats-server (JetStream) on a free loopback port, for tests that need only the broker.
+ * `restart()` stops it and starts it again on the same port and store (for outage tests).
+ */
+export interface TestNats {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** Extra config text (accounts, authorization) is written into the server's config file. */
+  configPath: string;
+}
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function natsBinary(): string {
+  return process.env.NATS_SERVER_BIN ?? "/usr/sbin/nats-server";
+}
+
+export async function startTestNats(opts: { config?: string } = {}): Promise<TestNats> {
+  const dir = mkdtempSync(join(tmpdir(), "test-nats-"));
+  const port = await freePort();
+  const configPath = join(dir, "nats.conf");
+  writeFileSync(configPath, `listen: 127.0.0.1:${port}\njetstream { store_dir: "${join(dir, "js")}" }\n${opts.config ?? ""}\n`);
+  let proc: ChildProcess | undefined;
+  const url = `nats://127.0.0.1:${port}`;
+  const start = async () => {
+    proc = spawn(natsBinary(), ["-c", configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    proc.stderr!.on("data", (d) => (stderr += d));
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        const nc = await connect({ servers: url, reconnect: false, timeout: 500, ...(opts.config?.includes("authorization") || opts.config?.includes("accounts") ? { user: "probe", pass: "probe" } : {}) });
+        await nc.close();
+        return;
+      } catch (err) {
+        // With auth configured, an authorization error still proves the server is up.
+        if (/authorization|Authorization/.test(String((err as Error).message))) return;
+        if (proc.exitCode !== null) throw new Error(`nats-server exited: ${stderr.slice(-500)}`);
+        if (Date.now() > deadline) throw new Error(`nats-server did not start: ${stderr.slice(-500)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  };
+  const stop = async () => {
+    const p = proc;
+    if (!p || p.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      p.once("exit", () => resolve());
+      p.kill("SIGTERM");
+      setTimeout(() => p.kill("SIGKILL"), 3000).unref();
+    });
+  };
+  await start();
+  process.once("exit", () => {
+    proc?.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { url, port, configPath, start, stop };
+}
