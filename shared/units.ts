@@ -14,7 +14,7 @@ export const wToMw = (w: number): number => w * MW_PER_W;
 export const jToWh = (j: number): number => j / J_PER_WH;
 
 /** Energy (mJ) of a constant power (mW) held for a duration (ms): mW · ms = µJ, so divide by 1000. */
-export const energyMjOf = (powerMw: number, durMs: number): number => (powerMw * durMs) / 1e6;
+export const energyMjOf = (powerMw: number, durMs: number): number => (powerMw * durMs) / 1e3;
 
 /** Wall clock in epoch milliseconds with sub-millisecond resolution, anchored once to Date.now(). */
 export interface Clock {

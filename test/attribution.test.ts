@@ -58,28 +58,29 @@ test("attribution - prefill weight sets the cost of a prompt token against a dec
 const base = { gpu: 0, uuid: "GPU-0" };
 
 test("window energy - counter deltas from the previous window's last reading", (t) => {
-  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [300_000, 300_000], energyMj: [1030, 1060], energyStartMj: 1000, startTMs: 1000 });
-  t.is(e.energyMj, 60);
+  // 300 W for 100 ms = 30 J = 30,000 mJ per interval.
+  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [300_000, 300_000], energyMj: [31_000, 61_000], energyStartMj: 1000, startTMs: 1000 });
+  t.is(e.energyMj, 60_000);
   t.is(e.method, "counter");
 });
 
 test("window energy - a counter reset is integrated from power, never a negative or huge spike", (t) => {
-  // 300 W for 100 ms = 30 mJ per interval; the counter restarts at 5 after the driver reloads.
-  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200, 1300], powerMw: [300_000, 300_000, 300_000], energyMj: [1030, 5, 35], energyStartMj: 1000, startTMs: 1000 });
+  // 300 W for 100 ms = 30,000 mJ per interval; the counter restarts at 5 after the driver reloads.
+  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200, 1300], powerMw: [300_000, 300_000, 300_000], energyMj: [31_000, 5, 30_005], energyStartMj: 1000, startTMs: 1000 });
   t.is(e.resets, 1);
-  t.true(Math.abs(e.energyMj - 90) < 1e-9);
+  t.true(Math.abs(e.energyMj - 90_000) < 1e-6);
 });
 
 test("window energy - an implausible jump is treated as a glitch", (t) => {
-  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [300_000, 300_000], energyMj: [1030, 9e12], energyStartMj: 1000, startTMs: 1000 });
+  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [300_000, 300_000], energyMj: [31_000, 9e12], energyStartMj: 1000, startTMs: 1000 });
   t.is(e.resets, 1);
-  t.true(e.energyMj < 100);
+  t.true(Math.abs(e.energyMj - 60_000) < 1e-6);
 });
 
 test("window energy - without a counter, power is integrated over the same span", (t) => {
   const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [200_000, 400_000], startTMs: 1000 });
-  // [1000,1100] held at 200 W → 20 mJ; [1100,1200] trapezoid 300 W → 30 mJ.
-  t.true(Math.abs(e.energyMj - 50) < 1e-9);
+  // [1000,1100] held at 200 W → 20 J; [1100,1200] trapezoid at 300 W → 30 J.
+  t.true(Math.abs(e.energyMj - 50_000) < 1e-6);
   t.is(e.method, "integrated");
 });
 
@@ -99,4 +100,10 @@ test("window energy - additivity: one window's counter span equals the sum of it
     }),
   );
   t.pass();
+});
+
+test("units - a watt for a second is a joule", async (t) => {
+  const { energyMjOf, mjToJ } = await import("../shared/units.ts");
+  t.is(mjToJ(energyMjOf(1000, 1000)), 1); // 1000 mW × 1000 ms = 1 J
+  t.is(energyMjOf(700_000, 100), 70_000); // an H100 at TDP for 100 ms: 70 J
 });

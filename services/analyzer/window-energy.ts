@@ -1,4 +1,4 @@
-import type { GpuSamples } from "../../shared/mod.ts";
+import { energyMjOf, type GpuSamples } from "../../shared/mod.ts";
 
 /**
  * Energy of one GPU over one window, from its samples. Pure.
@@ -50,7 +50,7 @@ export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
     const d = counter[i]! - prevE;
     const dt = Math.max(0, t - prevT);
     // Counters update every 20–100 ms: allow one update period of slack before calling a delta implausible.
-    if (d < 0 || d > (MAX_PLAUSIBLE_GPU_POWER_MW * (dt + 100)) / 1e6) {
+    if (d < 0 || d > energyMjOf(MAX_PLAUSIBLE_GPU_POWER_MW, dt + 100)) {
       resets++;
       e += segment(prevT, prevP, t, g.powerMw[i]!);
     } else {
@@ -63,8 +63,8 @@ export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
   return { energyMj: e, method: resets > 0 ? "mixed" : "counter", resets, fromMs, toMs };
 }
 
-/** Trapezoid: mW × ms = µJ; /1000 → mJ. */
+/** Trapezoid between two samples, mJ. */
 function segment(t0: number, p0: number, t1: number, p1: number): number {
   const dt = t1 - t0;
-  return dt > 0 ? ((p0 + p1) / 2) * dt * 1e-3 * 1e-3 : 0;
+  return dt > 0 ? energyMjOf((p0 + p1) / 2, dt) : 0;
 }
