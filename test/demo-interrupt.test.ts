@@ -1,0 +1,54 @@
+import test from "ava";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const portFree = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+
+test("demo - Ctrl-C mid-run stops everything it started: no process left, no port bound", async (t) => {
+  t.timeout(90_000);
+  const child = spawn(process.execPath, [bin, "demo", "--synthetic", "--duration", "60", "--rate", "2"], { stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  const pids: number[] = [];
+  const ports: number[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`demo did not start sending load:\n${log}`)), 60_000);
+    child.stderr.on("data", (d: Buffer) => {
+      log += d.toString();
+      for (const m of d.toString().matchAll(/pid (\d+) at \w+:\/\/127\.0\.0\.1:(\d+)/g)) {
+        pids.push(Number(m[1]));
+        ports.push(Number(m[2]));
+      }
+      for (const m of d.toString().matchAll(/127\.0\.0\.1:(\d+)/g)) ports.push(Number(m[1]));
+      if (/synthetic .* load at/.test(log)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`demo exited early (${code}):\n${log}`)));
+  });
+  t.true(pids.length >= 2, log);
+  await new Promise((r) => setTimeout(r, 1500)); // some requests in flight
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  child.kill("SIGINT");
+  const code = await exited;
+  t.is(code, 130, log);
+  for (const pid of pids) t.false(alive(pid), `process ${pid} still running\n${log}`);
+  for (const port of new Set(ports)) t.true(await portFree(port), `port ${port} still bound`);
+});
