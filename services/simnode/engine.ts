@@ -1,0 +1,194 @@
+import type { PerfContext, StepWork } from "./perf-model.ts";
+import { stepCost, type KnobSettings, type PowerParams, type StepCost } from "./power-model.ts";
+
+/**
+ * One serving instance (vLLM-like) as a discrete-event model in simulated milliseconds:
+ * continuous (iteration-level) batching with at most `maxBatch` running sequences, chunked prefill
+ * under a per-step token budget, FCFS admission, and a KV cache that each request reserves in full
+ * (prompt + output) when admitted — so no preemption is needed and a full cache means queueing.
+ * Each step's duration and power come from the perf and power models at the current knobs.
+ *
+ * The same object drives library mode (advance straight through a workload) and the real-time
+ * server (advance to "now" on every arrival and timer). Time only moves forward: callers call
+ * `advanceTo(t)` before `submit(r, t)`.
+ */
+export interface EngineRequest {
+  id: string;
+  promptTokens: number;
+  /** Tokens this request will generate (decided by the caller: max_tokens, EOS draw, min_tokens). */
+  outputTokens: number;
+  /** Opaque caller data, handed back in events. */
+  tag?: unknown;
+}
+
+export interface RequestState {
+  req: EngineRequest;
+  arrivalMs: number;
+  admitMs: number;
+  prefilled: number;
+  generated: number;
+  firstTokenMs: number;
+  /** Prefill tokens planned for the step in flight (0 = decoding). */
+  chunk: number;
+}
+
+export interface CompletedStep {
+  startMs: number;
+  endMs: number;
+  cost: StepCost;
+  work: StepWork;
+  /** Requests that got a token at `endMs` (their `generated` already counts it). */
+  emitted: RequestState[];
+  /** Requests that finished at `endMs` (a subset of `emitted`). */
+  finished: RequestState[];
+}
+
+export interface EngineOptions {
+  perf: PerfContext;
+  power: PowerParams;
+  knobs: () => KnobSettings;
+  maxBatch: () => number;
+  /** Per-step token budget (vLLM max_num_batched_tokens; V1 default 8192 on ≥70 GiB GPUs). */
+  maxBatchedTokens: number;
+  kvCapacityTokens: number;
+  /** Model context window: prompt + output beyond it is refused (as vLLM does). */
+  maxContextTokens: number;
+  onStep: (step: CompletedStep) => void;
+  /** Called when a step starts (power level changes). */
+  onStepStart?: (startMs: number, cost: StepCost) => void;
+}
+
+export interface InstanceEngine {
+  submit(req: EngineRequest, tMs: number): RequestState;
+  /** Completes every step ending at or before `tMs`, chaining the next steps. */
+  advanceTo(tMs: number): void;
+  /** End of the step in flight, or undefined when idle. */
+  nextEventMs(): number | undefined;
+  /** Power of the step in flight (undefined when idle) and when it started. */
+  current(): { startMs: number; cost: StepCost } | undefined;
+  readonly waiting: number;
+  readonly running: number;
+  readonly kvUsedTokens: number;
+  /** Outstanding work in tokens (prefill left + decode left), for least-load routing. */
+  readonly pendingTokens: number;
+  readonly nowMs: number;
+}
+
+export function createInstanceEngine(o: EngineOptions): InstanceEngine {
+  const waiting: RequestState[] = [];
+  let waitHead = 0;
+  let running: RequestState[] = [];
+  let kvUsed = 0;
+  let pendingTokens = 0;
+  let nowMs = 0;
+  let inFlight: { startMs: number; endMs: number; cost: StepCost; work: StepWork; members: RequestState[] } | undefined;
+
+  const reserve = (s: RequestState) => s.req.promptTokens + s.req.outputTokens;
+
+  function plan(startMs: number): void {
+    let budget = o.maxBatchedTokens;
+    const members: RequestState[] = [];
+    const w: StepWork = { prefillTokens: 0, prefillAttnPairs: 0, prefillSeqs: 0, decodeSeqs: 0, decodeCtxTokens: 0 };
+    const addPrefill = (s: RequestState) => {
+      const chunk = Math.min(s.req.promptTokens - s.prefilled, budget);
+      s.chunk = chunk;
+      budget -= chunk;
+      w.prefillTokens += chunk;
+      w.prefillSeqs++;
+      w.prefillAttnPairs += chunk * (s.prefilled + chunk / 2);
+      members.push(s);
+    };
+    // Decodes first (one token each), then unfinished prefills, then admissions — vLLM V1's order.
+    for (const s of running) {
+      if (s.prefilled < s.req.promptTokens) continue;
+      s.chunk = 0;
+      budget--;
+      w.decodeSeqs++;
+      w.decodeCtxTokens += s.req.promptTokens + s.generated;
+      members.push(s);
+    }
+    for (const s of running) if (s.prefilled < s.req.promptTokens && budget > 0) addPrefill(s);
+    const maxBatch = o.maxBatch();
+    while (waitHead < waiting.length && budget > 0 && running.length < maxBatch) {
+      const s = waiting[waitHead]!;
+      if (kvUsed + reserve(s) > o.kvCapacityTokens) break; // FCFS: the head waits for KV space
+      waitHead++;
+      s.admitMs = startMs;
+      kvUsed += reserve(s);
+      running.push(s);
+      addPrefill(s);
+    }
+    if (waitHead > 1024 && waitHead * 2 > waiting.length) {
+      waiting.splice(0, waitHead);
+      waitHead = 0;
+    }
+    if (members.length === 0) return;
+    const cost = stepCost(o.perf, o.power, w, o.knobs());
+    inFlight = { startMs, endMs: startMs + cost.durationMs, cost, work: w, members };
+    o.onStepStart?.(startMs, cost);
+  }
+
+  function complete(): void {
+    const f = inFlight!;
+    inFlight = undefined;
+    nowMs = f.endMs;
+    const emitted: RequestState[] = [];
+    const finished: RequestState[] = [];
+    for (const s of f.members) {
+      if (s.chunk > 0) {
+        s.prefilled += s.chunk;
+        pendingTokens -= s.chunk;
+        s.chunk = 0;
+        if (s.prefilled < s.req.promptTokens) continue;
+        s.firstTokenMs = f.endMs;
+      }
+      s.generated++;
+      pendingTokens--;
+      emitted.push(s);
+      if (s.generated >= s.req.outputTokens) finished.push(s);
+    }
+    if (finished.length > 0) {
+      running = running.filter((s) => s.generated < s.req.outputTokens);
+      for (const s of finished) kvUsed -= reserve(s);
+    }
+    o.onStep({ startMs: f.startMs, endMs: f.endMs, cost: f.cost, work: f.work, emitted, finished });
+  }
+
+  return {
+    submit(req, tMs) {
+      if (req.promptTokens < 1 || req.outputTokens < 1) throw new RangeError(`request ${req.id}: promptTokens and outputTokens must be ≥ 1`);
+      if (req.promptTokens + req.outputTokens > o.maxContextTokens) throw new RangeError(`request ${req.id}: ${req.promptTokens + req.outputTokens} tokens exceed the model's context (${o.maxContextTokens})`);
+      if (req.promptTokens + req.outputTokens > o.kvCapacityTokens) throw new RangeError(`request ${req.id}: ${req.promptTokens + req.outputTokens} tokens exceed the KV cache (${o.kvCapacityTokens})`);
+      nowMs = Math.max(nowMs, tMs);
+      const s: RequestState = { req, arrivalMs: tMs, admitMs: NaN, prefilled: 0, generated: 0, firstTokenMs: NaN, chunk: 0 };
+      waiting.push(s);
+      pendingTokens += req.promptTokens + req.outputTokens;
+      if (!inFlight) plan(nowMs);
+      return s;
+    },
+    advanceTo(tMs) {
+      while (inFlight && inFlight.endMs <= tMs) {
+        complete();
+        plan(nowMs);
+      }
+      nowMs = Math.max(nowMs, tMs);
+    },
+    nextEventMs: () => inFlight?.endMs,
+    current: () => (inFlight ? { startMs: inFlight.startMs, cost: inFlight.cost } : undefined),
+    get waiting() {
+      return waiting.length - waitHead;
+    },
+    get running() {
+      return running.length;
+    },
+    get kvUsedTokens() {
+      return kvUsed;
+    },
+    get pendingTokens() {
+      return pendingTokens;
+    },
+    get nowMs() {
+      return nowMs;
+    },
+  };
+}

@@ -1,0 +1,114 @@
+import { z } from "zod";
+
+/**
+ * The slice of the OpenAI (and vLLM) request schema the simulated node honours, and the response
+ * shapes it writes. Validated once here; the server trusts the parsed values.
+ */
+
+/**
+ * Text prompts are not tokenized: the simulated node counts ceil(chars / CHARS_PER_TOKEN) tokens,
+ * the usual ≈4 characters per token of English text with Llama/GPT tokenizers. Exported so a load
+ * generator can turn a wanted prompt length in tokens into text of the right size.
+ */
+export const CHARS_PER_TOKEN = 4;
+/** Tokens a chat template adds per message (role header, separators), as Llama-2/3 templates do (≈4). */
+export const CHAT_TOKENS_PER_MESSAGE = 4;
+
+export const estimateTextTokens = (text: string): number => Math.max(1, Math.ceil(text.length / CHARS_PER_TOKEN));
+
+/** Text of `tokens` prompt tokens under the estimate above (what a load generator should send). */
+export const textOfTokens = (tokens: number): string => "lorem ".repeat(Math.ceil((tokens * CHARS_PER_TOKEN) / 6)).slice(0, tokens * CHARS_PER_TOKEN);
+
+const streamOptions = z.object({ include_usage: z.boolean().optional(), continuous_usage_stats: z.boolean().optional() }).passthrough();
+
+const common = {
+  model: z.string().optional(),
+  max_tokens: z.number().int().min(1).optional(),
+  max_completion_tokens: z.number().int().min(1).optional(),
+  min_tokens: z.number().int().min(0).optional(),
+  ignore_eos: z.boolean().optional(),
+  stream: z.boolean().optional(),
+  stream_options: streamOptions.nullish(),
+  n: z.literal(1).optional(),
+};
+
+export const completionRequest = z.object({
+  ...common,
+  prompt: z.union([z.string(), z.array(z.number().int().min(0)).min(1), z.tuple([z.string()]), z.tuple([z.array(z.number().int().min(0)).min(1)])]),
+}).passthrough();
+
+const content = z.union([z.string(), z.array(z.object({ type: z.string(), text: z.string().optional() }).passthrough())]).nullish();
+export const chatRequest = z.object({
+  ...common,
+  messages: z.array(z.object({ role: z.string(), content }).passthrough()).min(1),
+}).passthrough();
+
+export type CompletionRequest = z.infer<typeof completionRequest>;
+export type ChatRequest = z.infer<typeof chatRequest>;
+
+/** What the engine needs from either endpoint. */
+export interface ParsedRequest {
+  kind: "completion" | "chat";
+  model: string | undefined;
+  promptTokens: number;
+  maxTokens: number | undefined;
+  minTokens: number;
+  ignoreEos: boolean;
+  stream: boolean;
+  includeUsage: boolean;
+  continuousUsage: boolean;
+}
+
+export function promptTokensOfCompletion(r: CompletionRequest): number {
+  const p = Array.isArray(r.prompt) && r.prompt.length === 1 && (typeof r.prompt[0] === "string" || Array.isArray(r.prompt[0])) ? r.prompt[0] : r.prompt;
+  return typeof p === "string" ? estimateTextTokens(p) : (p as number[]).length;
+}
+
+export function promptTokensOfChat(r: ChatRequest): number {
+  let chars = 0;
+  for (const m of r.messages) {
+    if (typeof m.content === "string") chars += m.content.length;
+    else if (Array.isArray(m.content)) for (const part of m.content) chars += part.text?.length ?? 0;
+  }
+  return Math.max(1, Math.ceil(chars / CHARS_PER_TOKEN)) + CHAT_TOKENS_PER_MESSAGE * r.messages.length;
+}
+
+export function parseOpenAi(kind: "completion" | "chat", body: unknown): { ok: true; req: ParsedRequest } | { ok: false; message: string } {
+  const res = kind === "completion" ? completionRequest.safeParse(body) : chatRequest.safeParse(body);
+  if (!res.success) {
+    const issue = res.error.issues[0]!;
+    return { ok: false, message: `${issue.path.join(".") || "body"}: ${issue.message}` };
+  }
+  const r = res.data;
+  const promptTokens = kind === "completion" ? promptTokensOfCompletion(r as CompletionRequest) : promptTokensOfChat(r as ChatRequest);
+  return {
+    ok: true,
+    req: {
+      kind,
+      model: r.model,
+      promptTokens,
+      maxTokens: r.max_tokens ?? r.max_completion_tokens,
+      minTokens: r.min_tokens ?? 0,
+      ignoreEos: r.ignore_eos ?? false,
+      stream: r.stream ?? false,
+      includeUsage: r.stream_options?.include_usage ?? false,
+      continuousUsage: r.stream_options?.continuous_usage_stats ?? false,
+    },
+  };
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export const usageOf = (prompt: number, completion: number): Usage => ({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion });
+
+const WORDS = [" the", " energy", " of", " a", " token", " is", " measured", " in", " joules", ",", " and", " GPU", " power", " per", " request", "."];
+/** Deterministic text of output token `i` (never empty, so every chunk carries content). */
+export const tokenText = (i: number): string => WORDS[i % WORDS.length]!;
+
+export function openAiError(message: string, type = "invalid_request_error", code = 400): { error: { message: string; type: string; param: null; code: number } } {
+  return { error: { message, type, param: null, code } };
+}
