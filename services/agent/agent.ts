@@ -74,6 +74,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     onError(err) {
       log(`sample failed: ${(err as Error).message}`);
     },
+    health() {
+      const p = publisher.stats();
+      return { queued: p.queued, published: p.published, dropped: p.dropped, spilled: p.spilled };
+    },
   });
 
   const taps: Record<string, RequestTap> = {};

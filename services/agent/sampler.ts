@@ -23,6 +23,8 @@ export interface SamplerOptions {
   /** Called at each window boundary, before onWindow, so WORK windows close on the same grid. */
   onBoundary?(windowStartMs: number, windowEndMs: number): void;
   onError?(err: unknown): void;
+  /** The agent's health figures to carry in each window (see PowerBatch.agent). */
+  health?(): { queued: number; published: number; dropped: number; spilled: number };
 }
 
 export interface SamplerStats {
@@ -121,6 +123,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
       gpus,
       ...(opts.instances ? { instances: opts.instances } : {}),
       jitterP99Ms: stats.lastJitterP99Ms,
+      ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks } } : {}),
     };
     stats.windows++;
     opts.onWindow(batch);

@@ -1,36 +1,55 @@
+import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import type { Service } from "@nats-io/services";
 import {
   decodeAs,
   encode,
   ensureStreams,
+  loadResult,
   powerBatch,
   requestEvent,
+  STREAM_SUBJECTS,
   subjects,
   workWindow,
   type DeadLetter,
+  type InfluxTarget,
   type StreamName,
 } from "../../shared/mod.ts";
-import { createWindowJoin, type JoinOutput, type JoinStats } from "./join.ts";
-import type { InfluxSink } from "./influx-sink.ts";
-import { instanceWindowPoint, nodeWindowPoints, requestPoint } from "./points.ts";
+import { ensureConsumer } from "./consumers.ts";
 import { openEmittedStore } from "./emitted-store.ts";
+import type { InfluxSink } from "./influx-sink.ts";
+import { createWindowJoin, type JoinOutput, type JoinStats } from "./join.ts";
+import { openLoadJoin, type Slo } from "./load-join.ts";
+import { startPartitionLeases, type PartitionLeases } from "./partitions.ts";
+import { analyzerStatsPoint, instanceWindowPoint, nodeWindowPoints, requestLoadPoint, requestPoint } from "./points.ts";
+import { startQueryService } from "./query-service.ts";
 
 /**
  * The analyzer service: durable pull consumers on POWER, WORK and REQUESTS feed the windowed join;
  * its outputs go to InfluxDB and (per finished request) to the ENERGY stream, and only then are the
  * inputs acknowledged. A sink failure is retried with backoff while consumption waits (backpressure):
- * outputs are never dropped, since their inputs would then be lost too.
+ * outputs are never dropped, since their inputs would then be lost too. LOAD results are joined to
+ * request energy by request id (SLO attainment beside energy).
+ *
+ * Scale-out: with `partitions` set (and the server's partition mapping, see partitions.ts), replicas
+ * of the same `name` share the fleet by node through leases; without it, one replica does it all.
  */
 export interface AnalyzerOptions {
   nc: NatsConnection;
   sink: InfluxSink;
-  /** Durable consumer name prefix; replicas sharing it share the work. */
+  /** Durable consumer name prefix; replicas with the same name share the work. */
   name?: string;
+  /** Number of node partitions the server maps subjects to (0: no partitioning). */
+  partitions?: number;
   prefillWeight?: number;
   allowedLatenessMs?: number;
+  slo?: Slo;
+  /** InfluxDB to answer the query API from (the same the sink writes). */
+  influx?: InfluxTarget;
   /** How often the join is drained even without new messages. */
   tickMs?: number;
+  statsIntervalMs?: number;
   log?: (line: string) => void;
 }
 
@@ -43,6 +62,8 @@ export interface AnalyzerStats {
   sinkRetries: number;
   /** Requests recomputed from replayed windows but already stored before a restart. */
   replaySkipped: number;
+  loadJoined: number;
+  partitions: number[];
   join: JoinStats;
 }
 
@@ -53,20 +74,32 @@ export interface Analyzer {
   stop(): Promise<void>;
 }
 
-const ACK_WAIT_NS = 15 * 60 * 1e9;
+type InputStream = "POWER" | "WORK" | "REQUESTS" | "LOAD";
 
 export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const log = opts.log ?? (() => {});
   const name = opts.name ?? "analyzer";
+  const replicaId = `${name}-${randomUUID().slice(0, 8)}`;
   const jsm = await jetstreamManager(opts.nc);
-  await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "ENERGY", "DEADLETTER"]);
+  await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER"]);
   const js = jetstream(opts.nc);
   const emitted = await openEmittedStore(opts.nc);
+  const loadJoin = await openLoadJoin(opts.nc, opts.slo ?? {});
   const join = createWindowJoin<JsMsg>({
     ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
     ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
   });
-  const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<string, number>, deadLettered: 0, acked: 0, requestsEmitted: 0, windowsClosed: 0, sinkRetries: 0, replaySkipped: 0 };
+  const stats = {
+    received: { POWER: 0, WORK: 0, REQUESTS: 0, LOAD: 0 } as Record<string, number>,
+    deadLettered: 0,
+    acked: 0,
+    requestsEmitted: 0,
+    windowsClosed: 0,
+    sinkRetries: 0,
+    replaySkipped: 0,
+    loadJoined: 0,
+  };
+  let latestWindowEndMs = 0;
   let stopped = false;
 
   const deadLetter = async (stream: StreamName, m: JsMsg, reason: string, detail: string) => {
@@ -76,104 +109,155 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     m.ack();
   };
 
-  // Drains the join, stores its outputs, then acknowledges. Serialized: one store in flight.
-  let storing: Promise<void> = Promise.resolve();
-  const store = (out: JoinOutput<JsMsg>) => async () => {
+  /** Retries a store step with backoff until it succeeds: consumption waits meanwhile. */
+  const persist = async (what: string, fn: () => Promise<void>) => {
     let delay = 200;
     for (;;) {
       try {
-        // A request stored before a restart is not stored again from the remnants replayed after it.
-        const fresh = [];
-        for (const r of out.requests) if (!(await emitted.has(r.node, r.requestId))) fresh.push(r);
-        stats.replaySkipped += out.requests.length - fresh.length;
-        const points = [...out.nodeWindows.flatMap(nodeWindowPoints), ...out.instanceWindows.map(instanceWindowPoint), ...fresh.map(requestPoint)];
-        await opts.sink.write(points);
-        for (const r of fresh) await js.publish(subjects.energy(r.node), encode(r), { msgID: r.msgId });
-        await Promise.all(fresh.map((r) => emitted.add(r.node, r.requestId)));
-        break;
+        return await fn();
       } catch (err) {
         stats.sinkRetries++;
-        log(`storing results failed, retrying in ${delay} ms: ${(err as Error).message}`);
+        log(`${what} failed, retrying in ${delay} ms: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 10_000);
       }
     }
+  };
+
+  const store = (out: JoinOutput<JsMsg>) => async () => {
+    await persist("storing results", async () => {
+      // A request stored before a restart is not stored again from the remnants replayed after it.
+      const fresh = [];
+      for (const r of out.requests) if (!(await emitted.has(r.node, r.requestId))) fresh.push(r);
+      const points = [...out.nodeWindows.flatMap(nodeWindowPoints), ...out.instanceWindows.map(instanceWindowPoint), ...fresh.map(requestPoint)];
+      await opts.sink.write(points);
+      for (const r of fresh) await js.publish(subjects.energy(r.node), encode(r), { msgID: r.msgId });
+      const joined = [];
+      for (const r of fresh) {
+        const j = await loadJoin.addEnergy(r);
+        if (j) joined.push(requestLoadPoint(j));
+      }
+      await opts.sink.write(joined);
+      await Promise.all(fresh.map((r) => emitted.add(r.node, r.requestId)));
+      stats.replaySkipped += out.requests.length - fresh.length;
+      stats.loadJoined += joined.length;
+    });
+    for (const w of out.nodeWindows) latestWindowEndMs = Math.max(latestWindowEndMs, w.windowEndMs);
     stats.requestsEmitted += out.requests.length;
     stats.windowsClosed += out.nodeWindows.length;
     for (const m of out.ackable) m.ack();
     stats.acked += out.ackable.length;
   };
-  const tick = (flush = false): Promise<void> => {
-    storing = storing.then(() => store(flush ? join.flush() : join.drain())());
-    return storing;
+  // One store in flight; every message handler waits for it every so often (backpressure).
+  let storing: Promise<void> = Promise.resolve();
+  const tick = (): Promise<void> => (storing = storing.then(() => store(join.drain())()));
+
+  const handle = async (stream: InputStream, m: JsMsg) => {
+    stats.received[stream]!++;
+    if (stream === "POWER") {
+      const d = decodeAs(powerBatch, m.data);
+      return d.ok ? join.addPower(d.value, m) : deadLetter(stream, m, d.reason, d.detail);
+    }
+    if (stream === "WORK") {
+      const d = decodeAs(workWindow, m.data);
+      return d.ok ? join.addWork(d.value, m) : deadLetter(stream, m, d.reason, d.detail);
+    }
+    if (stream === "REQUESTS") {
+      const d = decodeAs(requestEvent, m.data);
+      return d.ok ? join.addRequest(d.value, m) : deadLetter(stream, m, d.reason, d.detail);
+    }
+    const d = decodeAs(loadResult, m.data);
+    if (!d.ok) return deadLetter(stream, m, d.reason, d.detail);
+    await persist("joining a load result", async () => {
+      const j = await loadJoin.addLoad(d.value);
+      if (j) {
+        await opts.sink.write([requestLoadPoint(j)]);
+        stats.loadJoined++;
+      }
+    });
+    m.ack();
   };
 
-  const loops: { messages: ConsumerMessages; done: Promise<void> }[] = [];
-  const consumeStream = async (stream: "POWER" | "WORK" | "REQUESTS") => {
-    const durable = `${name}-${stream.toLowerCase()}`;
-    try {
-      await jsm.consumers.info(stream, durable);
-    } catch {
-      await jsm.consumers.add(stream, {
-        durable_name: durable,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: ACK_WAIT_NS,
-        max_ack_pending: 200_000,
-      });
-    }
-    const consumer = await js.consumers.get(stream, durable);
-    const messages = await consumer.consume({ max_messages: 512 });
+  const consumers = new Map<string, { messages: ConsumerMessages; done: Promise<void>; durable: string; stream: InputStream }>();
+  const consume = async (stream: InputStream, partition?: number) => {
+    const durable = partition === undefined ? `${name}-${stream.toLowerCase()}` : `${name}-${stream.toLowerCase()}-p${partition}`;
+    const prefix = STREAM_SUBJECTS[stream].replace(/\.>$/, "");
+    const { recreatedFromSeq } = await ensureConsumer(jsm, { stream, durable, ...(partition === undefined ? {} : { filterSubject: `${prefix}.*.${partition}` }) });
+    if (recreatedFromSeq !== undefined) log(`${durable}: taking over unacknowledged messages from stream seq ${recreatedFromSeq}`);
+    const messages = await (await js.consumers.get(stream, durable)).consume({ max_messages: 512 });
     const done = (async () => {
       let sinceTick = 0;
       for await (const m of messages) {
-        stats.received[stream]!++;
-        if (stream === "POWER") {
-          const d = decodeAs(powerBatch, m.data);
-          if (d.ok) join.addPower(d.value, m);
-          else await deadLetter(stream, m, d.reason, d.detail);
-        } else if (stream === "WORK") {
-          const d = decodeAs(workWindow, m.data);
-          if (d.ok) join.addWork(d.value, m);
-          else await deadLetter(stream, m, d.reason, d.detail);
-        } else {
-          const d = decodeAs(requestEvent, m.data);
-          if (d.ok) join.addRequest(d.value, m);
-          else await deadLetter(stream, m, d.reason, d.detail);
-        }
-        // Backpressure: when storing is slow, consumption waits for it every so many messages.
+        await handle(stream, m);
         if (++sinceTick >= 256) {
           sinceTick = 0;
           await tick();
         }
       }
     })();
-    loops.push({ messages, done });
+    consumers.set(durable, { messages, done, durable, stream });
   };
-  await consumeStream("POWER");
-  await consumeStream("WORK");
-  await consumeStream("REQUESTS");
-  const timer = setInterval(() => {
-    if (!stopped) tick().catch((err) => log(`tick failed: ${(err as Error).message}`));
-  }, opts.tickMs ?? 250);
+  const release = async (partition: number) => {
+    for (const [key, c] of consumers) {
+      if (!key.endsWith(`-p${partition}`)) continue;
+      await c.messages.close();
+      await c.done;
+      consumers.delete(key);
+    }
+  };
 
-  const pendingInStreams = async (): Promise<number> => {
+  let leases: PartitionLeases | undefined;
+  await consume("LOAD");
+  if (opts.partitions && opts.partitions > 0) {
+    leases = await startPartitionLeases({
+      nc: opts.nc,
+      group: name,
+      replicaId,
+      partitions: opts.partitions,
+      log,
+      onAcquire: async (p) => {
+        for (const s of ["POWER", "WORK", "REQUESTS"] as const) await consume(s, p);
+      },
+      onRelease: release,
+    });
+  } else {
+    for (const s of ["POWER", "WORK", "REQUESTS"] as const) await consume(s);
+  }
+
+  const query: Service | undefined = opts.influx ? await startQueryService(opts.nc, opts.influx) : undefined;
+
+  const pending = async (): Promise<number> => {
     let n = 0;
-    for (const s of ["POWER", "WORK", "REQUESTS"] as const) {
-      const ci = await jsm.consumers.info(s, `${name}-${s.toLowerCase()}`);
+    for (const c of consumers.values()) {
+      const ci = await jsm.consumers.info(c.stream, c.durable);
       n += ci.num_pending + ci.num_ack_pending;
     }
     return n;
   };
+  const timer = setInterval(() => {
+    if (!stopped) tick().catch((err) => log(`tick failed: ${(err as Error).message}`));
+  }, opts.tickMs ?? 250);
+  const statsTimer = setInterval(() => {
+    if (stopped) return;
+    void (async () => {
+      const p = await pending();
+      const received = Object.values(stats.received).reduce((a, b) => a + b, 0);
+      const now = Date.now();
+      await opts.sink.write([
+        analyzerStatsPoint(name, now, { ...stats, received, pending: p, lagMs: latestWindowEndMs > 0 ? Math.max(0, now - latestWindowEndMs) : 0 }),
+      ]);
+    })().catch((err) => log(`stats: ${(err as Error).message}`));
+  }, opts.statsIntervalMs ?? 10_000);
+  statsTimer.unref();
 
   let stopping: Promise<void> | undefined;
   return {
-    stats: () => ({ ...stats, received: { ...stats.received }, join: join.stats() }),
+    stats: () => ({ ...stats, received: { ...stats.received }, partitions: leases?.owned() ?? [], join: join.stats() }),
     async idle(timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
         await tick();
-        if ((await pendingInStreams()) === 0) return true;
+        if ((await pending()) === 0) return true;
         await new Promise((r) => setTimeout(r, 100));
       }
       return false;
@@ -182,8 +266,11 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       return (stopping ??= (async () => {
         stopped = true;
         clearInterval(timer);
-        for (const l of loops) await l.messages.close();
-        await Promise.all(loops.map((l) => l.done));
+        clearInterval(statsTimer);
+        await query?.stop();
+        if (leases) await leases.stop();
+        for (const c of consumers.values()) await c.messages.close();
+        await Promise.all([...consumers.values()].map((c) => c.done));
         await tick();
         await opts.sink.close();
       })());

@@ -16,6 +16,9 @@ const schema = natsConfig.extend({
   name: z.string().regex(/^[A-Za-z0-9_-]+$/).default("analyzer"),
   prefillWeight: z.coerce.number().min(0).max(100).default(DEFAULT_PREFILL_WEIGHT),
   allowedLatenessMs: z.coerce.number().int().min(0).default(5000),
+  partitions: z.coerce.number().int().min(0).max(1024).default(0),
+  sloTtftMs: z.coerce.number().positive().optional(),
+  sloTpotMs: z.coerce.number().positive().optional(),
 });
 
 export const analyzerCommand = defineCommand(
@@ -32,6 +35,9 @@ export const analyzerCommand = defineCommand(
       "influx-bucket": { type: "string", env: "JOULESTREAM_INFLUX_BUCKET", description: "InfluxDB 2.x bucket (default: --influx-db)" },
       name: { type: "string", description: "durable consumer name prefix (replicas with the same name share the work)", defaultText: "analyzer" },
       "prefill-weight": { type: "string", arg: "W", description: "energy cost of a prefill token relative to a decode token", defaultText: String(DEFAULT_PREFILL_WEIGHT) },
+      partitions: { type: "string", arg: "N", env: "JOULESTREAM_PARTITIONS", description: "node partitions the NATS server maps subjects to (see infra/nats/partitions.conf); replicas with the same --name share them", defaultText: "0 (one replica does all)" },
+      "slo-ttft-ms": { type: "string", arg: "MS", description: "TTFT target for SLO attainment (joined from load results)" },
+      "slo-tpot-ms": { type: "string", arg: "MS", description: "TPOT target for SLO attainment" },
       "allowed-lateness-ms": { type: "string", arg: "MS", description: "how long a window waits for late messages", defaultText: "5000" },
     },
     schema,
@@ -54,6 +60,9 @@ export const analyzerCommand = defineCommand(
       name: cfg.name,
       prefillWeight: cfg.prefillWeight,
       allowedLatenessMs: cfg.allowedLatenessMs,
+      partitions: cfg.partitions,
+      slo: { ...(cfg.sloTtftMs ? { ttftMs: cfg.sloTtftMs } : {}), ...(cfg.sloTpotMs ? { tpotMs: cfg.sloTpotMs } : {}) },
+      influx: { url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) },
       log: (l) => process.stderr.write(`analyzer: ${l}\n`),
     });
     process.stderr.write(`analyzer ${cfg.name}: consuming from ${cfg.nats}, writing ${cfg.influxUrl} db=${cfg.influxDb} (${api} write API)\n`);

@@ -1,6 +1,7 @@
 import { Point } from "@influxdata/influxdb-client";
 import { mjToJ, mwToW, type RequestEnergy } from "../../shared/mod.ts";
 import type { InstanceWindowResult, NodeWindowResult } from "./join.ts";
+import type { JoinedRequest } from "./load-join.ts";
 
 /**
  * The InfluxDB schema, built for InfluxQL dashboards. Tags are low-cardinality dimensions (node,
@@ -14,8 +15,11 @@ import type { InstanceWindowResult, NodeWindowResult } from "./join.ts";
  *   request_energy   node, instance, model, workload_class, status, run_id
  *                                               request_id, energy_j, prefill_j, decode_j, idle_share_j, prompt_tokens, output_tokens,
  *                                               j_per_output_token, j_per_token, duration_ms, windows, incomplete     (at the request's start)
+ *                                               + ttft_ms, tpot_ms, e2e_ms, slo_met once the load generator's result is joined
+ *   agent_stats      node                       queued, published, dropped, spilled, sample_errors, skipped_ticks, jitter_p99_ms  (per window)
+ *   analyzer_stats   analyzer                   received, dead_lettered, acked, pending, requests_emitted, windows_closed, sink_retries, lag_ms (every 10 s)
  */
-export const MEASUREMENTS = ["gpu_power", "gpu_energy", "node_energy", "instance_energy", "request_energy"] as const;
+export const MEASUREMENTS = ["gpu_power", "gpu_energy", "node_energy", "instance_energy", "request_energy", "agent_stats", "analyzer_stats"] as const;
 
 /** Nanosecond timestamp string of an epoch-ms time, plus `extraNs` (< 1e6) to keep points distinct. */
 export function nsTime(ms: number, extraNs = 0): string {
@@ -41,6 +45,19 @@ export function nodeWindowPoints(w: NodeWindowResult): Point[] {
       .booleanField("incomplete", w.incomplete)
       .timestamp(nsTime(w.windowStartMs)),
   ];
+  const a = w.power?.agent;
+  if (a) {
+    const p = new Point("agent_stats")
+      .tag("node", w.node)
+      .intField("queued", a.queued)
+      .intField("published", a.published)
+      .intField("dropped", a.dropped)
+      .intField("spilled", a.spilled)
+      .intField("sample_errors", a.sampleErrors)
+      .intField("skipped_ticks", a.skippedTicks);
+    if (w.power?.jitterP99Ms !== undefined) p.floatField("jitter_p99_ms", w.power.jitterP99Ms);
+    pts.push(p.timestamp(nsTime(w.windowStartMs)));
+  }
   for (const g of w.gpus) {
     pts.push(
       new Point("gpu_energy")
@@ -86,15 +103,21 @@ export function instanceWindowPoint(w: InstanceWindowResult): Point {
   return p.timestamp(nsTime(w.windowStartMs));
 }
 
-export function requestPoint(r: RequestEnergy): Point {
-  const j = mjToJ(r.energyMj);
-  const p = new Point("request_energy")
+/** The request_energy series and time of a request: a second write with more fields merges into it. */
+function requestBase(r: RequestEnergy): Point {
+  return new Point("request_energy")
     .tag("node", r.node)
     .tag("instance", r.instance)
     .tag("model", r.model ?? "unknown")
     .tag("workload_class", r.workloadClass ?? "none")
     .tag("status", r.status)
     .tag("run_id", r.runId ?? "none")
+    .timestamp(nsTime(r.startMs, idHash(r.requestId)));
+}
+
+export function requestPoint(r: RequestEnergy): Point {
+  const j = mjToJ(r.energyMj);
+  const p = requestBase(r)
     .stringField("request_id", r.requestId)
     .floatField("energy_j", j)
     .floatField("prefill_j", mjToJ(r.prefillEnergyMj))
@@ -107,6 +130,39 @@ export function requestPoint(r: RequestEnergy): Point {
     .booleanField("incomplete", r.incomplete);
   if (r.outputTokens > 0) p.floatField("j_per_output_token", j / r.outputTokens);
   if (r.promptTokens + r.outputTokens > 0) p.floatField("j_per_token", j / (r.promptTokens + r.outputTokens));
-  if (r.config.smClockMhz !== undefined) p.tag("sm_clock_mhz", String(r.config.smClockMhz));
-  return p.timestamp(nsTime(r.startMs, idHash(r.requestId)));
+  return p;
+}
+
+/** Client-side latency and SLO attainment, merged into the request's energy point. */
+export function requestLoadPoint(j: JoinedRequest): Point {
+  const p = requestBase(j.energy).booleanField("slo_met", j.sloMet).floatField("lag_ms", Math.max(0, j.load.sentMs - j.load.scheduledMs));
+  if (j.load.ttftMs !== undefined) p.floatField("ttft_ms", j.load.ttftMs);
+  if (j.load.tpotMs !== undefined) p.floatField("tpot_ms", j.load.tpotMs);
+  if (j.load.e2eMs !== undefined) p.floatField("e2e_ms", j.load.e2eMs);
+  return p;
+}
+
+export interface AnalyzerStatsFields {
+  received: number;
+  deadLettered: number;
+  acked: number;
+  pending: number;
+  requestsEmitted: number;
+  windowsClosed: number;
+  sinkRetries: number;
+  lagMs: number;
+}
+
+export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFields): Point {
+  return new Point("analyzer_stats")
+    .tag("analyzer", name)
+    .intField("received", s.received)
+    .intField("dead_lettered", s.deadLettered)
+    .intField("acked", s.acked)
+    .intField("pending", s.pending)
+    .intField("requests_emitted", s.requestsEmitted)
+    .intField("windows_closed", s.windowsClosed)
+    .intField("sink_retries", s.sinkRetries)
+    .floatField("lag_ms", s.lagMs)
+    .timestamp(nsTime(tMs));
 }

@@ -13,7 +13,9 @@ import { detectInfluxApi } from "../analyzer/influx-version.ts";
 import { azureTrace, poissonWorkload, runLoad, type LoadSummary } from "../loadgen/mod.ts";
 import { defineCommand } from "./command.ts";
 import { formatSummary, readRunSummary, type RunSummary } from "./summary.ts";
-import type { InfluxTarget, LoadResult } from "../../shared/mod.ts";
+import { encode, subjects, type InfluxTarget, type LoadResult } from "../../shared/mod.ts";
+import { jetstream } from "@nats-io/jetstream";
+import type { Summary } from "../analyzer/query-service.ts";
 
 /** The Azure conversation trace beside the checkout (../shared/traces), when it is there. */
 export const DEFAULT_TRACE = resolve(fileURLToPath(import.meta.url), "../../../../shared/traces/azure/AzureLLMInferenceTrace_conv.csv");
@@ -33,6 +35,9 @@ const schema = z.object({
   runDir: z.string().optional(),
 });
 
+/** SLOs of the demo: 5× a lone request's latency on the simulated 70B TP=4 node (DynamoLLM's rule). */
+const DEMO_SLO = { ttftMs: 2000, tpotMs: 100 };
+
 export type DemoOptions = Omit<z.infer<typeof schema>, "synthetic"> & {
   synthetic?: boolean;
   log?: (line: string) => void;
@@ -43,6 +48,8 @@ export type DemoOptions = Omit<z.infer<typeof schema>, "synthetic"> & {
 
 export interface DemoResult {
   summary: RunSummary;
+  /** The analyzer's query API answer for this run (per model and workload class, with SLO attainment). */
+  byClass: Summary;
   load: LoadSummary;
   results: LoadResult[];
   influxUrl: string;
@@ -86,7 +93,14 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
     const api = await detectInfluxApi(stack.influxUrl);
     const ncAnalyzer = await connectNats({ nats: stack.natsUrl }, "joulestream-demo-analyzer");
     stops.push(() => ncAnalyzer.close());
-    const analyzer = await startAnalyzer({ nc: ncAnalyzer, sink: createInfluxSink({ url: stack.influxUrl, database: stack.database, api: api.api }), log });
+    const influx: InfluxTarget = { url: stack.influxUrl, database: stack.database };
+    const analyzer = await startAnalyzer({
+      nc: ncAnalyzer,
+      sink: createInfluxSink({ url: stack.influxUrl, database: stack.database, api: api.api }),
+      influx,
+      slo: DEMO_SLO,
+      log,
+    });
     stops.push(() => analyzer.stop());
 
     const runId = `demo-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 17)}`;
@@ -96,16 +110,32 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
       : poissonWorkload({ rate: cfg.rate, durationS: cfg.duration, cls: cfg.workload, seed: cfg.seed });
     log(trace ? `replaying ${cfg.duration} s of ${trace}${cfg.speedup !== 1 ? ` at ${cfg.speedup}×` : ""}` : `synthetic ${cfg.workload} load at ${cfg.rate} req/s for ${cfg.duration} s`);
     const results: LoadResult[] = [];
-    const load = await runLoad({ source, targets: Object.values(agent.tapUrls), runId, model: cfg.model, signal: abort.signal, onResult: (r) => void results.push(r) });
+    // Client-side results go to the LOAD stream too, where the analyzer joins them with energy.
+    const jsLoad = jetstream(ncAgent);
+    const published: Promise<unknown>[] = [];
+    const load = await runLoad({
+      source,
+      targets: Object.values(agent.tapUrls),
+      runId,
+      model: cfg.model,
+      signal: abort.signal,
+      onResult: (r) => {
+        results.push(r);
+        published.push(jsLoad.publish(subjects.load(runId), encode(r), { msgID: r.msgId }));
+      },
+    });
+    await Promise.all(published);
     if (abort.signal.aborted) return undefined;
 
     log("load done; closing the last window and draining the analyzer …");
     await agent.stop();
     if (!(await analyzer.idle(60_000))) log("warning: the analyzer did not catch up within 60 s; the summary may be partial");
-    const influx: InfluxTarget = { url: stack.influxUrl, database: stack.database };
     const summary = await readRunSummary(influx, runId, node);
+    // Through the analyzer's query API, as the lab and other tools would ask.
+    const reply = await ncAnalyzer.request(`${subjects.query}.summary`, JSON.stringify({ runId }), { timeout: 10_000 });
+    const byClass = JSON.parse(new TextDecoder().decode(reply.data)) as Summary;
     await cfg.inspect?.(influx);
-    return { summary, load, results, influxUrl: stack.influxUrl };
+    return { summary, byClass, load, results, influxUrl: stack.influxUrl };
   } finally {
     await stopAll(stops.reverse());
   }
@@ -146,12 +176,12 @@ export const demoCommand = defineCommand(
       const result = await finished;
       if (!result || interrupted) return 130;
       const ok = result.results.filter((r) => r.status === "ok").length;
-      process.stdout.write(formatSummary(result.summary, { influxUrl: result.influxUrl, loadLine: `${result.results.length} sent, ${ok} ok` }));
+      process.stdout.write(formatSummary(result.summary, { influxUrl: result.influxUrl, loadLine: `${result.results.length} sent, ${ok} ok`, byClass: result.byClass }));
       if (cfg.out) {
         mkdirSync(cfg.out, { recursive: true });
         const s = result.summary;
         const requests = s.requests.map((r) => ({ id: r.id, promptTokens: r.promptTokens, outputTokens: r.outputTokens, energyJ: r.energyJ, prefillJ: r.prefillJ, decodeJ: r.decodeJ, jPerOutputToken: r.jPerOutputToken, incomplete: r.incomplete }));
-        writeFileSync(join(cfg.out, "summary.json"), JSON.stringify({ runId: s.runId, node: s.node, database: s.database, influxUrl: result.influxUrl, requests, totals: s.totals, perRequest: s.perRequest, load: result.load }, null, 2) + "\n");
+        writeFileSync(join(cfg.out, "summary.json"), JSON.stringify({ runId: s.runId, node: s.node, database: s.database, influxUrl: result.influxUrl, requests, totals: s.totals, perRequest: s.perRequest, byClass: result.byClass.groups, load: result.load }, null, 2) + "\n");
         writeFileSync(join(cfg.out, "load.jsonl"), result.results.map((r) => JSON.stringify(r)).join("\n") + "\n");
         log(`wrote ${join(cfg.out, "summary.json")}`);
       }

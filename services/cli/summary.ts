@@ -1,4 +1,5 @@
 import { influxQuery, type InfluxTarget } from "../../shared/mod.ts";
+import type { Summary } from "../analyzer/query-service.ts";
 
 /**
  * The run summary, read back from InfluxDB (what a dashboard would see, not the analyzer's memory):
@@ -81,7 +82,7 @@ export async function readRunSummary(target: InfluxTarget, runId: string, node: 
   };
 }
 
-export function formatSummary(s: RunSummary, extra: { influxUrl: string; loadLine?: string }): string {
+export function formatSummary(s: RunSummary, extra: { influxUrl: string; loadLine?: string; byClass?: Summary }): string {
   const f = (x: number, d = 2) => x.toFixed(d);
   const t = s.totals;
   const conservation = t.measuredEnergyJ > 0 ? Math.abs(t.measuredEnergyJ - (t.attributedEnergyJ + t.idleEnergyJ)) / t.measuredEnergyJ : 0;
@@ -100,6 +101,16 @@ export function formatSummary(s: RunSummary, extra: { influxUrl: string; loadLin
     `  J per request   ${[s.perRequest.energyJ.p50, s.perRequest.energyJ.p90, s.perRequest.energyJ.p99, s.perRequest.energyJ.mean].map((x) => f(x, 2).padStart(10)).join(" ")}`,
     `  J per out token ${[s.perRequest.jPerOutputToken.p50, s.perRequest.jPerOutputToken.p90, s.perRequest.jPerOutputToken.p99, s.perRequest.jPerOutputToken.mean].map((x) => f(x, 3).padStart(10)).join(" ")}`,
     "",
+    ...(extra.byClass && extra.byClass.groups.length > 0
+      ? [
+          "  by workload class    requests   J/out-token   TTFT p50/p99 ms     TPOT p50 ms   SLO met",
+          ...extra.byClass.groups.map(
+            (g) =>
+              `  ${g.workloadClass.padEnd(20)} ${String(g.requests).padStart(8)} ${f(g.jPerOutputToken, 3).padStart(13)} ${`${f(g.ttftMs.p50 ?? NaN, 0)}/${f(g.ttftMs.p99 ?? NaN, 0)}`.padStart(17)} ${f(g.tpotMs.p50 ?? NaN, 1).padStart(15)} ${g.sloAttainment === null ? "     n/a" : `${f(100 * g.sloAttainment, 0)}%`.padStart(8)}`,
+          ),
+          "",
+        ]
+      : []),
     `  InfluxDB ${extra.influxUrl}, database "${s.database}" (measurements request_energy, instance_energy, node_energy, gpu_energy, gpu_power)`,
     "",
   ];

@@ -56,5 +56,16 @@ export const powerBatch = z.object({
   cpuEnergyMj: nonNeg.optional(),
   /** Sampling jitter in this window: |actual − scheduled| sample time, ms. */
   jitterP99Ms: nonNeg.optional(),
+  /** The agent's own health at the window's end (its outbox, its sampler), for pipeline dashboards. */
+  agent: z
+    .object({
+      queued: count,
+      published: count,
+      dropped: count,
+      spilled: count,
+      sampleErrors: count,
+      skippedTicks: count,
+    })
+    .optional(),
 });
 export type PowerBatch = z.infer<typeof powerBatch>;

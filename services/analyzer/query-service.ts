@@ -1,0 +1,122 @@
+import type { NatsConnection } from "@nats-io/nats-core";
+import { Svcm, type Service } from "@nats-io/services";
+import { z } from "zod";
+import { influxQuery, subjects, type InfluxTarget } from "../../shared/mod.ts";
+
+/**
+ * The analyzer's query API, a NATS service (`joulestream.query.v1.summary`, JSON request/reply):
+ * energy per request and per token by model and workload class (and SM clock when known), latency
+ * percentiles, SLO attainment and the idle share, for a time range and/or one load run. Answers
+ * come from InfluxDB, so any replica answers for the whole fleet.
+ */
+export const summaryRequest = z.object({
+  runId: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
+  fromMs: z.number().nonnegative().optional(),
+  toMs: z.number().nonnegative().optional(),
+  node: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
+});
+export type SummaryRequest = z.infer<typeof summaryRequest>;
+
+export interface GroupSummary {
+  model: string;
+  workloadClass: string;
+  requests: number;
+  energyJ: number;
+  outputTokens: number;
+  promptTokens: number;
+  jPerRequest: { mean: number; p50: number; p99: number };
+  jPerOutputToken: number;
+  jPerToken: number;
+  ttftMs: { p50: number | null; p99: number | null };
+  tpotMs: { p50: number | null; p99: number | null };
+  e2eMs: { p50: number | null; p99: number | null };
+  sloAttainment: number | null;
+}
+
+export interface Summary {
+  request: SummaryRequest;
+  groups: GroupSummary[];
+  measuredJ: number;
+  attributedJ: number;
+  idleJ: number;
+  idleShare: number;
+}
+
+function where(r: SummaryRequest, withRun: boolean): string {
+  const c: string[] = [];
+  if (r.fromMs !== undefined) c.push(`time >= ${Math.floor(r.fromMs)}ms`);
+  if (r.toMs !== undefined) c.push(`time <= ${Math.ceil(r.toMs)}ms`);
+  if (withRun && r.runId) c.push(`run_id = '${r.runId}'`);
+  if (r.node) c.push(`node = '${r.node}'`);
+  return c.length ? `WHERE ${c.join(" AND ")}` : "";
+}
+
+const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+export async function querySummary(influx: InfluxTarget, r: SummaryRequest): Promise<Summary> {
+  const w = where(r, true);
+  const groups = await influxQuery(
+    influx,
+    `SELECT COUNT(energy_j) AS n, SUM(energy_j) AS e, SUM(output_tokens) AS o, SUM(prompt_tokens) AS p, MEAN(energy_j) AS em, PERCENTILE(energy_j, 50) AS e50, PERCENTILE(energy_j, 99) AS e99, PERCENTILE(ttft_ms, 50) AS t50, PERCENTILE(ttft_ms, 99) AS t99, PERCENTILE(tpot_ms, 50) AS tp50, PERCENTILE(tpot_ms, 99) AS tp99, PERCENTILE(e2e_ms, 50) AS e2e50, PERCENTILE(e2e_ms, 99) AS e2e99, COUNT(slo_met) AS joined FROM request_energy ${w} GROUP BY model, workload_class`,
+  );
+  const met = await influxQuery(influx, `SELECT COUNT(slo_met) AS met FROM request_energy ${w ? `${w} AND` : "WHERE"} slo_met = true GROUP BY model, workload_class`);
+  const metBy = new Map(met.map((s) => [`${s.tags.model}|${s.tags.workload_class}`, Number(s.rows[0]?.met ?? 0)]));
+  const energy = await influxQuery(influx, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i FROM node_energy ${where(r, false)}`);
+  const e = energy[0]?.rows[0] ?? {};
+  const measuredJ = Number(e.m ?? 0);
+  const idleJ = Number(e.i ?? 0);
+  return {
+    request: r,
+    groups: groups.map((s) => {
+      const row = s.rows[0] ?? {};
+      const n = Number(row.n ?? 0);
+      const eJ = Number(row.e ?? 0);
+      const o = Number(row.o ?? 0);
+      const p = Number(row.p ?? 0);
+      const joined = Number(row.joined ?? 0);
+      return {
+        model: s.tags.model ?? "unknown",
+        workloadClass: s.tags.workload_class ?? "none",
+        requests: n,
+        energyJ: eJ,
+        outputTokens: o,
+        promptTokens: p,
+        jPerRequest: { mean: Number(row.em ?? 0), p50: Number(row.e50 ?? 0), p99: Number(row.e99 ?? 0) },
+        jPerOutputToken: o > 0 ? eJ / o : 0,
+        jPerToken: o + p > 0 ? eJ / (o + p) : 0,
+        ttftMs: { p50: num(row.t50), p99: num(row.t99) },
+        tpotMs: { p50: num(row.tp50), p99: num(row.tp99) },
+        e2eMs: { p50: num(row.e2e50), p99: num(row.e2e99) },
+        sloAttainment: joined > 0 ? (metBy.get(`${s.tags.model}|${s.tags.workload_class}`) ?? 0) / joined : null,
+      };
+    }),
+    measuredJ,
+    attributedJ: Number(e.a ?? 0),
+    idleJ,
+    idleShare: measuredJ > 0 ? idleJ / measuredJ : 0,
+  };
+}
+
+export async function startQueryService(nc: NatsConnection, influx: InfluxTarget): Promise<Service> {
+  const svc = await new Svcm(nc).add({ name: "joulestream-query", version: "1.0.0", description: "energy per request and per token, by model / workload class" });
+  svc.addEndpoint("summary", {
+    subject: `${subjects.query}.summary`,
+    handler: (_err, m) => {
+      void (async () => {
+        let req: SummaryRequest;
+        try {
+          req = summaryRequest.parse(m.data.length ? JSON.parse(new TextDecoder().decode(m.data)) : {});
+        } catch (err) {
+          m.respondError(400, `bad request: ${(err as Error).message}`, "{}");
+          return;
+        }
+        try {
+          m.respond(JSON.stringify(await querySummary(influx, req)));
+        } catch (err) {
+          m.respondError(503, (err as Error).message, "{}");
+        }
+      })();
+    },
+  });
+  return svc;
+}
