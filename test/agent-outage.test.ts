@@ -1,0 +1,104 @@
+import test from "ava";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { startAgent } from "../services/agent/agent.ts";
+import { createDcgmSource } from "../services/agent/dcgm-source.ts";
+import { startSimnode } from "../services/simnode/server.ts";
+import { decode, systemClock, type PowerBatch, type RequestEvent } from "../shared/mod.ts";
+import { startTestNats } from "./helpers/nats-server.ts";
+
+/** Outage length: the acceptance figure is 30 s; JOULESTREAM_OUTAGE_S shortens it for quick local runs. */
+const OUTAGE_S = Number(process.env.JOULESTREAM_OUTAGE_S ?? 30);
+
+async function readAll<T>(url: string, stream: string): Promise<T[]> {
+  const nc = await connect({ servers: url });
+  try {
+    const info = await (await jetstreamManager(nc)).streams.info(stream);
+    const c = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+    const out: T[] = [];
+    while (out.length < info.state.messages) {
+      const m = await c.next({ expires: 2000 });
+      if (!m) break;
+      out.push(decode(m.data) as T);
+    }
+    return out;
+  } finally {
+    await nc.close();
+  }
+}
+
+test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrives, in order, none dropped`, async (t) => {
+  t.timeout((OUTAGE_S + 60) * 1000);
+  const nats = await startTestNats();
+  const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b", seed: 3 });
+  const spool = mkdtempSync(join(tmpdir(), "agent-spool-"));
+  const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  const clock = systemClock();
+  const agent = await startAgent({
+    nc,
+    node: "n1",
+    clock,
+    source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
+    instances: sim.instances.map((i) => ({ id: i.id, gpus: i.gpus, model: i.model, upstream: `${sim.url}/i/${i.id}`, listen: "127.0.0.1:0" })),
+    spoolDir: spool,
+  });
+  t.teardown(async () => {
+    await agent.stop();
+    await nc.close();
+    await sim.stop();
+    await nats.stop();
+    rmSync(spool, { recursive: true, force: true });
+  });
+  const tap = Object.values(agent.tapUrls)[0]!;
+  let sent = 0;
+  let failed = 0;
+  const send = async () => {
+    const res = await fetch(`${tap}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": `r${sent++}` },
+      body: JSON.stringify({ model: "m", prompt: Array.from({ length: 64 }, (_, i) => i), max_tokens: 8, ignore_eos: true, stream: true }),
+    });
+    await res.text();
+    if (!res.ok) failed++;
+  };
+  // Requests keep flowing through the tap the whole time: it must never wait on NATS.
+  let running = true;
+  const load = (async () => {
+    while (running) {
+      const t0 = performance.now();
+      await send();
+      const took = performance.now() - t0;
+      if (took > 2000) failed++; // the proxy path blocked
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 2000));
+  await nats.stop();
+  await new Promise((r) => setTimeout(r, OUTAGE_S * 1000));
+  t.true(agent.stats().publisher.queued > 0, "samples queued during the outage");
+  await nats.start();
+  await new Promise((r) => setTimeout(r, 1500));
+  running = false;
+  await load;
+  await agent.stop();
+  const st = agent.stats();
+  t.is(st.publisher.dropped, 0);
+  t.is(st.publisher.queued, 0);
+  t.is(failed, 0);
+
+  const power = await readAll<PowerBatch>(nats.url, "POWER");
+  const seqs = power.map((p) => p.seq);
+  t.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i), "POWER windows complete and in order");
+  t.is(power.length, st.sampler.windows);
+  t.true(power.length >= OUTAGE_S + 3);
+  const work = await readAll<{ windowStartMs: number; instance: string }>(nats.url, "WORK");
+  t.is(work.length, power.length * sim.instances.length);
+  const events = await readAll<RequestEvent>(nats.url, "REQUESTS");
+  const ends = new Set(events.filter((e) => e.event === "end").map((e) => e.requestId));
+  const starts = new Set(events.filter((e) => e.event === "start").map((e) => e.requestId));
+  t.is(starts.size, sent);
+  t.is(ends.size, sent);
+});
