@@ -83,8 +83,8 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const jsm = await jetstreamManager(opts.nc);
   await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER"]);
   const js = jetstream(opts.nc);
-  const emitted = await openEmittedStore(opts.nc);
-  const loadJoin = await openLoadJoin(opts.nc, opts.slo ?? {});
+  const emitted = await openEmittedStore(opts.nc, name);
+  const loadJoin = await openLoadJoin(opts.nc, name, opts.slo ?? {});
   const join = createWindowJoin<JsMsg>({
     ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
     ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
@@ -150,7 +150,17 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   };
   // One store in flight; every message handler waits for it every so often (backpressure).
   let storing: Promise<void> = Promise.resolve();
-  const tick = (): Promise<void> => (storing = storing.then(() => store(join.drain())()));
+  const tick = (): Promise<void> =>
+    (storing = storing.then(async () => {
+      // Requests rebuilt only from replayed windows that were stored before a restart: let go of them.
+      for (const o of join.orphans()) {
+        if (await emitted.has(o.node, o.requestId)) {
+          join.forget(o.node, o.requestId);
+          stats.replaySkipped++;
+        }
+      }
+      await store(join.drain())();
+    }));
 
   const handle = async (stream: InputStream, m: JsMsg) => {
     stats.received[stream]!++;

@@ -19,8 +19,9 @@ export const EMITTED_BUCKET = "joulestream-analyzer-emitted";
 
 const key = (node: string, requestId: string) => `${node}.${createHash("sha1").update(requestId).digest("hex")}`;
 
-export async function openEmittedStore(nc: NatsConnection, opts: { bucket?: string; ttlMs?: number; replicas?: number } = {}): Promise<EmittedStore> {
-  const kv: KV = await new Kvm(nc).create(opts.bucket ?? EMITTED_BUCKET, { history: 1, ttl: opts.ttlMs ?? 24 * 3600_000, replicas: opts.replicas ?? 1 });
+/** One bucket per analyzer group (`name`): two independent analyzers each store every request. */
+export async function openEmittedStore(nc: NatsConnection, group: string, opts: { ttlMs?: number; replicas?: number } = {}): Promise<EmittedStore> {
+  const kv: KV = await new Kvm(nc).create(`${EMITTED_BUCKET}-${group}`, { history: 1, ttl: opts.ttlMs ?? 24 * 3600_000, replicas: opts.replicas ?? 1 });
   return {
     async has(node, requestId) {
       const e = await kv.get(key(node, requestId));

@@ -119,6 +119,8 @@ interface RequestAcc<T> {
   lastWorkMs: number;
   holds: Set<string>;
   tokens: T[];
+  /** Offered to `orphans()` once already. */
+  offered?: boolean;
 }
 
 export interface WindowJoin<T> {
@@ -129,6 +131,14 @@ export interface WindowJoin<T> {
   drain(): JoinOutput<T>;
   /** Closes every open window and emits every request that has an end (shutdown, end of a replay). */
   flush(): JoinOutput<T>;
+  /**
+   * Requests seen without their start event (in replayed windows, or only their end): after a
+   * restart these are requests stored before it, since a start is acknowledged only once its request
+   * is stored. Each is offered once; the caller checks its store and `forget`s them.
+   */
+  orphans(): { node: string; requestId: string }[];
+  /** Drops a request already stored elsewhere: its windows' inputs become ackable, nothing is emitted. */
+  forget(node: string, requestId: string): void;
   stats(): JoinStats;
 }
 
@@ -256,10 +266,6 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   };
 
   const emit = (a: RequestAcc<T>, incomplete: boolean) => {
-    const key = `${a.node}/${a.requestId}`;
-    requests.delete(key);
-    emitted.add(key);
-    if (emitted.size > 2_000_000) emitted.delete(emitted.values().next().value!);
     const end = a.end;
     out.requests.push({
       v: 1,
@@ -284,6 +290,14 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       incomplete: incomplete || a.incomplete || !a.start || !end,
       config: {},
     });
+    release(a);
+  };
+
+  const release = (a: RequestAcc<T>) => {
+    const key = `${a.node}/${a.requestId}`;
+    requests.delete(key);
+    emitted.add(key);
+    if (emitted.size > 2_000_000) emitted.delete(emitted.values().next().value!);
     out.ackable.push(...a.tokens);
     for (const h of a.holds) {
       const hold = holds.get(h);
@@ -359,6 +373,20 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       else if (e.event === "end") a.end = e;
     },
     drain: () => step(false),
+    orphans() {
+      const found: { node: string; requestId: string }[] = [];
+      for (const a of requests.values()) {
+        // Without its start event: a request whose start was acknowledged, i.e. stored, before a restart.
+        if (a.offered || a.start) continue;
+        a.offered = true;
+        found.push({ node: a.node, requestId: a.requestId });
+      }
+      return found;
+    },
+    forget(node, requestId) {
+      const a = requests.get(`${node}/${requestId}`);
+      if (a) release(a);
+    },
     flush: () => step(true),
     stats: () => ({ ...stats, openWindows: windows.size, openRequests: requests.size }),
   };
