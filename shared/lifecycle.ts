@@ -70,3 +70,16 @@ export async function stopAll(stops: ReadonlyArray<() => Promise<void>>): Promis
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) throw new AggregateError(errors, `${errors.length} components failed to stop`);
 }
+
+/**
+ * For long-running commands: resolves after the first SIGINT/SIGTERM has run `stops` in order
+ * (e.g. the service, then its NATS connection). The process exits from the signal handler.
+ */
+export function runUntilSignal(...stops: (() => Promise<void>)[]): Promise<void> {
+  return new Promise<void>((resolve) => {
+    onShutdownSignal(async () => {
+      await stopAll(stops);
+      resolve();
+    });
+  });
+}

@@ -1,7 +1,7 @@
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, onShutdownSignal, systemClock, ConfigError } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { startAgent } from "./agent.ts";
 import { createDcgmSource } from "./dcgm-source.ts";
@@ -81,13 +81,7 @@ export const agentCommand = defineCommand(
     });
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
     process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}, publishing to ${cfg.nats}\n`);
-    await new Promise<void>((resolve) => {
-      onShutdownSignal(async () => {
-        await agent.stop();
-        await nc.drain();
-        resolve();
-      });
-    });
+    await runUntilSignal(() => agent.stop(), () => nc.drain());
     return 0;
   },
 );

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, onShutdownSignal } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, runUntilSignal } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { startAnalyzer } from "./analyzer.ts";
 import { DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
@@ -66,13 +66,7 @@ export const analyzerCommand = defineCommand(
       log: (l) => process.stderr.write(`analyzer: ${l}\n`),
     });
     process.stderr.write(`analyzer ${cfg.name}: consuming from ${cfg.nats}, writing ${cfg.influxUrl} db=${cfg.influxDb} (${api} write API)\n`);
-    await new Promise<void>((resolve) => {
-      onShutdownSignal(async () => {
-        await analyzer.stop();
-        await nc.drain();
-        resolve();
-      });
-    });
+    await runUntilSignal(() => analyzer.stop(), () => nc.drain());
     return 0;
   },
 );
