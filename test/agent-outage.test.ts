@@ -6,7 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { startAgent } from "../services/agent/agent.ts";
 import { createDcgmSource } from "../services/agent/dcgm-source.ts";
-import { startSimnode } from "../services/simnode/server.ts";
+import { instanceEndpoints, startSimnode } from "../services/simnode/server.ts";
 import { decode, systemClock, type PowerBatch, type RequestEvent } from "../shared/mod.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
@@ -42,7 +42,7 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
     node: "n1",
     clock,
     source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
-    instances: sim.instances.map((i) => ({ id: i.id, gpus: i.gpus, model: i.model, upstream: `${sim.url}/i/${i.id}`, listen: "127.0.0.1:0" })),
+    instances: instanceEndpoints(sim),
     spoolDir: spool,
   });
   t.teardown(async () => {

@@ -8,7 +8,7 @@ import { createDcgmSource } from "../services/agent/dcgm-source.ts";
 import { startAnalyzer } from "../services/analyzer/analyzer.ts";
 import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
 import { poissonWorkload, runLoad } from "../services/loadgen/mod.ts";
-import { startSimnode } from "../services/simnode/server.ts";
+import { instanceEndpoints, startSimnode } from "../services/simnode/server.ts";
 import { influxQuery, systemClock, type InfluxTarget } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
 
@@ -97,7 +97,7 @@ test("analyzer - kill -9 mid-run and InfluxDB frozen mid-run both store exactly 
     node: "rec",
     clock,
     source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
-    instances: sim.instances.map((i) => ({ id: i.id, gpus: i.gpus, model: i.model, upstream: `${sim.url}/i/${i.id}`, listen: "127.0.0.1:0" })),
+    instances: instanceEndpoints(sim),
   });
   const loading = runLoad({ source: poissonWorkload({ rate: 6, durationS: 8, cls: "short-medium", seed: 2 }), targets: Object.values(agent.tapUrls), runId: "rec" });
 

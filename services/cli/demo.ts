@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { connectNats, onShutdownSignal, stopAll, systemClock } from "../../shared/mod.ts";
 import { startLocalStack } from "../../infra/local-stack.ts";
-import { startSimnode } from "../simnode/server.ts";
+import { instanceEndpoints, startSimnode } from "../simnode/server.ts";
 import { startAgent } from "../agent/agent.ts";
 import { createDcgmSource } from "../agent/dcgm-source.ts";
 import { startAnalyzer } from "../analyzer/analyzer.ts";
@@ -85,7 +85,7 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
       node,
       clock,
       source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
-      instances: sim.instances.map((i) => ({ id: i.id, gpus: i.gpus, model: i.model, upstream: `${sim.url}/i/${i.id}`, listen: "127.0.0.1:0" })),
+      instances: instanceEndpoints(sim),
       log,
     });
     stops.push(() => agent.stop());

@@ -1,5 +1,5 @@
 /** The simulated GPU node: public names. */
-export { startSimnode, type Simnode, type SimnodeOptions } from "./server.ts";
+export { startSimnode, instanceEndpoints, type Simnode, type SimnodeOptions } from "./server.ts";
 export { simulate, type WorkloadRequest, type SimulationOptions, type SimulationResult, type RequestTiming, type StepRecord } from "./library.ts";
 export { createSimNode, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCHED_TOKENS, type SimNode, type NodeConfig, type Knobs, type NodeInstance } from "./node.ts";
 export { createInstanceEngine, type InstanceEngine, type EngineRequest, type CompletedStep } from "./engine.ts";

@@ -293,3 +293,11 @@ function readJson(req: IncomingMessage): Promise<unknown> {
     req.on("error", reject);
   });
 }
+
+/**
+ * The node's instances as an agent's request tap should see them: one serving endpoint each
+ * (pinned by path), on the GPUs it runs on. The shape of the agent's `--instance` specs.
+ */
+export function instanceEndpoints(sim: Simnode, listen = "127.0.0.1:0"): { id: string; gpus: number[]; model: string; upstream: string; listen: string }[] {
+  return sim.instances.map((i) => ({ id: i.id, gpus: i.gpus, model: i.model, upstream: `${sim.url}/i/${i.id}`, listen }));
+}
