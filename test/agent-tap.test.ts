@@ -1,0 +1,125 @@
+import test from "ava";
+import { request } from "node:http";
+import { startRequestTap, type RequestTap } from "../services/agent/request-tap.ts";
+import { createWorkTracker } from "../services/agent/work-tracker.ts";
+import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
+import { systemClock, type RequestEvent } from "../shared/mod.ts";
+import { freePort } from "./helpers/nats-server.ts";
+
+/** The request tap in front of the simulated node: what clients see, and what the tap records. */
+async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number } = {}) {
+  let sim: Simnode | undefined;
+  if (!upstream) {
+    sim = await startSimnode({ gpus: 1, tp: 1, model: "llama-3-8b", seed: 9 });
+    t.teardown(() => sim!.stop());
+  }
+  const inst = sim ? instanceEndpoints(sim)[0]! : { id: "i0", gpus: [0], upstream: upstream!, listen: "127.0.0.1:0" };
+  const events: RequestEvent[] = [];
+  const tracker = createWorkTracker("n1", [inst]);
+  const tap: RequestTap = await startRequestTap({ node: "n1", instance: inst, host: "127.0.0.1", port: 0, clock: systemClock(), tracker, emit: (e) => events.push(e), ...opts });
+  t.teardown(() => tap.close());
+  return { tap, events, tracker, inst };
+}
+
+const sseEvents = (text: string) => text.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6));
+
+test("tap - streaming completion: tokens pass through, lifecycle and token counts are recorded", async (t) => {
+  const { tap, events, tracker, inst } = await setup(t);
+  const res = await fetch(`${tap.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-request-id": "req-1", "x-joulestream-run": "run9", "x-joulestream-class": "short-short" },
+    body: JSON.stringify({ model: "m", prompt: Array.from({ length: 100 }, (_, i) => i), max_tokens: 12, ignore_eos: true, stream: true }),
+  });
+  t.is(res.headers.get("x-request-id"), "req-1");
+  const data = sseEvents(await res.text());
+  t.is(data.at(-1), "[DONE]");
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  // The client did not ask for usage: the usage-only chunk the tap asked for is not passed on.
+  t.true(chunks.every((c) => c.choices.length > 0));
+  t.is(chunks.length, 12);
+  const kinds = events.map((e) => e.event);
+  t.deepEqual(kinds, ["start", "first_token", "end"]);
+  const start = events[0]!;
+  t.like(start, { requestId: "req-1", runId: "run9", workloadClass: "short-short", promptTokensHint: 100, stream: true });
+  t.like(events[2]!, { status: "ok", promptTokens: 100, outputTokens: 12, httpStatus: 200 });
+  const w = tracker.closeWindow(0, 1)[0]!;
+  t.is(w.instance, inst.id);
+  t.deepEqual(w.requests, [{ requestId: "req-1", prefillTokens: 100, decodeTokens: 11 }]);
+});
+
+test("tap - a client that asked for usage gets it; requests without an id get one", async (t) => {
+  const { tap, events } = await setup(t);
+  const res = await fetch(`${tap.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "x".repeat(400) }], max_tokens: 5, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+  });
+  const id = res.headers.get("x-request-id");
+  t.truthy(id);
+  const chunks = sseEvents(await res.text()).slice(0, -1).map((d) => JSON.parse(d));
+  t.true(chunks.some((c) => c.choices.length === 0 && c.usage?.completion_tokens === 5));
+  t.like(events.at(-1)!, { event: "end", requestId: id!, outputTokens: 5, status: "ok" });
+});
+
+test("tap - non-streaming requests are recorded from the response's usage", async (t) => {
+  const { tap, events, tracker } = await setup(t);
+  const res = await fetch(`${tap.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-request-id": "ns" },
+    body: JSON.stringify({ model: "m", prompt: Array.from({ length: 30 }, () => 7), max_tokens: 9, ignore_eos: true }),
+  });
+  const body = (await res.json()) as { usage: { completion_tokens: number } };
+  t.is(body.usage.completion_tokens, 9);
+  t.like(events.at(-1)!, { event: "end", promptTokens: 30, outputTokens: 9, stream: undefined });
+  t.deepEqual(tracker.closeWindow(0, 1)[0]!.requests, [{ requestId: "ns", prefillTokens: 30, decodeTokens: 8 }]);
+});
+
+test("tap - upstream down: a clear 502 JSON error, recorded as an upstream error", async (t) => {
+  const port = await freePort();
+  const { tap, events } = await setup(t, `http://127.0.0.1:${port}`);
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hi", stream: true }) });
+  t.is(res.status, 502);
+  const body = (await res.json()) as { error: { type: string; message: string } };
+  t.is(body.error.type, "upstream_unavailable");
+  t.regex(body.error.message, /unreachable/);
+  t.like(events.at(-1)!, { event: "end", status: "error", httpStatus: 502 });
+  t.is(tap.stats().upstreamErrors, 1);
+});
+
+test("tap - oversized bodies are refused with 413 before reaching the server", async (t) => {
+  const { tap, events } = await setup(t, undefined, { maxBodyBytes: 1000 });
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x".repeat(5000) }) });
+  t.is(res.status, 413);
+  t.is(((await res.json()) as { error: { type: string } }).error.type, "request_too_large");
+  t.is(events.length, 0);
+});
+
+test("tap - a client that disconnects mid-stream is recorded as aborted", async (t) => {
+  const { tap, events } = await setup(t);
+  const url = new URL(`${tap.url}/v1/completions`);
+  await new Promise<void>((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { "content-type": "application/json" } }, (res) => {
+      res.once("data", () => {
+        req.destroy(); // first token received: hang up
+        resolve();
+      });
+    });
+    req.on("error", () => {});
+    req.end(JSON.stringify({ prompt: [1, 2, 3], max_tokens: 2000, ignore_eos: true, stream: true }));
+    setTimeout(() => reject(new Error("no first chunk")), 10_000).unref();
+  });
+  const deadline = Date.now() + 5000;
+  while (!events.some((e) => e.event === "end") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const end = events.find((e) => e.event === "end");
+  t.like(end!, { status: "aborted" });
+  t.true((end as { outputTokens: number }).outputTokens < 2000);
+  t.is(tap.stats().aborted, 1);
+});
+
+test("tap - other paths pass through untouched and unrecorded", async (t) => {
+  const { tap, events } = await setup(t);
+  const res = await fetch(`${tap.url}/v1/models`);
+  t.is(res.status, 200);
+  t.truthy(((await res.json()) as { data: unknown[] }).data.length);
+  t.is(events.length, 0);
+});
