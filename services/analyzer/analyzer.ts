@@ -247,16 +247,15 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const timer = setInterval(() => {
     if (!stopped) tick().catch((err) => log(`tick failed: ${(err as Error).message}`));
   }, opts.tickMs ?? 250);
+  /** The analyzer's own health, as a point for the pipeline dashboard. */
+  const writeStats = async () => {
+    const p = await pending();
+    const received = Object.values(stats.received).reduce((a, b) => a + b, 0);
+    const now = Date.now();
+    await opts.sink.write([analyzerStatsPoint(name, now, { ...stats, received, pending: p, lagMs: latestWindowEndMs > 0 ? Math.max(0, now - latestWindowEndMs) : 0 })]);
+  };
   const statsTimer = setInterval(() => {
-    if (stopped) return;
-    void (async () => {
-      const p = await pending();
-      const received = Object.values(stats.received).reduce((a, b) => a + b, 0);
-      const now = Date.now();
-      await opts.sink.write([
-        analyzerStatsPoint(name, now, { ...stats, received, pending: p, lagMs: latestWindowEndMs > 0 ? Math.max(0, now - latestWindowEndMs) : 0 }),
-      ]);
-    })().catch((err) => log(`stats: ${(err as Error).message}`));
+    if (!stopped) writeStats().catch((err) => log(`stats: ${(err as Error).message}`));
   }, opts.statsIntervalMs ?? 10_000);
   statsTimer.unref();
 
@@ -282,6 +281,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         for (const c of consumers.values()) await c.messages.close();
         await Promise.all([...consumers.values()].map((c) => c.done));
         await tick();
+        await writeStats().catch((err) => log(`final stats: ${(err as Error).message}`));
         await opts.sink.close();
       })());
     },

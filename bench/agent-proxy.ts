@@ -1,0 +1,89 @@
+/**
+ * Added latency of the agent's request tap: the same streamed requests sent directly to a fast
+ * OpenAI-compatible endpoint and through the tap, alternating, one at a time.
+ * Figures: per request (time to the last byte) and per streamed chunk (inter-chunk gap), p50/p99 of
+ * tap − direct. Usage: npm run bench -- agent-proxy [requests=400] [tokens=32]
+ */
+import { request, Agent } from "node:http";
+import { startRequestTap } from "../services/agent/request-tap.ts";
+import { createWorkTracker } from "../services/agent/work-tracker.ts";
+import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { systemClock } from "../shared/mod.ts";
+
+const N = Number(process.argv[2] ?? 400);
+const TOKENS = Number(process.argv[3] ?? 32);
+
+const echo = await startEchoServer();
+const inst = { id: "i0", gpus: [0], upstream: echo.url, listen: "127.0.0.1:0" };
+const tracker = createWorkTracker("bench", [inst]);
+let events = 0;
+const tap = await startRequestTap({ node: "bench", instance: inst, host: "127.0.0.1", port: 0, clock: systemClock(), tracker, emit: () => void events++ });
+setInterval(() => tracker.closeWindow(0, 1), 1000).unref();
+
+const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+const body = JSON.stringify({ model: "m", prompt: Array.from({ length: 256 }, (_, i) => i), max_tokens: TOKENS, ignore_eos: true, stream: true });
+
+function once(base: string): Promise<{ totalMs: number; gapsMs: number[] }> {
+  const url = new URL("/v1/completions", base);
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let last = t0;
+    const gaps: number[] = [];
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+      res.on("data", () => {
+        const now = performance.now();
+        gaps.push(now - last);
+        last = now;
+      });
+      res.on("end", () => resolve({ totalMs: performance.now() - t0, gapsMs: gaps.slice(1) }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const q = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+};
+
+// Warm-up (JIT, sockets).
+for (let i = 0; i < 50; i++) {
+  await once(echo.url);
+  await once(tap.url);
+}
+const direct: number[] = [];
+const tapped: number[] = [];
+const gDirect: number[] = [];
+const gTap: number[] = [];
+for (let i = 0; i < N; i++) {
+  const d = await once(echo.url);
+  const p = await once(tap.url);
+  direct.push(d.totalMs);
+  tapped.push(p.totalMs);
+  gDirect.push(...d.gapsMs);
+  gTap.push(...p.gapsMs);
+}
+const added = tapped.map((x, i) => x - direct[i]!);
+const fig = {
+  requests: N,
+  tokensPerRequest: TOKENS,
+  directP50Ms: q(direct, 0.5),
+  tapP50Ms: q(tapped, 0.5),
+  addedPerRequestP50Ms: q(added, 0.5),
+  addedPerRequestP99Ms: q(added, 0.99),
+  chunkGapDirectP50Ms: q(gDirect, 0.5),
+  chunkGapTapP50Ms: q(gTap, 0.5),
+  addedPerChunkP50Ms: q(gTap, 0.5) - q(gDirect, 0.5),
+  addedPerChunkP99Ms: q(gTap, 0.99) - q(gDirect, 0.99),
+  eventsRecorded: events,
+};
+console.log("agent request tap overhead (streamed completions, one at a time, alternating direct/tap)");
+console.log(`  requests ${N} × ${TOKENS} tokens`);
+console.log(`  per request   direct p50 ${fig.directP50Ms.toFixed(3)} ms   tap p50 ${fig.tapP50Ms.toFixed(3)} ms   added p50 ${fig.addedPerRequestP50Ms.toFixed(3)} ms  p99 ${fig.addedPerRequestP99Ms.toFixed(3)} ms`);
+console.log(`  per chunk     direct p50 ${fig.chunkGapDirectP50Ms.toFixed(4)} ms  tap p50 ${fig.chunkGapTapP50Ms.toFixed(4)} ms  added p50 ${fig.addedPerChunkP50Ms.toFixed(4)} ms  p99 ${fig.addedPerChunkP99Ms.toFixed(4)} ms`);
+console.log(JSON.stringify(fig));
+await tap.close();
+await echo.stop();
+agent.destroy();
+process.exit(0);

@@ -1,0 +1,109 @@
+import { dashboard, type Dashboard } from "./builder.ts";
+
+/**
+ * joulestream's Grafana dashboards, over the InfluxDB schema of services/analyzer/points.ts:
+ * gpu_power, gpu_energy, node_energy, instance_energy, request_energy. The pipeline-health
+ * dashboard also reads `analyzer_stats` and `agent_stats`, which the analyzer and agent do not
+ * write yet (PENDING_MEASUREMENTS): those panels stay empty until they do.
+ */
+export const PENDING_MEASUREMENTS = ["analyzer_stats", "agent_stats"] as const;
+
+const node = `"node" =~ /^$node$/`;
+const nodeVar = { name: "node", label: "node", query: `SHOW TAG VALUES FROM "gpu_power" WITH KEY = "node"` };
+const modelVar = { name: "model", label: "model", query: `SHOW TAG VALUES FROM "request_energy" WITH KEY = "model"` };
+const classVar = { name: "workload_class", label: "workload class", query: `SHOW TAG VALUES FROM "request_energy" WITH KEY = "workload_class"` };
+const reqFilter = `$timeFilter AND ${node} AND "model" =~ /^$model$/ AND "workload_class" =~ /^$workload_class$/`;
+
+/** Per-GPU power averaged per interval, then summed: the fleet's (or a node's) draw in W. */
+const summedPower = (by: string) => `SELECT sum("p") AS "power_w" FROM (SELECT mean("power_w") AS "p" FROM "gpu_power" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node", "gpu") GROUP BY time($__interval)${by}`;
+
+export const fleet = dashboard({
+  uid: "joulestream-fleet",
+  title: "joulestream — fleet power and energy",
+  description: "GPU power and energy across the fleet, measured vs attributed to requests vs idle.",
+  tags: ["fleet"],
+  variables: [nodeVar],
+  panels: [
+    { title: "Fleet GPU power", unit: "watt", w: 12, queries: [{ query: summedPower(""), alias: "all GPUs" }] },
+    { title: "Power by node", unit: "watt", w: 12, stack: true, queries: [{ query: summedPower(`, "node"`), alias: "$tag_node" }] },
+    { title: "Energy in range", type: "stat", unit: "kwatth", decimals: 3, w: 6, h: 5, queries: [{ query: `SELECT sum("measured_j") / 3600000 AS "kwh" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
+    { title: "Attributed to requests", type: "stat", unit: "percent", w: 6, h: 5, queries: [{ query: `SELECT sum("attributed_j") / sum("measured_j") * 100 AS "attributed" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
+    { title: "Idle share", type: "stat", unit: "percent", w: 6, h: 5, description: "Energy of windows in which an instance did no work, over all measured energy.", queries: [{ query: `SELECT sum("idle_j") / sum("measured_j") * 100 AS "idle" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
+    { title: "Mean GPU power", type: "stat", unit: "watt", w: 6, h: 5, queries: [{ query: `SELECT mean("power_w") FROM "gpu_power" WHERE $timeFilter AND ${node}` }] },
+    { title: "Energy per interval: measured, attributed, idle", unit: "joule", w: 12, queries: [{ query: `SELECT sum("measured_j") AS "measured", sum("attributed_j") AS "attributed", sum("idle_j") AS "idle", sum("unassigned_j") AS "unassigned" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval) fill(none)` }] },
+    { title: "Idle share over time", unit: "percent", w: 12, queries: [{ query: `SELECT sum("idle_j") / sum("measured_j") * 100 AS "idle share" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node" }] },
+  ],
+});
+
+export const nodeGpus = dashboard({
+  uid: "joulestream-node",
+  title: "joulestream — node GPUs",
+  description: "Per-GPU power, clocks, utilization, temperature and energy per window of the selected nodes.",
+  tags: ["node"],
+  variables: [nodeVar, { name: "gpu", label: "GPU", query: `SHOW TAG VALUES FROM "gpu_power" WITH KEY = "gpu" WHERE ${node}` }],
+  panels: [
+    ...([
+      ["Power per GPU", "power_w", "watt"],
+      ["SM clock per GPU", "sm_clock_mhz", "rotmhz"],
+      ["Memory clock per GPU", "mem_clock_mhz", "rotmhz"],
+      ["Utilization per GPU", "util_pct", "percent"],
+      ["Temperature per GPU", "temp_c", "celsius"],
+    ] as const).map(([title, field, unit]) => ({ title, unit, queries: [{ query: `SELECT mean("${field}") FROM "gpu_power" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] })),
+    { title: "Energy per window per GPU (counter deltas)", unit: "joule", queries: [{ query: `SELECT sum("energy_j") FROM "gpu_energy" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] },
+    { title: "Counter resets and windows by method", type: "table", w: 24, h: 6, queries: [{ query: `SELECT sum("resets") AS "resets", count("energy_j") AS "windows" FROM "gpu_energy" WHERE $timeFilter AND ${node} GROUP BY "node", "gpu", "method"` }] },
+  ],
+});
+
+export const requests = dashboard({
+  uid: "joulestream-requests",
+  title: "joulestream — energy per request and per token",
+  description: "Energy attributed to each request, by model, workload class and configuration (SM clock), and per instance.",
+  tags: ["requests"],
+  variables: [nodeVar, modelVar, classVar],
+  panels: [
+    { title: "Energy per request by workload class", unit: "joule", queries: [{ query: `SELECT mean("energy_j") FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval), "workload_class" fill(none)`, alias: "$tag_workload_class" }] },
+    { title: "Energy per output token by workload class", unit: "joule", queries: [{ query: `SELECT mean("j_per_output_token") FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval), "workload_class" fill(none)`, alias: "$tag_workload_class" }] },
+    { title: "Energy per token by model", unit: "joule", queries: [{ query: `SELECT mean("j_per_token") FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval), "model" fill(none)`, alias: "$tag_model" }] },
+    { title: "Energy per output token by configuration (SM clock)", type: "bargauge", unit: "joule", description: "Requests tagged with the SM clock they ran at (empty tag: the clock was not known).", queries: [{ query: `SELECT mean("j_per_output_token") FROM "request_energy" WHERE ${reqFilter} GROUP BY "sm_clock_mhz", "model"`, alias: "$tag_model @ $tag_sm_clock_mhz MHz" }] },
+    { title: "Prefill vs decode energy per request", unit: "joule", stack: true, queries: [{ query: `SELECT mean("prefill_j") AS "prefill", mean("decode_j") AS "decode" FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval) fill(none)` }] },
+    { title: "Requests per interval by status", stack: true, queries: [{ query: `SELECT count("energy_j") FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval), "status" fill(0)`, alias: "$tag_status" }] },
+    { title: "Instance energy per decode token", unit: "joule", queries: [{ query: `SELECT mean("j_per_token") FROM "instance_energy" WHERE $timeFilter AND ${node} AND "model" =~ /^$model$/ GROUP BY time($__interval), "node", "instance" fill(none)`, alias: "$tag_node/$tag_instance" }] },
+    { title: "Instance throughput (decode tokens/s) and requests in flight", queries: [{ query: `SELECT mean("tokens_per_s") AS "tokens/s", mean("in_flight") AS "in flight" FROM "instance_energy" WHERE $timeFilter AND ${node} AND "model" =~ /^$model$/ GROUP BY time($__interval), "instance" fill(none)`, alias: "$tag_instance $col" }] },
+    { title: "By workload class (range)", type: "table", w: 24, h: 8, queries: [{ query: `SELECT count("energy_j") AS "requests", mean("energy_j") AS "J/request", mean("j_per_output_token") AS "J/output token", mean("prompt_tokens") AS "prompt tokens", mean("output_tokens") AS "output tokens", mean("duration_ms") AS "duration ms" FROM "request_energy" WHERE ${reqFilter} GROUP BY "model", "workload_class"` }] },
+  ],
+});
+
+export const slo = dashboard({
+  uid: "joulestream-slo",
+  title: "joulestream — latency and SLO attainment",
+  description: "Server-side request latency (request_energy.duration_ms, as the agent's tap saw it) against an end-to-end SLO. TTFT/TPOT attainment needs the load generator's results in InfluxDB, which the pipeline does not write yet.",
+  tags: ["slo"],
+  variables: [nodeVar, modelVar, classVar, { name: "e2e_slo_ms", label: "E2E SLO (ms)", textbox: "20000" }],
+  panels: [
+    { title: "Requests within the E2E SLO", type: "stat", unit: "percent", w: 8, h: 6, description: "Share of requests whose server-side duration met $e2e_slo_ms ms.", queries: [{ query: `SELECT count("energy_j") AS "met" FROM "request_energy" WHERE ${reqFilter} AND "duration_ms" <= $e2e_slo_ms`, alias: "met" }, { query: `SELECT count("energy_j") AS "all" FROM "request_energy" WHERE ${reqFilter}`, alias: "all" }], transformations: [{ id: "merge", options: {} }, { id: "calculateField", options: { mode: "binary", binary: { left: "met", operator: "/", right: "all" }, alias: "attainment", replaceFields: true } }] },
+    { title: "E2E latency percentiles", unit: "ms", w: 16, h: 6, queries: [{ query: `SELECT percentile("duration_ms", 50) AS "p50", percentile("duration_ms", 90) AS "p90", percentile("duration_ms", 99) AS "p99" FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval) fill(none)` }] },
+    // "All" rather than "over SLO": a query matching no point returns no series at all in InfluxQL.
+    { title: "Requests within the SLO vs all, per interval", w: 12, queries: [{ query: `SELECT count("energy_j") AS "within SLO" FROM "request_energy" WHERE ${reqFilter} AND "duration_ms" <= $e2e_slo_ms GROUP BY time($__interval) fill(0)` }, { query: `SELECT count("energy_j") AS "all" FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval) fill(0)` }] },
+    { title: "p90 E2E latency by workload class", unit: "ms", w: 12, queries: [{ query: `SELECT percentile("duration_ms", 90) FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval), "workload_class" fill(none)`, alias: "$tag_workload_class" }] },
+  ],
+});
+
+export const pipeline = dashboard({
+  uid: "joulestream-pipeline",
+  title: "joulestream — pipeline health",
+  description: "Analyzer and agent self-reports (analyzer_stats, agent_stats — written once the services report them) and what the data itself shows: windows written, incomplete windows, unassigned energy.",
+  tags: ["pipeline"],
+  variables: [nodeVar],
+  panels: [
+    { title: "Analyzer lag", unit: "ms", queries: [{ query: `SELECT max("lag_ms") FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer" }] },
+    { title: "Analyzer: received, acked, dead-lettered (per interval)", queries: [{ query: `SELECT non_negative_difference(last("received")) AS "received", non_negative_difference(last("acked")) AS "acked", non_negative_difference(last("dead_lettered")) AS "dead-lettered" FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer $col" }] },
+    { title: "Analyzer pending and sink retries", queries: [{ query: `SELECT last("pending") AS "pending", non_negative_difference(last("sink_retries")) AS "sink retries" FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer $col" }] },
+    { title: "Agent drops and queue", queries: [{ query: `SELECT non_negative_difference(last("dropped")) AS "dropped", last("queued") AS "queued", non_negative_difference(last("published")) AS "published", non_negative_difference(last("spilled")) AS "spilled to disk" FROM "agent_stats" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node $col" }] },
+    { title: "Agent sampling jitter p99", unit: "ms", queries: [{ query: `SELECT max("jitter_p99_ms") FROM "agent_stats" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node" }] },
+    { title: "Windows written per interval", queries: [{ query: `SELECT count("measured_j") FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(0)`, alias: "$tag_node" }] },
+    { title: "Unassigned energy (no instance owns the GPU)", unit: "joule", queries: [{ query: `SELECT sum("unassigned_j") FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node" }] },
+    { title: "Last window per node", type: "table", queries: [{ query: `SELECT last("measured_j") AS "measured J", last("incomplete") AS "incomplete" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY "node"` }] },
+  ],
+});
+
+export const DASHBOARDS: Record<string, Dashboard> = { fleet, node: nodeGpus, requests, slo, pipeline };
