@@ -1,0 +1,267 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connectNats, natsOptions, onShutdownSignal, ConfigError, errorMessage } from "../../shared/mod.ts";
+import { defineCommand } from "../cli/command.ts";
+import { runCoordinated } from "./coordinator.ts";
+import { createProgress } from "./progress.ts";
+import { createLoadPublisher } from "./publisher.ts";
+import { openResultsFile } from "./results-file.ts";
+import { runLoad } from "./runner.ts";
+import { countRequests, workloadOf, type SourceSpec } from "./source-spec.ts";
+import { formatSummary } from "./summary.ts";
+import { traceRows, guessFormat } from "./traces.ts";
+import { traceStats } from "./transform.ts";
+import { startWorker } from "./worker.ts";
+import type { LoadResult } from "../../shared/messages/load.ts";
+
+const num = z.coerce.number();
+const schema = z
+  .object({
+    trace: z.string().optional(),
+    format: z.enum(["azure", "mooncake", "burstgpt"]).optional(),
+    lenient: z.boolean().default(false),
+    workload: z.string().optional(),
+    rate: num.positive().optional(),
+    rampTo: num.nonnegative().optional(),
+    duration: num.positive().optional(),
+    arrival: z.enum(["poisson", "gamma", "constant"]).default("poisson"),
+    cv: num.positive().optional(),
+    lengths: z.enum(["uniform", "fixed"]).default("uniform"),
+    seed: num.int().default(1),
+    target: z.array(z.url()).default([]),
+    api: z.enum(["completions", "chat"]).default("completions"),
+    model: z.string().optional(),
+    promptMode: z.enum(["token-ids", "text"]).optional(),
+    charsPerToken: num.positive().optional(),
+    speedup: num.positive().optional(),
+    from: num.nonnegative().optional(),
+    window: num.positive().optional(),
+    limit: num.int().nonnegative().optional(),
+    sample: num.gt(0).max(1).optional(),
+    maxPromptTokens: num.int().positive().optional(),
+    maxOutputTokens: num.int().positive().optional(),
+    concurrency: num.int().positive().optional(),
+    closedLoop: z.boolean().default(false),
+    timeout: num.positive().default(600),
+    sloTtftMs: num.positive().optional(),
+    sloTpotMs: num.positive().optional(),
+    out: z.string().optional(),
+    runId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_'").optional(),
+    header: z.array(z.string().regex(/^[^:]+:.*$/, "must be 'Name: value'")).default([]),
+    nats: z.string().optional(),
+    creds: z.string().optional(),
+    user: z.string().optional(),
+    password: z.string().optional(),
+    token: z.string().optional(),
+    workers: num.int().min(1).max(1024).optional(),
+    worker: z.boolean().default(false),
+    workerId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_'").optional(),
+    noProgress: z.boolean().default(false),
+  })
+  .superRefine((c, ctx) => {
+    if (c.worker) return;
+    if (!c.trace && !c.workload) ctx.addIssue({ code: "custom", path: ["trace"], message: "give --trace FILE or --workload CLASS --rate R --duration S" });
+    if (c.trace && c.workload) ctx.addIssue({ code: "custom", path: ["workload"], message: "--workload and --trace exclude each other" });
+    if (c.workload && (c.rate === undefined || c.duration === undefined)) ctx.addIssue({ code: "custom", path: [c.rate === undefined ? "rate" : "duration"], message: "a synthetic --workload needs --rate and --duration" });
+    if (c.target.length === 0) ctx.addIssue({ code: "custom", path: ["target"], message: "give at least one --target URL" });
+    if (c.workers !== undefined && !c.nats) ctx.addIssue({ code: "custom", path: ["nats"], message: "--workers needs --nats" });
+  });
+type Config = z.infer<typeof schema>;
+
+export const loadCommand = defineCommand(
+  {
+    name: "load",
+    summary: "replay a trace or a synthetic workload, open-loop, against OpenAI-compatible endpoints",
+    usage: "joulestream load (--trace FILE | --workload CLASS --rate R --duration S) --target URL [options]\n       joulestream load --worker --nats URL",
+    options: {
+      trace: { type: "string", arg: "FILE", description: "trace to replay (Azure CSV, Mooncake JSONL, BurstGPT CSV)" },
+      format: { type: "string", arg: "azure|mooncake|burstgpt", description: "trace format", defaultText: "from the file name" },
+      lenient: { type: "boolean", description: "skip bad trace rows (reported) instead of stopping at the first" },
+      workload: { type: "string", arg: "CLASS", description: "synthetic: (short|medium|long)-(short|medium|long), mix, or CLASS:W,CLASS:W" },
+      rate: { type: "string", arg: "REQ/S", description: "synthetic: request rate; with --trace: rescale the trace to this mean rate" },
+      "ramp-to": { type: "string", arg: "REQ/S", description: "synthetic: ramp the rate linearly from --rate to this" },
+      duration: { type: "string", arg: "S", description: "synthetic: seconds of arrivals" },
+      arrival: { type: "string", arg: "poisson|gamma|constant", description: "synthetic: arrival process", defaultText: "poisson" },
+      cv: { type: "string", arg: "X", description: "synthetic gamma arrivals: coefficient of variation", defaultText: "1" },
+      lengths: { type: "string", arg: "uniform|fixed", description: "synthetic: lengths drawn in the class range or fixed at its middle", defaultText: "uniform" },
+      seed: { type: "string", arg: "N", description: "seed of synthetic arrivals and of --sample", defaultText: "1" },
+      target: { type: "string", multiple: true, arg: "URL", env: "JOULESTREAM_LOAD_TARGETS", description: "server base URL (request i → target i mod n)" },
+      api: { type: "string", arg: "completions|chat", description: "OpenAI endpoint", defaultText: "completions" },
+      model: { type: "string", description: "model name sent in each request" },
+      "prompt-mode": { type: "string", arg: "token-ids|text", description: "prompts as token ids (exact lengths) or calibrated text", defaultText: "token-ids for completions, text for chat" },
+      "chars-per-token": { type: "string", arg: "X", description: "text prompts: characters per token of the server's tokenizer", defaultText: "4" },
+      speedup: { type: "string", arg: "X", description: "trace: replay X times faster" },
+      from: { type: "string", arg: "MS", description: "trace: skip the first MS of the trace" },
+      window: { type: "string", arg: "MS", description: "trace: replay only MS of the trace (trace time)" },
+      limit: { type: "string", arg: "N", description: "at most N requests" },
+      sample: { type: "string", arg: "P", description: "keep each trace row with probability P" },
+      "max-prompt-tokens": { type: "string", arg: "N", description: "cap prompt lengths" },
+      "max-output-tokens": { type: "string", arg: "N", description: "cap output lengths" },
+      concurrency: { type: "string", arg: "N", description: "at most N requests in flight (closed loop: exactly N)" },
+      "closed-loop": { type: "boolean", description: "ignore arrival times: keep --concurrency requests in flight" },
+      timeout: { type: "string", arg: "S", description: "per-request timeout", defaultText: "600" },
+      "slo-ttft-ms": { type: "string", arg: "MS", description: "goodput: TTFT target" },
+      "slo-tpot-ms": { type: "string", arg: "MS", description: "goodput: TPOT target" },
+      out: { type: "string", arg: "FILE", description: "write one JSON line per request" },
+      "run-id": { type: "string", arg: "ID", description: "run id (one subject token)", defaultText: "load-<time>" },
+      header: { type: "string", multiple: true, arg: "'K: V'", description: "extra request header" },
+      ...natsOptions,
+      nats: { ...natsOptions.nats!, description: "NATS URL: publish every result to the LOAD stream (needed by --workers and --worker)", defaultText: "none" },
+      workers: { type: "string", arg: "N", description: "coordinate N `--worker` processes over NATS instead of sending from here" },
+      worker: { type: "boolean", description: "worker mode: take jobs from a coordinator over NATS" },
+      "worker-id": { type: "string", arg: "ID", description: "worker mode: this worker's id", defaultText: "hostname-pid" },
+      "no-progress": { type: "boolean", description: "no progress bar" },
+    },
+    schema,
+    examples: [
+      "joulestream load --trace traces/azure/AzureLLMInferenceTrace_conv.csv --speedup 10 --target http://127.0.0.1:8000 --out results.jsonl",
+      "joulestream load --workload long-short --rate 4 --duration 60 --target http://gpu1:8000 --target http://gpu2:8000 --slo-ttft-ms 2000 --slo-tpot-ms 100",
+      "joulestream load --worker --nats nats://10.0.0.5:4222   # on each load machine, then:",
+      "joulestream load --workers 4 --nats nats://10.0.0.5:4222 --trace conv.csv --target http://gpu1:8000",
+    ],
+  },
+  async (cfg) => {
+    const log = (l: string) => process.stderr.write(`load: ${l}\n`);
+    const natsCfg = cfg.nats ? { nats: cfg.nats, ...(cfg.creds ? { creds: cfg.creds } : {}), ...(cfg.user ? { user: cfg.user, password: cfg.password } : {}), ...(cfg.token ? { token: cfg.token } : {}) } : undefined;
+    if (cfg.worker) return await workerMode(cfg, natsCfg, log);
+    const source = await sourceOf(cfg, log);
+    const runId = cfg.runId ?? `load-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 17)}`;
+    const headers = Object.fromEntries(cfg.header.map((h) => [h.slice(0, h.indexOf(":")).trim(), h.slice(h.indexOf(":") + 1).trim()]));
+    const slo = cfg.sloTtftMs || cfg.sloTpotMs ? { ...(cfg.sloTtftMs ? { ttftMs: cfg.sloTtftMs } : {}), ...(cfg.sloTpotMs ? { tpotMs: cfg.sloTpotMs } : {}) } : undefined;
+    const abort = new AbortController();
+    const removeSignals = onShutdownSignal(async () => abort.abort(), log);
+    const file = cfg.out ? openResultsFile(cfg.out) : undefined;
+    const progress = createProgress(cfg.noProgress ? ({ isTTY: false } as NodeJS.WriteStream) : process.stderr);
+    let total: number | undefined;
+    if (process.stderr.isTTY && !cfg.noProgress) countRequests(source).then((n) => (total = n), () => {});
+    let sent = 0, completed = 0, errors = 0;
+    const count = (r: LoadResult) => {
+      completed++;
+      if (r.status !== "ok") errors++;
+      progress.update({ sent: Math.max(sent, completed), completed, errors, ...(total !== undefined ? { total } : {}) });
+    };
+    let nc: NatsConnection | undefined;
+    try {
+      if (natsCfg) nc = await connectNats(natsCfg, `joulestream-load-${runId}`);
+      const common = {
+        targets: cfg.target,
+        api: cfg.api,
+        ...(cfg.model ? { model: cfg.model } : {}),
+        ...(cfg.promptMode ? { promptMode: cfg.promptMode } : {}),
+        ...(cfg.charsPerToken ? { charsPerToken: cfg.charsPerToken } : {}),
+        timeoutMs: cfg.timeout * 1000,
+        ...(cfg.concurrency ? { concurrency: cfg.concurrency } : {}),
+        ...(cfg.closedLoop ? { closedLoop: true } : {}),
+        ...(Object.keys(headers).length ? { headers } : {}),
+        ...(slo ? { slo } : {}),
+      };
+      if (cfg.workers !== undefined) {
+        log(`run ${runId}: waiting for ${cfg.workers} worker(s) on ${cfg.nats}`);
+        const combined = await runCoordinated({
+          nc: nc!,
+          workers: cfg.workers,
+          job: { runId, source, ...common },
+          log,
+          signal: abort.signal,
+          onResult: (r) => {
+            count(r);
+            void file?.write(r);
+          },
+          onProgress: (p) => (sent = p.sent),
+        });
+        progress.done();
+        process.stdout.write(formatSummary(combined.summary));
+        process.stdout.write(`\nrequests: ${combined.expected} in the workload, ${combined.received} results in LOAD (${combined.duplicates} duplicates dropped), ${combined.missing} missing\n`);
+        for (const w of combined.workers) process.stdout.write(`worker ${w.id} (shard ${w.shard}): ${w.status}, ${w.results} results, ${w.received} received${w.error ? `, ${w.error}` : ""}\n`);
+        return combined.missing > 0 ? 1 : 0;
+      }
+      const publisher = nc ? createLoadPublisher(nc, { onError: (_r, err) => log(errorMessage(err)) }) : undefined;
+      log(`run ${runId}: sending to ${cfg.target.join(", ")}`);
+      const summary = await runLoad({
+        source: workloadOf(source),
+        runId,
+        ...common,
+        signal: abort.signal,
+        onSent: () => void sent++,
+        onResult: async (r) => {
+          count(r);
+          await file?.write(r);
+          await publisher?.publish(r);
+        },
+      });
+      await publisher?.flush();
+      progress.done();
+      process.stdout.write(formatSummary(summary));
+      if (publisher) {
+        const s = publisher.stats();
+        log(`published ${s.published} results to ${`load.v1.${runId}`}${s.failed ? `, ${s.failed} FAILED` : ""}`);
+      }
+      return abort.signal.aborted ? 130 : summary.requests > 0 && summary.ok === 0 ? 3 : 0;
+    } finally {
+      progress.done();
+      await file?.close();
+      await nc?.close();
+      removeSignals();
+    }
+  },
+);
+
+/** The workload of the flags, as data (workers rebuild it from the same spec). */
+async function sourceOf(cfg: Config, log: (l: string) => void): Promise<SourceSpec> {
+  if (cfg.workload) {
+    return {
+      kind: "synthetic",
+      cls: cfg.workload,
+      rate: cfg.rampTo !== undefined ? { from: cfg.rate!, to: cfg.rampTo } : cfg.rate!,
+      durationS: cfg.duration!,
+      arrival: cfg.arrival,
+      lengths: cfg.lengths,
+      seed: cfg.seed,
+      ...(cfg.cv ? { cv: cfg.cv } : {}),
+    };
+  }
+  const path = cfg.trace!;
+  const format = cfg.format ?? guessFormat(path);
+  let speedup = cfg.speedup;
+  if (cfg.rate !== undefined) {
+    if (speedup !== undefined) throw new ConfigError("--rate", "with --trace, give --rate or --speedup, not both");
+    const stats = await traceStats(traceRows(path, format, { lenient: cfg.lenient }));
+    if (!(stats.ratePerS > 0)) throw new ConfigError("--rate", `${path} has no time span to rescale`);
+    speedup = cfg.rate / stats.ratePerS;
+    log(`${path}: ${stats.rows} rows at ${stats.ratePerS.toFixed(3)} req/s; replaying at ${speedup.toFixed(3)}× for ${cfg.rate} req/s`);
+  }
+  return {
+    kind: "trace",
+    path,
+    format,
+    lenient: cfg.lenient,
+    seed: cfg.seed,
+    ...(speedup !== undefined ? { speedup } : {}),
+    ...(cfg.from !== undefined ? { fromMs: cfg.from } : {}),
+    ...(cfg.window !== undefined ? { windowMs: cfg.window } : {}),
+    ...(cfg.limit !== undefined ? { limit: cfg.limit } : {}),
+    ...(cfg.sample !== undefined ? { sample: cfg.sample } : {}),
+    ...(cfg.maxPromptTokens !== undefined ? { maxPromptTokens: cfg.maxPromptTokens } : {}),
+    ...(cfg.maxOutputTokens !== undefined ? { maxOutputTokens: cfg.maxOutputTokens } : {}),
+  };
+}
+
+async function workerMode(cfg: Config, natsCfg: { nats: string } | undefined, log: (l: string) => void): Promise<number> {
+  if (!natsCfg) throw new ConfigError("--nats", "worker mode needs --nats");
+  const id = cfg.workerId ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, "-")}-${process.pid}`;
+  const nc = await connectNats(natsCfg, `joulestream-load-worker-${id}`);
+  const worker = startWorker({ nc, id, log });
+  log(`worker ${id} waiting for jobs on ${cfg.nats}`);
+  const removeSignals = onShutdownSignal(async () => {
+    await worker.stop();
+    await nc.close();
+  }, log);
+  try {
+    await worker.closed();
+    return 0;
+  } finally {
+    removeSignals();
+    await nc.close();
+  }
+}

@@ -1,0 +1,58 @@
+import { z } from "zod";
+import { assertToken } from "../../shared/subjects.ts";
+import { sourceSpec } from "./source-spec.ts";
+
+/**
+ * The coordinator ↔ worker protocol over core NATS (request/reply and plain publishes; results go
+ * to the LOAD stream). Subjects live here until they move into shared/subjects.ts:
+ *   loadgen.v1.hello                 idle worker → coordinators: {worker}
+ *   loadgen.v1.assign.<worker>       coordinator → worker (request): job; reply {ok, error?}
+ *   loadgen.v1.run.<run>.hb          worker → coordinator: heartbeat with progress
+ *   loadgen.v1.run.<run>.done        worker → coordinator: final counts and summary
+ *   loadgen.v1.run.<run>.abort       coordinator → workers: stop sending
+ */
+export const control = {
+  hello: "loadgen.v1.hello",
+  assign: (worker: string) => `loadgen.v1.assign.${assertToken("worker", worker)}`,
+  heartbeat: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.hb`,
+  done: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.done`,
+  abort: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.abort`,
+} as const;
+
+export const hello = z.object({ worker: z.string().min(1) });
+
+export const job = z.object({
+  runId: z.string().min(1),
+  shard: z.object({ index: z.number().int().nonnegative(), count: z.number().int().positive() }),
+  /** Epoch ms of offset 0, the same for every worker of the run. */
+  startAtMs: z.number().positive(),
+  source: sourceSpec,
+  targets: z.array(z.string().min(1)).min(1),
+  api: z.enum(["completions", "chat"]).optional(),
+  model: z.string().optional(),
+  timeoutMs: z.number().positive().optional(),
+  concurrency: z.number().int().positive().optional(),
+  closedLoop: z.boolean().optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  promptMode: z.enum(["token-ids", "text"]).optional(),
+  charsPerToken: z.number().positive().optional(),
+  slo: z.object({ ttftMs: z.number().positive().optional(), tpotMs: z.number().positive().optional(), e2eMs: z.number().positive().optional() }).optional(),
+  heartbeatMs: z.number().positive().default(1000),
+});
+export type Job = z.infer<typeof job>;
+export type JobInput = z.input<typeof job>;
+
+export const assignReply = z.object({ ok: z.boolean(), error: z.string().optional() });
+
+export const heartbeat = z.object({ worker: z.string(), sent: z.number().int(), completed: z.number().int(), tMs: z.number() });
+export type Heartbeat = z.infer<typeof heartbeat>;
+
+export const workerDone = z.object({
+  worker: z.string(),
+  /** Results produced (one per request sent). */
+  results: z.number().int().nonnegative(),
+  /** Results that could not be published (they are missing from LOAD). */
+  publishFailed: z.number().int().nonnegative(),
+  error: z.string().optional(),
+});
+export type WorkerDone = z.infer<typeof workerDone>;

@@ -1,0 +1,41 @@
+import { parseAzure } from "./azure.ts";
+import { parseBurstGpt } from "./burstgpt.ts";
+import { parseMooncake } from "./mooncake.ts";
+import { ConfigError } from "../../shared/errors.ts";
+import { toWorkload, type TraceOptions } from "./transform.ts";
+import type { TraceRow } from "./trace-row.ts";
+import type { Workload } from "./workload.ts";
+import type { ParseOptions } from "./trace-error.ts";
+
+export type TraceFormat = "azure" | "mooncake" | "burstgpt";
+export const TRACE_FORMATS: readonly TraceFormat[] = ["azure", "mooncake", "burstgpt"];
+
+/** Format from the file name: .jsonl → mooncake, a name with "burst" → burstgpt, other .csv → azure. */
+export function guessFormat(path: string): TraceFormat {
+  const p = path.toLowerCase();
+  if (p.endsWith(".jsonl") || p.endsWith(".json")) return "mooncake";
+  if (p.includes("burst")) return "burstgpt";
+  if (p.endsWith(".csv")) return "azure";
+  throw new ConfigError("--format", `cannot tell the format of ${path}: give --format azure|mooncake|burstgpt`);
+}
+
+export function traceRows(path: string, format: TraceFormat, opts: ParseOptions = {}): AsyncIterable<TraceRow> {
+  switch (format) {
+    case "azure":
+      return parseAzure(path, opts);
+    case "mooncake":
+      return parseMooncake(path, opts);
+    case "burstgpt":
+      return parseBurstGpt(path, opts);
+  }
+}
+
+/** Any supported trace as a workload. */
+export function traceWorkload(path: string, opts: TraceOptions & { format?: TraceFormat } = {}): Workload {
+  const format = opts.format ?? guessFormat(path);
+  return toWorkload(traceRows(path, format, opts), path, opts);
+}
+
+export const azureTrace = (path: string, opts: TraceOptions = {}): Workload => toWorkload(parseAzure(path, opts), path, opts);
+export const mooncakeTrace = (path: string, opts: TraceOptions = {}): Workload => toWorkload(parseMooncake(path, opts), path, opts);
+export const burstGptTrace = (path: string, opts: TraceOptions & { models?: string[] } = {}): Workload => toWorkload(parseBurstGpt(path, opts), path, opts);
