@@ -7,13 +7,21 @@
 import { request, Agent } from "node:http";
 import { startRequestTap } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { systemClock } from "../shared/mod.ts";
 
 const N = Number(process.argv[2] ?? 400);
 const TOKENS = Number(process.argv[3] ?? 32);
 
-const echo = await startEchoServer();
+// A fast OpenAI-compatible server in its own process (it must not share our event loop): one chunk
+// per token, 1 ms apart, so per-chunk overhead shows in the gaps.
+const child = spawn(process.execPath, ["--import=tsx", fileURLToPath(new URL("../services/loadgen/testing/echo-main.ts", import.meta.url))], {
+  env: { ...process.env, ECHO_ITL_MS: "1" },
+  stdio: ["ignore", "pipe", "inherit"],
+});
+const echo = { url: (JSON.parse((await createInterface({ input: child.stdout! })[Symbol.asyncIterator]().next()).value as string) as { url: string }).url };
 const inst = { id: "i0", gpus: [0], upstream: echo.url, listen: "127.0.0.1:0" };
 const tracker = createWorkTracker("bench", [inst]);
 let events = 0;
@@ -84,6 +92,6 @@ console.log(`  per request   direct p50 ${fig.directP50Ms.toFixed(3)} ms   tap p
 console.log(`  per chunk     direct p50 ${fig.chunkGapDirectP50Ms.toFixed(4)} ms  tap p50 ${fig.chunkGapTapP50Ms.toFixed(4)} ms  added p50 ${fig.addedPerChunkP50Ms.toFixed(4)} ms  p99 ${fig.addedPerChunkP99Ms.toFixed(4)} ms`);
 console.log(JSON.stringify(fig));
 await tap.close();
-await echo.stop();
+child.kill("SIGTERM");
 agent.destroy();
 process.exit(0);

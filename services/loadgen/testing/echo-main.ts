@@ -4,6 +4,6 @@
  */
 import { startEchoServer } from "./echo-server.ts";
 
-const server = await startEchoServer({ record: false, tokensPerChunk: Number(process.env.ECHO_TOKENS_PER_CHUNK ?? 1) });
+const server = await startEchoServer({ record: false, tokensPerChunk: Number(process.env.ECHO_TOKENS_PER_CHUNK ?? 1), itlMs: Number(process.env.ECHO_ITL_MS ?? 0) });
 process.stdout.write(JSON.stringify({ url: server.url }) + "\n");
 process.on("SIGTERM", () => void server.stop().then(() => process.exit(0)));
