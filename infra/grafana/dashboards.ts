@@ -2,11 +2,11 @@ import { dashboard, type Dashboard } from "./builder.ts";
 
 /**
  * joulestream's Grafana dashboards, over the InfluxDB schema of services/analyzer/points.ts:
- * gpu_power, gpu_energy, node_energy, instance_energy, request_energy. The pipeline-health
- * dashboard also reads `analyzer_stats` and `agent_stats`, which the analyzer and agent do not
- * write yet (PENDING_MEASUREMENTS): those panels stay empty until they do.
+ * gpu_power, gpu_energy, node_energy, instance_energy, request_energy, and the pipeline's own
+ * health in agent_stats and analyzer_stats. PENDING_MEASUREMENTS lists measurements a panel may
+ * read before the pipeline writes them (none now: every panel must return data in the test).
  */
-export const PENDING_MEASUREMENTS = ["analyzer_stats", "agent_stats"] as const;
+export const PENDING_MEASUREMENTS = [] as const;
 
 const node = `"node" =~ /^$node$/`;
 const nodeVar = { name: "node", label: "node", query: `SHOW TAG VALUES FROM "gpu_power" WITH KEY = "node"` };
@@ -76,10 +76,12 @@ export const requests = dashboard({
 export const slo = dashboard({
   uid: "joulestream-slo",
   title: "joulestream — latency and SLO attainment",
-  description: "Server-side request latency (request_energy.duration_ms, as the agent's tap saw it) against an end-to-end SLO. TTFT/TPOT attainment needs the load generator's results in InfluxDB, which the pipeline does not write yet.",
+  description: "Client-side TTFT/TPOT and SLO attainment (the load generator's results, joined by the analyzer into request_energy: ttft_ms, tpot_ms, slo_met), and server-side request latency (duration_ms, as the agent's tap saw it) against an end-to-end SLO.",
   tags: ["slo"],
   variables: [nodeVar, modelVar, classVar, { name: "e2e_slo_ms", label: "E2E SLO (ms)", textbox: "20000" }],
   panels: [
+    { title: "SLO attainment (TTFT and TPOT, client side)", type: "stat", unit: "percent", w: 8, h: 6, description: "Share of load-tested requests that met the analyzer's --slo-ttft-ms/--slo-tpot-ms targets.", queries: [{ query: `SELECT count("slo_met") AS "met" FROM "request_energy" WHERE ${reqFilter} AND "slo_met" = true`, alias: "met" }, { query: `SELECT count("slo_met") AS "all" FROM "request_energy" WHERE ${reqFilter}`, alias: "all" }], transformations: [{ id: "merge", options: {} }, { id: "calculateField", options: { mode: "binary", binary: { left: "met", operator: "/", right: "all" }, alias: "attainment", replaceFields: true } }] },
+    { title: "TTFT and TPOT percentiles (client side)", unit: "ms", w: 16, h: 6, queries: [{ query: `SELECT percentile("ttft_ms", 50) AS "TTFT p50", percentile("ttft_ms", 99) AS "TTFT p99", percentile("tpot_ms", 50) AS "TPOT p50", percentile("tpot_ms", 99) AS "TPOT p99" FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval) fill(none)` }] },
     { title: "Requests within the E2E SLO", type: "stat", unit: "percent", w: 8, h: 6, description: "Share of requests whose server-side duration met $e2e_slo_ms ms.", queries: [{ query: `SELECT count("energy_j") AS "met" FROM "request_energy" WHERE ${reqFilter} AND "duration_ms" <= $e2e_slo_ms`, alias: "met" }, { query: `SELECT count("energy_j") AS "all" FROM "request_energy" WHERE ${reqFilter}`, alias: "all" }], transformations: [{ id: "merge", options: {} }, { id: "calculateField", options: { mode: "binary", binary: { left: "met", operator: "/", right: "all" }, alias: "attainment", replaceFields: true } }] },
     { title: "E2E latency percentiles", unit: "ms", w: 16, h: 6, queries: [{ query: `SELECT percentile("duration_ms", 50) AS "p50", percentile("duration_ms", 90) AS "p90", percentile("duration_ms", 99) AS "p99" FROM "request_energy" WHERE ${reqFilter} GROUP BY time($__interval) fill(none)` }] },
     // "All" rather than "over SLO": a query matching no point returns no series at all in InfluxQL.
@@ -96,7 +98,8 @@ export const pipeline = dashboard({
   variables: [nodeVar],
   panels: [
     { title: "Analyzer lag", unit: "ms", queries: [{ query: `SELECT max("lag_ms") FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer" }] },
-    { title: "Analyzer: received, acked, dead-lettered (per interval)", queries: [{ query: `SELECT non_negative_difference(last("received")) AS "received", non_negative_difference(last("acked")) AS "acked", non_negative_difference(last("dead_lettered")) AS "dead-lettered" FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer $col" }] },
+    // Counters since each analyzer started (a rate needs two reports, which a short run may not have).
+    { title: "Analyzer: received, acked, dead-lettered (since start)", queries: [{ query: `SELECT last("received") AS "received", last("acked") AS "acked", last("dead_lettered") AS "dead-lettered" FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer $col" }] },
     { title: "Analyzer pending and sink retries", queries: [{ query: `SELECT last("pending") AS "pending", non_negative_difference(last("sink_retries")) AS "sink retries" FROM "analyzer_stats" WHERE $timeFilter GROUP BY time($__interval), "analyzer" fill(none)`, alias: "$tag_analyzer $col" }] },
     { title: "Agent drops and queue", queries: [{ query: `SELECT non_negative_difference(last("dropped")) AS "dropped", last("queued") AS "queued", non_negative_difference(last("published")) AS "published", non_negative_difference(last("spilled")) AS "spilled to disk" FROM "agent_stats" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node $col" }] },
     { title: "Agent sampling jitter p99", unit: "ms", queries: [{ query: `SELECT max("jitter_p99_ms") FROM "agent_stats" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node" }] },

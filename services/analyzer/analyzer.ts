@@ -266,7 +266,10 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
         await tick();
-        if ((await pending()) === 0) return true;
+        if ((await pending()) === 0) {
+          await writeStats();
+          return true;
+        }
         await new Promise((r) => setTimeout(r, 100));
       }
       return false;
