@@ -26,6 +26,8 @@ export interface LocalStackOptions {
   log?: (line: string) => void;
   /** apt-get install nats-server/influxdb when missing and running as root (default true). */
   install?: boolean;
+  /** Appended to the NATS server config (e.g. the analyzer's partition `mappings`). */
+  natsExtraConfig?: string;
 }
 
 export interface LocalStack {
@@ -83,7 +85,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   };
   try {
     // The two servers start concurrently; influxd is the slower one.
-    const [n, i] = await Promise.allSettled([startNats(bins["nats-server"], runDir, opts.natsPort), startInflux(bins.influxd, runDir, opts.influxPort)]);
+    const [n, i] = await Promise.allSettled([startNats(bins["nats-server"], runDir, opts.natsPort, opts.natsExtraConfig), startInflux(bins.influxd, runDir, opts.influxPort)]);
     if (n.status === "fulfilled") nats = n.value;
     if (i.status === "fulfilled") influx = i.value;
     if (n.status === "rejected") throw n.reason;
@@ -138,17 +140,18 @@ function stackFile(nats: NatsNode, influx: InfluxNode, database: string, runDir:
  * Ports we pick can be taken by someone else before the server binds them: then we pick again. A
  * port the caller chose cannot be picked again, so its failure is final.
  */
-function startNats(binary: string, runDir: string, fixedPort: number | undefined): Promise<NatsNode> {
+function startNats(binary: string, runDir: string, fixedPort: number | undefined, extraConfig = ""): Promise<NatsNode> {
   return withPortRetry(!fixedPort, async () => {
     const [clientPort, monitorPort] = fixedPort ? [fixedPort, ...(await freePorts(1))] : await freePorts(2);
     const storeDir = join(runDir, "nats", "jetstream");
     await mkdir(storeDir, { recursive: true });
-    const configText = await renderInfraTemplate("nats/single.conf", {
-      SERVER_NAME: "joulestream-local",
-      CLIENT_PORT: clientPort!,
-      MONITOR_PORT: monitorPort!,
-      STORE_DIR: configString(storeDir),
-    });
+    const configText =
+      (await renderInfraTemplate("nats/single.conf", {
+        SERVER_NAME: "joulestream-local",
+        CLIENT_PORT: clientPort!,
+        MONITOR_PORT: monitorPort!,
+        STORE_DIR: configString(storeDir),
+      })) + (extraConfig ? `\n${extraConfig}\n` : "");
     return await startNatsNode({ binary, name: "nats-server", configText, dir: runDir, clientPort: clientPort!, monitorPort: monitorPort! });
   });
 }

@@ -4,10 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { startAgent } from "../services/agent/agent.ts";
-import { createDcgmSource } from "../services/agent/dcgm-source.ts";
-import { instanceEndpoints, startSimnode } from "../services/simnode/server.ts";
-import { decode, systemClock, type PowerBatch, type RequestEvent } from "../shared/mod.ts";
+import { startSimnode } from "../services/simnode/server.ts";
+import { startAgentOnSim } from "./helpers/sim-agent.ts";
+import { decode, type PowerBatch, type RequestEvent } from "../shared/mod.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
 /** Outage length: the acceptance figure is 30 s; JOULESTREAM_OUTAGE_S shortens it for quick local runs. */
@@ -36,15 +35,7 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
   const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b", seed: 3 });
   const spool = mkdtempSync(join(tmpdir(), "agent-spool-"));
   const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
-  const clock = systemClock();
-  const agent = await startAgent({
-    nc,
-    node: "n1",
-    clock,
-    source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
-    instances: instanceEndpoints(sim),
-    spoolDir: spool,
-  });
+  const agent = await startAgentOnSim(nc, sim, "n1", { spoolDir: spool });
   t.teardown(async () => {
     await agent.stop();
     await nc.close();

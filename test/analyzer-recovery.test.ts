@@ -3,13 +3,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { startAgent } from "../services/agent/agent.ts";
-import { createDcgmSource } from "../services/agent/dcgm-source.ts";
 import { startAnalyzer } from "../services/analyzer/analyzer.ts";
 import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
 import { poissonWorkload, runLoad } from "../services/loadgen/mod.ts";
-import { instanceEndpoints, startSimnode } from "../services/simnode/server.ts";
-import { influxQuery, systemClock, type InfluxTarget } from "../shared/mod.ts";
+import { startSimnode } from "../services/simnode/server.ts";
+import { startAgentOnSim } from "./helpers/sim-agent.ts";
+import { influxQuery, type InfluxTarget } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
 
 /**
@@ -91,14 +90,7 @@ test("analyzer - kill -9 mid-run and InfluxDB frozen mid-run both store exactly 
 
   const sim = await startSimnode({ gpus: 4, tp: 2, model: "llama-3-8b", seed: 5 });
   t.teardown(() => sim.stop());
-  const clock = systemClock();
-  const agent = await startAgent({
-    nc,
-    node: "rec",
-    clock,
-    source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
-    instances: instanceEndpoints(sim),
-  });
+  const agent = await startAgentOnSim(nc, sim, "rec");
   const loading = runLoad({ source: poissonWorkload({ rate: 6, durationS: 8, cls: "short-medium", seed: 2 }), targets: Object.values(agent.tapUrls), runId: "rec" });
 
   await until(async () => (await results(target("crash"))).windows >= 2, 30_000, "first results of the doomed analyzer");

@@ -32,8 +32,9 @@ import { startQueryService } from "./query-service.ts";
  * outputs are never dropped, since their inputs would then be lost too. LOAD results are joined to
  * request energy by request id (SLO attainment beside energy).
  *
- * Scale-out: with `partitions` set (and the server's partition mapping, see partitions.ts), replicas
- * of the same `name` share the fleet by node through leases; without it, one replica does it all.
+ * Scale-out: replicas of the same `name` share the work through leases (partitions.ts). With
+ * `partitions` > 1 (and the server's partition mapping) they split the fleet by node; with one
+ * partition, one replica works and the others stand by to take over.
  */
 export interface AnalyzerOptions {
   nc: NatsConnection;
@@ -207,32 +208,31 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     })();
     consumers.set(durable, { messages, done, durable, stream });
   };
-  const release = async (partition: number) => {
+  /** Stops the partition's consumers (those whose name ends with `suffix`; all but LOAD without one). */
+  const release = async (suffix: string | undefined) => {
     for (const [key, c] of consumers) {
-      if (!key.endsWith(`-p${partition}`)) continue;
+      if (suffix ? !key.endsWith(suffix) : c.stream === "LOAD") continue;
       await c.messages.close();
       await c.done;
       consumers.delete(key);
     }
   };
 
-  let leases: PartitionLeases | undefined;
+  // Replicas of one name always share through leases: with one partition (no server mapping
+  // needed) the second replica is a hot standby that takes over when the first stops renewing.
+  const partitions = Math.max(1, opts.partitions ?? 0);
   await consume("LOAD");
-  if (opts.partitions && opts.partitions > 0) {
-    leases = await startPartitionLeases({
-      nc: opts.nc,
-      group: name,
-      replicaId,
-      partitions: opts.partitions,
-      log,
-      onAcquire: async (p) => {
-        for (const s of ["POWER", "WORK", "REQUESTS"] as const) await consume(s, p);
-      },
-      onRelease: release,
-    });
-  } else {
-    for (const s of ["POWER", "WORK", "REQUESTS"] as const) await consume(s);
-  }
+  const leases: PartitionLeases = await startPartitionLeases({
+    nc: opts.nc,
+    group: name,
+    replicaId,
+    partitions,
+    log,
+    onAcquire: async (p) => {
+      for (const s of ["POWER", "WORK", "REQUESTS"] as const) await consume(s, partitions > 1 ? p : undefined);
+    },
+    onRelease: async (p) => release(partitions > 1 ? `-p${p}` : undefined),
+  });
 
   const query: Service | undefined = opts.influx ? await startQueryService(opts.nc, opts.influx) : undefined;
 
@@ -261,7 +261,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
 
   let stopping: Promise<void> | undefined;
   return {
-    stats: () => ({ ...stats, received: { ...stats.received }, partitions: leases?.owned() ?? [], join: join.stats() }),
+    stats: () => ({ ...stats, received: { ...stats.received }, partitions: leases.owned(), join: join.stats() }),
     async idle(timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
@@ -280,7 +280,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         clearInterval(timer);
         clearInterval(statsTimer);
         await query?.stop();
-        if (leases) await leases.stop();
+        await leases.stop();
         for (const c of consumers.values()) await c.messages.close();
         await Promise.all([...consumers.values()].map((c) => c.done));
         await tick();

@@ -4,7 +4,7 @@ import { gpuWindowEnergy, type GpuWindowEnergy } from "./window-energy.ts";
 
 /**
  * The windowed join of POWER, WORK and REQUESTS, per node. Pure state machine: no I/O, no clock —
- * time advances only with the data (a node's watermark is the latest window end it has sent).
+ * time advances only with the data (a node's watermark is how far its slowest stream has come).
  *
  * A window closes when its POWER and the WORK of every instance known on the node are in, or,
  * incomplete, once the watermark passed its end by `allowedLatenessMs`. A request is finished when
@@ -77,13 +77,37 @@ export interface JoinStats {
 }
 
 interface NodeState {
-  /** Instances seen in WORK on this node (used when POWER does not list them). */
+  /** Instances seen in WORK on this node, and those the latest POWER listed. */
   instances: Set<string>;
-  /** Latest window end seen: the node's event time. */
-  watermark: number;
+  /** Latest window end seen in POWER. */
+  powerMark: number;
+  /** Latest window end seen in WORK, per instance. */
+  workMarks: Map<string, number>;
+  /** Earliest window start seen: where an instance that has sent nothing yet stands. */
+  firstStart: number;
   /** Window length on this node (from its messages). */
   windowMs: number;
   closed: Set<number>;
+}
+
+/**
+ * A stream that stopped sending (an instance removed, a WORK consumer gone) holds the node's
+ * watermark back at most this far, in event time.
+ */
+export const MAX_STREAM_SKEW_MS = 10 * 60_000;
+
+/**
+ * The node's event time: the least of how far POWER and each instance's WORK have come. Taking the
+ * least, not the latest, keeps one stream that is ahead (a backlog drained unevenly by separate
+ * consumers) from closing windows whose other inputs are merely behind, not missing.
+ */
+function watermark(ns: NodeState): number {
+  let m = ns.powerMark;
+  for (const inst of ns.instances) {
+    const wm = ns.workMarks.get(inst) ?? ns.firstStart;
+    if (ns.powerMark - wm <= MAX_STREAM_SKEW_MS) m = Math.min(m, wm);
+  }
+  return m;
 }
 
 /** The instances a window must have WORK from: those its POWER lists, else all seen on the node. */
@@ -157,7 +181,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
 
   const nodeState = (node: string) => {
     let n = nodes.get(node);
-    if (!n) nodes.set(node, (n = { instances: new Set(), watermark: 0, windowMs: 0, closed: new Set() }));
+    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set() }));
     return n;
   };
   const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`) || (opts.isEmitted?.(node, id) ?? false);
@@ -182,7 +206,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     let w = windows.get(key);
     if (!w) windows.set(key, (w = { node, start, end, work: new Map(), tokens: [] }));
     w.tokens.push(token);
-    if (end > ns.watermark) ns.watermark = end;
+    if (start < ns.firstStart) ns.firstStart = start;
     if (ns.windowMs === 0) ns.windowMs = end - start;
     return w;
   };
@@ -322,7 +346,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     const first = Math.floor(a.start.tMs / ns.windowMs) * ns.windowMs;
     for (let ws = first; ws <= a.end.tMs; ws += ns.windowMs) {
       if (ns.closed.has(ws)) continue;
-      if (windows.has(`${a.node}|${ws}`) || ns.watermark < ws + ns.windowMs + lateness) return false;
+      if (windows.has(`${a.node}|${ws}`) || watermark(ns) < ws + ns.windowMs + lateness) return false;
       missing = true;
     }
     return missing ? "missing" : true;
@@ -333,14 +357,14 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       const ns = nodeState(w.node);
       const expected = expectedInstances(w, ns);
       const complete = w.power !== undefined && expected.size > 0 && [...expected].every((i) => w.work.has(i));
-      return force || complete || ns.watermark >= w.end + lateness;
+      return force || complete || watermark(ns) >= w.end + lateness;
     });
     ready.sort((a, b) => a.start - b.start);
     for (const w of ready) closeWindow(w);
     for (const a of [...requests.values()]) {
       const r = requestReady(a);
       if (r !== false || (force && a.end)) emit(a, r === "missing");
-      else if (nodeState(a.node).watermark > Math.max(a.lastWorkMs, a.start?.tMs ?? 0) + maxIdle) emit(a, true);
+      else if (watermark(nodeState(a.node)) > Math.max(a.lastWorkMs, a.start?.tMs ?? 0) + maxIdle) emit(a, true);
     }
     const result = out;
     out = { nodeWindows: [], instanceWindows: [], requests: [], ackable: [] };
@@ -350,12 +374,17 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   return {
     addPower(batch, token) {
       if (dedupe(batch.msgId, token)) return;
+      const ns = nodeState(batch.node);
+      if (batch.windowEndMs > ns.powerMark) ns.powerMark = batch.windowEndMs;
+      for (const i of batch.instances ?? []) ns.instances.add(i);
       const w = windowFor(batch.node, batch.windowStartMs, batch.windowEndMs, token);
       if (w) w.power = batch;
     },
     addWork(work, token) {
       if (dedupe(work.msgId, token)) return;
-      nodeState(work.node).instances.add(work.instance);
+      const ns = nodeState(work.node);
+      ns.instances.add(work.instance);
+      if (work.windowEndMs > (ns.workMarks.get(work.instance) ?? 0)) ns.workMarks.set(work.instance, work.windowEndMs);
       const w = windowFor(work.node, work.windowStartMs, work.windowEndMs, token);
       if (w) w.work.set(work.instance, work);
     },

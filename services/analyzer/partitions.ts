@@ -89,10 +89,10 @@ export async function startPartitionLeases(opts: {
       await busy;
       for (const p of [...owned.keys()]) {
         await opts.onRelease(p);
-        await kv.delete(`p.${p}`).catch(() => undefined);
+        await kv.delete(`p.${p}`).catch((err) => opts.log?.(`partition ${p}: releasing the lease failed (it expires by itself): ${(err as Error).message}`));
       }
       owned.clear();
-      await kv.delete(`member.${opts.replicaId}`).catch(() => undefined);
+      await kv.delete(`member.${opts.replicaId}`).catch((err) => opts.log?.(`leaving the group failed (the entry expires by itself): ${(err as Error).message}`));
     },
   };
 }

@@ -13,6 +13,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand
   analyzer: { summary: "join power and requests into energy per request, write to InfluxDB", load: async () => (await import("../analyzer/command.ts")).analyzerCommand as CliCommand },
   load: { summary: "replay a trace or synthetic workload against OpenAI-compatible endpoints", load: async () => (await import("../loadgen/command.ts")).loadCommand as CliCommand },
   sim: { summary: "simulated GPU inference node (OpenAI API + DCGM-style /metrics)", load: async () => (await import("../simnode/command.ts")).simCommand as CliCommand },
+  fleet: { summary: "fleet emulator: protocol-level agent traffic of N nodes × 8 GPUs, for load tests", load: async () => (await import("../fleet/command.ts")).fleetCommand as CliCommand },
+  sweep: { summary: "run an experiment matrix (clock × batch × TP × workload) and write a tidy table", load: async () => (await import("../lab/command.ts")).sweepCommand as CliCommand },
+  report: { summary: "render a sweep's results as one self-contained HTML report with charts", load: async () => (await import("../lab/command.ts")).reportCommand as CliCommand },
   tail: { summary: "print the decoded messages of a subject as JSON lines", load: async () => (await import("./tail.ts")).tailCommand as CliCommand },
 };
 

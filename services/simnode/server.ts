@@ -5,7 +5,7 @@ import { hostname } from "node:os";
 import { z } from "zod";
 import { ConfigError, once } from "../../shared/mod.ts";
 import { createGpuTelemetry } from "./metrics.ts";
-import { createSimNode, type SimNode } from "./node.ts";
+import { createSimNode, type NodeConfig, type SimNode } from "./node.ts";
 import { openAiError, parseOpenAi, tokenText, usageOf, type ParsedRequest } from "./openai.ts";
 import { createRng, hash32, naturalOutputTokens } from "./rng.ts";
 import type { RequestState } from "./engine.ts";
@@ -20,18 +20,11 @@ import type { RequestState } from "./engine.ts";
  * The engine runs in simulated time = wall time since start × timeScale; one timer per node fires at
  * the next step end and delivers that step's tokens, so the timeline is the library's, exactly.
  */
-export interface SimnodeOptions {
+/** The engine's knobs (NodeConfig: gpus, tp — default the model's minimum —, model, clocks, limits) and the server's own. */
+export interface SimnodeOptions extends NodeConfig {
   host?: string;
   /** 0 = a random free port. */
   port?: number;
-  gpus?: number;
-  /** GPUs per instance; default: the model's minimum. */
-  tp?: number;
-  model?: string;
-  gpuModel?: string;
-  maxBatch?: number;
-  smClockMhz?: number;
-  powerLimitW?: number;
   seed?: number;
   /** Simulated ms per wall ms (2 = the node runs twice as fast as real time). Default 1. */
   timeScale?: number;
@@ -76,15 +69,8 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
   const seed = opts.seed ?? 1;
   const timeScale = opts.timeScale ?? 1;
   if (!(timeScale > 0)) throw new ConfigError("timeScale", `must be > 0, got ${timeScale}`);
-  const node = createSimNode({
-    gpus: opts.gpus,
-    tp: opts.tp,
-    model: opts.model,
-    gpuModel: opts.gpuModel,
-    maxBatch: opts.maxBatch,
-    smClockMhz: opts.smClockMhz,
-    powerLimitW: opts.powerLimitW,
-  });
+  const { host: _host, port: _port, seed: _seed, timeScale: _ts, hostname: _hn, ...knobs } = opts;
+  const node = createSimNode(knobs);
   const telemetry = createGpuTelemetry(node, { seed, hostname: opts.hostname ?? hostname() });
   const t0 = performance.now();
   const simNowMs = () => (performance.now() - t0) * timeScale;

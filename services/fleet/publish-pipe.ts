@@ -1,0 +1,80 @@
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstream } from "@nats-io/jetstream";
+import { encode } from "../../shared/mod.ts";
+
+/**
+ * JetStream publishes with many acks outstanding: an emulated fleet publishes thousands of
+ * messages a second, which one-at-a-time round trips cannot carry. At most `maxInFlight` publishes
+ * wait for their ack; `publish` resolves as soon as there is room (that is the backpressure).
+ * Each message goes with its msgId as the Nats-Msg-Id header, so a retried publish that had landed
+ * is dropped by the server (and counted as a duplicate here).
+ */
+export interface PublishStats {
+  published: number;
+  duplicates: number;
+  bytes: number;
+  retries: number;
+  failed: number;
+  bySubjectPrefix: Record<string, number>;
+}
+
+export interface PublishPipe {
+  publish(subject: string, msg: { msgId: string }): Promise<void>;
+  /** Resolves once every publish so far has been acknowledged (or has failed for good). */
+  flush(): Promise<void>;
+  stats(): PublishStats;
+  /** The first publish that failed for good, if any. */
+  error(): Error | undefined;
+}
+
+export const PUBLISH_ATTEMPTS = 5;
+
+export function createPublishPipe(nc: NatsConnection, opts: { maxInFlight?: number; timeoutMs?: number } = {}): PublishPipe {
+  const js = jetstream(nc, { timeout: opts.timeoutMs ?? 10_000 });
+  const max = opts.maxInFlight ?? 512;
+  const stats: PublishStats = { published: 0, duplicates: 0, bytes: 0, retries: 0, failed: 0, bySubjectPrefix: {} };
+  let inFlight = 0;
+  let firstError: Error | undefined;
+  const roomWaiters: (() => void)[] = [];
+  const idleWaiters: (() => void)[] = [];
+
+  const send = async (subject: string, data: Uint8Array, msgId: string) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const ack = await js.publish(subject, data, { msgID: msgId });
+        if (ack.duplicate) stats.duplicates++;
+        else stats.published++;
+        stats.bytes += data.length;
+        const prefix = subject.slice(0, subject.indexOf("."));
+        stats.bySubjectPrefix[prefix] = (stats.bySubjectPrefix[prefix] ?? 0) + 1;
+        return;
+      } catch (err) {
+        if (attempt >= PUBLISH_ATTEMPTS) {
+          stats.failed++;
+          firstError ??= err as Error;
+          return;
+        }
+        stats.retries++;
+        await new Promise((r) => setTimeout(r, 100 * attempt).unref());
+      }
+    }
+  };
+
+  return {
+    async publish(subject, msg) {
+      while (inFlight >= max) await new Promise<void>((r) => roomWaiters.push(r));
+      inFlight++;
+      void send(subject, encode(msg), msg.msgId).finally(() => {
+        inFlight--;
+        roomWaiters.shift()?.();
+        if (inFlight === 0) idleWaiters.splice(0).forEach((w) => w());
+      });
+    },
+    async flush() {
+      if (inFlight === 0) return;
+      await new Promise<void>((r) => idleWaiters.push(r));
+    },
+    stats: () => ({ ...stats, bySubjectPrefix: { ...stats.bySubjectPrefix } }),
+    error: () => firstError,
+  };
+}
