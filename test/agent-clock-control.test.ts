@@ -72,3 +72,28 @@ test("clock control - without root the NVML error comes back to the caller", asy
   const r = await ask("set", { gpus: [0], smClockMhz: 1200 });
   t.regex(r.error ?? "", /NO_PERMISSION/);
 });
+
+test("clock control - the simulated node takes the same control through its admin endpoint", async (t) => {
+  const { startSimnode } = await import("../services/simnode/server.ts");
+  const { simnodeClockBackend } = await import("../services/agent/clock-control.ts");
+  const { createDcgmSource } = await import("../services/agent/dcgm-source.ts");
+  const nats = await startTestNats();
+  const nc = await connect({ servers: nats.url });
+  await ensureStreams(await jetstreamManager(nc), ["AUDIT"]);
+  const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b" });
+  const source = createDcgmSource({ url: sim.metricsUrl, clock: systemClock(), kind: "sim" });
+  const { gpus } = await source.describe();
+  const control = await startClockControl({ nc, node: "s1", gpus, backend: simnodeClockBackend(sim.url) });
+  t.teardown(async () => {
+    await control.stop();
+    await sim.stop();
+    await nc.close();
+    await nats.stop();
+  });
+  const smClock = async () => (await source.sample())[0]!.smClockMhz;
+  const m = await nc.request("ctl.v1.s1.set", JSON.stringify({ gpus: [0, 1], smClockMhz: 1200, by: "test" }), { timeout: 5000 });
+  t.falsy(m.headers?.get("Nats-Service-Error"));
+  t.is(await smClock(), 1200);
+  await control.stop();
+  t.is(await smClock(), 1980);
+});

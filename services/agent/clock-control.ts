@@ -194,3 +194,20 @@ export function nvmlClockBackend(control: { lockGpuClocks(gpu: number, minMhz: n
     setPowerLimitMw: async (gpu, mw) => control.setPowerLimitMw(gpu, mw),
   };
 }
+
+/**
+ * The simulated node's admin endpoint as a ClockBackend (`POST /admin/config`, `/admin/reset-clocks`).
+ * The simnode applies one SM clock and one power limit to all its GPUs, so a per-GPU call sets the
+ * node's value; sweeps set all GPUs alike anyway.
+ */
+export function simnodeClockBackend(adminBaseUrl: string): ClockBackend {
+  const post = async (path: string, body?: unknown) => {
+    const res = await fetch(new URL(path, adminBaseUrl), { method: "POST", headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(10_000) });
+    if (!res.ok) throw new Error(`simnode ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
+  };
+  return {
+    lockSmClock: (_gpu, _lo, hi) => post("/admin/config", { smClockMhz: hi }),
+    resetSmClock: () => post("/admin/reset-clocks"),
+    setPowerLimitMw: (_gpu, mw) => post("/admin/config", { powerLimitW: mw / 1000 }),
+  };
+}

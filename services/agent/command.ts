@@ -7,6 +7,7 @@ import { startAgent } from "./agent.ts";
 import { createDcgmSource } from "./dcgm-source.ts";
 import { parseInstance } from "./instances.ts";
 import type { PowerSource } from "./power-source.ts";
+import { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./clock-control.ts";
 
 const schema = natsConfig.extend({
   nodeId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_' (one NATS subject token)").default(hostname().replace(/[^A-Za-z0-9_-]/g, "-")),
@@ -22,6 +23,8 @@ const schema = natsConfig.extend({
   publishIntervalMs: z.coerce.number().int().min(100).max(60_000).default(1000),
   noContinuousUsage: z.boolean().default(false),
   spoolDir: z.string().optional(),
+  allowClockControl: z.boolean().default(false),
+  simAdmin: z.url().optional(),
 });
 
 export const agentCommand = defineCommand(
@@ -42,6 +45,8 @@ export const agentCommand = defineCommand(
       "sample-interval-ms": { type: "string", arg: "MS", description: "power sampling period", defaultText: "100 (10 Hz)" },
       "publish-interval-ms": { type: "string", arg: "MS", description: "POWER/WORK window length", defaultText: "1000" },
       "spool-dir": { type: "string", arg: "DIR", env: "JOULESTREAM_SPOOL_DIR", description: "where samples and events wait on disk while NATS is unreachable", defaultText: "$TMPDIR/joulestream-spool-<node-id>" },
+      "allow-clock-control": { type: "boolean", description: "serve ctl.v1.<node> to lock SM clocks / set power limits (needs root with NVML; always restored on exit)" },
+      "sim-admin": { type: "string", arg: "URL", description: "with --source sim: the simnode's base URL for clock control", defaultText: "the origin of --dcgm-url" },
       "no-continuous-usage": { type: "boolean", description: "do not ask servers for per-chunk usage (for servers that reject stream_options.continuous_usage_stats)" },
     },
     schema,
@@ -53,11 +58,18 @@ export const agentCommand = defineCommand(
   async (cfg) => {
     const clock = systemClock();
     let source: PowerSource;
+    let clockBackend: ClockBackend | undefined;
     if (cfg.source === "nvml") {
       const { createNvmlSource } = await import("./nvml/mod.ts");
-      source = createNvmlSource({ clock, ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}) });
+      const nvml = createNvmlSource({ clock, ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}) });
+      source = nvml;
+      if (cfg.allowClockControl) clockBackend = nvmlClockBackend(nvml.control);
     } else {
       source = createDcgmSource({ url: cfg.dcgmUrl, clock, kind: cfg.source === "sim" ? "sim" : "dcgm" });
+      if (cfg.allowClockControl) {
+        if (cfg.source !== "sim") throw new ConfigError("--allow-clock-control", "needs --source nvml (or sim): a DCGM exporter only reads");
+        clockBackend = simnodeClockBackend(cfg.simAdmin ?? new URL(cfg.dcgmUrl).origin);
+      }
     }
     const described = await source.describe();
     const instances = cfg.instance.map((s) => parseInstance(s));
@@ -77,6 +89,7 @@ export const agentCommand = defineCommand(
       publishIntervalMs: cfg.publishIntervalMs,
       continuousUsage: !cfg.noContinuousUsage,
       spoolDir: cfg.spoolDir ?? join(tmpdir(), `joulestream-spool-${cfg.nodeId}`),
+      ...(clockBackend ? { clockBackend } : {}),
       log: (l) => process.stderr.write(`agent: ${l}\n`),
     });
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
