@@ -1,0 +1,51 @@
+/**
+ * The agent as a fleet runs it: its own process, 8 GPUs × 10 Hz through koffi (against the fake
+ * libnvidia-ml.so), publishing to a real nats-server, tap listening. Steady-state CPU (share of one
+ * core, measured from /proc after a warm-up) and RSS, for the bundled build (`npm run build`, as
+ * deployed) and for tsx (as in development).
+ * Usage: npm run bench -- agent-process [seconds=30]
+ */
+import { spawn, execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { buildFakeNvml } from "../test/helpers/fake-nvml.ts";
+import { startTestNats } from "../test/helpers/nats-server.ts";
+
+const SECONDS = Number(process.argv[2] ?? 30);
+const root = fileURLToPath(new URL("..", import.meta.url));
+const TICK_HZ = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
+const lib = await buildFakeNvml();
+const nats = await startTestNats();
+if (!existsSync(`${root}/dist/joulestream.mjs`)) execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "inherit" });
+
+const cpuTicks = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return Number(f[11]) + Number(f[12]); // utime + stime
+};
+const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+
+async function measure(entry: string) {
+  const p = spawn(process.execPath, [entry, "agent", "--nats", nats.url, "--source", "nvml", "--nvml-library", lib, "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--node-id", "bench"], {
+    env: { ...process.env, FAKE_NVML_GPUS: "8" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  await new Promise((r) => setTimeout(r, 5000)); // start-up and JIT warm-up
+  const c0 = cpuTicks(p.pid!);
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, SECONDS * 1000));
+  const cpuS = (cpuTicks(p.pid!) - c0) / TICK_HZ;
+  const wallS = (performance.now() - t0) / 1000;
+  const rss = rssMb(p.pid!);
+  p.kill("SIGTERM");
+  await new Promise((r) => p.once("exit", r));
+  return { cpuPctOfCore: (100 * cpuS) / wallS, rssMb: rss };
+}
+
+const bundled = await measure(`${root}/dist/joulestream.mjs`);
+const tsx = await measure(`${root}/bin/joulestream.mjs`);
+await nats.stop();
+console.log(`agent process, 8 GPUs × 10 Hz via koffi (fake NVML), POWER/WORK to nats-server, ${SECONDS} s steady state`);
+console.log(`  bundled (dist/, as deployed)  CPU ${bundled.cpuPctOfCore.toFixed(2)}% of one core   RSS ${bundled.rssMb.toFixed(1)} MB`);
+console.log(`  tsx (development)             CPU ${tsx.cpuPctOfCore.toFixed(2)}% of one core   RSS ${tsx.rssMb.toFixed(1)} MB`);
+console.log(JSON.stringify({ seconds: SECONDS, gpus: 8, sampleHz: 10, bundledCpuPct: bundled.cpuPctOfCore, bundledRssMb: bundled.rssMb, tsxCpuPct: tsx.cpuPctOfCore, tsxRssMb: tsx.rssMb }));
+process.exit(0);
