@@ -27,7 +27,7 @@ test("pipeline - requests flow end to end and their energy lands in InfluxDB, co
   const ok = results.filter((r) => r.status === "ok");
   t.true(ok.length >= 5, `only ${ok.length} requests succeeded`);
   // Every successful request has its energy record, with positive energy and the server's token counts.
-  t.is(summary.requests.length, ok.length);
+  t.is(summary.requests.length, ok.length, `stored ${summary.requests.map((r) => r.id).sort().join(",")}\nok ${ok.map((r) => r.requestId).sort().join(",")}\n${lines.join("\n")}`);
   const byId = new Map(summary.requests.map((r) => [r.id, r]));
   for (const r of ok) {
     const e = byId.get(r.requestId);

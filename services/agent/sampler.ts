@@ -177,8 +177,12 @@ export function createSampler(opts: SamplerOptions): Sampler {
         running = false;
         clearTimeout(timer);
         await inFlight;
+        // Close every window that has ended (a boundary tick may not have run yet), then the one we
+        // are in, with a last sample: events up to now all fall in closed, published windows.
+        const now = opts.clock.nowMs();
+        while (now >= windowStart + windowMs) closeWindow();
         await sampleOnce();
-        if (columns.size > 0) closeWindow();
+        closeWindow();
       })());
     },
     stats: () => ({ ...stats }),
