@@ -10,7 +10,8 @@
  *     readable in InfluxDB (polled every 250 ms; add 0.1–1 s for the age of the window's samples);
  *  2. throughput: the backlog the run left, drained once by a do-nothing durable consumer (acks
  *     only) and once by a fresh analyzer (long lateness, empty emitted store): msgs/s, and the ratio;
- *  3. the same real-time run with 2 replicas (same `name`: they share the durable consumers).
+ *  3. the same real-time run with 2 replicas of one name on 8 node partitions (the NATS server maps
+ *     each node's subjects to a partition; the replicas split the partitions through leases).
  * Stops at the first size the single analyzer does not keep up with. Last line: JSON figures.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -21,7 +22,7 @@ import { connect } from "@nats-io/transport-node";
 import { startAnalyzer } from "../services/analyzer/analyzer.ts";
 import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
 import { detectInfluxApi } from "../services/analyzer/influx-version.ts";
-import { EMITTED_BUCKET } from "../services/analyzer/emitted-store.ts";
+import { partitionMappings } from "../services/analyzer/partitions.ts";
 import { startFleet, type FleetReport } from "../services/fleet/emulator.ts";
 import { readResults } from "../services/fleet/testing/analyzer-harness.ts";
 import { startLocalStack, type LocalStack } from "../infra/local-stack.ts";
@@ -31,11 +32,11 @@ const STREAMS = ["POWER", "WORK", "REQUESTS"] as const;
 
 // ---- child: one analyzer replica, driven over stdin/stdout ----------------------------------------
 if (process.argv[2] === "--child") {
-  const [natsUrl, influxUrl, database, name, latenessMs] = process.argv.slice(3) as [string, string, string, string, string];
+  const [natsUrl, influxUrl, database, name, latenessMs, partitions] = process.argv.slice(3) as [string, string, string, string, string, string];
   const startedAtMs = Date.now();
   const nc = await connect({ servers: natsUrl });
   const { api } = await detectInfluxApi(influxUrl);
-  const analyzer = await startAnalyzer({ nc, sink: createInfluxSink({ url: influxUrl, database, api }), name, allowedLatenessMs: Number(latenessMs) });
+  const analyzer = await startAnalyzer({ nc, sink: createInfluxSink({ url: influxUrl, database, api }), name, allowedLatenessMs: Number(latenessMs), partitions: Number(partitions ?? 0) });
   const cpu0 = process.cpuUsage();
   console.log(JSON.stringify({ ready: true, startedAtMs }));
   for await (const line of createInterface({ input: process.stdin })) {
@@ -63,8 +64,8 @@ interface Replica {
   ask(cmd: string): Promise<Record<string, unknown>>;
 }
 
-async function spawnReplica(stack: LocalStack, name: string, latenessMs: number): Promise<Replica> {
-  const proc = spawn(process.execPath, ["--import=tsx", self, "--child", stack.natsUrl, stack.influxUrl, stack.database, name, String(latenessMs)], { stdio: ["pipe", "pipe", "inherit"] });
+async function spawnReplica(stack: LocalStack, name: string, latenessMs: number, partitions = 0): Promise<Replica> {
+  const proc = spawn(process.execPath, ["--import=tsx", self, "--child", stack.natsUrl, stack.influxUrl, stack.database, name, String(latenessMs), String(partitions)], { stdio: ["pipe", "pipe", "inherit"] });
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   const next = async () => JSON.parse((await lines.next()).value as string) as Record<string, unknown>;
   const ready = await next();
@@ -110,8 +111,8 @@ interface RealTimeResult {
   report: FleetReport;
 }
 
-async function realTimeRun(stack: LocalStack, nodes: number, replicas: number): Promise<RealTimeResult> {
-  const reps = await Promise.all(Array.from({ length: replicas }, () => spawnReplica(stack, "analyzer", 5000)));
+async function realTimeRun(stack: LocalStack, nodes: number, replicas: number, partitions = 0): Promise<RealTimeResult> {
+  const reps = await Promise.all(Array.from({ length: replicas }, () => spawnReplica(stack, "analyzer", 5000, partitions)));
   const nc = await connect({ servers: stack.natsUrl });
   const jsm = await jetstreamManager(nc);
   const influx = { url: stack.influxUrl, database: stack.database };
@@ -123,7 +124,8 @@ async function realTimeRun(stack: LocalStack, nodes: number, replicas: number): 
   const lagPoll = (async () => {
     while (running) {
       let p = 0;
-      for (const s of STREAMS) p += (await jsm.consumers.info(s, `analyzer-${s.toLowerCase()}`)).num_pending;
+      // One durable per stream, or one per stream and partition (analyzer-power-p3).
+      for (const s of STREAMS) for await (const ci of jsm.consumers.list(s)) if (ci.name.startsWith("analyzer-")) p += ci.num_pending;
       pendings.push(p);
       await new Promise((r) => setTimeout(r, 1000));
     }
@@ -156,9 +158,11 @@ async function realTimeRun(stack: LocalStack, nodes: number, replicas: number): 
   let pendingEnd = 0;
   let ackPendingEnd = 0;
   for (const s of STREAMS) {
-    const ci = await jsm.consumers.info(s, `analyzer-${s.toLowerCase()}`);
-    pendingEnd += ci.num_pending;
-    ackPendingEnd += ci.num_ack_pending;
+    for await (const ci of jsm.consumers.list(s)) {
+      if (!ci.name.startsWith("analyzer-")) continue;
+      pendingEnd += ci.num_pending;
+      ackPendingEnd += ci.num_ack_pending;
+    }
   }
   const stats = await Promise.all(reps.map((r) => r.ask("stats")));
   const cpuS = stats.reduce((s, x) => s + ((x.cpu as NodeJS.CpuUsage).user + (x.cpu as NodeJS.CpuUsage).system) / 1e6, 0);
@@ -217,8 +221,7 @@ async function drainRun(stack: LocalStack): Promise<{ messages: number; nullMsgP
     }),
   );
   const nullS = (performance.now() - t0) / 1000;
-  // A fresh analyzer must redo all the work: forget what the real-time one emitted.
-  await jsm.streams.delete(`KV_${EMITTED_BUCKET}`).catch(() => undefined);
+  // A fresh analyzer ("drain": its own consumers and emitted store) redoes all the work.
   const rep = await spawnReplica(stack, "drain", 3600_000);
   const idle = (await rep.ask("idle 120000")).idle;
   // From the replica's start (after its module loading) to idle, which polls every 100 ms.
@@ -242,11 +245,12 @@ for (const nodes of sizes) {
     await stack.stop();
   }
 }
-// Two replicas sharing the durable consumers, at the largest size one kept up with and the first it did not.
+// Two replicas on 8 partitions, at the largest size one kept up with and the first it did not.
+const PARTITIONS = 8;
 for (const r of results.slice(-2)) {
-  const stack = await startLocalStack();
+  const stack = await startLocalStack({ natsExtraConfig: partitionMappings(PARTITIONS) });
   try {
-    r.two = await realTimeRun(stack, r.single.nodes, 2);
+    r.two = await realTimeRun(stack, r.single.nodes, 2, PARTITIONS);
     process.stderr.write(`${r.single.nodes} nodes, 2 replicas: kept up ${r.two.keptUp}, incomplete ${r.two.incompleteWindows}\n`);
   } finally {
     await stack.stop();
