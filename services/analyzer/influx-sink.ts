@@ -83,12 +83,14 @@ export function createInfluxSink(opts: InfluxSinkOptions): InfluxSink {
           throw new RetryableError("UNAVAILABLE", `InfluxDB write failed: ${(err as Error).message}`, err);
         }
       });
+      // The caller gets this batch's error through `next`; the chain only orders the next batch after it.
       chain = next.catch(() => {});
       return next;
     },
     stats: () => ({ ...stats }),
     async close() {
       await chain;
+      // Every batch was flushed by write(); a close that fails has nothing left to lose.
       await writeApi.close().catch(() => undefined);
     },
   };
