@@ -1,16 +1,19 @@
 /**
  * Added latency of the agent's request tap: the same streamed requests sent directly to a fast
- * OpenAI-compatible endpoint and through the tap, alternating, one at a time.
+ * OpenAI-compatible endpoint and through the tap, alternating, one at a time. The tap is the real
+ * agent in its own process (bundled build, 8 fake-NVML GPUs sampled at 10 Hz, publishing to a real
+ * nats-server), as on a node; the server is a third process.
  * Figures: per request (time to the last byte) and per streamed chunk (inter-chunk gap), p50/p99 of
  * tap − direct. Usage: npm run bench -- agent-proxy [requests=400] [tokens=32]
  */
 import { request, Agent } from "node:http";
-import { startRequestTap } from "../services/agent/request-tap.ts";
-import { createWorkTracker } from "../services/agent/work-tracker.ts";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { buildFakeNvml } from "../test/helpers/fake-nvml.ts";
+import { startTestNats } from "../test/helpers/nats-server.ts";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { systemClock } from "../shared/mod.ts";
 
 const N = Number(process.argv[2] ?? 400);
 const TOKENS = Number(process.argv[3] ?? 32);
@@ -22,11 +25,22 @@ const child = spawn(process.execPath, ["--import=tsx", fileURLToPath(new URL("..
   stdio: ["ignore", "pipe", "inherit"],
 });
 const echo = { url: (JSON.parse((await createInterface({ input: child.stdout! })[Symbol.asyncIterator]().next()).value as string) as { url: string }).url };
-const inst = { id: "i0", gpus: [0], upstream: echo.url, listen: "127.0.0.1:0" };
-const tracker = createWorkTracker("bench", [inst]);
-let events = 0;
-const tap = await startRequestTap({ node: "bench", instance: inst, host: "127.0.0.1", port: 0, clock: systemClock(), tracker, emit: () => void events++ });
-setInterval(() => tracker.closeWindow(0, 1), 1000).unref();
+const root = fileURLToPath(new URL("..", import.meta.url));
+if (!existsSync(`${root}/dist/joulestream.mjs`)) execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "inherit" });
+const nats = await startTestNats();
+const agentProc = spawn(
+  process.execPath,
+  [`${root}/dist/joulestream.mjs`, "agent", "--nats", nats.url, "--source", "nvml", "--nvml-library", await buildFakeNvml(), "--upstream", echo.url, "--listen", "127.0.0.1:0", "--node-id", "bench"],
+  { env: { ...process.env, FAKE_NVML_GPUS: "8" }, stdio: ["ignore", "ignore", "pipe"] },
+);
+const tap = { url: "" };
+for await (const line of createInterface({ input: agentProc.stderr! })) {
+  const m = /tap at (http:\/\/\S+)/.exec(line);
+  if (m) {
+    tap.url = m[1]!;
+    break;
+  }
+}
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 const body = JSON.stringify({ model: "m", prompt: Array.from({ length: 256 }, (_, i) => i), max_tokens: TOKENS, ignore_eos: true, stream: true });
@@ -84,14 +98,14 @@ const fig = {
   chunkGapTapP50Ms: q(gTap, 0.5),
   addedPerChunkP50Ms: q(gTap, 0.5) - q(gDirect, 0.5),
   addedPerChunkP99Ms: q(gTap, 0.99) - q(gDirect, 0.99),
-  eventsRecorded: events,
 };
 console.log("agent request tap overhead (streamed completions, one at a time, alternating direct/tap)");
 console.log(`  requests ${N} × ${TOKENS} tokens`);
 console.log(`  per request   direct p50 ${fig.directP50Ms.toFixed(3)} ms   tap p50 ${fig.tapP50Ms.toFixed(3)} ms   added p50 ${fig.addedPerRequestP50Ms.toFixed(3)} ms  p99 ${fig.addedPerRequestP99Ms.toFixed(3)} ms`);
 console.log(`  per chunk     direct p50 ${fig.chunkGapDirectP50Ms.toFixed(4)} ms  tap p50 ${fig.chunkGapTapP50Ms.toFixed(4)} ms  added p50 ${fig.addedPerChunkP50Ms.toFixed(4)} ms  p99 ${fig.addedPerChunkP99Ms.toFixed(4)} ms`);
 console.log(JSON.stringify(fig));
-await tap.close();
+agentProc.kill("SIGTERM");
 child.kill("SIGTERM");
+await nats.stop();
 agent.destroy();
 process.exit(0);
