@@ -4,7 +4,7 @@ import { startRequestTap, type RequestTap } from "../services/agent/request-tap.
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
 import { systemClock, type RequestEvent } from "../shared/mod.ts";
-import { freePort } from "./helpers/nats-server.ts";
+import { freePort } from "../infra/ports.ts";
 
 /** The request tap in front of the simulated node: what clients see, and what the tap records. */
 async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number } = {}) {

@@ -10,6 +10,7 @@ import { startSimnode } from "../services/simnode/server.ts";
 import { startAgentOnSim } from "./helpers/sim-agent.ts";
 import { influxQuery, type InfluxTarget } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
+import { until } from "./helpers/until.ts";
 
 /**
  * Restart safety, against recorded streams: the streams of a real run (simnode → agent) are
@@ -61,14 +62,6 @@ async function pendingOf(url: string, name: string): Promise<number> {
     return n;
   } finally {
     await nc.close();
-  }
-}
-
-async function until(cond: () => Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

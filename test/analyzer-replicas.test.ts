@@ -7,6 +7,7 @@ import { startFleet } from "../services/fleet/emulator.ts";
 import { readResults } from "../services/fleet/testing/analyzer-harness.ts";
 import type { InfluxTarget } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
+import { until } from "./helpers/until.ts";
 
 /** Replicas of one analyzer name share the work through leases in a KV bucket. */
 async function replica(t: import("ava").ExecutionContext, natsUrl: string, influx: InfluxTarget, name: string, partitions: number): Promise<Analyzer> {
@@ -17,14 +18,6 @@ async function replica(t: import("ava").ExecutionContext, natsUrl: string, influ
     await nc.close();
   });
   return a;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test("replicas - two replicas split 4 node partitions and together store every window and request exactly once", async (t) => {

@@ -1,6 +1,6 @@
 import test from "ava";
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { isPortFree } from "../infra/ports.ts";
 import { fileURLToPath } from "node:url";
 
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
@@ -13,13 +13,6 @@ const alive = (pid: number) => {
     return false;
   }
 };
-
-const portFree = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const s = createServer();
-    s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
 
 test("demo - Ctrl-C mid-run stops everything it started: no process left, no port bound", async (t) => {
   t.timeout(90_000);
@@ -50,5 +43,5 @@ test("demo - Ctrl-C mid-run stops everything it started: no process left, no por
   const code = await exited;
   t.is(code, 130, log);
   for (const pid of pids) t.false(alive(pid), `process ${pid} still running\n${log}`);
-  for (const port of new Set(ports)) t.true(await portFree(port), `port ${port} still bound`);
+  for (const port of new Set(ports)) t.true(await isPortFree(port), `port ${port} still bound`);
 });

@@ -21,8 +21,6 @@ export interface JoinOptions {
   allowedLatenessMs?: number;
   /** A request without an end event is emitted (incomplete) once the watermark is this far past its last work. */
   maxRequestIdleMs?: number;
-  /** Requests already emitted (e.g. before a restart): their late inputs are acknowledged and ignored. */
-  isEmitted?: (node: string, requestId: string) => boolean;
 }
 
 export interface GpuWindowResult extends GpuWindowEnergy {
@@ -184,7 +182,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set() }));
     return n;
   };
-  const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`) || (opts.isEmitted?.(node, id) ?? false);
+  const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`);
   const dedupe = (msgId: string, token: T): boolean => {
     if (seen.has(msgId)) {
       stats.duplicates++;

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
+import { freePort } from "../../infra/ports.ts";
 
 /**
  * A real nats-server (JetStream) on a free loopback port, for tests that need only the broker.
@@ -16,17 +16,6 @@ export interface TestNats {
   start(): Promise<void>;
   /** Extra config text (accounts, authorization) is written into the server's config file. */
   configPath: string;
-}
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export function natsBinary(): string {
