@@ -56,3 +56,23 @@ test("spool - when memory and disk are full the newest record is dropped and cou
   t.is(s.stats().dropped, 100 - accepted);
   t.deepEqual(await drain(s), Array.from({ length: accepted }, (_, i) => `m${i}`));
 });
+
+test("spool - batches come out in order across memory and disk, and shift(n) removes exactly n", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const s = createSpool({ dir, memoryRecords: 30, segmentRecords: 25 });
+  for (let i = 0; i < 200; i++) s.push(rec(i));
+  const out: string[] = [];
+  for (let round = 0; ; round++) {
+    const batch = await s.peekMany(16);
+    if (batch.length === 0) break;
+    t.true(batch.length <= 16);
+    // Take part of a batch only, as the publisher does when a publish in it fails.
+    const take = round % 3 === 0 ? Math.ceil(batch.length / 2) : batch.length;
+    out.push(...batch.slice(0, take).map((r) => r.msgId));
+    s.shift(take);
+    if (round === 5) for (let i = 200; i < 220; i++) s.push(rec(i)); // pushes while draining
+  }
+  t.deepEqual(out, Array.from({ length: 220 }, (_, i) => `m${i}`));
+  t.is(s.size, 0);
+});

@@ -5,9 +5,13 @@ import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
 
 /**
  * Publishes to JetStream in order, off the caller's path: `publish` only enqueues into the spool
- * (memory, then disk), so the request tap never waits on NATS. One publish in flight; a failed
- * publish is retried with backoff and keeps its place, and the Nats-Msg-Id header makes a retry
- * that did land a no-op on the server, so an outage costs neither order nor duplicates.
+ * (memory, then disk), so the request tap never waits on NATS. What is queued goes out as one
+ * pipelined batch (up to `window` publishes in flight, written together, acks read together), so a
+ * request's events cost one round trip, not one each. Records leave the spool only up to the first
+ * failed publish; from there the batch is retried with backoff, and the Nats-Msg-Id header makes a
+ * retry of a publish that did land a no-op on the server, so an outage costs neither order nor
+ * duplicates. (On one connection the publishes after a failed one fail too; the order could only
+ * differ if the server refused one publish and stored the next.)
  */
 export interface PublisherStats extends SpoolStats {
   queued: number;
@@ -27,6 +31,8 @@ export interface Publisher {
 
 export interface PublisherOptions extends SpoolOptions {
   publishTimeoutMs?: number;
+  /** Most publishes in flight at once (default 256). */
+  window?: number;
 }
 
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
@@ -38,26 +44,29 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const idleWaiters: (() => void)[] = [];
   let wake: (() => void) | undefined;
 
+  const window = Math.max(1, opts.window ?? 256);
   const pump = async () => {
     let backoffMs = 100;
     for (;;) {
       if (closed) break;
-      const rec = await spool.peek();
-      if (!rec) break;
-      try {
-        await js.publish(rec.subject, rec.data, { msgID: rec.msgId });
-        spool.shift();
-        stats.published++;
+      const batch = await spool.peekMany(window);
+      if (batch.length === 0) break;
+      const results = await Promise.allSettled(batch.map((rec) => js.publish(rec.subject, rec.data, { msgID: rec.msgId })));
+      const failed = results.findIndex((r) => r.status === "rejected");
+      const landed = failed < 0 ? batch.length : failed;
+      spool.shift(landed);
+      stats.published += landed;
+      if (failed < 0) {
         backoffMs = 100;
-      } catch (err) {
-        stats.retries++;
-        stats.lastError = (err as Error).message;
-        await new Promise<void>((r) => {
-          wake = r;
-          setTimeout(r, backoffMs).unref();
-        });
-        backoffMs = Math.min(backoffMs * 2, 2000);
+        continue;
       }
+      stats.retries++;
+      stats.lastError = ((results[failed] as PromiseRejectedResult).reason as Error).message;
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, backoffMs).unref();
+      });
+      backoffMs = Math.min(backoffMs * 2, 2000);
     }
     pumping = undefined;
     if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());

@@ -38,8 +38,10 @@ export interface Spool {
   push(rec: SpoolRecord): boolean;
   /** The oldest record, reading the next segment from disk when memory is empty. */
   peek(): Promise<SpoolRecord | undefined>;
-  /** Removes the record `peek` returned. */
-  shift(): void;
+  /** Up to `max` oldest records, in order (at most one segment's worth comes from disk). */
+  peekMany(max: number): Promise<SpoolRecord[]>;
+  /** Removes the `n` oldest records (default 1), which `peek`/`peekMany` returned. */
+  shift(n?: number): void;
   readonly size: number;
   stats(): SpoolStats;
   close(): Promise<void>;
@@ -101,6 +103,29 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     return seg;
   };
 
+  const peek = async (): Promise<SpoolRecord | undefined> => {
+    if (memSize() > 0) return mem[head];
+    const seg = segments[0];
+    if (!seg) return undefined;
+    if (seg.stream) rotate();
+    await seg.closed;
+    const buf = await readFile(seg.path);
+    const recs: SpoolRecord[] = [];
+    for (let off = 0; off + 4 <= buf.length; ) {
+      const len = buf.readUInt32BE(off);
+      if (off + 4 + len > buf.length) break; // torn tail of a crashed run
+      const [subject, msgId, data] = decode(buf.subarray(off + 4, off + 4 + len)) as [string, string, Uint8Array];
+      recs.push({ subject, msgId, data });
+      off += 4 + len;
+    }
+    segments.shift();
+    diskBytes -= seg.bytes;
+    await unlink(seg.path);
+    mem = mem.slice(head).concat(recs);
+    head = 0;
+    return mem[0];
+  };
+
   return {
     push(rec) {
       if (segments.length === 0 && memSize() < memLimit) {
@@ -128,31 +153,13 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       spilled++;
       return true;
     },
-    async peek() {
-      if (memSize() > 0) return mem[head];
-      const seg = segments[0];
-      if (!seg) return undefined;
-      if (seg.stream) rotate();
-      await seg.closed;
-      const buf = await readFile(seg.path);
-      const recs: SpoolRecord[] = [];
-      for (let off = 0; off + 4 <= buf.length; ) {
-        const len = buf.readUInt32BE(off);
-        if (off + 4 + len > buf.length) break; // torn tail of a crashed run
-        const [subject, msgId, data] = decode(buf.subarray(off + 4, off + 4 + len)) as [string, string, Uint8Array];
-        recs.push({ subject, msgId, data });
-        off += 4 + len;
-      }
-      segments.shift();
-      diskBytes -= seg.bytes;
-      await unlink(seg.path);
-      mem = mem.slice(head).concat(recs);
-      head = 0;
-      return mem[0];
+    peek,
+    async peekMany(max) {
+      if (memSize() === 0) await peek();
+      return mem.slice(head, head + Math.min(max, memSize()));
     },
-    shift() {
-      if (memSize() === 0) return;
-      head++;
+    shift(n = 1) {
+      head += Math.min(n, memSize());
       if (head > 4096 && head * 2 > mem.length) {
         mem = mem.slice(head);
         head = 0;
