@@ -1,6 +1,7 @@
 import test from "ava";
 import { parsePrometheusText } from "../services/agent/prometheus.ts";
-import { createSseCounter } from "../services/agent/sse-counter.ts";
+import { createSseCounter, createUsageFilter } from "../services/agent/sse-counter.ts";
+import { withUsageOptions } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { parseInstance, parseGpuList } from "../services/agent/instances.ts";
 import { ConfigError } from "../shared/mod.ts";
@@ -53,6 +54,35 @@ test("sse counter - events split across TCP chunks", (t) => {
   const whole = sse({ choices: [{ text: "hello" }] });
   t.is(c.push(whole.subarray(0, 9)).newTokens, 0);
   t.is(c.push(whole.subarray(9)).newTokens, 1);
+});
+
+test("usage filter - drops only the usage-only event, wherever the server's reads split the stream", (t) => {
+  for (const nl of ["\n", "\r\n"]) {
+    const ev = (data: string) => `data: ${data}${nl}${nl}`;
+    const tokens = [1, 2, 3].map((i) => ev(JSON.stringify({ id: "c", choices: [{ index: 0, text: `t${i}` }], usage: { prompt_tokens: 4, completion_tokens: i } })));
+    const usage = ev(JSON.stringify({ id: "c", choices: [], usage: { prompt_tokens: 4, completion_tokens: 3 } }));
+    const stream = Buffer.from(tokens.join("") + usage + ev("[DONE]"));
+    const want = tokens.join("") + ev("[DONE]");
+    // Every single split point, and every pair of split points.
+    for (let a = 0; a <= stream.length; a++) {
+      for (let b = a; b <= stream.length; b += a % 7 === 0 ? 1 : 13) {
+        const f = createUsageFilter();
+        const out = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].map((c) => f.push(c).toString()).join("") + f.end().toString();
+        if (out !== want) return t.fail(`split at ${a},${b} (${JSON.stringify(nl)}): ${JSON.stringify(out)}`);
+      }
+    }
+    // Whole events with no usage-only one go through as the same buffer.
+    const whole = Buffer.from(tokens[0]!);
+    t.is(createUsageFilter().push(whole), whole);
+  }
+  t.pass();
+});
+
+test("usage options - spliced into the body as its first key, the rest byte for byte", (t) => {
+  const body = Buffer.from(' \n{"model":"m","stream":true,"prompt":"a \\"quoted\\" {prompt}"}');
+  const out = withUsageOptions(body, { include_usage: true, continuous_usage_stats: true });
+  t.deepEqual(JSON.parse(out.toString()), { stream_options: { include_usage: true, continuous_usage_stats: true }, model: "m", stream: true, prompt: 'a "quoted" {prompt}' });
+  t.true(out.toString().endsWith(body.toString().slice(body.indexOf("{") + 1)));
 });
 
 test("work tracker - every instance gets a window, tokens land in the window they happened in", (t) => {

@@ -5,6 +5,7 @@ import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
 import { systemClock, type RequestEvent } from "../shared/mod.ts";
 import { freePort } from "../infra/ports.ts";
+import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
 
 /** The request tap in front of the simulated node: what clients see, and what the tap records. */
 async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number } = {}) {
@@ -45,6 +46,24 @@ test("tap - streaming completion: tokens pass through, lifecycle and token count
   const w = tracker.closeWindow(0, 1)[0]!;
   t.is(w.instance, inst.id);
   t.deepEqual(w.requests, [{ requestId: "req-1", prefillTokens: 100, decodeTokens: 11 }]);
+});
+
+test("tap - a server that writes the whole stream at once: every token and [DONE] reach the client, the usage chunk does not", async (t) => {
+  const echo = await startEchoServer({ itlMs: 0 }); // all chunks, the usage chunk and [DONE] in one write
+  t.teardown(() => echo.stop());
+  const { tap, events } = await setup(t, echo.url);
+  const res = await fetch(`${tap.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "m", prompt: [1, 2, 3], max_tokens: 8, stream: true }),
+  });
+  const data = sseEvents(await res.text());
+  t.is(data.at(-1), "[DONE]");
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  t.is(chunks.length, 8);
+  t.true(chunks.every((c) => c.choices.length === 1));
+  t.true(echo.received[0]!.includeUsage, "the tap asked the server for usage");
+  t.like(events.at(-1)!, { event: "end", status: "ok", promptTokens: 3, outputTokens: 8 });
 });
 
 test("tap - a client that asked for usage gets it; requests without an id get one", async (t) => {

@@ -2,7 +2,7 @@ import { createServer, request as httpRequest, Agent, type IncomingMessage, type
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { Clock, InstanceInfo, RequestEvent } from "../../shared/mod.ts";
-import { createSseCounter } from "./sse-counter.ts";
+import { createSseCounter, createUsageFilter } from "./sse-counter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
 
 /**
@@ -43,6 +43,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   const stats = { requests: 0, active: 0, aborted: 0, upstreamErrors: 0, rejected: 0 };
   const inst = opts.instance.id;
   const base = { v: 1 as const, kind: "request" as const, node: opts.node, instance: inst };
+  const usageOptions = { include_usage: true, ...(opts.continuousUsage === false ? {} : { continuous_usage_stats: true }) };
 
   const jsonError = (res: ServerResponse, status: number, type: string, message: string) => {
     if (res.headersSent) return res.destroy();
@@ -97,10 +98,9 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     let clientWantsUsage = true;
     const stream = parsed?.stream === true;
     if (parsed && stream) {
-      const so = (parsed.stream_options ?? {}) as Record<string, unknown>;
-      clientWantsUsage = so.include_usage === true;
-      parsed.stream_options = { ...so, include_usage: true, ...(opts.continuousUsage === false ? {} : { continuous_usage_stats: true }) };
-      out = Buffer.from(JSON.stringify(parsed));
+      const so = parsed.stream_options;
+      clientWantsUsage = (so as Record<string, unknown> | undefined)?.include_usage === true;
+      out = so === undefined ? withUsageOptions(body, usageOptions) : Buffer.from(JSON.stringify({ ...parsed, stream_options: { ...(so as object), ...usageOptions } }));
     }
     const endpoint = path.includes("/chat/") ? "chat" : "completions";
     const hint = promptHint(parsed, opts.charsPerToken ?? 4);
@@ -184,6 +184,8 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   const watch = (t: Track, ures: IncomingMessage, res: ServerResponse) => {
     const status = ures.statusCode ?? 0;
     const counter = createSseCounter();
+    // The usage-only event the tap asked for is not passed on to a client that did not ask.
+    const filter = t.stream && status < 400 && !t.clientWantsUsage ? createUsageFilter() : undefined;
     let first = false;
     let prefillTokens = 0;
     const nonStream: Buffer[] = [];
@@ -201,19 +203,25 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       }
     };
     ures.on("data", (chunk: Buffer) => {
-      if (t.stream && status < 400) {
-        const p = counter.push(chunk);
-        onTokens(p.newTokens, p.promptTokens ?? counter.promptTokens);
-        t.outputTokens = counter.outputTokens;
-        if (counter.promptTokens !== undefined) t.promptTokens = counter.promptTokens;
-        if (!t.clientWantsUsage && chunk.includes('"choices":[]')) return; // the usage-only chunk we asked for
-      } else {
+      if (!t.stream || status >= 400) {
         nonStream.push(chunk);
+        res.write(chunk);
+        return;
       }
-      res.write(chunk);
+      // Bytes first, bookkeeping after: the client never waits on the tap's accounting.
+      if (!filter) res.write(chunk);
+      else {
+        const pass = filter.push(chunk);
+        if (pass.length > 0) res.write(pass);
+      }
+      const p = counter.push(chunk);
+      onTokens(p.newTokens, p.promptTokens ?? counter.promptTokens);
+      t.outputTokens = counter.outputTokens;
+      if (counter.promptTokens !== undefined) t.promptTokens = counter.promptTokens;
     });
     ures.on("end", () => {
-      res.end();
+      const rest = filter?.end();
+      res.end(rest && rest.length > 0 ? rest : undefined);
       t.finished = true;
       let promptTokens = counter.promptTokens ?? t.hint ?? 0;
       let outputTokens = counter.outputTokens;
@@ -283,6 +291,16 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       agent.destroy();
     },
   };
+}
+
+/**
+ * The request body with `stream_options` added as its first key, without re-serializing the rest
+ * (a long prompt is copied once, not parsed back into text). Only for a JSON object that has no
+ * `stream_options` and at least one key (`stream: true`), so the result stays valid JSON.
+ */
+export function withUsageOptions(body: Buffer, options: Record<string, unknown>): Buffer {
+  const open = body.indexOf(0x7b); // "{"
+  return Buffer.concat([body.subarray(0, open + 1), Buffer.from(`"stream_options":${JSON.stringify(options)},`), body.subarray(open + 1)]);
 }
 
 /** What the tap can know of the prompt's length before the server answers. */

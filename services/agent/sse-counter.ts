@@ -81,3 +81,52 @@ export function createSseCounter(): SseCounter {
     },
   };
 }
+
+/**
+ * Removes the usage-only event (`"choices":[]`) the tap asked for on a client's behalf, at SSE
+ * event boundaries, whatever the server's write sizes: an event may span reads and a read may hold
+ * several events (the last token, the usage, `[DONE]`). Bytes go through untouched when a read holds
+ * whole events and no usage-only one, which is how servers write; only a partial trailing event is
+ * held back until its end arrives (a client cannot use half an event anyway).
+ */
+export interface UsageFilter {
+  /** The bytes to pass on for this read (possibly empty). */
+  push(chunk: Buffer): Buffer;
+  /** What is held back at the end of the stream (an unterminated last event). */
+  end(): Buffer;
+}
+
+const USAGE_ONLY = Buffer.from('"choices":[]');
+
+export function createUsageFilter(): UsageFilter {
+  let pending: Buffer | undefined;
+  /** Index just past the next event separator (a blank line, LF or CRLF) at or after `from`, or -1. */
+  const nextEventEnd = (buf: Buffer, from: number): number => {
+    for (let i = buf.indexOf(0x0a, from); i >= 0; i = buf.indexOf(0x0a, i + 1)) {
+      if (buf[i + 1] === 0x0a) return i + 2;
+      if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
+    }
+    return -1;
+  };
+  const endsWithSeparator = (buf: Buffer) => buf.length >= 2 && buf[buf.length - 1] === 0x0a && (buf[buf.length - 2] === 0x0a || (buf[buf.length - 2] === 0x0d && buf[buf.length - 3] === 0x0a));
+  return {
+    push(chunk) {
+      if (!pending && !chunk.includes(USAGE_ONLY) && endsWithSeparator(chunk)) return chunk;
+      const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
+      const keep: Buffer[] = [];
+      let start = 0;
+      for (let end = nextEventEnd(buf, 0); end >= 0; end = nextEventEnd(buf, start)) {
+        const ev = buf.subarray(start, end);
+        if (!ev.includes(USAGE_ONLY)) keep.push(ev);
+        start = end;
+      }
+      pending = start < buf.length ? buf.subarray(start) : undefined;
+      return keep.length === 1 ? keep[0]! : Buffer.concat(keep);
+    },
+    end() {
+      const rest = pending && !pending.includes(USAGE_ONLY) ? pending : Buffer.alloc(0);
+      pending = undefined;
+      return rest;
+    },
+  };
+}

@@ -30,7 +30,7 @@ export interface EchoServerOptions {
   port?: number;
   /** Tokens per SSE chunk (1 = one chunk per token, as real servers do). */
   tokensPerChunk?: number;
-  /** Gap between chunks, ms (0 = all at once). */
+  /** Gap between chunks, ms (0 = all at once); a request's `x-echo-itl-ms` header overrides it. */
   itlMs?: number;
   /** Delay before the first chunk, ms. */
   ttftMs?: number;
@@ -106,11 +106,12 @@ export async function startEchoServer(o: EchoServerOptions = {}): Promise<EchoSe
           ...(o.keepPrompts && text !== undefined ? { text } : {}),
         });
       }
-      stream(res, chat, maxTokens, promptTokens);
+      const itlHeader = Number(h("x-echo-itl-ms") ?? Number.NaN);
+      stream(res, chat, maxTokens, promptTokens, itlHeader >= 0 ? itlHeader : (o.itlMs ?? 0));
     });
   });
 
-  const stream = (res: http.ServerResponse, chat: boolean, maxTokens: number, promptTokens: number) => {
+  const stream = (res: http.ServerResponse, chat: boolean, maxTokens: number, promptTokens: number, itlMs: number) => {
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     const id = `cmpl-${served}`;
     const chunk = (n: number) => {
@@ -123,7 +124,7 @@ export async function startEchoServer(o: EchoServerOptions = {}): Promise<EchoSe
       served++;
     };
     let left = maxTokens;
-    if (!o.itlMs && !o.ttftMs) {
+    if (!itlMs && !o.ttftMs) {
       let out = "";
       while (left > 0) {
         const n = Math.min(perChunk, left);
@@ -139,7 +140,7 @@ export async function startEchoServer(o: EchoServerOptions = {}): Promise<EchoSe
       const n = Math.min(perChunk, left);
       left -= n;
       res.write(chunk(n));
-      setTimeout(next, o.itlMs ?? 0);
+      setTimeout(next, itlMs);
     };
     setTimeout(next, o.ttftMs ?? 0);
   };
