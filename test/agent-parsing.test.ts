@@ -49,6 +49,17 @@ test("sse counter - per-chunk usage (continuous_usage_stats) is exact and not do
   t.true(c.done);
 });
 
+test("sse counter - usage with nested details, spaces or null is read right, fast path or not", (t) => {
+  const c = createSseCounter();
+  c.push(sse({ choices: [{ delta: { content: "a" } }], usage: null }));
+  c.push(Buffer.from('data: {"choices":[{"delta":{"content":"b"}}],"usage": {"prompt_tokens": 9, "completion_tokens": 2}}\n\n'));
+  c.push(sse({ choices: [{ delta: { content: "c" } }], usage: { prompt_tokens_details: { cached_tokens: 4 }, prompt_tokens: 9, completion_tokens: 3, completion_tokens_details: { reasoning_tokens: 1 } } }));
+  c.push(sse({ choices: [{ delta: { content: "d" } }], usage: { completion_tokens_details: { reasoning_tokens: 1 }, prompt_tokens: 9, completion_tokens: 4 } }));
+  t.is(c.outputTokens, 4);
+  t.is(c.promptTokens, 9);
+  t.is(c.usageCompletionTokens, 4);
+});
+
 test("sse counter - events split across TCP chunks", (t) => {
   const c = createSseCounter();
   const whole = sse({ choices: [{ text: "hello" }] });

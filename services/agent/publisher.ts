@@ -33,6 +33,12 @@ export interface PublisherOptions extends SpoolOptions {
   publishTimeoutMs?: number;
   /** Most publishes in flight at once (default 256). */
   window?: number;
+  /**
+   * How long a message may wait for others to join its batch (default 50 ms), like Kafka's
+   * linger.ms: the broker is woken a few times a second, not on every request event, which keeps
+   * its work (and ours) out of the way of the requests the tap is relaying.
+   */
+  lingerMs?: number;
 }
 
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
@@ -40,6 +46,8 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const spool = createSpool(opts);
   const stats = { published: 0, retries: 0, lastError: undefined as string | undefined };
   let pumping: Promise<void> | undefined;
+  let lingering: NodeJS.Timeout | undefined;
+  const lingerMs = opts.lingerMs ?? 50;
   let closed = false;
   const idleWaiters: (() => void)[] = [];
   let wake: (() => void) | undefined;
@@ -72,6 +80,12 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());
   };
 
+  const startPump = () => {
+    clearTimeout(lingering);
+    lingering = undefined;
+    pumping ??= pump();
+  };
+
   // After a reconnect, retry at once instead of waiting out the backoff.
   void (async () => {
     for await (const s of nc.status()) if (s.type === "reconnect") wake?.();
@@ -81,11 +95,13 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     publish(subject, msg) {
       if (closed) return;
       spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
-      pumping ??= pump();
+      if (pumping || lingering) return;
+      if (lingerMs <= 0) pumping = pump();
+      else lingering = setTimeout(startPump, lingerMs).unref();
     },
     async flush(timeoutMs = 10_000) {
       if (spool.size === 0 && !pumping) return true;
-      pumping ??= pump();
+      startPump();
       return await new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), timeoutMs);
         idleWaiters.push(() => {
@@ -97,6 +113,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     stats: () => ({ ...spool.stats(), queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) }),
     async close() {
       closed = true;
+      clearTimeout(lingering);
       wake?.();
       await pumping;
       await spool.close();

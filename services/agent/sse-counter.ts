@@ -26,24 +26,28 @@ export function createSseCounter(): SseCounter {
   let done = false;
   return {
     push(chunk) {
-      buf += chunk.toString("utf8");
+      buf = buf.length > 0 ? buf + chunk.toString("utf8") : chunk.toString("utf8");
       let newTokens = 0;
       let seenPrompt: number | undefined;
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl).trimEnd();
-        buf = buf.slice(nl + 1);
-        if (!line.startsWith("data:")) continue;
-        const data = line.slice(5).trim();
+      let from = 0;
+      for (let nl = buf.indexOf("\n"); nl >= 0; from = nl + 1, nl = buf.indexOf("\n", from)) {
+        if (!buf.startsWith("data:", from)) continue;
+        const data = buf.slice(from + 5, nl).trim();
         if (data === "[DONE]") {
           done = true;
           continue;
         }
+        // Per-chunk usage, the common case with vLLM's continuous_usage_stats: read the numbers
+        // without parsing the event (a raw `"usage":{` can only be a key: quotes in strings are escaped).
+        const fast = usageOf(data);
         let ev: { choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } | null };
-        try {
-          ev = JSON.parse(data);
-        } catch {
-          continue;
+        if (fast) ev = { usage: fast };
+        else {
+          try {
+            ev = JSON.parse(data);
+          } catch {
+            continue;
+          }
         }
         const u = ev.usage;
         if (u && typeof u.completion_tokens === "number") {
@@ -65,6 +69,7 @@ export function createSseCounter(): SseCounter {
           outputTokens++;
         }
       }
+      buf = from > 0 ? buf.slice(from) : buf;
       return seenPrompt === undefined ? { newTokens } : { newTokens, promptTokens: seenPrompt };
     },
     get outputTokens() {
@@ -80,6 +85,21 @@ export function createSseCounter(): SseCounter {
       return done;
     },
   };
+}
+
+const USAGE_KEY = '"usage":{';
+const COMPLETION = /"completion_tokens":\s*(\d+)/;
+const PROMPT = /"prompt_tokens":\s*(\d+)/;
+
+/** The usage numbers of an event that carries them, read without parsing it; else undefined. */
+function usageOf(data: string): { prompt_tokens?: number; completion_tokens: number } | undefined {
+  const at = data.indexOf(USAGE_KEY);
+  if (at < 0) return undefined;
+  const body = data.slice(at + USAGE_KEY.length, data.indexOf("}", at));
+  const c = COMPLETION.exec(body);
+  if (!c) return undefined;
+  const p = PROMPT.exec(body);
+  return p ? { prompt_tokens: Number(p[1]), completion_tokens: Number(c[1]) } : { completion_tokens: Number(c[1]) };
 }
 
 /**
