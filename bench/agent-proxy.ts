@@ -1,63 +1,85 @@
 /**
- * Added latency of the agent's request tap: the same streamed requests sent directly to a fast
- * OpenAI-compatible endpoint and through the tap, alternating, one at a time. The tap is the real
- * agent in its own process (bundled build, 8 fake-NVML GPUs sampled at 10 Hz, publishing to a real
- * nats-server), as on a node; the server is a third process.
- * Figures: per request (time to the last byte) and per streamed chunk (inter-chunk gap), p50/p99 of
- * tap − direct. Usage: npm run bench -- agent-proxy [requests=400] [tokens=32]
+ * Added latency of the agent's request tap, against a direct connection to the same server and
+ * against a bare pass-through Node proxy (the floor for any extra hop: bench/helpers/passthrough-proxy.ts).
+ * The tap is the real agent in its own process (bundled build, 8 fake-NVML GPUs sampled at 10 Hz,
+ * publishing every request's events to a real nats-server), as on a node; the OpenAI-compatible
+ * server and the bare proxy are processes of their own. Requests go one at a time, rotating
+ * direct / bare / tap, so all three see the same machine; every response is checked whole.
+ *
+ * Two phases:
+ * - per request: the server answers at once (all `tokens` chunks in one write), so a request's
+ *   round trip is the transport and the proxy's work alone: added = p(tap) − p(direct);
+ * - streamed: one chunk per token 1 ms apart: the shift of the inter-chunk gap and of the first byte.
+ * Usage: npm run bench -- agent-proxy [requests=2000] [tokens=32]
  */
 import { request, Agent } from "node:http";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { buildFakeNvml } from "../test/helpers/fake-nvml.ts";
-import { startTestNats } from "../test/helpers/nats-server.ts";
-import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { buildFakeNvml } from "../test/helpers/fake-nvml.ts";
+import { startTestNats } from "../test/helpers/nats-server.ts";
 
-const N = Number(process.argv[2] ?? 400);
+const N = Number(process.argv[2] ?? 2000);
 const TOKENS = Number(process.argv[3] ?? 32);
-
-// A fast OpenAI-compatible server in its own process (it must not share our event loop): one chunk
-// per token, 1 ms apart, so per-chunk overhead shows in the gaps.
-const child = spawn(process.execPath, ["--import=tsx", fileURLToPath(new URL("../services/loadgen/testing/echo-main.ts", import.meta.url))], {
-  env: { ...process.env, ECHO_ITL_MS: "1" },
-  stdio: ["ignore", "pipe", "inherit"],
-});
-const echo = { url: (JSON.parse((await createInterface({ input: child.stdout! })[Symbol.asyncIterator]().next()).value as string) as { url: string }).url };
 const root = fileURLToPath(new URL("..", import.meta.url));
+
+const firstMatch = async (stream: NodeJS.ReadableStream, match: RegExp): Promise<RegExpExecArray> => {
+  for await (const line of createInterface({ input: stream })) {
+    const m = match.exec(line as string);
+    if (m) return m;
+  }
+  throw new Error(`process ended before printing ${match}`);
+};
+const urlOf = async (stream: NodeJS.ReadableStream) => JSON.parse((await firstMatch(stream, /^\{.*\}$/))[0]).url as string;
+
+const echo = spawn(process.execPath, ["--import=tsx", `${root}/services/loadgen/testing/echo-main.ts`], { stdio: ["ignore", "pipe", "inherit"] });
+const echoUrl = await urlOf(echo.stdout!);
+const bare = spawn(process.execPath, ["--import=tsx", `${root}/bench/helpers/passthrough-proxy.ts`, echoUrl], { stdio: ["ignore", "pipe", "inherit"] });
+const bareUrl = await urlOf(bare.stdout!);
 if (!existsSync(`${root}/dist/joulestream.mjs`)) execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "inherit" });
 const nats = await startTestNats();
 const agentProc = spawn(
   process.execPath,
-  [`${root}/dist/joulestream.mjs`, "agent", "--nats", nats.url, "--source", "nvml", "--nvml-library", await buildFakeNvml(), "--upstream", echo.url, "--listen", "127.0.0.1:0", "--node-id", "bench"],
+  [`${root}/dist/joulestream.mjs`, "agent", "--nats", nats.url, "--source", "nvml", "--nvml-library", await buildFakeNvml(), "--upstream", echoUrl, "--listen", "127.0.0.1:0", "--node-id", "bench"],
   { env: { ...process.env, FAKE_NVML_GPUS: "8" }, stdio: ["ignore", "ignore", "pipe"] },
 );
-const tap = { url: "" };
-for await (const line of createInterface({ input: agentProc.stderr! })) {
-  const m = /tap at (http:\/\/\S+)/.exec(line);
-  if (m) {
-    tap.url = m[1]!;
-    break;
-  }
-}
+const tapUrl = (await firstMatch(agentProc.stderr!, /tap at (http:\/\/\S+)/))[1]!;
+process.on("exit", () => [agentProc, bare, echo].forEach((p) => p.kill("SIGKILL")));
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 const body = JSON.stringify({ model: "m", prompt: Array.from({ length: 256 }, (_, i) => i), max_tokens: TOKENS, ignore_eos: true, stream: true });
 
-function once(base: string): Promise<{ totalMs: number; gapsMs: number[] }> {
+interface Timing {
+  totalMs: number;
+  firstByteMs: number;
+  gapsMs: number[];
+}
+
+function once(base: string, itlMs: number): Promise<Timing> {
   const url = new URL("/v1/completions", base);
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     let last = t0;
+    let firstByteMs = Number.NaN;
     const gaps: number[] = [];
-    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
-      res.on("data", () => {
+    let text = "";
+    const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(body), "x-echo-itl-ms": String(itlMs) };
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", agent, headers }, (res) => {
+      res.setEncoding("utf8");
+      res.on("data", (s: string) => {
         const now = performance.now();
-        gaps.push(now - last);
+        if (Number.isNaN(firstByteMs)) firstByteMs = now - t0;
+        else gaps.push(now - last);
         last = now;
+        text += s;
       });
-      res.on("end", () => resolve({ totalMs: performance.now() - t0, gapsMs: gaps.slice(1) }));
+      res.on("end", () => {
+        const totalMs = performance.now() - t0;
+        const tokens = text.split("\n").filter((l) => l.startsWith('data: {"id"') && !l.includes('"choices":[]')).length;
+        if (!text.endsWith("data: [DONE]\n\n") || tokens !== TOKENS) reject(new Error(`${base}: a broken response (${tokens} token chunks, ends ${JSON.stringify(text.slice(-20))})`));
+        else resolve({ totalMs, firstByteMs, gapsMs: gaps });
+      });
     });
     req.on("error", reject);
     req.end(body);
@@ -66,53 +88,66 @@ function once(base: string): Promise<{ totalMs: number; gapsMs: number[] }> {
 
 const q = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? Number.NaN;
 };
+const ms = (x: number) => Math.round(x * 1000) / 1000;
+const arms = { direct: echoUrl, bare: bareUrl, tap: tapUrl };
+type Arm = keyof typeof arms;
 
-// Warm-up (JIT, sockets).
-for (let i = 0; i < 50; i++) {
-  await once(echo.url);
-  await once(tap.url);
+async function phase(itlMs: number, n: number): Promise<Record<Arm, Timing[]>> {
+  const out: Record<Arm, Timing[]> = { direct: [], bare: [], tap: [] };
+  const order = Object.keys(arms) as Arm[];
+  for (let i = 0; i < 50; i++) for (const a of order) await once(arms[a], itlMs); // warm-up: JIT, sockets
+  for (let i = 0; i < n; i++) {
+    // Rotate which arm goes first, so none always follows another.
+    for (let k = 0; k < order.length; k++) {
+      const a = order[(i + k) % order.length]!;
+      out[a].push(await once(arms[a], itlMs));
+    }
+    if ((i + 1) % 500 === 0) process.stderr.write(`  ${i + 1}/${n}\n`);
+  }
+  return out;
 }
-const direct: number[] = [];
-const tapped: number[] = [];
-const gDirect: number[] = [];
-const gTap: number[] = [];
-for (let i = 0; i < N; i++) {
-  const d = await once(echo.url);
-  const p = await once(tap.url);
-  direct.push(d.totalMs);
-  tapped.push(p.totalMs);
-  gDirect.push(...d.gapsMs);
-  gTap.push(...p.gapsMs);
-}
-const added = tapped.map((x, i) => x - direct[i]!);
+
+const fast = await phase(0, N);
+const total = (a: Arm) => fast[a].map((x) => x.totalMs);
+const nStream = Math.max(20, Math.round(N / 10));
+const slow = await phase(1, nStream);
+const gaps = (a: Arm) => slow[a].flatMap((x) => x.gapsMs);
+const firstByte = (a: Arm) => slow[a].map((x) => x.firstByteMs);
+const shift = (xs: number[], ys: number[], p: number) => ms(q(xs, p) - q(ys, p));
+
 const fig = {
   requests: N,
   tokensPerRequest: TOKENS,
-  directP50Ms: q(direct, 0.5),
-  tapP50Ms: q(tapped, 0.5),
-  directP99Ms: q(direct, 0.99),
-  tapP99Ms: q(tapped, 0.99),
-  // Added latency as the shift of the distribution (p(tap) − p(direct)), which is what a client
-  // sees; the pairwise difference's p99 also carries both runs' independent jitter.
-  addedPerRequestP50Ms: q(tapped, 0.5) - q(direct, 0.5),
-  addedPerRequestP99Ms: q(tapped, 0.99) - q(direct, 0.99),
-  pairwiseDiffP50Ms: q(added, 0.5),
-  pairwiseDiffP99Ms: q(added, 0.99),
-  chunkGapDirectP50Ms: q(gDirect, 0.5),
-  chunkGapTapP50Ms: q(gTap, 0.5),
-  addedPerChunkP50Ms: q(gTap, 0.5) - q(gDirect, 0.5),
-  addedPerChunkP99Ms: q(gTap, 0.99) - q(gDirect, 0.99),
+  directP50Ms: ms(q(total("direct"), 0.5)),
+  directP99Ms: ms(q(total("direct"), 0.99)),
+  bareProxyP50Ms: ms(q(total("bare"), 0.5)),
+  bareProxyP99Ms: ms(q(total("bare"), 0.99)),
+  tapP50Ms: ms(q(total("tap"), 0.5)),
+  tapP99Ms: ms(q(total("tap"), 0.99)),
+  addedPerRequestP50Ms: shift(total("tap"), total("direct"), 0.5),
+  addedPerRequestP99Ms: shift(total("tap"), total("direct"), 0.99),
+  bareHopP50Ms: shift(total("bare"), total("direct"), 0.5),
+  bareHopP99Ms: shift(total("bare"), total("direct"), 0.99),
+  tapOverBareP50Ms: shift(total("tap"), total("bare"), 0.5),
+  tapOverBareP99Ms: shift(total("tap"), total("bare"), 0.99),
+  streamedRequests: nStream,
+  firstByteAddedP50Ms: shift(firstByte("tap"), firstByte("direct"), 0.5),
+  firstByteAddedP99Ms: shift(firstByte("tap"), firstByte("direct"), 0.99),
+  firstByteBareHopP50Ms: shift(firstByte("bare"), firstByte("direct"), 0.5),
+  chunkGapDirectP50Ms: ms(q(gaps("direct"), 0.5)),
+  addedPerChunkP50Ms: shift(gaps("tap"), gaps("direct"), 0.5),
+  addedPerChunkP99Ms: shift(gaps("tap"), gaps("direct"), 0.99),
 };
-console.log("agent request tap overhead (streamed completions, one at a time, alternating direct/tap)");
-console.log(`  requests ${N} × ${TOKENS} tokens`);
-console.log(`  per request   direct p50 ${fig.directP50Ms.toFixed(3)} p99 ${fig.directP99Ms.toFixed(3)} ms   tap p50 ${fig.tapP50Ms.toFixed(3)} p99 ${fig.tapP99Ms.toFixed(3)} ms`);
-console.log(`                added p50 ${fig.addedPerRequestP50Ms.toFixed(3)} ms  p99 ${fig.addedPerRequestP99Ms.toFixed(3)} ms   (pairwise difference p50 ${fig.pairwiseDiffP50Ms.toFixed(3)}, p99 ${fig.pairwiseDiffP99Ms.toFixed(3)} ms)`);
-console.log(`  per chunk     direct p50 ${fig.chunkGapDirectP50Ms.toFixed(4)} ms  tap p50 ${fig.chunkGapTapP50Ms.toFixed(4)} ms  added p50 ${fig.addedPerChunkP50Ms.toFixed(4)} ms  p99 ${fig.addedPerChunkP99Ms.toFixed(4)} ms`);
+console.log("agent request tap: added latency (one request at a time, rotating direct / bare proxy / tap)");
+console.log(`  per request (${N} × ${TOKENS} tokens, answered at once)`);
+console.log(`    direct p50 ${fig.directP50Ms} p99 ${fig.directP99Ms} ms   bare proxy p50 ${fig.bareProxyP50Ms} p99 ${fig.bareProxyP99Ms} ms   tap p50 ${fig.tapP50Ms} p99 ${fig.tapP99Ms} ms`);
+console.log(`    tap − direct p50 ${fig.addedPerRequestP50Ms} ms  p99 ${fig.addedPerRequestP99Ms} ms   (bare hop p50 ${fig.bareHopP50Ms}, p99 ${fig.bareHopP99Ms}; tap − bare p50 ${fig.tapOverBareP50Ms}, p99 ${fig.tapOverBareP99Ms})`);
+console.log(`  streamed (${nStream} × ${TOKENS} chunks, 1 ms apart)`);
+console.log(`    first byte: tap − direct p50 ${fig.firstByteAddedP50Ms} ms  p99 ${fig.firstByteAddedP99Ms} ms   (bare hop p50 ${fig.firstByteBareHopP50Ms})`);
+console.log(`    chunk gap (direct p50 ${fig.chunkGapDirectP50Ms} ms): tap − direct p50 ${fig.addedPerChunkP50Ms} ms  p99 ${fig.addedPerChunkP99Ms} ms`);
 console.log(JSON.stringify(fig));
-agentProc.kill("SIGTERM");
-child.kill("SIGTERM");
-await nats.stop();
 agent.destroy();
+await nats.stop();
 process.exit(0);
