@@ -1,7 +1,11 @@
 import test from "ava";
 import { createSampler } from "../services/agent/sampler.ts";
 import type { PowerSource } from "../services/agent/power-source.ts";
-import type { PowerBatch } from "../shared/mod.ts";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { powerBatch, type PowerBatch } from "../shared/mod.ts";
+import { createRaplReader, raplMeter } from "../services/agent/rapl.ts";
 
 /** A source at a constant 300 W per GPU whose counter integrates exactly; time from a settable clock. */
 function fixture(startMs: number) {
@@ -32,4 +36,42 @@ test("sampler - stop closes every window up to now, even when the boundary tick 
   const last = windows[2]!.gpus[0]!;
   t.is(last.energyStartMj, 300 * 10_250);
   t.is(last.energyMj!.at(-1), 300 * 12_050);
+});
+
+test("sampler - CPU energy (RAPL packages, read from powercap files) is carried per window and adds up across windows", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), "powercap-"));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const zones = { "intel-rapl:0": 1_000_000, "intel-rapl:1": 5_000_000, "intel-rapl:0:0": 0 }; // two packages, one subzone
+  for (const [id, uj] of Object.entries(zones)) {
+    mkdirSync(join(root, id));
+    writeFileSync(join(root, id, "name"), id.split(":").length === 2 ? `package-${id.at(-1)}` : "core");
+    writeFileSync(join(root, id, "max_energy_range_uj"), "262143328850");
+    writeFileSync(join(root, id, "energy_uj"), String(uj));
+  }
+  const setUj = (id: string, uj: number) => writeFileSync(join(root, id, "energy_uj"), String(uj));
+  const f = fixture(20_500);
+  const meter = raplMeter(createRaplReader({ clock: f.clock, root, subzones: true }));
+  t.is(meter.packages, 2);
+  const windows: PowerBatch[] = [];
+  const s = createSampler({ source: f.source, clock: f.clock, node: "n1", cpuEnergy: meter, onWindow: (b) => windows.push(b) });
+  s.start();
+  await new Promise((r) => setImmediate(r));
+  // 21 s: packages used 40 J + 60 J since start (the subzone's count must not be added again).
+  f.set(21_000);
+  setUj("intel-rapl:0", 41_000_000);
+  setUj("intel-rapl:1", 65_000_000);
+  setUj("intel-rapl:0:0", 99_000_000);
+  f.set(22_000);
+  await s.stop();
+  // Windows 20 s and 21 s both close at stop (22 s), and 22 s with the last sample: each CPU reading
+  // is taken when its window closes, and says when, so the energy is never put in the wrong span.
+  t.deepEqual(windows.map((w) => w.windowStartMs), [20_000, 21_000, 22_000]);
+  for (const w of windows) t.is(powerBatch.parse(w).cpu?.packages, 2);
+  const cpu = windows.map((w) => w.cpu!);
+  t.like(cpu[0], { energyStartMj: 0, energyEndMj: 100_000, startTMs: 20_500, endTMs: 22_000 });
+  for (let i = 1; i < cpu.length; i++) {
+    t.is(cpu[i]!.energyStartMj, cpu[i - 1]!.energyEndMj);
+    t.is(cpu[i]!.startTMs, cpu[i - 1]!.endTMs);
+  }
+  t.is(cpu.at(-1)!.energyEndMj, 100_000);
 });

@@ -44,9 +44,12 @@ test("pipeline - requests flow end to end and their energy lands in InfluxDB, co
   t.true(Math.abs(sumReq - attributedEnergyJ) <= 1e-6 * measuredEnergyJ, `Σ requests ${sumReq} vs attributed ${attributedEnergyJ}`);
 });
 
-test("pipeline - GPU power samples land in InfluxDB at 10 Hz for every GPU", async (t) => {
+test("pipeline - GPU power samples land in InfluxDB at 10 Hz for every GPU, CPU energy per window beside them", async (t) => {
   t.timeout(120_000);
-  let probe: { gpus: number; samples: number } | undefined;
+  let probe: { gpus: number; samples: number; cpuJ: number[] } | undefined;
+  // A CPU package at a steady 50 W (50 mJ per ms): every full window must say 50 J of CPU energy.
+  const t0 = Date.now();
+  const cpuEnergy = { packages: 1, read: () => ({ energyMj: 50 * (Date.now() - t0), tMs: Date.now() }) };
   const result = await runDemo({
     duration: 3,
     synthetic: true,
@@ -57,13 +60,19 @@ test("pipeline - GPU power samples land in InfluxDB at 10 Hz for every GPU", asy
     tp: 2,
     model: "llama-2-13b",
     seed: 1,
+    cpuEnergy,
     inspect: async (influx) => {
       const s = await influxQuery(influx, "SELECT COUNT(power_w) AS n FROM gpu_power GROUP BY gpu");
-      probe = { gpus: s.length, samples: Math.min(...s.map((x) => Number(x.rows[0]?.n ?? 0))) };
+      const cpu = await influxQuery(influx, "SELECT cpu_j FROM node_energy");
+      probe = { gpus: s.length, samples: Math.min(...s.map((x) => Number(x.rows[0]?.n ?? 0))), cpuJ: (cpu[0]?.rows ?? []).map((r) => Number(r.cpu_j)) };
     },
   });
   t.truthy(result);
   t.is(probe?.gpus, 4);
   // ≥ 3 s of load at 10 Hz, minus start-up: at least 25 samples per GPU.
   t.true((probe?.samples ?? 0) >= 25, `samples per GPU: ${probe?.samples}`);
+  // CPU energy per window lands beside the GPUs' (windows close on the first tick after their end).
+  const cpuJ = [...(probe?.cpuJ ?? [])].sort((a, b) => a - b);
+  t.true(cpuJ.length >= 3, `node_energy.cpu_j: ${cpuJ.join(", ")}`);
+  t.true(Math.abs(cpuJ[cpuJ.length >> 1]! - 50) < 5, `node_energy.cpu_j: ${cpuJ.join(", ")}`);
 });

@@ -6,7 +6,7 @@ import { KV_NODES, encode, ensureStreams, subjects, type Clock, type InstanceInf
 import type { PowerSource, SourceDescription } from "./power-source.ts";
 import { createPublisher, type PublisherStats } from "./publisher.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
-import { createSampler, type SamplerStats } from "./sampler.ts";
+import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
 import { startClockControl, type ClockBackend, type ClockControl } from "./clock-control.ts";
 
@@ -29,6 +29,8 @@ export interface AgentOptions {
   continuousUsage?: boolean;
   /** Where the outbox spills when NATS is unreachable (memory only without it). */
   spoolDir?: string;
+  /** Whole-node CPU energy (RAPL) to carry in each POWER window. */
+  cpuEnergy?: CpuEnergyMeter;
   /** Opt-in GPU clock / power-limit control (--allow-clock-control), served on ctl.v1.<node>. */
   clockBackend?: ClockBackend;
   log?: (line: string) => void;
@@ -74,6 +76,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     onError(err) {
       log(`sample failed: ${(err as Error).message}`);
     },
+    ...(opts.cpuEnergy ? { cpuEnergy: opts.cpuEnergy } : {}),
     health() {
       const p = publisher.stats();
       return { queued: p.queued, published: p.published, dropped: p.dropped, spilled: p.spilled };

@@ -8,6 +8,8 @@ import { createDcgmSource } from "./dcgm-source.ts";
 import { parseInstance } from "./instances.ts";
 import type { PowerSource } from "./power-source.ts";
 import { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./clock-control.ts";
+import { DEFAULT_POWERCAP_ROOT, createRaplReader, raplMeter } from "./rapl.ts";
+import type { CpuEnergyMeter } from "./sampler.ts";
 
 const schema = natsConfig.extend({
   nodeId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_' (one NATS subject token)").default(hostname().replace(/[^A-Za-z0-9_-]/g, "-")),
@@ -25,6 +27,8 @@ const schema = natsConfig.extend({
   spoolDir: z.string().optional(),
   allowClockControl: z.boolean().default(false),
   simAdmin: z.url().optional(),
+  rapl: z.enum(["auto", "on", "off"]).default("auto"),
+  powercapRoot: z.string().default(DEFAULT_POWERCAP_ROOT),
 });
 
 export const agentCommand = defineCommand(
@@ -47,6 +51,8 @@ export const agentCommand = defineCommand(
       "spool-dir": { type: "string", arg: "DIR", env: "JOULESTREAM_SPOOL_DIR", description: "where samples and events wait on disk while NATS is unreachable", defaultText: "$TMPDIR/joulestream-spool-<node-id>" },
       "allow-clock-control": { type: "boolean", description: "serve ctl.v1.<node> to lock SM clocks / set power limits (needs root with NVML; always restored on exit)" },
       "sim-admin": { type: "string", arg: "URL", description: "with --source sim: the simnode's base URL for clock control", defaultText: "the origin of --dcgm-url" },
+      rapl: { type: "string", arg: "auto|on|off", env: "JOULESTREAM_RAPL", description: "CPU package energy (RAPL, root only since Linux 5.10) in each POWER window; auto: when readable", defaultText: "auto" },
+      "powercap-root": { type: "string", arg: "DIR", description: "where the powercap zones are (a host /sys mounted elsewhere)", defaultText: DEFAULT_POWERCAP_ROOT },
       "no-continuous-usage": { type: "boolean", description: "do not ask servers for per-chunk usage (for servers that reject stream_options.continuous_usage_stats)" },
     },
     schema,
@@ -78,6 +84,15 @@ export const agentCommand = defineCommand(
       const gpus = cfg.gpus ?? (described.gpus.length ? `0-${described.gpus.length - 1}` : "0");
       instances.push(parseInstance(`id=i0,listen=${cfg.listen},upstream=${cfg.upstream},gpus=${gpus}${cfg.model ? `,model=${cfg.model}` : ""}`, "--upstream"));
     }
+    let cpuEnergy: CpuEnergyMeter | undefined;
+    if (cfg.rapl !== "off") {
+      try {
+        cpuEnergy = raplMeter(createRaplReader({ clock, root: cfg.powercapRoot }));
+      } catch (err) {
+        if (cfg.rapl === "on") throw new ConfigError("--rapl", `on, but ${(err as Error).message}`);
+        process.stderr.write(`agent ${cfg.nodeId}: no CPU energy (RAPL): ${(err as Error).message}\n`);
+      }
+    }
     const nc = await connectNats(cfg, `joulestream-agent-${cfg.nodeId}`);
     const agent = await startAgent({
       nc,
@@ -90,10 +105,11 @@ export const agentCommand = defineCommand(
       continuousUsage: !cfg.noContinuousUsage,
       spoolDir: cfg.spoolDir ?? join(tmpdir(), `joulestream-spool-${cfg.nodeId}`),
       ...(clockBackend ? { clockBackend } : {}),
+      ...(cpuEnergy ? { cpuEnergy } : {}),
       log: (l) => process.stderr.write(`agent: ${l}\n`),
     });
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
-    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}, publishing to ${cfg.nats}\n`);
+    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}${cpuEnergy ? `, CPU energy of ${cpuEnergy.packages} package(s) via RAPL` : ""}, publishing to ${cfg.nats}\n`);
     await runUntilSignal(() => agent.stop(), () => nc.drain());
     return 0;
   },

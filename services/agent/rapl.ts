@@ -106,3 +106,21 @@ export function createRaplReader(opts: RaplOptions): RaplReader {
     },
   };
 }
+
+/** The packages' energy summed, as the sampler's CPU energy meter (see PowerBatch.cpu). */
+export function raplMeter(reader: RaplReader): { packages: number; read(): { energyMj: number; tMs: number } } {
+  const packages = reader.zones.filter((z) => z.id.split(":").length === 2).length;
+  return {
+    packages,
+    read() {
+      let energyMj = 0;
+      let tMs = 0;
+      for (const r of reader.read()) {
+        if (r.id.split(":").length !== 2) continue; // subzones are part of their package
+        energyMj += r.energyMj;
+        tMs = Math.max(tMs, r.tMs);
+      }
+      return { energyMj, tMs };
+    },
+  };
+}

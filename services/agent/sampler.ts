@@ -25,6 +25,14 @@ export interface SamplerOptions {
   onError?(err: unknown): void;
   /** The agent's health figures to carry in each window (see PowerBatch.agent). */
   health?(): { queued: number; published: number; dropped: number; spilled: number };
+  /** Whole-node CPU energy (RAPL), read at each window boundary (see PowerBatch.cpu). */
+  cpuEnergy?: CpuEnergyMeter;
+}
+
+/** A cumulative CPU energy meter: mJ since it was created, monotonic, and when it was read. */
+export interface CpuEnergyMeter {
+  readonly packages: number;
+  read(): { energyMj: number; tMs: number };
 }
 
 export interface SamplerStats {
@@ -68,6 +76,17 @@ export function createSampler(opts: SamplerOptions): Sampler {
   let inFlight: Promise<void> | undefined;
   let running = false;
   let nextTickMs = 0;
+  let cpuLast: { energyMj: number; tMs: number } | undefined;
+  const readCpu = () => {
+    if (!opts.cpuEnergy) return undefined;
+    try {
+      return opts.cpuEnergy.read();
+    } catch (err) {
+      stats.sampleErrors++;
+      opts.onError?.(err);
+      return undefined;
+    }
+  };
 
   const add = (r: GpuReading) => {
     let c = columns.get(r.gpu);
@@ -108,6 +127,10 @@ export function createSampler(opts: SamplerOptions): Sampler {
       gpus.push(g);
     }
     columns = new Map();
+    // CPU energy over the window: from the reading that closed the last one (none after a failed read).
+    const cpuNow = readCpu();
+    const cpu = cpuLast && cpuNow ? { energyStartMj: cpuLast.energyMj, energyEndMj: cpuNow.energyMj, startTMs: cpuLast.tMs, endTMs: cpuNow.tMs, packages: opts.cpuEnergy!.packages } : undefined;
+    cpuLast = cpuNow;
     const sorted = jitters.sort((a, b) => a - b);
     stats.lastJitterP99Ms = sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]! : 0;
     jitters = [];
@@ -122,6 +145,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
       source: opts.source.kind,
       gpus,
       ...(opts.instances ? { instances: opts.instances } : {}),
+      ...(cpu ? { cpu } : {}),
       jitterP99Ms: stats.lastJitterP99Ms,
       ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks } } : {}),
     };
@@ -169,6 +193,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
       if (running) return;
       running = true;
       windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
+      cpuLast = readCpu();
       inFlight = sampleOnce().finally(() => (inFlight = undefined));
       schedule();
     },

@@ -45,6 +45,8 @@ export function nodeWindowPoints(w: NodeWindowResult): Point[] {
       .booleanField("incomplete", w.incomplete)
       .timestamp(nsTime(w.windowStartMs)),
   ];
+  const cpu = w.power?.cpu;
+  if (cpu) pts[0]!.floatField("cpu_j", mjToJ(cpu.energyEndMj - cpu.energyStartMj));
   const a = w.power?.agent;
   if (a) {
     const p = new Point("agent_stats")

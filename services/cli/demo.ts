@@ -6,6 +6,7 @@ import { connectNats, onShutdownSignal, stopAll, systemClock } from "../../share
 import { startLocalStack } from "../../infra/local-stack.ts";
 import { instanceEndpoints, startSimnode } from "../simnode/server.ts";
 import { startAgent } from "../agent/agent.ts";
+import type { CpuEnergyMeter } from "../agent/sampler.ts";
 import { createDcgmSource } from "../agent/dcgm-source.ts";
 import { startAnalyzer } from "../analyzer/analyzer.ts";
 import { createInfluxSink } from "../analyzer/influx-sink.ts";
@@ -44,6 +45,8 @@ export type DemoOptions = Omit<z.infer<typeof schema>, "synthetic"> & {
   signal?: AbortSignal;
   /** Called with the InfluxDB target before the stack stops (tests look at what landed). */
   inspect?: (influx: InfluxTarget) => Promise<void>;
+  /** The node's CPU energy meter for the agent (RAPL on a real node); none by default. */
+  cpuEnergy?: CpuEnergyMeter;
 };
 
 export interface DemoResult {
@@ -86,6 +89,7 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
       clock,
       source: createDcgmSource({ url: sim.metricsUrl, clock, kind: "sim" }),
       instances: instanceEndpoints(sim),
+      ...(cfg.cpuEnergy ? { cpuEnergy: cfg.cpuEnergy } : {}),
       log,
     });
     stops.push(() => agent.stop());

@@ -52,8 +52,21 @@ export const powerBatch = z.object({
    * is complete the moment the last of them arrives, whatever order messages come in.
    */
   instances: z.array(token).optional(),
-  /** Optional whole-node CPU package energy (RAPL), counter readings in mJ at the window's end. */
-  cpuEnergyMj: nonNeg.optional(),
+  /**
+   * Optional CPU package energy of the node (RAPL, all packages summed, wrap-corrected): the
+   * reading that closed the previous window and the one that closes this one, so the window's CPU
+   * energy is `energyEndMj − energyStartMj` over `[startTMs, endTMs]`, self-contained like the GPUs'.
+   */
+  cpu: z
+    .object({
+      energyStartMj: nonNeg,
+      energyEndMj: nonNeg,
+      startTMs: epochMs,
+      endTMs: epochMs,
+      packages: count,
+    })
+    .refine((c) => c.energyEndMj >= c.energyStartMj && c.endTMs >= c.startTMs, "the end reading must not precede the start")
+    .optional(),
   /** Sampling jitter in this window: |actual − scheduled| sample time, ms. */
   jitterP99Ms: nonNeg.optional(),
   /** The agent's own health at the window's end (its outbox, its sampler), for pipeline dashboards. */
