@@ -1,6 +1,7 @@
 import test from "ava";
 import { setTimeout as sleep } from "node:timers/promises";
-import { systemClock } from "../shared/mod.ts";
+import { systemClock, type PowerBatch } from "../shared/mod.ts";
+import { createSampler } from "../services/agent/sampler.ts";
 import type { GpuReading } from "../services/agent/power-source.ts";
 import { createNvmlSource, NvmlError, type NvmlSource, type NvmlSourceOptions } from "../services/agent/nvml/mod.ts";
 import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
@@ -189,4 +190,20 @@ test("nvml - close is idempotent and a closed source refuses to sample", async (
   await source.close();
   const err = await t.throwsAsync(source.sample(), { instanceOf: NvmlError });
   t.is(err.nvmlName, "UNINITIALIZED");
+});
+
+test("nvml - a slow driver shows in the sampler's sample time (the calls hold the event loop)", async (t) => {
+  // 2 GPUs × 6 calls per sample (instant power, energy, 2 clocks, utilization, temperature) × 1 ms.
+  const source = await fakeSource({ GPUS: 2, CALL_DELAY_US: 1000 });
+  t.teardown(() => source.close());
+  const windows: PowerBatch[] = [];
+  const sampler = createSampler({ source, clock, node: "n1", sampleIntervalMs: 50, publishIntervalMs: 100, onWindow: (w) => windows.push(w), health: () => ({ queued: 0, published: 0, dropped: 0, spilled: 0 }) });
+  sampler.start();
+  await sleep(350);
+  await sampler.stop();
+  const sampleMs = windows.map((w) => w.agent!.sampleP99Ms!).filter((x) => x > 0);
+  t.true(sampleMs.length >= 2);
+  // nanosleep sleeps at least what it is asked: at least 12 ms per sample, whatever the machine.
+  t.true(sampleMs.every((x) => x >= 12), `sample p99 per window: ${sampleMs.join(", ")} ms`);
+  t.is(sampler.stats().lastSampleP99Ms, sampleMs.at(-1));
 });

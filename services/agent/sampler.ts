@@ -41,6 +41,8 @@ export interface SamplerStats {
   skippedTicks: number;
   sampleErrors: number;
   lastJitterP99Ms: number;
+  /** p99 of the time one sample took, last window (ms). */
+  lastSampleP99Ms: number;
 }
 
 export interface Sampler {
@@ -66,12 +68,13 @@ export function createSampler(opts: SamplerOptions): Sampler {
   const sampleMs = opts.sampleIntervalMs ?? 100;
   const windowMs = opts.publishIntervalMs ?? 1000;
   if (windowMs % sampleMs !== 0) throw new RangeError(`publish interval ${windowMs} ms must be a multiple of the sample interval ${sampleMs} ms`);
-  const stats: SamplerStats = { samples: 0, windows: 0, skippedTicks: 0, sampleErrors: 0, lastJitterP99Ms: 0 };
+  const stats: SamplerStats = { samples: 0, windows: 0, skippedTicks: 0, sampleErrors: 0, lastJitterP99Ms: 0, lastSampleP99Ms: 0 };
   let seq = 0;
   let windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
   let columns = new Map<number, Column>();
   const lastEnergy = new Map<number, { energyMj: number; tMs: number }>();
   let jitters: number[] = [];
+  let sampleMsList: number[] = [];
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<void> | undefined;
   let running = false;
@@ -131,9 +134,10 @@ export function createSampler(opts: SamplerOptions): Sampler {
     const cpuNow = readCpu();
     const cpu = cpuLast && cpuNow ? { energyStartMj: cpuLast.energyMj, energyEndMj: cpuNow.energyMj, startTMs: cpuLast.tMs, endTMs: cpuNow.tMs, packages: opts.cpuEnergy!.packages } : undefined;
     cpuLast = cpuNow;
-    const sorted = jitters.sort((a, b) => a - b);
-    stats.lastJitterP99Ms = sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]! : 0;
+    stats.lastJitterP99Ms = p99(jitters);
+    stats.lastSampleP99Ms = p99(sampleMsList);
     jitters = [];
+    sampleMsList = [];
     const batch: PowerBatch = {
       v: 1,
       kind: "power",
@@ -147,7 +151,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
       ...(opts.instances ? { instances: opts.instances } : {}),
       ...(cpu ? { cpu } : {}),
       jitterP99Ms: stats.lastJitterP99Ms,
-      ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks } } : {}),
+      ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks, sampleP99Ms: stats.lastSampleP99Ms } } : {}),
     };
     stats.windows++;
     opts.onWindow(batch);
@@ -155,7 +159,11 @@ export function createSampler(opts: SamplerOptions): Sampler {
 
   const sampleOnce = async () => {
     try {
-      const readings = await opts.source.sample();
+      const t0 = performance.now();
+      const pending = opts.source.sample();
+      // What the source's synchronous part (the FFI calls) held the event loop for.
+      sampleMsList.push(performance.now() - t0);
+      const readings = await pending;
       for (const r of readings) {
         // A GPU whose counter stopped being finite keeps publishing power only.
         if (r.energyMj !== undefined && !Number.isFinite(r.energyMj)) delete r.energyMj;
@@ -212,4 +220,10 @@ export function createSampler(opts: SamplerOptions): Sampler {
     },
     stats: () => ({ ...stats }),
   };
+}
+
+function p99(xs: number[]): number {
+  if (xs.length === 0) return 0;
+  const s = xs.sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * 0.99))]!;
 }

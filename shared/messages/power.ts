@@ -78,6 +78,11 @@ export const powerBatch = z.object({
       spilled: count,
       sampleErrors: count,
       skippedTicks: count,
+      /**
+       * How long taking one sample held the agent's event loop in this window (p99, ms): the NVML
+       * calls are synchronous, so a slow driver shows here (and in the tap's latency) first.
+       */
+      sampleP99Ms: nonNeg.optional(),
     })
     .optional(),
 });
