@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { nodeIds, startFleet, type FleetReport } from "../services/fleet/emulator.ts";
 import { createNodeModel } from "../services/fleet/node-model.ts";
 import { readResults, startStackAnalyzer, type StoredRequest } from "../services/fleet/testing/analyzer-harness.ts";
-import { createRng } from "../services/loadgen/rng.ts";
+import { createRng } from "../shared/rng.ts";
 import { deadLetter, decodeAs, encode, mjToJ, subjects } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
 import type { ExecutionContext } from "ava";

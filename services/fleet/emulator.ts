@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ensureStreams, mjToJ, subjects, systemClock, type Clock, type RequestEvent } from "../../shared/mod.ts";
-import type { WorkloadClass } from "../loadgen/classes.ts";
+import type { WorkloadClass } from "../../shared/workload-classes.ts";
 import { createGroundTruth, type ExpectedRequest, type GroundTruth, type NodeTruth } from "./ground-truth.ts";
 import { createNodeModel, DEFAULT_GPUS, DEFAULT_RATE_PER_INSTANCE_S, DEFAULT_TP, type NodeModel, type NodeWindow } from "./node-model.ts";
 import { createPublishPipe, type PublishPipe, type PublishStats } from "./publish-pipe.ts";

@@ -1,6 +1,6 @@
 import { energyMjOf, wToMw, type GpuSamples, type PowerBatch, type RequestEvent, type WorkWindow } from "../../shared/mod.ts";
-import { CLASSES, INPUT_RANGES, OUTPUT_RANGES, type Length, type WorkloadClass } from "../loadgen/classes.ts";
-import { createRng, hash32, type Rng } from "../loadgen/rng.ts";
+import { CLASSES, INPUT_RANGES, OUTPUT_RANGES, type Length, type WorkloadClass } from "../../shared/workload-classes.ts";
+import { createRng, hash32, type Rng } from "../../shared/rng.ts";
 
 /**
  * One emulated GPU node at protocol level: what its agent would publish, window by window, with

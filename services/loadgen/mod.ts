@@ -5,7 +5,7 @@ export { createAggregator, formatSummary, meetsSlo, type LoadSummary, type Slo, 
 export { azureTrace, mooncakeTrace, burstGptTrace, traceWorkload, traceRows, guessFormat, TRACE_FORMATS, type TraceFormat } from "./traces.ts";
 export { toWorkload, traceStats, type TraceOptions } from "./transform.ts";
 export { syntheticWorkload, poissonWorkload, type SyntheticOptions, type Arrival } from "./synthetic.ts";
-export { classify, parseClass, CLASSES, INPUT_CUTS, OUTPUT_CUTS, type WorkloadClass } from "./classes.ts";
+export { classify, parseClass, CLASSES, INPUT_CUTS, OUTPUT_CUTS, type WorkloadClass } from "../../shared/workload-classes.ts";
 export { TraceError, type ParseOptions } from "./trace-error.ts";
 export { parseTimestampMs } from "./timestamp.ts";
 export { createHistogram, type Histogram, type Percentiles } from "./histogram.ts";

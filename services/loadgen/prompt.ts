@@ -1,4 +1,4 @@
-import { createRng } from "./rng.ts";
+import { createRng } from "../../shared/rng.ts";
 
 /**
  * Prompts of an exact length. Token-id prompts are built from 512-token blocks, as the Mooncake trace

@@ -1,6 +1,6 @@
 import { ConfigError } from "../../shared/errors.ts";
-import { CLASSES, INPUT_RANGES, OUTPUT_RANGES, parseClass, type Length, type WorkloadClass } from "./classes.ts";
-import { createRng, type Rng } from "./rng.ts";
+import { CLASSES, INPUT_RANGES, OUTPUT_RANGES, parseClass, type Length, type WorkloadClass } from "../../shared/workload-classes.ts";
+import { createRng, type Rng } from "../../shared/rng.ts";
 import type { Workload, WorkloadRequest } from "./workload.ts";
 
 export type Arrival = "poisson" | "gamma" | "constant";

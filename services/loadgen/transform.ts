@@ -1,5 +1,5 @@
-import { classify } from "./classes.ts";
-import { createRng } from "./rng.ts";
+import { classify } from "../../shared/workload-classes.ts";
+import { createRng } from "../../shared/rng.ts";
 import { TraceError, type ParseOptions } from "./trace-error.ts";
 import type { TraceRow } from "./trace-row.ts";
 import type { WorkloadRequest } from "./workload.ts";

@@ -1,6 +1,11 @@
+import { createRng as createSharedRng, hash32 } from "../../shared/rng.ts";
+
+export { hash32 };
+
 /**
- * Seeded pseudo-random numbers (mulberry32): a seed gives the same sequence on every run and
- * platform. Never Math.random() in the simulator.
+ * The simulator's random numbers: the shared seeded stream (mulberry32: same sequence on every run
+ * and platform; never Math.random() in the simulator), with the simulator's own normal() draw
+ * (u = max(next, 1e-12), then cos of the next), kept so its calibrated outputs do not move.
  */
 export interface Rng {
   /** Uniform in [0, 1). */
@@ -10,14 +15,7 @@ export interface Rng {
 }
 
 export function createRng(seed: number): Rng {
-  let a = (Math.trunc(seed) ^ 0x9e3779b9) >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const { next } = createSharedRng(seed);
   return {
     next,
     normal() {
@@ -25,13 +23,6 @@ export function createRng(seed: number): Rng {
       return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * next());
     },
   };
-}
-
-/** FNV-1a 32-bit hash of a string, to derive per-request streams from a seed. */
-export function hash32(s: string, seed = 0): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
 }
 
 /**

@@ -54,9 +54,9 @@ export function createRng(seed: number): Rng {
   };
 }
 
-/** A 32-bit hash of a string (FNV-1a), to derive seeds from names. */
-export function hash32(s: string): number {
-  let h = 0x811c9dc5;
+/** A 32-bit hash of a string (FNV-1a), to derive seeds from names (and per-request streams from a seed). */
+export function hash32(s: string, seed = 0): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
