@@ -27,6 +27,18 @@ export const subjects = {
   audit: (node: string) => `audit.v1.${assertToken("node", node)}`,
   /** Query service of the analyzer. */
   query: "joulestream.query.v1",
+  /**
+   * The load generator's coordinator ↔ worker protocol (core NATS; results go to the LOAD stream):
+   * an idle worker says hello; a coordinator assigns it a job (request/reply); the worker sends
+   * heartbeats and a final `done`; the coordinator can abort a run.
+   */
+  loadgen: {
+    hello: "loadgen.v1.hello",
+    assign: (worker: string) => `loadgen.v1.assign.${assertToken("worker", worker)}`,
+    heartbeat: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.hb`,
+    done: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.done`,
+    abort: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.abort`,
+  },
 } as const;
 
 /** The node (or run) token of a subject like `power.v1.<node>`. */

@@ -1,23 +1,11 @@
 import { z } from "zod";
-import { assertToken } from "../../shared/subjects.ts";
+import { subjects } from "../../shared/subjects.ts";
 import { sourceSpec } from "./source-spec.ts";
 
 /**
- * The coordinator ↔ worker protocol over core NATS (request/reply and plain publishes; results go
- * to the LOAD stream). Subjects live here until they move into shared/subjects.ts:
- *   loadgen.v1.hello                 idle worker → coordinators: {worker}
- *   loadgen.v1.assign.<worker>       coordinator → worker (request): job; reply {ok, error?}
- *   loadgen.v1.run.<run>.hb          worker → coordinator: heartbeat with progress
- *   loadgen.v1.run.<run>.done        worker → coordinator: final counts and summary
- *   loadgen.v1.run.<run>.abort       coordinator → workers: stop sending
+ * The coordinator ↔ worker protocol's messages; its subjects are `subjects.loadgen` in shared/.
  */
-export const control = {
-  hello: "loadgen.v1.hello",
-  assign: (worker: string) => `loadgen.v1.assign.${assertToken("worker", worker)}`,
-  heartbeat: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.hb`,
-  done: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.done`,
-  abort: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.abort`,
-} as const;
+export const control = subjects.loadgen;
 
 export const hello = z.object({ worker: z.string().min(1) });
 
