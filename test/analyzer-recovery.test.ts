@@ -79,7 +79,8 @@ test("analyzer - kill -9 mid-run and InfluxDB frozen mid-run both store exactly 
     spawn(process.execPath, [bin, "analyzer", "--nats", stack.natsUrl, "--influx-url", stack.influxUrl, "--influx-db", "crash", "--influx-api", "v1", "--name", "crash"], { stdio: "ignore" });
   let child: ChildProcess = run();
   t.teardown(() => void child.kill("SIGKILL"));
-  const frozen = await startAnalyzer({ nc, name: "frozen", sink: createInfluxSink({ ...target("frozen"), api: "v1", timeoutMs: 2000 }), tickMs: 50 });
+  const clientLog: string[] = [];
+  const frozen = await startAnalyzer({ nc, name: "frozen", sink: createInfluxSink({ ...target("frozen"), api: "v1", timeoutMs: 2000, log: (l) => clientLog.push(l) }), tickMs: 50 });
 
   const sim = await startSimnode({ gpus: 4, tp: 2, model: "llama-3-8b", seed: 5 });
   t.teardown(() => sim.stop());
@@ -105,6 +106,7 @@ test("analyzer - kill -9 mid-run and InfluxDB frozen mid-run both store exactly 
   t.true(await frozen.idle(90_000));
   await frozen.stop();
   t.true(frozen.stats().sinkRetries > 0, "the freeze was felt");
+  t.true(clientLog.some((l) => l.startsWith("influxdb-client warn:")), "the client library's retry warnings go to our log, not the console");
   await until(async () => (await pendingOf(stack.natsUrl, "crash")) === 0, 60_000, "the restarted analyzer to catch up");
   child.kill("SIGTERM");
   await new Promise((r) => child.once("exit", r));

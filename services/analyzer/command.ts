@@ -52,6 +52,7 @@ export const analyzerCommand = defineCommand(
       ...(cfg.influxToken ? { token: cfg.influxToken } : {}),
       ...(cfg.influxOrg ? { org: cfg.influxOrg } : {}),
       ...(cfg.influxBucket ? { bucket: cfg.influxBucket } : {}),
+      log: (l) => process.stderr.write(`analyzer: ${l}\n`),
     });
     const nc = await connectNats(cfg, `joulestream-${cfg.name}`);
     const analyzer = await startAnalyzer({

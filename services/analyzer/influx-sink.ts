@@ -1,4 +1,4 @@
-import { InfluxDB, Point, type Transport, type WriteApi } from "@influxdata/influxdb-client";
+import { InfluxDB, Point, setLogger, type Transport, type WriteApi } from "@influxdata/influxdb-client";
 import { RetryableError } from "../../shared/mod.ts";
 
 /**
@@ -23,6 +23,11 @@ export interface InfluxSinkOptions {
   retentionPolicy?: string;
   maxRetryTimeMs?: number;
   timeoutMs?: number;
+  /**
+   * Where the client library's own messages (its retry warnings) go, instead of the console. The
+   * library has one logger per process: the last sink created with `log` gets them all.
+   */
+  log?: (line: string) => void;
 }
 
 export interface InfluxSink {
@@ -53,6 +58,11 @@ export function v1WriteTransport(base: Transport, database: string, retentionPol
 
 export function createInfluxSink(opts: InfluxSinkOptions): InfluxSink {
   const api = opts.api ?? "v2";
+  if (opts.log) {
+    const log = opts.log;
+    const line = (level: string) => (message: string, err?: unknown) => log(`influxdb-client ${level}: ${message}${err instanceof Error ? `: ${err.message}` : ""}`);
+    setLogger({ error: line("error"), warn: line("warn") });
+  }
   const conn = { url: opts.url, ...(opts.token ? { token: opts.token } : {}), timeout: opts.timeoutMs ?? 10_000 };
   const transport = api === "v1" ? v1WriteTransport(new InfluxDB(conn).transport, opts.database, opts.retentionPolicy) : undefined;
   const client = new InfluxDB({ ...conn, ...(transport ? { transport } : {}) });

@@ -100,7 +100,7 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
     const influx: InfluxTarget = { url: stack.influxUrl, database: stack.database };
     const analyzer = await startAnalyzer({
       nc: ncAnalyzer,
-      sink: createInfluxSink({ url: stack.influxUrl, database: stack.database, api: api.api }),
+      sink: createInfluxSink({ url: stack.influxUrl, database: stack.database, api: api.api, log }),
       influx,
       slo: DEMO_SLO,
       log,
