@@ -4,7 +4,10 @@
  * energy check: counter delta vs power × time per GPU at constant power.
  *
  *   npm run bench -- agent-sampling [--gpus 8] [--hz 10] [--seconds 10] [--energy-period-ms 0]
+ *                                   [--calls sync|async] [--call-delay-us 0]
  *
+ * `--calls async` prices koffi's asynchronous calls (what the agent moves to with a slow driver);
+ * `--call-delay-us` makes every fake NVML call block that long, as a slow driver would.
  * Targets: < 1% of one core, < 80 MB RSS; energy within 0.1% (run --seconds 60 for the full check).
  */
 import { parseArgs } from "node:util";
@@ -20,6 +23,8 @@ const { values: args } = parseArgs({
     hz: { type: "string", default: "10" },
     seconds: { type: "string", default: "10" },
     "energy-period-ms": { type: "string", default: "0" },
+    calls: { type: "string", default: "sync" },
+    "call-delay-us": { type: "string", default: "0" },
   },
 });
 const gpus = Number(args.gpus);
@@ -29,8 +34,9 @@ const powersW = Array.from({ length: gpus }, (_, i) => 300 + 10 * i);
 
 const libraryPath = await buildFakeNvml();
 const clock = systemClock();
-const source = withFakeNvmlEnv({ GPUS: gpus, POWER_W: powersW.join(","), ENERGY_PERIOD_MS: args["energy-period-ms"]! }, () =>
-  createNvmlSource({ clock, libraryPath }),
+const calls = args.calls === "async" ? "async" : "sync";
+const source = withFakeNvmlEnv({ GPUS: gpus, POWER_W: powersW.join(","), ENERGY_PERIOD_MS: args["energy-period-ms"]!, CALL_DELAY_US: args["call-delay-us"]! }, () =>
+  createNvmlSource({ clock, libraryPath, calls }),
 );
 await source.describe();
 for (let i = 0; i < 50; i++) await source.sample(); // warm up the JIT before measuring
@@ -90,7 +96,7 @@ for (const [gpu, w] of powersW.entries()) {
 }
 
 const rows: [string, string, string][] = [
-  ["GPUs × rate", `${gpus} × ${hz} Hz`, ""],
+  ["GPUs × rate", `${gpus} × ${hz} Hz, ${calls} calls${Number(args["call-delay-us"]) ? `, ${args["call-delay-us"]} µs each` : ""}`, ""],
   ["duration", `${wallS.toFixed(1)} s (${latenciesUs.length} samples)`, ""],
   ["CPU, % of one core: total", cpuPctOfCore.toFixed(3), ""],
   ["  idle runtime baseline", `${baseline.cpuPct.toFixed(3)} (${baselineS} s, same timer)`, ""],
@@ -106,7 +112,7 @@ const rows: [string, string, string][] = [
 console.log("agent sampling through koffi against the fake libnvidia-ml");
 for (const [k, v, target] of rows) console.log(`  ${k.padEnd(26)} ${v.padEnd(34)} ${target}`);
 console.log(JSON.stringify({
-  bench: "agent-sampling", gpus, hz, seconds: wallS, samples: latenciesUs.length,
+  bench: "agent-sampling", gpus, hz, calls, callDelayUs: Number(args["call-delay-us"]), seconds: wallS, samples: latenciesUs.length,
   cpuPctOfCore, baselineCpuPct: baseline.cpuPct, samplingCpuPct, inCallsPct, latencyP50Us: pct(50), latencyP99Us: pct(99), rssBeforeMb, rssMaxMb, heapUsedMb,
   energyMaxRelErr: maxEnergyErr, energyPeriodMs: Number(args["energy-period-ms"]),
 }));

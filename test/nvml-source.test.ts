@@ -192,9 +192,11 @@ test("nvml - close is idempotent and a closed source refuses to sample", async (
   t.is(err.nvmlName, "UNINITIALIZED");
 });
 
-test("nvml - a slow driver shows in the sampler's sample time (the calls hold the event loop)", async (t) => {
+// The slow-driver tests run serially, first: their 1–2 ms calls would hold the loop (and koffi's
+// pool) that the other tests' timing depends on.
+test.serial("nvml - a slow driver shows in the sampler's sample time while calls are synchronous", async (t) => {
   // 2 GPUs × 6 calls per sample (instant power, energy, 2 clocks, utilization, temperature) × 1 ms.
-  const source = await fakeSource({ GPUS: 2, CALL_DELAY_US: 1000 });
+  const source = await fakeSource({ GPUS: 2, CALL_DELAY_US: 1000 }, { calls: "sync" });
   t.teardown(() => source.close());
   const windows: PowerBatch[] = [];
   const sampler = createSampler({ source, clock, node: "n1", sampleIntervalMs: 50, publishIntervalMs: 100, onWindow: (w) => windows.push(w), health: () => ({ queued: 0, published: 0, dropped: 0, spilled: 0 }) });
@@ -206,4 +208,53 @@ test("nvml - a slow driver shows in the sampler's sample time (the calls hold th
   // nanosleep sleeps at least what it is asked: at least 12 ms per sample, whatever the machine.
   t.true(sampleMs.every((x) => x >= 12), `sample p99 per window: ${sampleMs.join(", ")} ms`);
   t.is(sampler.stats().lastSampleP99Ms, windows.at(-1)!.agent!.sampleP99Ms ?? Number.NaN);
+});
+
+test.serial("nvml - auto: a slow driver moves sampling to async calls, which free the event loop and read the same", async (t) => {
+  const changes: number[] = [];
+  const source = await fakeSource({ GPUS: 4, POWER_W: "300,320,340,360", CALL_DELAY_US: 2000 }, { onCallsChange: (_c, ms) => changes.push(ms) });
+  t.teardown(() => source.close());
+  t.is(source.stats().calls, "sync");
+  const first = await source.sample();
+  await source.sample();
+  t.is(source.stats().calls, "sync", "two slow samples are not yet a pattern");
+  await source.sample();
+  t.is(source.stats().calls, "async");
+  t.is(changes.length, 1);
+  t.true(changes[0]! >= 5, `held the loop ${changes[0]} ms`);
+  // The loop is free during an async sample: a callback queued now runs before the sample is done.
+  let ranDuring = false;
+  setImmediate(() => (ranDuring = true));
+  const last = await source.sample();
+  t.true(ranDuring);
+  t.deepEqual(last.map((r) => r.gpu), [0, 1, 2, 3]);
+  for (const [i, w] of [300, 320, 340, 360].entries()) {
+    const a = first[i]!;
+    const b = last[i]!;
+    t.is(b.powerMw, w * 1000);
+    const expectedMj = (w * 1000 * (b.tMs - a.tMs)) / 1000;
+    // Each reading's time is the middle of its calls (±6 ms of 2-ms calls here).
+    t.true(Math.abs(b.energyMj! - a.energyMj! - expectedMj) <= w * 8, `gpu ${i}: ${b.energyMj! - a.energyMj!} mJ vs ${expectedMj} mJ`);
+    t.is(b.smClockMhz, 1980);
+  }
+});
+
+test("nvml - async calls: counters follow the model over 1 s, and a lost GPU is left out as with sync calls", async (t) => {
+  const errors: number[] = [];
+  const source = await fakeSource({ GPUS: 3, POWER_W: 400, LOST_GPU: 1, LOST_AFTER_MS: 300 }, { calls: "async", onGpuError: (gpu) => errors.push(gpu) });
+  t.teardown(() => source.close());
+  t.is(source.stats().calls, "async");
+  const samples = await sampleFor(source, 50, 1000);
+  for (const gpu of [0, 2]) {
+    const rs = byGpu(samples, gpu);
+    t.is(rs.length, samples.length);
+    // The counter is exact; an async reading's time is the middle of its call as the event loop saw
+    // it (dispatch to callback), a few ms at worst with other tests sharing the loop.
+    const counterMs = (rs.at(-1)!.energyMj! - rs[0]!.energyMj!) / 400;
+    const spanMs = rs.at(-1)!.tMs - rs[0]!.tMs;
+    t.true(spanMs > 900 && Math.abs(counterMs - spanMs) < 20, `gpu ${gpu}: the counter moved ${counterMs} ms worth of 400 W over ${spanMs} ms`);
+  }
+  t.true(byGpu(samples, 1).length < samples.length);
+  t.deepEqual(errors, [1]);
+  t.deepEqual(source.stats().lostGpus, [1]);
 });

@@ -16,6 +16,7 @@ const schema = natsConfig.extend({
   source: z.enum(["dcgm", "nvml", "sim"]).default("dcgm"),
   dcgmUrl: z.url().default("http://127.0.0.1:9400/metrics"),
   nvmlLibrary: z.string().optional(),
+  nvmlCalls: z.enum(["auto", "sync", "async"]).default("auto"),
   instance: z.array(z.string()).default([]),
   upstream: z.url().optional(),
   listen: z.string().default("127.0.0.1:9000"),
@@ -41,6 +42,7 @@ export const agentCommand = defineCommand(
       source: { type: "string", arg: "dcgm|nvml|sim", env: "JOULESTREAM_POWER_SOURCE", description: "where GPU power comes from", defaultText: "dcgm" },
       "dcgm-url": { type: "string", arg: "URL", env: "JOULESTREAM_DCGM_URL", description: "DCGM exporter (or simnode) /metrics URL", defaultText: "http://127.0.0.1:9400/metrics" },
       "nvml-library": { type: "string", arg: "PATH", env: "JOULESTREAM_NVML_LIBRARY", description: "libnvidia-ml.so.1 to load", defaultText: "libnvidia-ml.so.1" },
+      "nvml-calls": { type: "string", arg: "auto|sync|async", description: "NVML calls on the event loop (sync, µs each) or on koffi's threads (async, ~40 µs CPU each); auto moves to async if a driver is slow", defaultText: "auto" },
       instance: { type: "string", multiple: true, arg: "SPEC", env: "JOULESTREAM_INSTANCES", description: "id=i0,listen=127.0.0.1:9000,upstream=http://127.0.0.1:8000,gpus=0-3[,model=M]" },
       upstream: { type: "string", arg: "URL", env: "JOULESTREAM_UPSTREAM", description: "single instance shorthand: the inference server URL" },
       listen: { type: "string", arg: "HOST:PORT", env: "JOULESTREAM_LISTEN", description: "single instance shorthand: where the tap listens", defaultText: "127.0.0.1:9000" },
@@ -67,7 +69,12 @@ export const agentCommand = defineCommand(
     let clockBackend: ClockBackend | undefined;
     if (cfg.source === "nvml") {
       const { createNvmlSource } = await import("./nvml/mod.ts");
-      const nvml = createNvmlSource({ clock, ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}) });
+      const nvml = createNvmlSource({
+        clock,
+        ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}),
+        calls: cfg.nvmlCalls,
+        onCallsChange: (_calls, ms) => process.stderr.write(`agent ${cfg.nodeId}: NVML samples held the event loop ${ms.toFixed(1)} ms; sampling moves to async calls\n`),
+      });
       source = nvml;
       if (cfg.allowClockControl) clockBackend = nvmlClockBackend(nvml.control);
     } else {
