@@ -11,6 +11,8 @@
  *   round trip is the transport and the proxy's work alone: added = p(tap) − p(direct);
  * - streamed: one chunk per token 1 ms apart: the shift of the inter-chunk gap and of the first byte.
  * Usage: npm run bench -- agent-proxy [requests=2000] [tokens=32]
+ * A slow driver: FAKE_NVML_CALL_DELAY_US=300 (every fake NVML call blocks 300 µs), with
+ * BENCH_NVML_CALLS=sync|async|auto passed to the agent's --nvml-calls (default: the agent's, auto).
  */
 import { request, Agent } from "node:http";
 import { execFileSync, spawn } from "node:child_process";
@@ -41,7 +43,7 @@ if (!existsSync(`${root}/dist/joulestream.mjs`)) execFileSync("npm", ["run", "-s
 const nats = await startTestNats();
 const agentProc = spawn(
   process.execPath,
-  [`${root}/dist/joulestream.mjs`, "agent", "--nats", nats.url, "--source", "nvml", "--nvml-library", await buildFakeNvml(), "--upstream", echoUrl, "--listen", "127.0.0.1:0", "--node-id", "bench"],
+  [`${root}/dist/joulestream.mjs`, "agent", "--nats", nats.url, "--source", "nvml", "--nvml-library", await buildFakeNvml(), "--upstream", echoUrl, "--listen", "127.0.0.1:0", "--node-id", "bench", ...(process.env.BENCH_NVML_CALLS ? ["--nvml-calls", process.env.BENCH_NVML_CALLS] : [])],
   { env: { ...process.env, FAKE_NVML_GPUS: "8" }, stdio: ["ignore", "ignore", "pipe"] },
 );
 const tapUrl = (await firstMatch(agentProc.stderr!, /tap at (http:\/\/\S+)/))[1]!;
