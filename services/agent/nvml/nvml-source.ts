@@ -95,8 +95,9 @@ interface Call {
 }
 type Reading<T> = Generator<Call, T, number>;
 
-function* call<A extends unknown[]>(f: (...args: A) => number, ...args: A): Reading<number> {
-  return yield { f: f as unknown as Call["f"], args };
+/** The request for one call: `const code = yield call(f, ...args)` inside a reading. */
+function call<A extends unknown[]>(f: (...args: A) => number, ...args: A): Call {
+  return { f: f as unknown as Call["f"], args };
 }
 
 /** Runs a reading with direct calls: everything happens before this returns. */
@@ -186,7 +187,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     const { field, fieldView } = s.buf;
     fieldView.setUint32(FieldValueOffset.fieldId, NVML_FI_DEV_POWER_INSTANT, true);
     fieldView.setUint32(FieldValueOffset.scopeId, 0, true);
-    binding.check(yield* call(fn.nvmlDeviceGetFieldValues!, s.dev, 1, field), "nvmlDeviceGetFieldValues", s.gpu);
+    binding.check((yield call(fn.nvmlDeviceGetFieldValues!, s.dev, 1, field)), "nvmlDeviceGetFieldValues", s.gpu);
     const ret = fieldView.getUint32(FieldValueOffset.nvmlReturn, true);
     if (ret !== NVML_SUCCESS) {
       if (GONE.has(ret)) s.instant = false;
@@ -228,7 +229,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     let tMs: number | undefined;
     let energyMj: number | undefined;
     if (s.energy) {
-      const code = yield* call(fn.nvmlDeviceGetTotalEnergyConsumption!, s.dev, u64);
+      const code = (yield call(fn.nvmlDeviceGetTotalEnergyConsumption!, s.dev, u64));
       if (code === NVML_SUCCESS) {
         energyMj = Number(u64[0]);
         tMs = (t0 + opts.clock.nowMs()) / 2;
@@ -238,7 +239,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     }
     let powerMw = s.instant ? yield* instantPowerMw(s) : undefined;
     if (powerMw === undefined) {
-      binding.check(yield* call(fn.nvmlDeviceGetPowerUsage, s.dev, u32), "nvmlDeviceGetPowerUsage", s.gpu);
+      binding.check((yield call(fn.nvmlDeviceGetPowerUsage, s.dev, u32)), "nvmlDeviceGetPowerUsage", s.gpu);
       powerMw = u32[0]!;
     }
     tMs ??= (t0 + opts.clock.nowMs()) / 2;
@@ -253,20 +254,20 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       r.energyMj = energyMj;
     }
     if (s.smClock) {
-      const v = optionalU32(s, yield* call(fn.nvmlDeviceGetClockInfo, s.dev, NVML_CLOCK_SM, u32), "nvmlDeviceGetClockInfo(SM)");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetClockInfo, s.dev, NVML_CLOCK_SM, u32)), "nvmlDeviceGetClockInfo(SM)");
       if (v !== undefined) r.smClockMhz = v;
     }
     if (s.memClock) {
-      const v = optionalU32(s, yield* call(fn.nvmlDeviceGetClockInfo, s.dev, NVML_CLOCK_MEM, u32), "nvmlDeviceGetClockInfo(MEM)");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetClockInfo, s.dev, NVML_CLOCK_MEM, u32)), "nvmlDeviceGetClockInfo(MEM)");
       if (v !== undefined) r.memClockMhz = v;
     }
     if (s.util) {
       // nvmlUtilization_t { gpu, memory } in %: u32[0] is the GPU share.
-      const v = optionalU32(s, yield* call(fn.nvmlDeviceGetUtilizationRates, s.dev, u32), "nvmlDeviceGetUtilizationRates");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetUtilizationRates, s.dev, u32)), "nvmlDeviceGetUtilizationRates");
       if (v !== undefined) r.utilPct = v;
     }
     if (s.temp) {
-      const v = optionalU32(s, yield* call(fn.nvmlDeviceGetTemperature, s.dev, NVML_TEMPERATURE_GPU, u32), "nvmlDeviceGetTemperature");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetTemperature, s.dev, NVML_TEMPERATURE_GPU, u32)), "nvmlDeviceGetTemperature");
       if (v !== undefined) r.tempC = v;
     }
     return r;
