@@ -50,6 +50,8 @@ export const nodeGpus = dashboard({
       ["Temperature per GPU", "temp_c", "celsius"],
     ] as const).map(([title, field, unit]) => ({ title, unit, queries: [{ query: `SELECT mean("${field}") FROM "gpu_power" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] })),
     { title: "Energy per window per GPU (counter deltas)", unit: "joule", queries: [{ query: `SELECT sum("energy_j") FROM "gpu_energy" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] },
+    // Written only by agents that can read RAPL (--rapl): the node's CPU packages beside its GPUs.
+    { title: "Node energy per window: GPUs and CPU packages (RAPL)", unit: "joule", queries: [{ query: `SELECT sum("measured_j") AS "GPUs", sum("cpu_j") AS "CPU packages" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node $col" }] },
     { title: "Counter resets and windows by method", type: "table", w: 24, h: 6, queries: [{ query: `SELECT sum("resets") AS "resets", count("energy_j") AS "windows" FROM "gpu_energy" WHERE $timeFilter AND ${node} GROUP BY "node", "gpu", "method"` }] },
   ],
 });
