@@ -60,6 +60,31 @@ test("sse counter - usage with nested details, spaces or null is read right, fas
   t.is(c.usageCompletionTokens, 4);
 });
 
+test("sse counter - the same counts wherever the reads split the stream, usage in place or parsed, UTF-8 split", (t) => {
+  const ev = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
+  const streams = [
+    // vLLM with continuous usage: read in place.
+    [1, 2, 3].map((i) => ev({ choices: [{ text: "é€" }], usage: { prompt_tokens: 11, completion_tokens: i } })).join("") + "data: [DONE]\n\n",
+    // No per-chunk usage: each event parsed, the final usage reconciles.
+    ["日本", "語", ""].map((x) => ev({ choices: [{ delta: { content: x } }] })).join("") + ev({ choices: [], usage: { prompt_tokens: 11, completion_tokens: 2 } }) + "data: [DONE]\r\n\r\n",
+  ];
+  for (const text of streams) {
+    const bytes = Buffer.from(text);
+    const whole = createSseCounter();
+    whole.push(bytes);
+    t.true(whole.done);
+    for (let a = 0; a <= bytes.length; a++) {
+      const c = createSseCounter();
+      let seen = c.push(bytes.subarray(0, a)).newTokens;
+      seen += c.push(bytes.subarray(a)).newTokens;
+      if (c.outputTokens !== whole.outputTokens || c.promptTokens !== 11 || !c.done || seen !== whole.outputTokens) {
+        return t.fail(`split at ${a}: ${c.outputTokens} tokens (${seen} new), prompt ${c.promptTokens}, done ${c.done}`);
+      }
+    }
+  }
+  t.pass();
+});
+
 test("sse counter - events split across TCP chunks", (t) => {
   const c = createSseCounter();
   const whole = sse({ choices: [{ text: "hello" }] });
@@ -78,13 +103,14 @@ test("usage filter - drops only the usage-only event, wherever the server's read
     for (let a = 0; a <= stream.length; a++) {
       for (let b = a; b <= stream.length; b += a % 7 === 0 ? 1 : 13) {
         const f = createUsageFilter();
-        const out = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].map((c) => f.push(c).toString()).join("") + f.end().toString();
+        const out = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].flatMap((c) => f.push(c)).concat(f.end()).map(String).join("");
         if (out !== want) return t.fail(`split at ${a},${b} (${JSON.stringify(nl)}): ${JSON.stringify(out)}`);
       }
     }
     // Whole events with no usage-only one go through as the same buffer.
     const whole = Buffer.from(tokens[0]!);
-    t.is(createUsageFilter().push(whole), whole);
+    t.deepEqual(createUsageFilter().push(whole), [whole]);
+    t.is(createUsageFilter().push(whole)[0], whole, "the same buffer, not a copy");
   }
   t.pass();
 });

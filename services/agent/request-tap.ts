@@ -210,18 +210,15 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       }
       // Bytes first, bookkeeping after: the client never waits on the tap's accounting.
       if (!filter) res.write(chunk);
-      else {
-        const pass = filter.push(chunk);
-        if (pass.length > 0) res.write(pass);
-      }
+      else for (const part of filter.push(chunk)) res.write(part);
       const p = counter.push(chunk);
       onTokens(p.newTokens, p.promptTokens ?? counter.promptTokens);
       t.outputTokens = counter.outputTokens;
       if (counter.promptTokens !== undefined) t.promptTokens = counter.promptTokens;
     });
     ures.on("end", () => {
-      const rest = filter?.end();
-      res.end(rest && rest.length > 0 ? rest : undefined);
+      for (const part of filter?.end() ?? []) res.write(part);
+      res.end();
       t.finished = true;
       let promptTokens = counter.promptTokens ?? t.hint ?? 0;
       let outputTokens = counter.outputTokens;

@@ -19,30 +19,37 @@ export interface SseCounter {
 }
 
 export function createSseCounter(): SseCounter {
-  let buf = "";
+  /** An unterminated last line, kept for the next read. */
+  let pending: Buffer | undefined;
   let outputTokens = 0;
   let promptTokens: number | undefined;
   let usageCompletion: number | undefined;
   let done = false;
   return {
     push(chunk) {
-      buf = buf.length > 0 ? buf + chunk.toString("utf8") : chunk.toString("utf8");
+      // Bytes, not text: no string per read, and a line is decoded only when it must be parsed
+      // (whole, so a UTF-8 character split across reads decodes right).
+      const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
       let newTokens = 0;
       let seenPrompt: number | undefined;
       let from = 0;
-      for (let nl = buf.indexOf("\n"); nl >= 0; from = nl + 1, nl = buf.indexOf("\n", from)) {
-        if (!buf.startsWith("data:", from)) continue;
-        const data = buf.slice(from + 5, nl).trim();
-        if (data === "[DONE]") {
-          done = true;
-          continue;
-        }
-        // Per-chunk usage, the common case with vLLM's continuous_usage_stats: read the numbers
-        // without parsing the event (a raw `"usage":{` can only be a key: quotes in strings are escaped).
-        const fast = usageOf(data);
+      // Where the next `"usage":{` is (searched once per read, not once per line); -1: none left.
+      let usageAt = buf.indexOf(USAGE_KEY);
+      for (let nl = buf.indexOf(0x0a); nl >= 0; from = nl + 1, nl = buf.indexOf(0x0a, from)) {
+        if (!isDataLine(buf, from)) continue;
+        if (usageAt >= 0 && usageAt < from) usageAt = buf.indexOf(USAGE_KEY, from);
         let ev: { choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } | null };
+        // Per-chunk usage, the common case with vLLM's continuous_usage_stats: read the numbers in
+        // place, without decoding or parsing the event (a raw `"usage":{` can only be a key:
+        // quotes in JSON strings are escaped).
+        const fast = usageAt >= 0 && usageAt < nl ? usageOf(buf, usageAt, nl) : undefined;
         if (fast) ev = { usage: fast };
         else {
+          const data = buf.toString("utf8", from + 5, nl).trim();
+          if (data === "[DONE]") {
+            done = true;
+            continue;
+          }
           try {
             ev = JSON.parse(data);
           } catch {
@@ -69,7 +76,7 @@ export function createSseCounter(): SseCounter {
           outputTokens++;
         }
       }
-      buf = from > 0 ? buf.slice(from) : buf;
+      pending = from < buf.length ? buf.subarray(from) : undefined;
       return seenPrompt === undefined ? { newTokens } : { newTokens, promptTokens: seenPrompt };
     },
     get outputTokens() {
@@ -87,19 +94,38 @@ export function createSseCounter(): SseCounter {
   };
 }
 
-const USAGE_KEY = '"usage":{';
-const COMPLETION = /"completion_tokens":\s*(\d+)/;
-const PROMPT = /"prompt_tokens":\s*(\d+)/;
+const USAGE_KEY = Buffer.from('"usage":{');
+const COMPLETION_KEY = Buffer.from('"completion_tokens":');
+const PROMPT_KEY = Buffer.from('"prompt_tokens":');
+const DATA = Buffer.from("data:");
 
-/** The usage numbers of an event that carries them, read without parsing it; else undefined. */
-function usageOf(data: string): { prompt_tokens?: number; completion_tokens: number } | undefined {
-  const at = data.indexOf(USAGE_KEY);
-  if (at < 0) return undefined;
-  const body = data.slice(at + USAGE_KEY.length, data.indexOf("}", at));
-  const c = COMPLETION.exec(body);
-  if (!c) return undefined;
-  const p = PROMPT.exec(body);
-  return p ? { prompt_tokens: Number(p[1]), completion_tokens: Number(c[1]) } : { completion_tokens: Number(c[1]) };
+function isDataLine(buf: Buffer, at: number): boolean {
+  return buf.length - at >= DATA.length && buf.compare(DATA, 0, DATA.length, at, at + DATA.length) === 0;
+}
+
+/**
+ * The usage numbers of the event whose `"usage":{` is at `at` in `buf` (the line ends at `end`),
+ * read in place; undefined when `completion_tokens` is not a plain number before the usage object's
+ * first `}` (nested details first, spaces before `{`…): the caller then parses the event.
+ */
+function usageOf(buf: Buffer, at: number, end: number): { prompt_tokens?: number; completion_tokens: number } | undefined {
+  let close = buf.indexOf(0x7d, at); // "}"
+  if (close < 0 || close > end) close = end;
+  const completion = numberAt(buf, buf.indexOf(COMPLETION_KEY, at), COMPLETION_KEY.length, close);
+  if (completion === undefined) return undefined;
+  const prompt = numberAt(buf, buf.indexOf(PROMPT_KEY, at), PROMPT_KEY.length, close);
+  return prompt === undefined ? { completion_tokens: completion } : { prompt_tokens: prompt, completion_tokens: completion };
+}
+
+/** The unsigned integer after the key found at `i` (of length `keyLength`), if it lies before `limit`. */
+function numberAt(buf: Buffer, i: number, keyLength: number, limit: number): number | undefined {
+  if (i < 0 || i >= limit) return undefined;
+  let j = i + keyLength;
+  while (buf[j] === 0x20) j++;
+  let n = 0;
+  const start = j;
+  for (let c = buf[j]; c !== undefined && c >= 0x30 && c <= 0x39; c = buf[++j]) n = n * 10 + (c - 0x30);
+  return j > start && j <= limit ? n : undefined;
 }
 
 /**
@@ -107,44 +133,57 @@ function usageOf(data: string): { prompt_tokens?: number; completion_tokens: num
  * event boundaries, whatever the server's write sizes: an event may span reads and a read may hold
  * several events (the last token, the usage, `[DONE]`). Bytes go through untouched when a read holds
  * whole events and no usage-only one, which is how servers write; only a partial trailing event is
- * held back until its end arrives (a client cannot use half an event anyway).
+ * held back until its end arrives (a client cannot use half an event anyway). What passes is given
+ * as views of the reads (no copies), to be written in order.
  */
 export interface UsageFilter {
-  /** The bytes to pass on for this read (possibly empty). */
-  push(chunk: Buffer): Buffer;
+  /** The bytes to pass on for this read, in order (possibly none). */
+  push(chunk: Buffer): Buffer[];
   /** What is held back at the end of the stream (an unterminated last event). */
-  end(): Buffer;
+  end(): Buffer[];
 }
 
 const USAGE_ONLY = Buffer.from('"choices":[]');
 
+/** Index just past the next event separator (a blank line, LF or CRLF) at or after `from`, or -1. */
+function nextEventEnd(buf: Buffer, from: number): number {
+  for (let i = buf.indexOf(0x0a, from); i >= 0; i = buf.indexOf(0x0a, i + 1)) {
+    if (buf[i + 1] === 0x0a) return i + 2;
+    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
+  }
+  return -1;
+}
+
+function endsWithSeparator(buf: Buffer): boolean {
+  const n = buf.length;
+  return n >= 2 && buf[n - 1] === 0x0a && (buf[n - 2] === 0x0a || (n >= 3 && buf[n - 2] === 0x0d && buf[n - 3] === 0x0a));
+}
+
 export function createUsageFilter(): UsageFilter {
   let pending: Buffer | undefined;
-  /** Index just past the next event separator (a blank line, LF or CRLF) at or after `from`, or -1. */
-  const nextEventEnd = (buf: Buffer, from: number): number => {
-    for (let i = buf.indexOf(0x0a, from); i >= 0; i = buf.indexOf(0x0a, i + 1)) {
-      if (buf[i + 1] === 0x0a) return i + 2;
-      if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
-    }
-    return -1;
-  };
-  const endsWithSeparator = (buf: Buffer) => buf.length >= 2 && buf[buf.length - 1] === 0x0a && (buf[buf.length - 2] === 0x0a || (buf[buf.length - 2] === 0x0d && buf[buf.length - 3] === 0x0a));
   return {
     push(chunk) {
-      if (!pending && !chunk.includes(USAGE_ONLY) && endsWithSeparator(chunk)) return chunk;
+      if (!pending && endsWithSeparator(chunk) && !chunk.includes(USAGE_ONLY)) return [chunk];
       const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
-      const keep: Buffer[] = [];
+      const out: Buffer[] = [];
+      // Kept events are contiguous runs of bytes: pass each run as one view.
+      let runStart = 0;
       let start = 0;
+      let next = buf.indexOf(USAGE_ONLY);
       for (let end = nextEventEnd(buf, 0); end >= 0; end = nextEventEnd(buf, start)) {
-        const ev = buf.subarray(start, end);
-        if (!ev.includes(USAGE_ONLY)) keep.push(ev);
+        if (next >= 0 && next < start) next = buf.indexOf(USAGE_ONLY, start);
+        if (next >= start && next < end) {
+          if (start > runStart) out.push(buf.subarray(runStart, start));
+          runStart = end;
+        }
         start = end;
       }
+      if (start > runStart) out.push(buf.subarray(runStart, start));
       pending = start < buf.length ? buf.subarray(start) : undefined;
-      return keep.length === 1 ? keep[0]! : Buffer.concat(keep);
+      return out;
     },
     end() {
-      const rest = pending && !pending.includes(USAGE_ONLY) ? pending : Buffer.alloc(0);
+      const rest = pending && !pending.includes(USAGE_ONLY) ? [pending] : [];
       pending = undefined;
       return rest;
     },

@@ -107,17 +107,22 @@ export async function startEchoServer(o: EchoServerOptions = {}): Promise<EchoSe
         });
       }
       const itlHeader = Number(h("x-echo-itl-ms") ?? Number.NaN);
-      stream(res, chat, maxTokens, promptTokens, itlHeader >= 0 ? itlHeader : (o.itlMs ?? 0));
+      const continuous = streamOpts?.include_usage === true && (streamOpts as { continuous_usage_stats?: boolean }).continuous_usage_stats === true;
+      stream(res, chat, maxTokens, promptTokens, itlHeader >= 0 ? itlHeader : (o.itlMs ?? 0), continuous);
     });
   });
 
-  const stream = (res: http.ServerResponse, chat: boolean, maxTokens: number, promptTokens: number, itlMs: number) => {
+  /** `continuous`: usage in every chunk too, as vLLM does with stream_options.continuous_usage_stats. */
+  const stream = (res: http.ServerResponse, chat: boolean, maxTokens: number, promptTokens: number, itlMs: number, continuous = false) => {
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     const id = `cmpl-${served}`;
+    let sent = 0;
     const chunk = (n: number) => {
       const t = "x".repeat(n);
+      sent += n;
       const choice = chat ? { index: 0, delta: { content: t } } : { index: 0, text: t };
-      return `data: ${JSON.stringify({ id, object: chat ? "chat.completion.chunk" : "text_completion", choices: [choice] })}\n\n`;
+      const usage = continuous ? { usage: { prompt_tokens: promptTokens, completion_tokens: sent, total_tokens: promptTokens + sent } } : {};
+      return `data: ${JSON.stringify({ id, object: chat ? "chat.completion.chunk" : "text_completion", choices: [choice], ...usage })}\n\n`;
     };
     const end = () => {
       res.end(`data: ${JSON.stringify({ id, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: maxTokens, total_tokens: promptTokens + maxTokens } })}\n\ndata: [DONE]\n\n`);
