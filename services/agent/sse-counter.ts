@@ -77,6 +77,9 @@ export function createSseCounter(): SseCounter {
         }
       }
       pending = from < buf.length ? buf.subarray(from) : undefined;
+      // A line that never ends (a broken or hostile server) is given up on, not kept growing: the
+      // client's bytes do not depend on the count, and the final usage still reconciles it.
+      if (pending && pending.length > MAX_LINE_BYTES) pending = undefined;
       return seenPrompt === undefined ? { newTokens } : { newTokens, promptTokens: seenPrompt };
     },
     get outputTokens() {
@@ -95,6 +98,7 @@ export function createSseCounter(): SseCounter {
 }
 
 const USAGE_KEY = Buffer.from('"usage":{');
+const MAX_LINE_BYTES = 4 * 1024 * 1024;
 const COMPLETION_KEY = Buffer.from('"completion_tokens":');
 const PROMPT_KEY = Buffer.from('"prompt_tokens":');
 const DATA = Buffer.from("data:");
