@@ -115,6 +115,20 @@ test("usage filter - drops only the usage-only event, wherever the server's read
   t.pass();
 });
 
+test("usage filter and counter - a line that never ends is passed on (filter) and given up on (counter), not held", (t) => {
+  const f = createUsageFilter();
+  const c = createSseCounter();
+  const piece = Buffer.alloc(1024 * 1024, 0x61); // 1 MiB of "a", no newline
+  let passed = 0;
+  for (let i = 0; i < 6; i++) {
+    for (const part of f.push(piece)) passed += part.length;
+    c.push(piece);
+  }
+  t.true(passed >= 5 * piece.length, `passed ${passed} bytes of ${6 * piece.length}`);
+  c.push(Buffer.from('\ndata: {"choices":[{"text":"x"}]}\n\n'));
+  t.is(c.outputTokens, 1);
+});
+
 test("usage options - spliced into the body as its first key, the rest byte for byte", (t) => {
   const body = Buffer.from(' \n{"model":"m","stream":true,"prompt":"a \\"quoted\\" {prompt}"}');
   const out = withUsageOptions(body, { include_usage: true, continuous_usage_stats: true });

@@ -184,6 +184,11 @@ export function createUsageFilter(): UsageFilter {
       }
       if (start > runStart) out.push(buf.subarray(runStart, start));
       pending = start < buf.length ? buf.subarray(start) : undefined;
+      // An event that never ends is not held back for ever: past 4 MiB its bytes go through as they are.
+      if (pending && pending.length > MAX_LINE_BYTES) {
+        out.push(pending);
+        pending = undefined;
+      }
       return out;
     },
     end() {
