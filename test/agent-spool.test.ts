@@ -2,6 +2,8 @@ import test from "ava";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 import { createSpool, type SpoolRecord } from "../services/agent/spool.ts";
 
 const rec = (i: number): SpoolRecord => ({ subject: "power.v1.n1", msgId: `m${i}`, data: new Uint8Array([i & 255, (i >> 8) & 255]) });
@@ -75,4 +77,23 @@ test("spool - batches come out in order across memory and disk, and shift(n) rem
   }
   t.deepEqual(out, Array.from({ length: 220 }, (_, i) => `m${i}`));
   t.is(s.size, 0);
+});
+
+test("spool - published records are let go at once, not kept until a compaction thousands of records later", async (t) => {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const s = createSpool();
+  const refs: WeakRef<Uint8Array>[] = [];
+  // Steady state: each record is published (shifted) soon after it is queued, a few stay queued.
+  for (let i = 0; i < 200; i++) {
+    const r = { subject: "power.v1.n1", msgId: `m${i}`, data: new Uint8Array(64 * 1024) };
+    refs.push(new WeakRef(r.data));
+    s.push(r);
+    if (i >= 3) s.shift(); // three records always waiting
+  }
+  await new Promise((r) => setImmediate(r));
+  gc();
+  const alive = refs.filter((w) => w.deref() !== undefined).length;
+  t.is(s.size, 3);
+  t.true(alive <= 3, `${alive} records still referenced (${(alive * 64) / 1024} MiB) with 3 queued`);
 });

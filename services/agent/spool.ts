@@ -59,7 +59,8 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
   const memLimit = opts.memoryRecords ?? 20_000;
   const segLimit = opts.segmentRecords ?? 5_000;
   const maxDisk = opts.maxDiskBytes ?? 512 * 1024 * 1024;
-  let mem: SpoolRecord[] = [];
+  /** Records in memory from `head` on; those before it were published and are let go (undefined). */
+  let mem: (SpoolRecord | undefined)[] = [];
   let head = 0;
   const segments: Segment[] = [];
   let diskBytes = 0;
@@ -104,7 +105,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
   };
 
   const peek = async (): Promise<SpoolRecord | undefined> => {
-    if (memSize() > 0) return mem[head];
+    if (memSize() > 0) return mem[head]!;
     const seg = segments[0];
     if (!seg) return undefined;
     if (seg.stream) rotate();
@@ -123,7 +124,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     await unlink(seg.path);
     mem = mem.slice(head).concat(recs);
     head = 0;
-    return mem[0];
+    return mem[0]!;
   };
 
   return {
@@ -156,11 +157,17 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     peek,
     async peekMany(max) {
       if (memSize() === 0) await peek();
-      return mem.slice(head, head + Math.min(max, memSize()));
+      return mem.slice(head, head + Math.min(max, memSize())) as SpoolRecord[];
     },
     shift(n = 1) {
-      head += Math.min(n, memSize());
-      if (head > 4096 && head * 2 > mem.length) {
+      const end = head + Math.min(n, memSize());
+      // Published records are let go now: a long-running agent must not keep thousands of them.
+      mem.fill(undefined, head, end);
+      head = end;
+      if (head === mem.length) {
+        mem = [];
+        head = 0;
+      } else if (head > 4096 && head * 2 > mem.length) {
         mem = mem.slice(head);
         head = 0;
       }
@@ -175,7 +182,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       await Promise.all(segments.map((s) => s.closed));
       if (!opts.dir || memSize() === 0) return;
       const path = join(opts.dir, `${String(--lowest).padStart(12, "0")}.seg`);
-      await writeFile(path, Buffer.concat(mem.slice(head).map(frame)));
+      await writeFile(path, Buffer.concat((mem.slice(head) as SpoolRecord[]).map(frame)));
       mem = [];
       head = 0;
     },
