@@ -126,3 +126,29 @@ test("join - a window missing its WORK closes incomplete after the allowed laten
   t.true(w!.incomplete);
   t.true(close(w!.attributedMj + w!.idleMj, w!.measuredMj));
 });
+
+test("join - closed windows stay listed only as far back as they can matter: a day-long run keeps the list bounded", (t) => {
+  const join = createWindowJoin<number>({ allowedLatenessMs: 2_000, maxRequestIdleMs: 60_000 });
+  const windows = 6 * 3600; // 6 hours of 1-s windows, one node, one instance
+  let acked = 0;
+  let maxListed = 0;
+  for (let w = 0; w < windows; w++) {
+    const start = 1_700_000_000_000 + w * 1000;
+    join.addPower({ v: 1, kind: "power", msgId: `p${w}`, node: "n1", seq: w, windowStartMs: start, windowEndMs: start + 1000, source: "fake", gpus: [{ gpu: 0, uuid: "GPU-0", tMs: [start + 500], powerMw: [100_000], energyMj: [w * 100 + 100], energyStartMj: w * 100, startTMs: start - 500 }], instances: ["a"] }, 2 * w);
+    join.addWork({ v: 1, kind: "work", msgId: `w${w}`, node: "n1", instance: "a", gpus: [0], windowStartMs: start, windowEndMs: start + 1000, requests: [] }, 2 * w + 1);
+    if (w % 100 === 0) {
+      acked += join.drain().ackable.length;
+      maxListed = Math.max(maxListed, join.stats().closedListed);
+    }
+  }
+  acked += join.drain().ackable.length;
+  t.is(acked, 2 * windows, "every input acknowledged");
+  // Kept: idle limit + stream skew + lateness ≈ 662 s of windows; pruned at twice that.
+  t.true(maxListed <= 2 * 662 + 100, `closed windows listed at most ${maxListed}`);
+  // A message for a window long gone is late, not a new window.
+  const late = join.stats().late;
+  join.addWork({ v: 1, kind: "work", msgId: "old", node: "n1", instance: "a", gpus: [0], windowStartMs: 1_700_000_000_000 + 5 * 1000, windowEndMs: 1_700_000_000_000 + 6 * 1000, requests: [] }, -1);
+  t.is(join.stats().late, late + 1);
+  t.deepEqual(join.drain().ackable, [-1]);
+  t.is(join.stats().openWindows, 0);
+});

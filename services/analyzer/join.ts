@@ -72,6 +72,8 @@ export interface JoinStats {
   openWindows: number;
   openRequests: number;
   incompleteWindows: number;
+  /** Closed window starts still listed, all nodes (bounded: older ones fall under each node's floor). */
+  closedListed: number;
 }
 
 interface NodeState {
@@ -85,7 +87,9 @@ interface NodeState {
   firstStart: number;
   /** Window length on this node (from its messages). */
   windowMs: number;
+  /** Starts of closed windows at or after `closedFloor`; every window starting before it counts as closed. */
   closed: Set<number>;
+  closedFloor: number;
 }
 
 /**
@@ -179,10 +183,17 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
 
   const nodeState = (node: string) => {
     let n = nodes.get(node);
-    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set() }));
+    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY }));
     return n;
   };
   const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`);
+  const isClosed = (ns: NodeState, start: number) => start < ns.closedFloor || ns.closed.has(start);
+  /**
+   * How far behind a node's event time closed windows stay listed: past the longest a request may
+   * idle, a stream may lag and a message may be late, a window is closed for good. Without this
+   * floor the list grew by one entry per node per second for as long as the analyzer ran.
+   */
+  const keepClosedMs = maxIdle + MAX_STREAM_SKEW_MS + lateness;
   const dedupe = (msgId: string, token: T): boolean => {
     if (seen.has(msgId)) {
       stats.duplicates++;
@@ -195,7 +206,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   };
   const windowFor = (node: string, start: number, end: number, token: T): WindowState<T> | undefined => {
     const ns = nodeState(node);
-    if (ns.closed.has(start)) {
+    if (isClosed(ns, start)) {
       stats.late++;
       out.ackable.push(token);
       return undefined;
@@ -219,6 +230,13 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     const ns = nodeState(w.node);
     windows.delete(`${w.node}|${w.start}`);
     ns.closed.add(w.start);
+    if (ns.windowMs > 0 && ns.closed.size > 2 * Math.ceil(keepClosedMs / ns.windowMs)) {
+      const floor = watermark(ns) - keepClosedMs;
+      if (floor > ns.closedFloor) {
+        ns.closedFloor = floor;
+        for (const start of ns.closed) if (start < floor) ns.closed.delete(start);
+      }
+    }
     const missingWork = [...expectedInstances(w, ns)].filter((i) => !w.work.has(i));
     const incomplete = !w.power || missingWork.length > 0;
     if (incomplete) stats.incompleteWindows++;
@@ -343,7 +361,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     let missing = false;
     const first = Math.floor(a.start.tMs / ns.windowMs) * ns.windowMs;
     for (let ws = first; ws <= a.end.tMs; ws += ns.windowMs) {
-      if (ns.closed.has(ws)) continue;
+      if (isClosed(ns, ws)) continue;
       if (windows.has(`${a.node}|${ws}`) || watermark(ns) < ws + ns.windowMs + lateness) return false;
       missing = true;
     }
@@ -415,6 +433,6 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       if (a) release(a);
     },
     flush: () => step(true),
-    stats: () => ({ ...stats, openWindows: windows.size, openRequests: requests.size }),
+    stats: () => ({ ...stats, openWindows: windows.size, openRequests: requests.size, closedListed: [...nodes.values()].reduce((n, ns) => n + ns.closed.size, 0) }),
   };
 }
