@@ -17,28 +17,19 @@
 import { request, Agent } from "node:http";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { buildFakeNvml } from "../test/helpers/fake-nvml.ts";
+import { firstMatch, printedUrl } from "./helpers/child-output.ts";
 import { startTestNats } from "../test/helpers/nats-server.ts";
 
 const N = Number(process.argv[2] ?? 2000);
 const TOKENS = Number(process.argv[3] ?? 32);
 const root = fileURLToPath(new URL("..", import.meta.url));
 
-const firstMatch = async (stream: NodeJS.ReadableStream, match: RegExp): Promise<RegExpExecArray> => {
-  for await (const line of createInterface({ input: stream })) {
-    const m = match.exec(line as string);
-    if (m) return m;
-  }
-  throw new Error(`process ended before printing ${match}`);
-};
-const urlOf = async (stream: NodeJS.ReadableStream) => JSON.parse((await firstMatch(stream, /^\{.*\}$/))[0]).url as string;
-
 const echo = spawn(process.execPath, ["--import=tsx", `${root}/services/loadgen/testing/echo-main.ts`], { stdio: ["ignore", "pipe", "inherit"] });
-const echoUrl = await urlOf(echo.stdout!);
+const echoUrl = await printedUrl(echo.stdout!);
 const bare = spawn(process.execPath, ["--import=tsx", `${root}/bench/helpers/passthrough-proxy.ts`, echoUrl], { stdio: ["ignore", "pipe", "inherit"] });
-const bareUrl = await urlOf(bare.stdout!);
+const bareUrl = await printedUrl(bare.stdout!);
 if (!existsSync(`${root}/dist/joulestream.mjs`)) execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "inherit" });
 const nats = await startTestNats();
 const agentProc = spawn(

@@ -8,11 +8,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { availableParallelism } from "node:os";
 import { runLoad, syntheticWorkload, type WorkloadRequest } from "../services/loadgen/mod.ts";
 import { createHistogram, histogramFromState, type HistogramState } from "../services/loadgen/histogram.ts";
+import { firstMatch, printedUrl } from "./helpers/child-output.ts";
 
 const LAG_P99_LIMIT_MS = 2;
 const PROMPT_TOKENS = 256;
@@ -62,14 +62,10 @@ function node(args: string[], env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, ["--import=tsx", ...args], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } });
 }
 
-async function firstLine(p: ChildProcess): Promise<string> {
-  const rl = createInterface({ input: p.stdout! });
-  for await (const line of rl) return line;
-  throw new Error("child exited without output");
-}
+const firstLine = async (p: ChildProcess): Promise<string> => (await firstMatch(p.stdout!))[0];
 
 const echo = node([fileURLToPath(new URL("../services/loadgen/testing/echo-main.ts", import.meta.url))], {});
-const { url } = JSON.parse(await firstLine(echo)) as { url: string };
+const url = await printedUrl(echo.stdout!);
 
 async function step(rate: number, workers: number) {
   const startAtMs = Date.now() + 1500; // time for the children to start and parse ahead
