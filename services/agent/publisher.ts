@@ -96,7 +96,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       if (closed) return;
       spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
       if (pumping || lingering) return;
-      if (lingerMs <= 0) pumping = pump();
+      if (lingerMs <= 0) startPump();
       else lingering = setTimeout(startPump, lingerMs).unref();
     },
     async flush(timeoutMs = 10_000) {

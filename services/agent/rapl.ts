@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { PermanentError, type Clock } from "../../shared/mod.ts";
+import type { CpuEnergyMeter } from "./sampler.ts";
 
 /**
  * CPU package energy from Linux powercap (RAPL): /sys/class/powercap/intel-rapl:<pkg>[:<sub>]/
@@ -14,6 +15,8 @@ import { PermanentError, type Clock } from "../../shared/mod.ts";
 export const DEFAULT_POWERCAP_ROOT = "/sys/class/powercap";
 const UJ_PER_MJ = 1000;
 const ZONE_RE = /^intel-rapl:\d+(:\d+)?$/;
+/** "intel-rapl:0" is a package; "intel-rapl:0:1" one of its subzones. */
+const isPackage = (id: string) => id.split(":").length === 2;
 
 export interface RaplZone {
   /** Directory name, e.g. "intel-rapl:0" (package 0) or "intel-rapl:0:1" (a subzone). */
@@ -76,7 +79,7 @@ export function createRaplReader(opts: RaplOptions): RaplReader {
   } catch (err) {
     throw new PermanentError("NOT_FOUND", `${root}: no powercap interface: ${(err as Error).message}`, err);
   }
-  const ids = entries.filter((e) => ZONE_RE.test(e) && (opts.subzones || e.split(":").length === 2)).sort();
+  const ids = entries.filter((e) => ZONE_RE.test(e) && (opts.subzones || isPackage(e))).sort();
   if (ids.length === 0) throw new PermanentError("NOT_FOUND", `${root}: no intel-rapl zones`);
   const zones: RaplZone[] = ids.map((id) => ({
     id,
@@ -108,15 +111,15 @@ export function createRaplReader(opts: RaplOptions): RaplReader {
 }
 
 /** The packages' energy summed, as the sampler's CPU energy meter (see PowerBatch.cpu). */
-export function raplMeter(reader: RaplReader): { packages: number; read(): { energyMj: number; tMs: number } } {
-  const packages = reader.zones.filter((z) => z.id.split(":").length === 2).length;
+export function raplMeter(reader: RaplReader): CpuEnergyMeter {
+  const packages = reader.zones.filter((z) => isPackage(z.id)).length;
   return {
     packages,
     read() {
       let energyMj = 0;
       let tMs = 0;
       for (const r of reader.read()) {
-        if (r.id.split(":").length !== 2) continue; // subzones are part of their package
+        if (!isPackage(r.id)) continue; // subzones are part of their package
         energyMj += r.energyMj;
         tMs = Math.max(tMs, r.tMs);
       }
