@@ -31,6 +31,11 @@ export function decodeAs<S extends z.ZodType>(schema: S, bytes: Uint8Array): Dec
   } catch (err) {
     return { ok: false, reason: "decode", detail: err instanceof Error ? err.message : String(err) };
   }
+  return validate(schema, raw);
+}
+
+/** The checks of `decodeAs` on a value already decoded (an event inside a batch, say). */
+export function validate<S extends z.ZodType>(schema: S, raw: unknown): Decoded<z.infer<S>> {
   if (typeof raw === "object" && raw !== null && "v" in raw && (raw as { v: unknown }).v !== 1) {
     return { ok: false, reason: "version", detail: `unsupported message version ${JSON.stringify((raw as { v: unknown }).v)}` };
   }

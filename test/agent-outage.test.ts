@@ -6,7 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { startSimnode } from "../services/simnode/server.ts";
 import { startAgentOnSim } from "./helpers/sim-agent.ts";
-import { decode, type PowerBatch, type RequestEvent } from "../shared/mod.ts";
+import { decode, eventsOf, type PowerBatch, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
 /** Outage length: the acceptance figure is 30 s; JOULESTREAM_OUTAGE_S shortens it for quick local runs. */
@@ -87,7 +87,13 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
   t.true(power.length >= OUTAGE_S + 3);
   const work = await readAll<{ windowStartMs: number; instance: string }>(nats.url, "WORK");
   t.is(work.length, power.length * sim.instances.length);
-  const events = await readAll<RequestEvent>(nats.url, "REQUESTS");
+  const messages = await readAll<RequestBatch | RequestEvent>(nats.url, "REQUESTS");
+  const events = messages.flatMap((m) => eventsOf(m) as RequestEvent[]);
+  t.true(messages.every((m) => m.kind === "request_batch") && messages.length < events.length / 2, `request events go out in batches (${messages.length} messages, ${events.length} events)`);
+  // In the order the tap emitted them: each request's start, first token, end.
+  const order = new Map<string, string[]>();
+  for (const e of events) order.get(e.requestId)?.push(e.event) ?? order.set(e.requestId, [e.event]);
+  t.true([...order.values()].every((seq) => seq.join() === "start,first_token,end"));
   const ends = new Set(events.filter((e) => e.event === "end").map((e) => e.requestId));
   const starts = new Set(events.filter((e) => e.event === "start").map((e) => e.requestId));
   t.is(starts.size, sent);

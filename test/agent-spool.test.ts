@@ -36,6 +36,31 @@ test("spool - spills to disk past its memory bound and gives everything back in 
   t.deepEqual(readdirSync(dir), []);
 });
 
+test("spool - large records (batches) spill by bytes, and segments close by size so one read-back stays small", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const big = (i: number) => ({ ...rec(i), data: new Uint8Array(100 * 1024).fill(i % 251) });
+  const spool = createSpool({ dir, memoryBytes: 1024 * 1024, segmentBytes: 512 * 1024 });
+  for (let i = 0; i < 40; i++) t.true(spool.push(big(i)));
+  t.is(spool.stats().inMemory, 10, "1 MiB of 100 KiB records in memory");
+  t.is(spool.stats().spilled, 30);
+  await new Promise((r) => setTimeout(r, 50));
+  t.is(readdirSync(dir).length, 5, "30 spilled records in segments of 6 (each closed once past 512 KiB)");
+  const out: number[] = [];
+  for (;;) {
+    const batch = await spool.peekMany(1000);
+    if (batch.length === 0) break;
+    t.true(batch.length <= 10, `a read-back of ${batch.length} records`);
+    for (const r of batch) {
+      t.is(r.data.length, 100 * 1024);
+      out.push(Number(r.msgId.slice(1)));
+    }
+    spool.shift(batch.length);
+  }
+  t.deepEqual(out, Array.from({ length: 40 }, (_, i) => i));
+  await spool.close();
+});
+
 test("spool - what is left at close is picked up by the next run, oldest first", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "spool-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

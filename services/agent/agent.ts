@@ -1,8 +1,9 @@
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { KV_NODES, encode, ensureStreams, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestEvent } from "../../shared/mod.ts";
+import { KV_NODES, encode, ensureStreams, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent } from "../../shared/mod.ts";
 import type { PowerSource, SourceDescription } from "./power-source.ts";
 import { createPublisher, type PublisherStats } from "./publisher.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
@@ -56,9 +57,13 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const jsm = await jetstreamManager(opts.nc);
   await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK", ...(opts.clockBackend ? (["AUDIT"] as const) : [])]);
   const description = await opts.source.describe();
-  const publisher = createPublisher(opts.nc, opts.spoolDir ? { dir: opts.spoolDir } : {});
+  const requestsSubject = subjects.requests(opts.node);
+  const publisher = createPublisher(opts.nc, {
+    ...(opts.spoolDir ? { dir: opts.spoolDir } : {}),
+    batched: [{ subject: requestsSubject, seal: requestBatcher(opts.node) }],
+  });
   const tracker = createWorkTracker(opts.node, opts.instances);
-  const emit = (e: RequestEvent) => publisher.publish(subjects.requests(opts.node), e);
+  const emit = (e: RequestEvent) => publisher.publish(requestsSubject, e);
 
   const sampler = createSampler({
     source: opts.source,
@@ -156,6 +161,17 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       })());
     },
   };
+}
+
+/**
+ * Seals request events into REQUESTS batches. A batch id is this run's id and a sequence number:
+ * new for every batch, also across restarts (the server's duplicate window would otherwise drop a
+ * restarted agent's first batches as re-publishes of the last run's).
+ */
+export function requestBatcher(node: string): (events: { msgId: string }[]) => RequestBatch {
+  const run = `${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
+  let seq = 0;
+  return (events) => ({ v: 1, kind: "request_batch", msgId: `${node}:reqs:${run}:${seq++}`, node, events });
 }
 
 export function splitHostPort(listen: string): [string, number] {

@@ -12,6 +12,10 @@ import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
  * retry of a publish that did land a no-op on the server, so an outage costs neither order nor
  * duplicates. (On one connection the publishes after a failed one fail too; the order could only
  * differ if the server refused one publish and stored the next.)
+ *
+ * On a batched subject (REQUESTS) the messages of one linger are sealed into one message before
+ * they enter the spool: one publish, one ack, one spool record for a few hundred request events.
+ * A batch is sealed once, so a retry re-publishes the same bytes under the same Nats-Msg-Id.
  */
 export interface PublisherStats extends SpoolStats {
   queued: number;
@@ -39,7 +43,20 @@ export interface PublisherOptions extends SpoolOptions {
    * its work (and ours) out of the way of the requests the tap is relaying.
    */
   lingerMs?: number;
+  /** Subjects whose messages of one linger go out as one message (see BatchedSubject). */
+  batched?: BatchedSubject[];
 }
+
+export interface BatchedSubject {
+  subject: string;
+  /** Most messages in one batch (default 512): a full batch is sealed at once. */
+  maxMessages?: number;
+  /** Wraps messages (in publish order) into the one message published; its msgId must be new. */
+  seal(msgs: { msgId: string }[]): { msgId: string };
+}
+
+/** Largest batch sealed as one message; a larger one is split (the server's default max_payload is 1 MiB). */
+export const MAX_BATCH_BYTES = 512 * 1024;
 
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
   const js: JetStreamClient = jetstream(nc, { timeout: opts.publishTimeoutMs ?? 5000 });
@@ -53,6 +70,30 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   let wake: (() => void) | undefined;
 
   const window = Math.max(1, opts.window ?? 256);
+  const batches = new Map((opts.batched ?? []).map((b) => [b.subject, { spec: b, max: Math.max(1, b.maxMessages ?? 512), pending: [] as { msgId: string }[] }]));
+  const pendingCount = () => {
+    let n = 0;
+    for (const b of batches.values()) n += b.pending.length;
+    return n;
+  };
+  const sealInto = (spec: BatchedSubject, msgs: { msgId: string }[]) => {
+    const batch = spec.seal(msgs);
+    const data = encode(batch);
+    if (data.length > MAX_BATCH_BYTES && msgs.length > 1) {
+      const half = msgs.length >> 1;
+      sealInto(spec, msgs.slice(0, half));
+      sealInto(spec, msgs.slice(half));
+    } else spool.push({ subject: spec.subject, msgId: batch.msgId, data });
+  };
+  /** Moves what waits on batched subjects into the spool, one message per subject. */
+  const seal = () => {
+    for (const b of batches.values()) {
+      if (b.pending.length === 0) continue;
+      const msgs = b.pending;
+      b.pending = [];
+      sealInto(b.spec, msgs);
+    }
+  };
   const pump = async () => {
     let backoffMs = 100;
     for (;;) {
@@ -75,15 +116,23 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
         setTimeout(r, backoffMs).unref();
       });
       backoffMs = Math.min(backoffMs * 2, 2000);
+      seal(); // an outage's events join the spool (and spill to disk) as they would have
     }
     pumping = undefined;
-    if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());
+    if (pendingCount() > 0 && !closed) linger(); // what came in on batched subjects meanwhile
+    else if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());
   };
 
   const startPump = () => {
     clearTimeout(lingering);
     lingering = undefined;
+    seal();
     pumping ??= pump();
+  };
+  const linger = () => {
+    if (pumping || lingering) return;
+    if (lingerMs <= 0) startPump();
+    else lingering = setTimeout(startPump, lingerMs).unref();
   };
 
   // After a reconnect, retry at once instead of waiting out the backoff.
@@ -94,13 +143,17 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   return {
     publish(subject, msg) {
       if (closed) return;
-      spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
-      if (pumping || lingering) return;
-      if (lingerMs <= 0) startPump();
-      else lingering = setTimeout(startPump, lingerMs).unref();
+      const b = batches.get(subject);
+      if (!b) spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
+      else if (b.pending.push(msg) >= b.max) {
+        const full = b.pending;
+        b.pending = [];
+        sealInto(b.spec, full);
+      }
+      linger();
     },
     async flush(timeoutMs = 10_000) {
-      if (spool.size === 0 && !pumping) return true;
+      if (spool.size === 0 && pendingCount() === 0 && !pumping) return true;
       startPump();
       return await new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), timeoutMs);
@@ -114,6 +167,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     async close() {
       closed = true;
       clearTimeout(lingering);
+      seal(); // into the spool, which keeps it on disk (with a spool dir) for the next run
       wake?.();
       await pumping;
       await spool.close();

@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { decode, encode } from "../../shared/mod.ts";
 
 /**
- * The agent's outbox: a FIFO of messages waiting for NATS, in memory up to `memoryRecords`, then
- * spilled to segment files on disk (up to `maxDiskBytes`), so a broker outage of minutes loses
+ * The agent's outbox: a FIFO of messages waiting for NATS, in memory up to `memoryRecords` records
+ * or `memoryBytes` of data, then spilled to segment files on disk (up to `maxDiskBytes`), so a broker outage of minutes loses
  * nothing. Order is kept: once spilling starts, new records go to disk behind the spilled ones, and
  * segments are read back in order. Writes are asynchronous (the request path never waits on disk).
  * Segments left by a previous run are picked up at start, oldest first.
@@ -22,7 +22,11 @@ export interface SpoolOptions {
   /** Directory for segment files; without it the spool is memory-only. */
   dir?: string;
   memoryRecords?: number;
+  /** Bytes of message data held in memory before spilling (default 32 MiB): batches are large. */
+  memoryBytes?: number;
   segmentRecords?: number;
+  /** A segment file is closed at this size (default 8 MiB), so reading one back stays small. */
+  segmentBytes?: number;
   maxDiskBytes?: number;
 }
 
@@ -57,11 +61,15 @@ interface Segment {
 
 export function createSpool(opts: SpoolOptions = {}): Spool {
   const memLimit = opts.memoryRecords ?? 20_000;
+  const memByteLimit = opts.memoryBytes ?? 32 * 1024 * 1024;
   const segLimit = opts.segmentRecords ?? 5_000;
+  const segByteLimit = opts.segmentBytes ?? 8 * 1024 * 1024;
   const maxDisk = opts.maxDiskBytes ?? 512 * 1024 * 1024;
   /** Records in memory from `head` on; those before it were published and are let go (undefined). */
   let mem: (SpoolRecord | undefined)[] = [];
   let head = 0;
+  /** Data bytes of the records in memory from `head` on. */
+  let memBytes = 0;
   const segments: Segment[] = [];
   let diskBytes = 0;
   let dropped = 0;
@@ -124,13 +132,15 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     await unlink(seg.path);
     mem = mem.slice(head).concat(recs);
     head = 0;
+    memBytes = mem.reduce((n, r) => n + r!.data.length, 0);
     return mem[0]!;
   };
 
   return {
     push(rec) {
-      if (segments.length === 0 && memSize() < memLimit) {
+      if (segments.length === 0 && memSize() < memLimit && (memBytes + rec.data.length <= memByteLimit || memSize() === 0)) {
         mem.push(rec);
+        memBytes += rec.data.length;
         return true;
       }
       if (!opts.dir) {
@@ -143,7 +153,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
         return false;
       }
       let seg = writing();
-      if (!seg || seg.records >= segLimit) {
+      if (!seg || seg.records >= segLimit || seg.bytes >= segByteLimit) {
         rotate();
         seg = newSegment();
       }
@@ -161,6 +171,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     },
     shift(n = 1) {
       const end = head + Math.min(n, memSize());
+      for (let i = head; i < end; i++) memBytes -= mem[i]!.data.length;
       // Published records are let go now: a long-running agent must not keep thousands of them.
       mem.fill(undefined, head, end);
       head = end;
@@ -185,6 +196,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       await writeFile(path, Buffer.concat((mem.slice(head) as SpoolRecord[]).map(frame)));
       mem = [];
       head = 0;
+      memBytes = 0;
     },
   };
 }

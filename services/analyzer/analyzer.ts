@@ -8,9 +8,12 @@ import {
   ensureStreams,
   loadResult,
   powerBatch,
+  eventsOf,
   requestEvent,
+  requestsMessage,
   STREAM_SUBJECTS,
   subjects,
+  validate,
   workWindow,
   type DeadLetter,
   type InfluxTarget,
@@ -86,7 +89,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const js = jetstream(opts.nc);
   const emitted = await openEmittedStore(opts.nc, name);
   const loadJoin = await openLoadJoin(opts.nc, name, opts.slo ?? {});
-  const join = createWindowJoin<JsMsg>({
+  const join = createWindowJoin<Ack>({
     ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
     ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
   });
@@ -103,11 +106,18 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   let latestWindowEndMs = 0;
   let stopped = false;
 
-  const deadLetter = async (stream: StreamName, m: JsMsg, reason: string, detail: string) => {
-    const dl: DeadLetter = { v: 1, kind: "dead_letter", stream, subject: m.subject, seq: m.seq, reason, detail, tMs: Date.now(), data: m.data };
-    await js.publish(subjects.deadLetter(stream), encode(dl), { msgID: `dlq:${stream}:${m.seq}` });
+  const ackOf = (m: JsMsg): Ack => ({
+    ack: () => {
+      m.ack();
+      stats.acked++;
+    },
+  });
+  /** A refused message (or, with `part`, one refused event of a batch) goes to dlq.v1.<stream> as it came. */
+  const deadLetter = async (stream: StreamName, m: JsMsg, reason: string, detail: string, part?: { index: number; data: Uint8Array; ack: Ack }) => {
+    const dl: DeadLetter = { v: 1, kind: "dead_letter", stream, subject: m.subject, seq: m.seq, reason, detail: part ? `event ${part.index} of the batch: ${detail}` : detail, tMs: Date.now(), data: part?.data ?? m.data };
+    await js.publish(subjects.deadLetter(stream), encode(dl), { msgID: part ? `dlq:${stream}:${m.seq}:${part.index}` : `dlq:${stream}:${m.seq}` });
     stats.deadLettered++;
-    m.ack();
+    (part?.ack ?? ackOf(m)).ack();
   };
 
   /** Retries a store step with backoff until it succeeds: consumption waits meanwhile. */
@@ -125,7 +135,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     }
   };
 
-  const store = (out: JoinOutput<JsMsg>) => async () => {
+  const store = (out: JoinOutput<Ack>) => async () => {
     await persist("storing results", async () => {
       // A request stored before a restart is not stored again from the remnants replayed after it.
       // The per-request round trips (KV, ENERGY) run concurrently: a batch waits for the slowest, not the sum.
@@ -144,7 +154,6 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     stats.requestsEmitted += out.requests.length;
     stats.windowsClosed += out.nodeWindows.length;
     for (const m of out.ackable) m.ack();
-    stats.acked += out.ackable.length;
   };
   // One store in flight; every message handler waits for it every so often (backpressure).
   let storing: Promise<void> = Promise.resolve();
@@ -164,15 +173,23 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     stats.received[stream]!++;
     if (stream === "POWER") {
       const d = decodeAs(powerBatch, m.data);
-      return d.ok ? join.addPower(d.value, m) : deadLetter(stream, m, d.reason, d.detail);
+      return d.ok ? join.addPower(d.value, ackOf(m)) : deadLetter(stream, m, d.reason, d.detail);
     }
     if (stream === "WORK") {
       const d = decodeAs(workWindow, m.data);
-      return d.ok ? join.addWork(d.value, m) : deadLetter(stream, m, d.reason, d.detail);
+      return d.ok ? join.addWork(d.value, ackOf(m)) : deadLetter(stream, m, d.reason, d.detail);
     }
     if (stream === "REQUESTS") {
-      const d = decodeAs(requestEvent, m.data);
-      return d.ok ? join.addRequest(d.value, m) : deadLetter(stream, m, d.reason, d.detail);
+      const d = decodeAs(requestsMessage, m.data);
+      if (!d.ok) return deadLetter(stream, m, d.reason, d.detail);
+      const events = eventsOf(d.value);
+      const acks = sharedAck(ackOf(m), events.length);
+      for (let i = 0; i < events.length; i++) {
+        const e = validate(requestEvent, events[i]);
+        if (e.ok) join.addRequest(e.value, acks[i]!);
+        else await deadLetter(stream, m, e.reason, e.detail, { index: i, data: encode(events[i]), ack: acks[i]! });
+      }
+      return;
     }
     const d = decodeAs(loadResult, m.data);
     if (!d.ok) return deadLetter(stream, m, d.reason, d.detail);
@@ -286,4 +303,29 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       })());
     },
   };
+}
+
+/** What the join holds for an input until it may be acknowledged: a message, or one event's share of a batch. */
+interface Ack {
+  ack(): void;
+}
+
+/**
+ * The acknowledgement of a message that carries `n` events (a REQUESTS batch), split into `n`
+ * shares: the message is acknowledged when the last share is, that is when every one of its
+ * events is in stored output (or dead-lettered). A share acknowledged twice counts once.
+ */
+export function sharedAck(whole: Ack, n: number): Ack[] {
+  if (n === 1) return [whole];
+  let left = n;
+  return Array.from({ length: n }, () => {
+    let done = false;
+    return {
+      ack() {
+        if (done) return;
+        done = true;
+        if (--left === 0) whole.ack();
+      },
+    };
+  });
 }

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { ensureStreams, mjToJ, subjects, systemClock, type Clock, type RequestEvent } from "../../shared/mod.ts";
+import { ensureStreams, mjToJ, subjects, systemClock, type Clock, type RequestBatch, type RequestEvent } from "../../shared/mod.ts";
 import type { WorkloadClass } from "../../shared/workload-classes.ts";
 import { createGroundTruth, type ExpectedRequest, type GroundTruth, type NodeTruth } from "./ground-truth.ts";
 import { createNodeModel, DEFAULT_GPUS, DEFAULT_RATE_PER_INSTANCE_S, DEFAULT_TP, type NodeModel, type NodeWindow } from "./node-model.ts";
@@ -39,6 +39,11 @@ export interface FleetOptions {
   classes?: readonly WorkloadClass[];
   runId?: string;
   maxInFlight?: number;
+  /**
+   * Publish request events as the agent does (default): one REQUESTS batch per node and sample tick
+   * (real time) or window (fast). `false`: one message per event, as a third-party publisher may.
+   */
+  batchRequests?: boolean;
   clock?: Clock;
   /** Called after a window's POWER and WORK of every node were handed to the publisher. */
   onWindow?(w: { windowStartMs: number; windowEndMs: number; wallMs: number }): void;
@@ -79,6 +84,8 @@ export interface FleetEmulator {
   publishStats(): PublishStats;
 }
 
+/** Most events in one emulated REQUESTS batch (well under the server's max payload). */
+export const FLEET_BATCH_EVENTS = 512;
 export const FAST_START_MS = Date.UTC(2025, 0, 1);
 export const DEFAULT_NODE_PREFIX = "fleet";
 
@@ -119,10 +126,22 @@ export function startFleet(opts: FleetOptions): FleetEmulator {
     for (let d = epochMs - clock.nowMs(); d > 0; d = epochMs - clock.nowMs()) await new Promise((r) => setTimeout(r, Math.ceil(d)));
     maxLagMs = Math.max(maxLagMs, clock.nowMs() - epochMs);
   };
-  const publishEvent = (e: RequestEvent) => {
-    if (e.event === "end") counts[e.status === "ok" ? "ok" : "aborted"]++;
-    truth.addEvent(e);
-    return pipe.publish(subjects.requests(e.node), e);
+  const batchRequests = opts.batchRequests ?? true;
+  /** Events in time order; `key` makes batch ids (deterministic: a re-run is all duplicates). */
+  const publishEvents = async (events: readonly RequestEvent[], key: number) => {
+    const byNode = new Map<string, RequestEvent[]>();
+    for (const e of events) {
+      if (e.event === "end") counts[e.status === "ok" ? "ok" : "aborted"]++;
+      truth.addEvent(e);
+      if (!batchRequests) await pipe.publish(subjects.requests(e.node), e);
+      else byNode.get(e.node)?.push(e) ?? byNode.set(e.node, [e]);
+    }
+    for (const [node, evs] of byNode) {
+      for (let i = 0; i < evs.length; i += FLEET_BATCH_EVENTS) {
+        const batch: RequestBatch = { v: 1, kind: "request_batch", msgId: `${node}:reqs:${key}:${i / FLEET_BATCH_EVENTS}`, node, events: evs.slice(i, i + FLEET_BATCH_EVENTS) };
+        await pipe.publish(subjects.requests(node), batch);
+      }
+    }
   };
   const publishClosed = async (out: NodeWindow[]) => {
     for (const w of out) {
@@ -146,10 +165,12 @@ export function startFleet(opts: FleetOptions): FleetEmulator {
         let k = 0;
         for (let t = ws + sampleMs; t <= we; t += sampleMs) {
           await sleepUntil(t);
-          while (k < events.length && events[k]!.tMs < t) await publishEvent(events[k++]!);
+          const from = k;
+          while (k < events.length && events[k]!.tMs < t) k++;
+          await publishEvents(events.slice(from, k), t);
         }
       } else {
-        for (const o of out) for (const e of o.events) await publishEvent(e);
+        await publishEvents(out.flatMap((o) => o.events), ws);
       }
       await publishClosed(out);
       opts.onWindow?.({ windowStartMs: ws, windowEndMs: we, wallMs: clock.nowMs() });

@@ -1,0 +1,85 @@
+import test from "ava";
+import { connect } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { FAST_START_MS, startFleet } from "../services/fleet/emulator.ts";
+import { createNodeModel } from "../services/fleet/node-model.ts";
+import { readResults, startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
+import { sharedAck } from "../services/analyzer/analyzer.ts";
+import { deadLetter, decode, decodeAs, encode, mjToJ, subjects, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
+import { withStack } from "./helpers/stack.ts";
+
+/**
+ * REQUESTS batches (what agents publish) in the analyzer: each event joins as if it came alone, a
+ * bad event is dead-lettered alone, and the batch is acknowledged only when all of its events are.
+ */
+const relErr = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
+
+test("sharedAck - the message is acknowledged with its last share, once, whatever the order; a share acknowledged twice counts once", (t) => {
+  let acks = 0;
+  const whole = { ack: () => acks++ };
+  const shares = sharedAck(whole, 3);
+  shares[2]!.ack();
+  shares[2]!.ack();
+  shares[0]!.ack();
+  t.is(acks, 0);
+  shares[1]!.ack();
+  t.is(acks, 1);
+  shares[1]!.ack();
+  t.is(acks, 1);
+  t.is(sharedAck(whole, 1)[0], whole);
+});
+
+test("analyzer - batched and single REQUESTS messages give the emulator's truth; a bad event in a batch is dead-lettered alone", async (t) => {
+  t.timeout(90_000);
+  const stack = await withStack(t);
+  const h = await startStackAnalyzer(stack, { allowedLatenessMs: 3600_000 });
+  t.teardown(() => h.close());
+  const nc = await connect({ servers: stack.natsUrl });
+  t.teardown(() => nc.close());
+
+  // A batch with copies of two of the fleet's real events around a broken one: the copies are
+  // duplicates of what the fleet publishes (by event msgId), the broken one goes to the DLQ.
+  const model = createNodeModel({ node: "batch-0000", seed: 7, ratePerInstanceS: 3 });
+  let real: RequestEvent[] = [];
+  for (let ws = FAST_START_MS; real.length < 2; ws += 1000) real = model.step(ws).events;
+  const bad = { v: 1, kind: "request", msgId: "bad-1", node: "batch-0000", event: "end" };
+  const injected: RequestBatch = { v: 1, kind: "request_batch", msgId: "batch-0000:reqs:injected", node: "batch-0000", events: [real[0], bad, real[1]] };
+  await jetstream(nc).publish(subjects.requests("batch-0000"), encode(injected), { msgID: injected.msgId });
+
+  const batched = startFleet({ nc, nodes: 2, durationS: 8, ratePerInstanceS: 3, seed: 7, nodePrefix: "batch" });
+  const single = startFleet({ nc, nodes: 2, durationS: 8, ratePerInstanceS: 3, seed: 8, nodePrefix: "single", batchRequests: false });
+  const [rb, rs] = await Promise.all([batched.done(), single.done()]);
+  t.true(rb.published.requests < rb.requests.started, `batched: ${rb.published.requests} REQUESTS messages for ${rb.requests.started} requests`);
+  t.true(rs.published.requests >= 2 * rs.requests.started, `single: ${rs.published.requests} REQUESTS messages for ${rs.requests.started} requests`);
+  t.true(await h.analyzer.idle(60_000), "every message acknowledged, the injected batch included");
+
+  const stored = await readResults(h.influx);
+  const expected = new Map([...batched.expectedRequests(), ...single.expectedRequests()]);
+  t.is(stored.requests.length, rb.requests.finished + rs.requests.finished);
+  t.is(stored.requests.length, expected.size);
+  let worst = 0;
+  for (const r of stored.requests) {
+    const e = expected.get(`${r.node}/${r.requestId}`);
+    if (!e) {
+      t.fail(`stored request ${r.node}/${r.requestId} was never published`);
+      continue;
+    }
+    worst = Math.max(worst, relErr(r.energyJ, mjToJ(e.energyMj)));
+    t.is(r.outputTokens, e.outputTokens);
+  }
+  t.true(worst < 1e-9, `worst relative error of a request's energy: ${worst}`);
+  t.true(relErr(stored.measuredJ, rb.truth.measuredJ + rs.truth.measuredJ) < 1e-6);
+
+  const stats = h.analyzer.stats();
+  t.is(stats.deadLettered, 1);
+  t.true(stats.join.duplicates >= 2, `${stats.join.duplicates} duplicates`);
+  const dl = await (await jetstream(nc).consumers.get("DEADLETTER")).next({ expires: 5000 });
+  const d = dl ? decodeAs(deadLetter, dl.data) : undefined;
+  t.true(d?.ok);
+  if (d?.ok) {
+    t.is(d.value.reason, "schema");
+    t.true(d.value.detail.startsWith("event 1 of the batch: "), d.value.detail);
+    t.deepEqual(decode(d.value.data), bad);
+    t.is(d.value.subject, subjects.requests("batch-0000"));
+  }
+});
