@@ -82,6 +82,11 @@ test("spool - when memory and disk are full the newest record is dropped and cou
   t.true(accepted < 100);
   t.is(s.stats().dropped, 100 - accepted);
   t.deepEqual(await drain(s), Array.from({ length: accepted }, (_, i) => `m${i}`));
+  // A dropped batch counts the messages it carried.
+  const mem = createSpool({ memoryRecords: 1 });
+  t.true(mem.push(rec(0)));
+  t.false(mem.push({ ...rec(1), messages: 300 }));
+  t.is(mem.stats().dropped, 300);
 });
 
 test("spool - batches come out in order across memory and disk, and shift(n) removes exactly n", async (t) => {

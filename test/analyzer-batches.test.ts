@@ -5,14 +5,14 @@ import { FAST_START_MS, startFleet } from "../services/fleet/emulator.ts";
 import { createNodeModel } from "../services/fleet/node-model.ts";
 import { readResults, startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
 import { sharedAck } from "../services/analyzer/analyzer.ts";
-import { deadLetter, decode, decodeAs, encode, mjToJ, subjects, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
+import { deadLetter, decode, decodeAs, encode, subjects, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
+import { compareWithTruth, relErr } from "./helpers/fleet-truth.ts";
 
 /**
  * REQUESTS batches (what agents publish) in the analyzer: each event joins as if it came alone, a
  * bad event is dead-lettered alone, and the batch is acknowledged only when all of its events are.
  */
-const relErr = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 
 test("sharedAck - the message is acknowledged with its last share, once, whatever the order; a share acknowledged twice counts once", (t) => {
   let acks = 0;
@@ -57,17 +57,9 @@ test("analyzer - batched and single REQUESTS messages give the emulator's truth;
   const expected = new Map([...batched.expectedRequests(), ...single.expectedRequests()]);
   t.is(stored.requests.length, rb.requests.finished + rs.requests.finished);
   t.is(stored.requests.length, expected.size);
-  let worst = 0;
-  for (const r of stored.requests) {
-    const e = expected.get(`${r.node}/${r.requestId}`);
-    if (!e) {
-      t.fail(`stored request ${r.node}/${r.requestId} was never published`);
-      continue;
-    }
-    worst = Math.max(worst, relErr(r.energyJ, mjToJ(e.energyMj)));
-    t.is(r.outputTokens, e.outputTokens);
-  }
-  t.true(worst < 1e-9, `worst relative error of a request's energy: ${worst}`);
+  const { worstRelErr, problems } = compareWithTruth(stored.requests, expected);
+  t.deepEqual(problems, []);
+  t.true(worstRelErr < 1e-9, `worst relative error of a request's energy: ${worstRelErr}`);
   t.true(relErr(stored.measuredJ, rb.truth.measuredJ + rs.truth.measuredJ) < 1e-6);
 
   const stats = h.analyzer.stats();

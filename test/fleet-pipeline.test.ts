@@ -2,8 +2,8 @@ import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { startFleet } from "../services/fleet/emulator.ts";
 import { readResults, startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
-import { mjToJ } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
+import { compareWithTruth, relErr } from "./helpers/fleet-truth.ts";
 
 /**
  * The fleet emulator against real servers and the real analyzer: what the emulator published and
@@ -15,7 +15,6 @@ import { withStack } from "./helpers/stack.ts";
  * the default lateness on a backlog).
  */
 const REPLAY_LATENESS_MS = 3600_000;
-const relErr = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 
 test("fleet - every window, joule and finished request the emulator publishes lands in InfluxDB", async (t) => {
   t.timeout(90_000);
@@ -63,20 +62,9 @@ test("fleet - per-request energy in InfluxDB equals the emulator's attribution o
   const stored = await readResults(h.influx);
   const expected = fleet.expectedRequests();
   t.is(stored.requests.length, expected.size);
-  let worst = 0;
-  for (const r of stored.requests) {
-    const e = expected.get(`${r.node}/${r.requestId}`);
-    if (!e) {
-      t.fail(`stored request ${r.node}/${r.requestId} was never published`);
-      continue;
-    }
-    worst = Math.max(worst, relErr(r.energyJ, mjToJ(e.energyMj)));
-    t.is(r.promptTokens, e.promptTokens);
-    t.is(r.outputTokens, e.outputTokens);
-    t.is(r.status, e.status!);
-    t.false(r.incomplete, `${r.requestId} incomplete`);
-  }
-  t.true(worst < 1e-9, `worst relative error of a request's energy: ${worst}`);
+  const { worstRelErr, problems } = compareWithTruth(stored.requests, expected);
+  t.deepEqual(problems, []);
+  t.true(worstRelErr < 1e-9, `worst relative error of a request's energy: ${worstRelErr}`);
   t.true(relErr(stored.requests.reduce((s, r) => s + r.energyJ, 0), report.truth.attributedJ) < 1e-6);
 });
 

@@ -83,7 +83,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       const half = msgs.length >> 1;
       sealInto(spec, msgs.slice(0, half));
       sealInto(spec, msgs.slice(half));
-    } else spool.push({ subject: spec.subject, msgId: batch.msgId, data });
+    } else spool.push({ subject: spec.subject, msgId: batch.msgId, data, messages: msgs.length });
   };
   /** Moves what waits on batched subjects into the spool, one message per subject. */
   const seal = () => {

@@ -10,12 +10,15 @@ import { decode, encode } from "../../shared/mod.ts";
  * segments are read back in order. Writes are asynchronous (the request path never waits on disk).
  * Segments left by a previous run are picked up at start, oldest first.
  *
- * Overflow policy: when memory and disk are both full, the newest record is dropped and counted.
+ * Overflow policy: when memory and disk are both full, the newest record is dropped and counted, by
+ * the messages it carries (a batch of 300 request events counts 300).
  */
 export interface SpoolRecord {
   subject: string;
   msgId: string;
   data: Uint8Array;
+  /** Messages the record carries (a batch), for the drop count; default 1. Not kept on disk. */
+  messages?: number;
 }
 
 export interface SpoolOptions {
@@ -34,6 +37,7 @@ export interface SpoolStats {
   inMemory: number;
   onDisk: number;
   diskBytes: number;
+  /** Messages dropped (see SpoolRecord.messages). */
   dropped: number;
   spilled: number;
 }
@@ -144,12 +148,12 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
         return true;
       }
       if (!opts.dir) {
-        dropped++;
+        dropped += rec.messages ?? 1;
         return false;
       }
       const f = frame(rec);
       if (diskBytes + f.length > maxDisk) {
-        dropped++;
+        dropped += rec.messages ?? 1;
         return false;
       }
       let seg = writing();
