@@ -4,7 +4,7 @@ import { systemClock, type PowerBatch } from "../shared/mod.ts";
 import { createSampler } from "../services/agent/sampler.ts";
 import type { GpuReading } from "../services/agent/power-source.ts";
 import { createNvmlSource, NvmlError, type NvmlSource, type NvmlSourceOptions } from "../services/agent/nvml/mod.ts";
-import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
+import { buildFakeNvmlExporting, fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
 
 const clock = systemClock();
 
@@ -163,6 +163,39 @@ test("nvml - extras: false reads only power and energy", async (t) => {
   const source = await fakeSource({ GPUS: 1 }, { extras: false });
   t.teardown(() => source.close());
   t.deepEqual(Object.keys((await source.sample())[0]!).sort(), ["energyMj", "gpu", "powerMw", "tMs", "uuid"]);
+});
+
+const LEGACY_MINIMAL = ["nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption"];
+
+test("nvml - a driver with only the legacy entry points and power/energy: opens, describes, samples, no GPU errors", async (t) => {
+  const libraryPath = await buildFakeNvmlExporting(LEGACY_MINIMAL);
+  const source = withFakeNvmlEnv({ GPUS: 2, POWER_W: 200 }, () => createNvmlSource({ clock, libraryPath }));
+  t.teardown(() => source.close());
+  t.deepEqual(await source.describe(), {
+    gpus: [
+      { index: 0, uuid: "gpu-0", name: "unknown" },
+      { index: 1, uuid: "gpu-1", name: "unknown" },
+    ],
+  });
+  const samples = await sampleFor(source, 100, 1000);
+  for (const r of samples.flat()) {
+    t.deepEqual(Object.keys(r).sort(), ["energyMj", "gpu", "powerMw", "tMs", "uuid"]);
+    t.is(r.powerMw, 200_000);
+  }
+  for (const gpu of [0, 1]) {
+    const rs = byGpu(samples, gpu);
+    const joules = (rs.at(-1)!.energyMj! - rs[0]!.energyMj!) / 1000;
+    const seconds = (rs.at(-1)!.tMs - rs[0]!.tMs) / 1000;
+    t.true(Math.abs(joules / seconds - 200) < 200 * 0.01, `${joules} J over ${seconds} s`);
+  }
+  t.is(source.stats().gpuErrors, 0);
+});
+
+test("nvml - a driver without a required entry point is refused at open, naming what it lacks", async (t) => {
+  const libraryPath = await buildFakeNvmlExporting(LEGACY_MINIMAL.filter((f) => f !== "nvmlDeviceGetPowerUsage"));
+  const err = t.throws(() => createNvmlSource({ clock, libraryPath }), { instanceOf: NvmlError });
+  t.regex(err!.message, /nvmlDeviceGetPowerUsage/);
+  t.is(err!.nvmlCode, 13);
 });
 
 test("nvml - gpus selects a subset of NVML indices and rejects one that does not exist", async (t) => {

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,30 @@ export function buildFakeNvml(): Promise<string> {
     return out;
   })();
   return built;
+}
+
+const minimal = new Map<string, Promise<string>>();
+
+/**
+ * The same fake, built so that the library exports only `symbols` (a linker version script hides
+ * the rest): a driver that lacks entry points, as old drivers and minimal builds do.
+ */
+export function buildFakeNvmlExporting(symbols: readonly string[]): Promise<string> {
+  const key = [...symbols].sort().join(",");
+  let p = minimal.get(key);
+  if (!p) {
+    const n = minimal.size; // taken now: builds run concurrently, each needs its own file
+    p = (async () => {
+      await buildFakeNvml(); // makes `dir`
+      const script = join(dir!, `exports-${n}.map`);
+      writeFileSync(script, `{ global: ${symbols.map((s) => `${s};`).join(" ")} local: *; };\n`);
+      const out = join(dir!, `libnvidia-ml-exports-${n}.so`);
+      await promisify(execFile)("gcc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", `-Wl,--version-script=${script}`, "-o", out, source, "-lm"]);
+      return out;
+    })();
+    minimal.set(key, p);
+  }
+  return p;
 }
 
 export async function fakeNvmlCopy(): Promise<string> {

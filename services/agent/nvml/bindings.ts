@@ -34,43 +34,54 @@ export type NvmlDevice = bigint & { readonly __nvmlDevice: unique symbol };
 type Out = Uint32Array | BigUint64Array | Buffer;
 type Fn<A extends unknown[]> = (...args: A) => number;
 
-/** Raw functions: each returns the nvmlReturn_t; `undefined` where the library lacks the symbol. */
+/**
+ * Raw functions: each returns the nvmlReturn_t. Only what sampling cannot do without is required;
+ * the rest is `undefined` where the library lacks the symbol (old drivers, vGPU guests, minimal
+ * builds), and callers treat that as NOT_SUPPORTED.
+ */
 export interface NvmlFunctions {
   nvmlInit_v2: Fn<[]>;
   nvmlShutdown: Fn<[]>;
-  nvmlErrorString: (code: number) => string;
-  nvmlSystemGetDriverVersion: Fn<[Buffer, number]>;
   nvmlDeviceGetCount_v2: Fn<[Uint32Array]>;
   nvmlDeviceGetHandleByIndex_v2: Fn<[number, [NvmlDevice | null]]>;
-  nvmlDeviceGetName: Fn<[NvmlDevice, Buffer, number]>;
-  nvmlDeviceGetUUID: Fn<[NvmlDevice, Buffer, number]>;
   nvmlDeviceGetPowerUsage: Fn<[NvmlDevice, Uint32Array]>;
+  nvmlErrorString?: (code: number) => string;
+  nvmlSystemGetDriverVersion?: Fn<[Buffer, number]>;
+  nvmlDeviceGetName?: Fn<[NvmlDevice, Buffer, number]>;
+  nvmlDeviceGetUUID?: Fn<[NvmlDevice, Buffer, number]>;
   nvmlDeviceGetFieldValues?: Fn<[NvmlDevice, number, Buffer]>;
   nvmlDeviceGetTotalEnergyConsumption?: Fn<[NvmlDevice, BigUint64Array]>;
-  nvmlDeviceGetClockInfo: Fn<[NvmlDevice, number, Uint32Array]>;
-  nvmlDeviceGetUtilizationRates: Fn<[NvmlDevice, Uint32Array]>;
-  nvmlDeviceGetTemperature: Fn<[NvmlDevice, number, Uint32Array]>;
-  nvmlDeviceGetMemoryInfo: Fn<[NvmlDevice, BigUint64Array]>;
-  nvmlDeviceGetEnforcedPowerLimit: Fn<[NvmlDevice, Uint32Array]>;
-  nvmlDeviceGetPowerManagementLimitConstraints: Fn<[NvmlDevice, Uint32Array, Uint32Array]>;
-  nvmlDeviceGetSupportedMemoryClocks: Fn<[NvmlDevice, Uint32Array, Uint32Array]>;
-  nvmlDeviceGetSupportedGraphicsClocks: Fn<[NvmlDevice, number, Uint32Array, Uint32Array]>;
+  nvmlDeviceGetClockInfo?: Fn<[NvmlDevice, number, Uint32Array]>;
+  nvmlDeviceGetUtilizationRates?: Fn<[NvmlDevice, Uint32Array]>;
+  nvmlDeviceGetTemperature?: Fn<[NvmlDevice, number, Uint32Array]>;
+  nvmlDeviceGetMemoryInfo?: Fn<[NvmlDevice, BigUint64Array]>;
+  nvmlDeviceGetEnforcedPowerLimit?: Fn<[NvmlDevice, Uint32Array]>;
+  nvmlDeviceGetPowerManagementLimitConstraints?: Fn<[NvmlDevice, Uint32Array, Uint32Array]>;
+  nvmlDeviceGetSupportedMemoryClocks?: Fn<[NvmlDevice, Uint32Array, Uint32Array]>;
+  nvmlDeviceGetSupportedGraphicsClocks?: Fn<[NvmlDevice, number, Uint32Array, Uint32Array]>;
   nvmlDeviceSetGpuLockedClocks?: Fn<[NvmlDevice, number, number]>;
   nvmlDeviceResetGpuLockedClocks?: Fn<[NvmlDevice]>;
   nvmlDeviceSetPowerManagementLimit?: Fn<[NvmlDevice, number]>;
 }
 
-/** Prototypes as in nvml.h, with out-pointers as `void *` (see above). */
-const REQUIRED = [
-  "int nvmlInit_v2(void)",
-  "int nvmlShutdown(void)",
+/**
+ * Prototypes as in nvml.h, with out-pointers as `void *` (see above). A required entry lists the
+ * versioned symbol first and the legacy one after (nvml.h maps nvmlInit to nvmlInit_v2, and so on);
+ * the first the library has is bound, under the first name.
+ */
+const REQUIRED: readonly (readonly string[])[] = [
+  ["int nvmlInit_v2(void)", "int nvmlInit(void)"],
+  ["int nvmlShutdown(void)"],
+  ["int nvmlDeviceGetCount_v2(void *deviceCount)", "int nvmlDeviceGetCount(void *deviceCount)"],
+  ["int nvmlDeviceGetHandleByIndex_v2(unsigned int index, _Out_ nvmlDevice_t *device)", "int nvmlDeviceGetHandleByIndex(unsigned int index, _Out_ nvmlDevice_t *device)"],
+  ["int nvmlDeviceGetPowerUsage(nvmlDevice_t device, void *power)"],
+];
+/** Bound only if present. */
+const OPTIONAL = [
   "const char *nvmlErrorString(int result)",
   "int nvmlSystemGetDriverVersion(_Out_ char *version, unsigned int length)",
-  "int nvmlDeviceGetCount_v2(void *deviceCount)",
-  "int nvmlDeviceGetHandleByIndex_v2(unsigned int index, _Out_ nvmlDevice_t *device)",
   "int nvmlDeviceGetName(nvmlDevice_t device, _Out_ char *name, unsigned int length)",
   "int nvmlDeviceGetUUID(nvmlDevice_t device, _Out_ char *uuid, unsigned int length)",
-  "int nvmlDeviceGetPowerUsage(nvmlDevice_t device, void *power)",
   "int nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, void *clock)",
   "int nvmlDeviceGetUtilizationRates(nvmlDevice_t device, void *utilization)",
   "int nvmlDeviceGetTemperature(nvmlDevice_t device, int sensorType, void *temp)",
@@ -79,9 +90,6 @@ const REQUIRED = [
   "int nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device, void *minLimit, void *maxLimit)",
   "int nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, void *count, void *clocksMHz)",
   "int nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device, unsigned int memoryClockMHz, void *count, void *clocksMHz)",
-];
-/** Newer or device-class-specific entry points: absent from old drivers, so bound only if present. */
-const OPTIONAL = [
   "int nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount, void *values)",
   "int nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device, void *energy)",
   "int nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int minGpuClockMHz, unsigned int maxGpuClockMHz)",
@@ -118,21 +126,25 @@ export function loadNvml(path: string): NvmlBinding {
   } catch (err) {
     throw new NvmlError(NvmlReturn.LIBRARY_NOT_FOUND, "dlopen", { detail: `${path}: ${(err as Error).message}`, cause: err });
   }
-  const fn: Record<string, unknown> = {};
-  for (const proto of REQUIRED) {
+  const bind = (proto: string): unknown => {
     try {
-      fn[fnName(proto)] = lib.func(proto);
-    } catch (err) {
+      return lib.func(proto);
+    } catch {
+      return undefined; // absent symbol
+    }
+  };
+  const fn: Record<string, unknown> = {};
+  for (const protos of REQUIRED) {
+    const name = fnName(protos[0]!);
+    for (const proto of protos) fn[name] ??= bind(proto);
+    if (fn[name] === undefined) {
       lib.unload();
-      throw new NvmlError(NvmlReturn.FUNCTION_NOT_FOUND, fnName(proto), { detail: `${path}: ${(err as Error).message}`, cause: err });
+      throw new NvmlError(NvmlReturn.FUNCTION_NOT_FOUND, name, { detail: `${path} exports none of ${protos.map(fnName).join(", ")}` });
     }
   }
   for (const proto of OPTIONAL) {
-    try {
-      fn[fnName(proto)] = lib.func(proto);
-    } catch {
-      // Absent symbol: callers treat the feature as NOT_SUPPORTED.
-    }
+    const f = bind(proto);
+    if (f !== undefined) fn[fnName(proto)] = f;
   }
   const functions = fn as unknown as NvmlFunctions;
   let loaded = true;
@@ -143,7 +155,7 @@ export function loadNvml(path: string): NvmlBinding {
       if (code === NVML_SUCCESS) return;
       let detail: string | undefined;
       try {
-        detail = functions.nvmlErrorString(code);
+        detail = functions.nvmlErrorString?.(code);
       } catch {
         detail = undefined;
       }
@@ -155,6 +167,16 @@ export function loadNvml(path: string): NvmlBinding {
       lib.unload();
     },
   };
+}
+
+/**
+ * A function the library may lack: bound, or NvmlError FUNCTION_NOT_FOUND, which readers of optional
+ * facts take as "not supported".
+ */
+export function need<K extends keyof NvmlFunctions>(b: NvmlBinding, name: K): NonNullable<NvmlFunctions[K]> {
+  const f = b.fn[name];
+  if (f === undefined) throw new NvmlError(NvmlReturn.FUNCTION_NOT_FOUND, name, { detail: `${b.path} has no ${name}` });
+  return f as NonNullable<NvmlFunctions[K]>;
 }
 
 /** A NUL-terminated C string out of a Buffer. */

@@ -4,6 +4,7 @@ import {
   NVML_DEVICE_UUID_V2_BUFFER_SIZE,
   NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE,
   cString,
+  need,
   type NvmlBinding,
   type NvmlDevice,
 } from "./bindings.ts";
@@ -15,19 +16,19 @@ const MAX_CLOCKS = 512;
 
 export function readDriverVersion(b: NvmlBinding): string {
   const buf = Buffer.alloc(NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE);
-  b.check(b.fn.nvmlSystemGetDriverVersion(buf, buf.length), "nvmlSystemGetDriverVersion");
+  b.check(need(b, "nvmlSystemGetDriverVersion")(buf, buf.length), "nvmlSystemGetDriverVersion");
   return cString(buf);
 }
 
 export function readUuid(b: NvmlBinding, dev: NvmlDevice, gpu: number): string {
   const buf = Buffer.alloc(NVML_DEVICE_UUID_V2_BUFFER_SIZE);
-  b.check(b.fn.nvmlDeviceGetUUID(dev, buf, buf.length), "nvmlDeviceGetUUID", gpu);
+  b.check(need(b, "nvmlDeviceGetUUID")(dev, buf, buf.length), "nvmlDeviceGetUUID", gpu);
   return cString(buf);
 }
 
 export function readName(b: NvmlBinding, dev: NvmlDevice, gpu: number): string {
   const buf = Buffer.alloc(NVML_DEVICE_NAME_V2_BUFFER_SIZE);
-  b.check(b.fn.nvmlDeviceGetName(dev, buf, buf.length), "nvmlDeviceGetName", gpu);
+  b.check(need(b, "nvmlDeviceGetName")(dev, buf, buf.length), "nvmlDeviceGetName", gpu);
   return cString(buf);
 }
 
@@ -39,11 +40,11 @@ export function readSupportedSmClocks(b: NvmlBinding, dev: NvmlDevice, gpu: numb
   const count = new Uint32Array(1);
   const clocks = new Uint32Array(MAX_CLOCKS);
   count[0] = MAX_CLOCKS;
-  b.check(b.fn.nvmlDeviceGetSupportedMemoryClocks(dev, count, clocks), "nvmlDeviceGetSupportedMemoryClocks", gpu);
+  b.check(need(b, "nvmlDeviceGetSupportedMemoryClocks")(dev, count, clocks), "nvmlDeviceGetSupportedMemoryClocks", gpu);
   if (count[0] === 0) return [];
   const memMhz = Math.max(...clocks.subarray(0, count[0]));
   count[0] = MAX_CLOCKS;
-  b.check(b.fn.nvmlDeviceGetSupportedGraphicsClocks(dev, memMhz, count, clocks), "nvmlDeviceGetSupportedGraphicsClocks", gpu);
+  b.check(need(b, "nvmlDeviceGetSupportedGraphicsClocks")(dev, memMhz, count, clocks), "nvmlDeviceGetSupportedGraphicsClocks", gpu);
   return [...clocks.subarray(0, count[0])].sort((x, y) => y - x);
 }
 
@@ -55,14 +56,14 @@ export function readGpuInfo(b: NvmlBinding, dev: NvmlDevice, gpu: number, uuid?:
   const info: GpuInfo = { index: gpu, uuid: uuid ?? readUuid(b, dev, gpu), name: optional(() => readName(b, dev, gpu)) ?? "unknown" };
   const u32 = new Uint32Array(2);
   const limit = optional(() => {
-    b.check(b.fn.nvmlDeviceGetEnforcedPowerLimit(dev, u32), "nvmlDeviceGetEnforcedPowerLimit", gpu);
+    b.check(need(b, "nvmlDeviceGetEnforcedPowerLimit")(dev, u32), "nvmlDeviceGetEnforcedPowerLimit", gpu);
     return u32[0]!;
   });
   if (limit !== undefined) info.powerLimitMw = limit;
   const constraints = optional(() => {
     const min = u32.subarray(0, 1);
     const max = u32.subarray(1, 2);
-    b.check(b.fn.nvmlDeviceGetPowerManagementLimitConstraints(dev, min, max), "nvmlDeviceGetPowerManagementLimitConstraints", gpu);
+    b.check(need(b, "nvmlDeviceGetPowerManagementLimitConstraints")(dev, min, max), "nvmlDeviceGetPowerManagementLimitConstraints", gpu);
     return { minMw: min[0]!, maxMw: max[0]! };
   });
   if (constraints) {
@@ -73,7 +74,7 @@ export function readGpuInfo(b: NvmlBinding, dev: NvmlDevice, gpu: number, uuid?:
   if (clocks && clocks.length > 0) info.supportedSmClocksMhz = clocks;
   const memTotal = optional(() => {
     const mem = new BigUint64Array(3); // nvmlMemory_t { total, free, used } in bytes
-    b.check(b.fn.nvmlDeviceGetMemoryInfo(dev, mem), "nvmlDeviceGetMemoryInfo", gpu);
+    b.check(need(b, "nvmlDeviceGetMemoryInfo")(dev, mem), "nvmlDeviceGetMemoryInfo", gpu);
     return Math.round(Number(mem[0]) / BYTES_PER_MB);
   });
   if (memTotal !== undefined) info.memTotalMb = memTotal;

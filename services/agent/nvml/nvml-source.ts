@@ -152,14 +152,16 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         gpu, dev, uuid: `gpu-${gpu}`, lost: false,
         instant: (opts.instantPower ?? true) && fn.nvmlDeviceGetFieldValues !== undefined,
         energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
-        smClock: extras, memClock: extras, util: extras, temp: extras,
+        smClock: extras && fn.nvmlDeviceGetClockInfo !== undefined, memClock: extras && fn.nvmlDeviceGetClockInfo !== undefined,
+        util: extras && fn.nvmlDeviceGetUtilizationRates !== undefined, temp: extras && fn.nvmlDeviceGetTemperature !== undefined,
         lastEnergyMj: undefined, counterResets: 0, errors: 0, buf: newBuffers(),
       };
       states.push(state);
       try {
         state.uuid = readUuid(binding, dev, gpu);
       } catch (err) {
-        fail(state, err);
+        // A library without nvmlDeviceGetUUID: the GPU is named by its index, which is no fault of it.
+        if (!(err instanceof NvmlError && err.nvmlCode === NvmlReturn.FUNCTION_NOT_FOUND)) fail(state, err);
       }
     }
   } catch (err) {
@@ -254,20 +256,20 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       r.energyMj = energyMj;
     }
     if (s.smClock) {
-      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetClockInfo, s.dev, NVML_CLOCK_SM, u32)), "nvmlDeviceGetClockInfo(SM)");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetClockInfo!, s.dev, NVML_CLOCK_SM, u32)), "nvmlDeviceGetClockInfo(SM)");
       if (v !== undefined) r.smClockMhz = v;
     }
     if (s.memClock) {
-      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetClockInfo, s.dev, NVML_CLOCK_MEM, u32)), "nvmlDeviceGetClockInfo(MEM)");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetClockInfo!, s.dev, NVML_CLOCK_MEM, u32)), "nvmlDeviceGetClockInfo(MEM)");
       if (v !== undefined) r.memClockMhz = v;
     }
     if (s.util) {
       // nvmlUtilization_t { gpu, memory } in %: u32[0] is the GPU share.
-      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetUtilizationRates, s.dev, u32)), "nvmlDeviceGetUtilizationRates");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetUtilizationRates!, s.dev, u32)), "nvmlDeviceGetUtilizationRates");
       if (v !== undefined) r.utilPct = v;
     }
     if (s.temp) {
-      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetTemperature, s.dev, NVML_TEMPERATURE_GPU, u32)), "nvmlDeviceGetTemperature");
+      const v = optionalU32(s, (yield call(fn.nvmlDeviceGetTemperature!, s.dev, NVML_TEMPERATURE_GPU, u32)), "nvmlDeviceGetTemperature");
       if (v !== undefined) r.tempC = v;
     }
     return r;
