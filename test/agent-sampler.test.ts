@@ -4,7 +4,7 @@ import type { PowerSource } from "../services/agent/power-source.ts";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { powerBatch, type PowerBatch } from "../shared/mod.ts";
+import { powerBatch, systemClock, type PowerBatch } from "../shared/mod.ts";
 import { createRaplReader, raplMeter } from "../services/agent/rapl.ts";
 
 /** A source at a constant 300 W per GPU whose counter integrates exactly; time from a settable clock. */
@@ -36,6 +36,27 @@ test("sampler - stop closes every window up to now, even when the boundary tick 
   const last = windows[2]!.gpus[0]!;
   t.is(last.energyStartMj, 300 * 10_250);
   t.is(last.energyMj!.at(-1), 300 * 12_050);
+});
+
+test("sampler - on the wall clock: one sample per grid slot, never two (timers fire up to a millisecond early)", async (t) => {
+  const clock = systemClock();
+  const source: PowerSource = {
+    kind: "fake",
+    describe: async () => ({ gpus: [] }),
+    sample: async () => [{ gpu: 0, uuid: "GPU-0", tMs: clock.nowMs(), powerMw: 300_000 }],
+    close: async () => {},
+  };
+  const windows: PowerBatch[] = [];
+  const s = createSampler({ source, clock, node: "n1", sampleIntervalMs: 20, publishIntervalMs: 200, onWindow: (b) => windows.push(b) });
+  s.start();
+  await new Promise((r) => setTimeout(r, 1500));
+  await s.stop();
+  // Timer ticks only: start() and stop() take a sample of their own, off the grid.
+  const times = windows.flatMap((w) => w.gpus[0]?.tMs ?? []).slice(1, -1);
+  const slots = times.map((x) => Math.round(x / 20));
+  t.is(new Set(slots).size, slots.length, `two samples in one 20 ms slot: ${times.map((x) => (x % 1000).toFixed(1)).join(" ")}`);
+  for (const w of windows.slice(1, -1)) t.true(w.gpus[0]!.tMs.length <= 10, `${w.gpus[0]!.tMs.length} samples in a 200 ms window at 50 Hz`);
+  t.true(times.length >= 40, `${times.length} samples in 1.5 s at 50 Hz`);
 });
 
 test("sampler - CPU energy (RAPL packages, read from powercap files) is carried per window and adds up across windows", async (t) => {

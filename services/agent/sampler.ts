@@ -189,10 +189,17 @@ export function createSampler(opts: SamplerOptions): Sampler {
     schedule();
   };
 
+  /**
+   * Arms the timer for the next grid instant after the one just served. Node's timers run on the
+   * event loop's millisecond clock, taken at the start of a loop turn, so one can fire up to a
+   * millisecond before its instant by ours: the delay is rounded up by a millisecond, and a slot is
+   * never served twice (an early tick used to be followed by a second sample a millisecond later).
+   */
   const schedule = () => {
     const now = opts.clock.nowMs();
-    nextTickMs = (Math.floor(now / sampleMs) + 1) * sampleMs;
-    timer = setTimeout(tick, Math.max(0, nextTickMs - now));
+    const served = nextTickMs;
+    nextTickMs = Math.max((Math.floor(now / sampleMs) + 1) * sampleMs, served + sampleMs);
+    timer = setTimeout(tick, Math.ceil(nextTickMs - now) + 1);
   };
 
   let stopping: Promise<void> | undefined;
