@@ -1,7 +1,7 @@
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import type { Clock, InstanceInfo, RequestEvent } from "../../shared/mod.ts";
+import type { Clock, InstanceInfo, RequestEnd, RequestEvent, RequestStart } from "../../shared/mod.ts";
 import { createSseCounter, createUsageFilter } from "./sse-counter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
 
@@ -42,7 +42,12 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   const maxBody = opts.maxBodyBytes ?? 16 * 1024 * 1024;
   const stats = { requests: 0, active: 0, aborted: 0, upstreamErrors: 0, rejected: 0 };
   const inst = opts.instance.id;
-  const base = { v: 1 as const, kind: "request" as const, node: opts.node, instance: inst };
+  // Events are built property by property, not with object spread. With a spread base and spread
+  // optional parts, every request's objects survived young-generation GCs although each event was
+  // garbage at once (2,000 requests/s: ~2 MB promoted a scavenge, a mark-compact a second; with the
+  // emit a no-op, too). Built plainly: ~0.4 MB a scavenge and half the mark-compacts. A bare proxy
+  // promotes nothing; where the rest comes from is not found yet.
+  const node = opts.node;
   const usageOptions = { include_usage: true, ...(opts.continuousUsage === false ? {} : { continuous_usage_stats: true }) };
 
   const jsonError = (res: ServerResponse, status: number, type: string, message: string) => {
@@ -110,20 +115,13 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     opts.tracker.started(inst, requestId);
     const runId = header("x-joulestream-run");
     const workloadClass = header("x-joulestream-class");
-    opts.emit({
-      ...base,
-      msgId: `${opts.node}:req:${requestId}:start`,
-      requestId,
-      tMs: opts.clock.nowMs(),
-      event: "start",
-      endpoint,
-      stream,
-      ...(typeof parsed?.model === "string" ? { model: parsed.model } : {}),
-      ...(hint !== undefined ? { promptTokensHint: hint } : {}),
-      ...(typeof parsed?.max_tokens === "number" ? { maxTokens: parsed.max_tokens } : {}),
-      ...(runId ? { runId } : {}),
-      ...(workloadClass ? { workloadClass } : {}),
-    });
+    const start: RequestStart = { v: 1, kind: "request", node, instance: inst, msgId: `${node}:req:${requestId}:start`, requestId, tMs: opts.clock.nowMs(), event: "start", endpoint, stream };
+    if (typeof parsed?.model === "string") start.model = parsed.model;
+    if (hint !== undefined) start.promptTokensHint = hint;
+    if (typeof parsed?.max_tokens === "number") start.maxTokens = parsed.max_tokens;
+    if (runId) start.runId = runId;
+    if (workloadClass) start.workloadClass = workloadClass;
+    opts.emit(start);
     forward(req, res, path, headers, out, { requestId, stream, clientWantsUsage, hint, outputTokens: 0, finished: false, ended: false });
   };
 
@@ -194,7 +192,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       if (!first) {
         first = true;
         prefillTokens = promptTokens ?? t.hint ?? 0;
-        opts.emit({ ...base, msgId: `${opts.node}:req:${t.requestId}:first`, requestId: t.requestId, tMs: opts.clock.nowMs(), event: "first_token" });
+        opts.emit({ v: 1, kind: "request", node, instance: inst, msgId: `${node}:req:${t.requestId}:first`, requestId: t.requestId, tMs: opts.clock.nowMs(), event: "first_token" });
         // The first output token is produced by the prefill step; the rest are decode steps.
         opts.tracker.prefill(inst, t.requestId, prefillTokens);
         opts.tracker.decode(inst, t.requestId, n - 1);
@@ -254,18 +252,9 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     t.finished = true;
     stats.active--;
     opts.tracker.ended(inst, t.requestId);
-    opts.emit({
-      ...base,
-      msgId: `${opts.node}:req:${t.requestId}:end`,
-      requestId: t.requestId,
-      tMs: opts.clock.nowMs(),
-      event: "end",
-      status,
-      httpStatus,
-      promptTokens,
-      outputTokens,
-      ...(error ? { error } : {}),
-    });
+    const end: RequestEnd = { v: 1, kind: "request", node, instance: inst, msgId: `${node}:req:${t.requestId}:end`, requestId: t.requestId, tMs: opts.clock.nowMs(), event: "end", status, httpStatus, promptTokens, outputTokens };
+    if (error) end.error = error;
+    opts.emit(end);
   };
 
   const server: Server = createServer((req, res) => {
