@@ -19,82 +19,79 @@ export interface SseCounter {
 }
 
 export function createSseCounter(): SseCounter {
+  return new StreamCounter();
+}
+
+/**
+ * A class, not an object literal with getters over closure variables: one is made per request, and
+ * with the literal V8 promoted more of each request's objects to the old generation (10,000
+ * streamed requests through the tap, --trace-gc-nvp: 5.0 MB promoted and 6 mark-compacts; with the
+ * class 2.8 MB and 1-3).
+ */
+class StreamCounter implements SseCounter {
+  outputTokens = 0;
+  promptTokens: number | undefined = undefined;
+  usageCompletionTokens: number | undefined = undefined;
+  done = false;
   /** An unterminated last line, kept for the next read. */
-  let pending: Buffer | undefined;
-  let outputTokens = 0;
-  let promptTokens: number | undefined;
-  let usageCompletion: number | undefined;
-  let done = false;
-  return {
-    push(chunk) {
-      // Bytes, not text: no string per read, and a line is decoded only when it must be parsed
-      // (whole, so a UTF-8 character split across reads decodes right).
-      const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
-      let newTokens = 0;
-      let seenPrompt: number | undefined;
-      let from = 0;
-      // Where the next `"usage":{` is (searched once per read, not once per line); -1: none left.
-      let usageAt = buf.indexOf(USAGE_KEY);
-      for (let nl = buf.indexOf(0x0a); nl >= 0; from = nl + 1, nl = buf.indexOf(0x0a, from)) {
-        if (!isDataLine(buf, from)) continue;
-        if (usageAt >= 0 && usageAt < from) usageAt = buf.indexOf(USAGE_KEY, from);
-        let ev: { choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } | null };
-        // Per-chunk usage, the common case with vLLM's continuous_usage_stats: read the numbers in
-        // place, without decoding or parsing the event (a raw `"usage":{` can only be a key:
-        // quotes in JSON strings are escaped).
-        const fast = usageAt >= 0 && usageAt < nl ? usageOf(buf, usageAt, nl) : undefined;
-        if (fast) ev = { usage: fast };
-        else {
-          const data = buf.toString("utf8", from + 5, nl).trim();
-          if (data === "[DONE]") {
-            done = true;
-            continue;
-          }
-          try {
-            ev = JSON.parse(data);
-          } catch {
-            continue;
-          }
-        }
-        const u = ev.usage;
-        if (u && typeof u.completion_tokens === "number") {
-          // Per-chunk usage (vLLM continuous_usage_stats) is exact, even for multi-token chunks.
-          // Cumulative: whatever chunks were counted before the first usage object are included.
-          const delta = u.completion_tokens - outputTokens;
-          usageCompletion = u.completion_tokens;
-          if (typeof u.prompt_tokens === "number") seenPrompt = promptTokens = u.prompt_tokens;
-          if (delta > 0) {
-            newTokens += delta;
-            outputTokens += delta;
-          }
+  private pending: Buffer | undefined = undefined;
+
+  push(chunk: Buffer): SseProgress {
+    // Bytes, not text: no string per read, and a line is decoded only when it must be parsed
+    // (whole, so a UTF-8 character split across reads decodes right).
+    const buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    let newTokens = 0;
+    let seenPrompt: number | undefined;
+    let from = 0;
+    // Where the next `"usage":{` is (searched once per read, not once per line); -1: none left.
+    let usageAt = buf.indexOf(USAGE_KEY);
+    for (let nl = buf.indexOf(0x0a); nl >= 0; from = nl + 1, nl = buf.indexOf(0x0a, from)) {
+      if (!isDataLine(buf, from)) continue;
+      if (usageAt >= 0 && usageAt < from) usageAt = buf.indexOf(USAGE_KEY, from);
+      let ev: { choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } | null };
+      // Per-chunk usage, the common case with vLLM's continuous_usage_stats: read the numbers in
+      // place, without decoding or parsing the event (a raw `"usage":{` can only be a key:
+      // quotes in JSON strings are escaped).
+      const fast = usageAt >= 0 && usageAt < nl ? usageOf(buf, usageAt, nl) : undefined;
+      if (fast) ev = { usage: fast };
+      else {
+        const data = buf.toString("utf8", from + 5, nl).trim();
+        if (data === "[DONE]") {
+          this.done = true;
           continue;
         }
-        const c = ev.choices?.[0];
-        const hasToken = c !== undefined && ((c.text !== undefined && c.text !== "") || !!c.delta?.content || !!c.delta?.reasoning_content || !!c.delta?.tool_calls);
-        if (hasToken && usageCompletion === undefined) {
-          newTokens++;
-          outputTokens++;
+        try {
+          ev = JSON.parse(data);
+        } catch {
+          continue;
         }
       }
-      pending = from < buf.length ? buf.subarray(from) : undefined;
-      // A line that never ends (a broken or hostile server) is given up on, not kept growing: the
-      // client's bytes do not depend on the count, and the final usage still reconciles it.
-      if (pending && pending.length > MAX_LINE_BYTES) pending = undefined;
-      return seenPrompt === undefined ? { newTokens } : { newTokens, promptTokens: seenPrompt };
-    },
-    get outputTokens() {
-      return outputTokens;
-    },
-    get promptTokens() {
-      return promptTokens;
-    },
-    get usageCompletionTokens() {
-      return usageCompletion;
-    },
-    get done() {
-      return done;
-    },
-  };
+      const u = ev.usage;
+      if (u && typeof u.completion_tokens === "number") {
+        // Per-chunk usage (vLLM continuous_usage_stats) is exact, even for multi-token chunks.
+        // Cumulative: whatever chunks were counted before the first usage object are included.
+        const delta = u.completion_tokens - this.outputTokens;
+        this.usageCompletionTokens = u.completion_tokens;
+        if (typeof u.prompt_tokens === "number") seenPrompt = this.promptTokens = u.prompt_tokens;
+        if (delta > 0) {
+          newTokens += delta;
+          this.outputTokens += delta;
+        }
+        continue;
+      }
+      const c = ev.choices?.[0];
+      const hasToken = c !== undefined && ((c.text !== undefined && c.text !== "") || !!c.delta?.content || !!c.delta?.reasoning_content || !!c.delta?.tool_calls);
+      if (hasToken && this.usageCompletionTokens === undefined) {
+        newTokens++;
+        this.outputTokens++;
+      }
+    }
+    this.pending = from < buf.length ? buf.subarray(from) : undefined;
+    // A line that never ends (a broken or hostile server) is given up on, not kept growing: the
+    // client's bytes do not depend on the count, and the final usage still reconciles it.
+    if (this.pending && this.pending.length > MAX_LINE_BYTES) this.pending = undefined;
+    return seenPrompt === undefined ? { newTokens } : { newTokens, promptTokens: seenPrompt };
+  }
 }
 
 const USAGE_KEY = Buffer.from('"usage":{');
