@@ -57,12 +57,22 @@ export async function startPartitionLeases(opts: {
     const share = Math.ceil(opts.partitions / Math.max(1, members.size));
     for (let p = 0; p < opts.partitions && owned.size < share; p++) {
       if (owned.has(p) || holders.has(p)) continue;
+      let rev: number;
       try {
-        owned.set(p, await kv.create(`p.${p}`, new TextEncoder().encode(opts.replicaId)));
-        opts.log?.(`partition ${p}: acquired`);
-        await opts.onAcquire(p);
+        rev = await kv.create(`p.${p}`, new TextEncoder().encode(opts.replicaId));
       } catch {
-        /* another replica won it */
+        continue; // another replica won it
+      }
+      // Owned (and so reported by owned()) only once its consumers are bound: a caller that waits
+      // for the partition and then for the analyzer to be idle must not find it idle in between.
+      try {
+        await opts.onAcquire(p);
+        owned.set(p, rev);
+        opts.log?.(`partition ${p}: acquired`);
+      } catch (err) {
+        opts.log?.(`partition ${p}: taking it over failed, letting the lease go: ${(err as Error).message}`);
+        await opts.onRelease(p).catch(() => {});
+        await kv.delete(`p.${p}`).catch(() => {});
       }
     }
     while (owned.size > share) {
