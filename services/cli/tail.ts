@@ -7,27 +7,30 @@ import { defineCommand } from "./command.ts";
  * `joulestream tail SUBJECT`: what an operator uses to see what is flowing. Reads the subject's
  * stream with an ephemeral ordered consumer (from now, or from the start with --all) and prints each
  * message decoded as one JSON line. Bytes become base64; undecodable messages are printed as such.
+ * With --events, a REQUESTS batch is printed as one line per event (with the batch's msgId).
  */
 const schema = natsConfig.extend({
   count: z.coerce.number().int().positive().optional(),
   all: z.boolean().default(false),
   timeout: z.coerce.number().positive().optional(),
+  events: z.boolean().default(false),
 });
 
 export const tailCommand = defineCommand(
   {
     name: "tail",
     summary: "print the decoded messages of a subject as JSON lines",
-    usage: "joulestream tail SUBJECT [--nats URL] [--count N] [--all]",
+    usage: "joulestream tail SUBJECT [--nats URL] [--count N] [--all] [--events]",
     positionals: "SUBJECT",
     options: {
       ...natsOptions,
       count: { type: "string", arg: "N", description: "exit after N messages" },
       all: { type: "boolean", description: "start from the first stored message instead of new ones" },
       timeout: { type: "string", arg: "SECONDS", description: "exit after this long without a message" },
+      events: { type: "boolean", description: "print a request_batch (REQUESTS) as one line per event" },
     },
     schema,
-    examples: ["joulestream tail 'power.v1.>' --count 1", "joulestream tail 'energy.v1.node-1' --all", "joulestream tail 'dlq.v1.>' --all --timeout 2"],
+    examples: ["joulestream tail 'power.v1.>' --count 1", "joulestream tail 'req.v1.node-1' --events", "joulestream tail 'energy.v1.node-1' --all", "joulestream tail 'dlq.v1.>' --all --timeout 2"],
   },
   async (cfg, positionals) => {
     const subject = positionals[0];
@@ -54,7 +57,9 @@ export const tailCommand = defineCommand(
         } catch (err) {
           value = { undecodable: Buffer.from(m.data).toString("base64"), error: (err as Error).message };
         }
-        process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, data: value }, jsonReplacer) + "\n");
+        if (cfg.events && isBatch(value)) {
+          for (const e of value.events) process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, batch: value.msgId, data: e }, jsonReplacer) + "\n");
+        } else process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, data: value }, jsonReplacer) + "\n");
         if (cfg.count && ++seen >= cfg.count) break;
       }
       return 0;
@@ -63,6 +68,10 @@ export const tailCommand = defineCommand(
     }
   },
 );
+
+function isBatch(v: unknown): v is { msgId: unknown; events: unknown[] } {
+  return typeof v === "object" && v !== null && (v as { kind?: unknown }).kind === "request_batch" && Array.isArray((v as { events?: unknown }).events);
+}
 
 function jsonReplacer(_k: string, v: unknown): unknown {
   if (v instanceof Uint8Array) return { base64: Buffer.from(v).toString("base64") };
