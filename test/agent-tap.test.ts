@@ -142,3 +142,44 @@ test("tap - other paths pass through untouched and unrecorded", async (t) => {
   t.truthy(((await res.json()) as { data: unknown[] }).data.length);
   t.is(events.length, 0);
 });
+
+test("tap - headers: hop-by-hop ones stay on their side, repeated ones (set-cookie) pass whole, the tap's x-request-id replaces the client's", async (t) => {
+  const { createServer } = await import("node:http");
+  let seen: string[] = [];
+  const upstreamServer = createServer((req, res) => {
+    seen = req.rawHeaders;
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, ["Content-Type", "application/json", "Set-Cookie", "a=1", "Set-Cookie", "b=2", "X-Upstream", "u", "Keep-Alive", "timeout=1", "X-Request-Id", "upstream-id"]);
+      res.end(JSON.stringify({ usage: { prompt_tokens: 3, completion_tokens: 1 } }));
+    });
+  });
+  await new Promise<void>((r) => upstreamServer.listen(0, "127.0.0.1", r));
+  t.teardown(() => new Promise<void>((r) => upstreamServer.close(() => r())));
+  const upstreamUrl = `http://127.0.0.1:${(upstreamServer.address() as import("node:net").AddressInfo).port}`;
+  const { tap } = await setup(t, upstreamUrl);
+  const tapPort = new URL(tap.url).port;
+  const body = JSON.stringify({ model: "m", prompt: [1, 2, 3], max_tokens: 1 });
+  const got = await new Promise<{ raw: string[] }>((resolve, reject) => {
+    const req = request(
+      { host: "127.0.0.1", port: tapPort, method: "POST", path: "/v1/completions", headers: ["Host", `127.0.0.1:${tapPort}`, "Content-Type", "application/json", "Content-Length", String(body.length), "X-Request-Id", "client-id", "Keep-Alive", "timeout=99", "X-Client", "c"] },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve({ raw: res.rawHeaders }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+  const pairs = (raw: string[]) => Array.from({ length: raw.length / 2 }, (_, i) => [raw[2 * i]!.toLowerCase(), raw[2 * i + 1]!] as const);
+  const up = pairs(seen);
+  t.deepEqual(up.filter(([k]) => k === "x-request-id"), [["x-request-id", "client-id"]], "the client's id, once");
+  t.deepEqual(up.filter(([k]) => k === "host"), [["host", new URL(upstreamUrl).host]]);
+  t.true(up.some(([k, v]) => k === "x-client" && v === "c"));
+  t.false(up.some(([k, v]) => k === "keep-alive" && v === "timeout=99"), "the client's keep-alive is not forwarded");
+  const down = pairs(got.raw);
+  t.deepEqual(down.filter(([k]) => k === "set-cookie").map(([, v]) => v), ["a=1", "b=2"]);
+  t.true(down.some(([k, v]) => k === "x-upstream" && v === "u"));
+  t.deepEqual(down.filter(([k]) => k === "x-request-id").map(([, v]) => v), ["client-id"], "the request's id, not the upstream's");
+  t.false(down.some(([k, v]) => k === "keep-alive" && v === "timeout=1"), "the server's keep-alive is not forwarded");
+});
