@@ -42,12 +42,13 @@ export const upCommand = defineCommand(
       install: !cfg.noInstall,
       log,
     });
-    process.stdout.write(describeStack(stack));
     // On SIGINT/SIGTERM onShutdownSignal stops the stack and exits the process. The servers'
     // handles are unref'd (they must not keep a forgetful owner alive), so this timer keeps the
-    // CLI running meanwhile.
+    // CLI running meanwhile. Both before the stack is announced: whoever reads the env lines may
+    // signal at once (a clean-clone CI run once saw SIGINT kill `up` before it had a handler).
     const keepAlive = setInterval(() => undefined, 1 << 30);
     const removeHandlers = onShutdownSignal(() => stack.stop(), log);
+    process.stdout.write(describeStack(stack));
     try {
       const failure = await stack.closed();
       if (failure) {

@@ -115,9 +115,12 @@ export const agentCommand = defineCommand(
       ...(cpuEnergy ? { cpuEnergy } : {}),
       log: (l) => process.stderr.write(`agent: ${l}\n`),
     });
+    // Signals are handled before the taps are announced: whoever waits for them may stop the agent
+    // at once, and it must still flush what it holds.
+    const stopped = runUntilSignal(() => agent.stop(), () => nc.drain());
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
     process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}${cpuEnergy ? `, CPU energy of ${cpuEnergy.packages} package(s) via RAPL` : ""}, publishing to ${cfg.nats}\n`);
-    await runUntilSignal(() => agent.stop(), () => nc.drain());
+    await stopped;
     return 0;
   },
 );

@@ -66,8 +66,9 @@ export const analyzerCommand = defineCommand(
       influx: { url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) },
       log: (l) => process.stderr.write(`analyzer: ${l}\n`),
     });
+    const stopped = runUntilSignal(() => analyzer.stop(), () => nc.drain()); // before announcing itself
     process.stderr.write(`analyzer ${cfg.name}: consuming from ${cfg.nats}, writing ${cfg.influxUrl} db=${cfg.influxDb} (${api} write API)\n`);
-    await runUntilSignal(() => analyzer.stop(), () => nc.drain());
+    await stopped;
     return 0;
   },
 );

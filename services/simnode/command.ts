@@ -40,18 +40,20 @@ export const simCommand = defineCommand(
   },
   async (cfg) => {
     const sim = await startSimnode(cfg);
+    // The handler goes in before the URL is printed: whoever reads it may signal at once.
+    const stopped = new Promise<void>((resolve) => {
+      onShutdownSignal(async () => {
+        await sim.stop();
+        resolve();
+      });
+    });
     const k = sim.node.knobs();
     process.stdout.write(`${sim.url}\n`);
     process.stderr.write(
       `sim: ${sim.node.gpuCount}× ${sim.node.gpu.name}, ${sim.instances.length} instance(s) of ${sim.node.model.id} at TP=${k.tp} (${sim.instances.map((i) => `${i.id}: GPUs ${i.gpus.join(",")}`).join("; ")})\n` +
         `sim: OpenAI API ${sim.url}/v1 (pin an instance: ${sim.url}/i/<id>/v1), metrics ${sim.metricsUrl}, admin ${sim.url}/admin/config\n`,
     );
-    await new Promise<void>((resolve) => {
-      onShutdownSignal(async () => {
-        await sim.stop();
-        resolve();
-      });
-    });
+    await stopped;
     return 0;
   },
 );
