@@ -99,3 +99,15 @@ test("publisher - NATS down: events are sealed into the spool while publishing r
   t.deepEqual(events.map((e) => e.i), Array.from({ length: 150 }, (_, k) => k));
   t.is(pub.stats().dropped, 0);
 });
+
+test("publisher - a message over the server's max payload is dropped and counted, not retried forever in front of the rest", async (t) => {
+  const { nats, nc } = await setup(t);
+  const pub = createPublisher(nc, { lingerMs: 0 });
+  pub.publish(subjects.power("n1"), { msgId: "huge", pad: "x".repeat(2 * 1024 * 1024) } as { msgId: string });
+  pub.publish(subjects.power("n1"), { msgId: "after" });
+  t.true(await pub.flush(5000));
+  t.is(pub.stats().dropped, 1);
+  t.regex(pub.stats().lastError ?? "", /max payload/);
+  t.deepEqual((await readStream(nats, "POWER")).map((m) => m.msgId), ["after"]);
+  await pub.close();
+});

@@ -55,13 +55,16 @@ export interface BatchedSubject {
   seal(msgs: { msgId: string }[]): { msgId: string };
 }
 
+/** nats.js refuses a payload over the server's max_payload before sending it. */
+const TOO_LARGE = /max_payload/i;
+
 /** Largest batch sealed as one message; a larger one is split (the server's default max_payload is 1 MiB). */
 export const MAX_BATCH_BYTES = 512 * 1024;
 
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
   const js: JetStreamClient = jetstream(nc, { timeout: opts.publishTimeoutMs ?? 5000 });
   const spool = createSpool(opts);
-  const stats = { published: 0, retries: 0, lastError: undefined as string | undefined };
+  const stats = { published: 0, retries: 0, tooLarge: 0, lastError: undefined as string | undefined };
   let pumping: Promise<void> | undefined;
   let lingering: NodeJS.Timeout | undefined;
   const lingerMs = opts.lingerMs ?? 50;
@@ -109,8 +112,16 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
         backoffMs = 100;
         continue;
       }
+      const reason = (results[failed] as PromiseRejectedResult).reason as Error;
+      if (TOO_LARGE.test(reason.message)) {
+        // No retry can ever send it, and it must not hold up everything queued behind it.
+        stats.tooLarge += batch[failed]!.messages ?? 1;
+        stats.lastError = `dropped a message over the server's max payload (${batch[failed]!.data.length} bytes, ${batch[failed]!.subject})`;
+        spool.shift(1);
+        continue;
+      }
       stats.retries++;
-      stats.lastError = ((results[failed] as PromiseRejectedResult).reason as Error).message;
+      stats.lastError = reason.message;
       await new Promise<void>((r) => {
         wake = r;
         setTimeout(r, backoffMs).unref();
@@ -163,7 +174,11 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
         });
       });
     },
-    stats: () => ({ ...spool.stats(), queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) }),
+    stats: () => {
+      const sp = spool.stats();
+      // Dropped: by the spool when memory and disk are full, and here when over the max payload.
+      return { ...sp, dropped: sp.dropped + stats.tooLarge, queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) };
+    },
     async close() {
       closed = true;
       clearTimeout(lingering);

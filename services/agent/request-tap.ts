@@ -34,6 +34,7 @@ export interface RequestTap {
 }
 
 const TRACKED = /\/v1\/(chat\/)?completions$/;
+const MAX_MODEL_CHARS = 256;
 
 export async function startRequestTap(opts: RequestTapOptions): Promise<RequestTap> {
   const upstream = new URL(opts.instance.upstream);
@@ -116,7 +117,9 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     const runId = header("x-joulestream-run");
     const workloadClass = header("x-joulestream-class");
     const start: RequestStart = { v: 1, kind: "request", node, instance: inst, msgId: `${node}:req:${requestId}:start`, requestId, tMs: opts.clock.nowMs(), event: "start", endpoint, stream };
-    if (typeof parsed?.model === "string") start.model = parsed.model;
+    // The client's model name goes into every event batch and InfluxDB tag: a hostile or broken
+    // client must not make one event too large to publish (the server's max payload is 1 MiB).
+    if (typeof parsed?.model === "string") start.model = parsed.model.slice(0, MAX_MODEL_CHARS);
     if (hint !== undefined) start.promptTokensHint = hint;
     if (typeof parsed?.max_tokens === "number") start.maxTokens = parsed.max_tokens;
     if (runId) start.runId = runId;
