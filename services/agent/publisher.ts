@@ -55,6 +55,13 @@ export interface BatchedSubject {
   seal(msgs: { msgId: string }[]): { msgId: string };
 }
 
+/** A batched subject's messages not yet sealed. */
+interface OpenBatch {
+  spec: BatchedSubject;
+  max: number;
+  pending: { msgId: string }[];
+}
+
 /** nats.js refuses a payload over the server's max_payload before sending it. */
 const TOO_LARGE = /max_payload/i;
 
@@ -73,7 +80,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   let wake: (() => void) | undefined;
 
   const window = Math.max(1, opts.window ?? 256);
-  const batches = new Map((opts.batched ?? []).map((b) => [b.subject, { spec: b, max: Math.max(1, b.maxMessages ?? 512), pending: [] as { msgId: string }[] }]));
+  const batches = new Map<string, OpenBatch>((opts.batched ?? []).map((b) => [b.subject, { spec: b, max: Math.max(1, b.maxMessages ?? 512), pending: [] }]));
   const pendingCount = () => {
     let n = 0;
     for (const b of batches.values()) n += b.pending.length;
@@ -88,14 +95,15 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       sealInto(spec, msgs.slice(half));
     } else spool.push({ subject: spec.subject, msgId: batch.msgId, data, messages: msgs.length });
   };
+  /** Moves what waits on one batched subject into the spool. */
+  const sealPending = (b: OpenBatch) => {
+    const msgs = b.pending;
+    b.pending = [];
+    sealInto(b.spec, msgs);
+  };
   /** Moves what waits on batched subjects into the spool, one message per subject. */
   const seal = () => {
-    for (const b of batches.values()) {
-      if (b.pending.length === 0) continue;
-      const msgs = b.pending;
-      b.pending = [];
-      sealInto(b.spec, msgs);
-    }
+    for (const b of batches.values()) if (b.pending.length > 0) sealPending(b);
   };
   const pump = async () => {
     let backoffMs = 100;
@@ -156,11 +164,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       if (closed) return;
       const b = batches.get(subject);
       if (!b) spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
-      else if (b.pending.push(msg) >= b.max) {
-        const full = b.pending;
-        b.pending = [];
-        sealInto(b.spec, full);
-      }
+      else if (b.pending.push(msg) >= b.max) sealPending(b);
       linger();
     },
     async flush(timeoutMs = 10_000) {

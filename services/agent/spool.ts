@@ -147,12 +147,8 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
         memBytes += rec.data.length;
         return true;
       }
-      if (!opts.dir) {
-        dropped += rec.messages ?? 1;
-        return false;
-      }
-      const f = frame(rec);
-      if (diskBytes + f.length > maxDisk) {
+      const f = opts.dir ? frame(rec) : undefined;
+      if (!f || diskBytes + f.length > maxDisk) {
         dropped += rec.messages ?? 1;
         return false;
       }

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { ConfigError, connectNats, decode, natsConfig, natsOptions, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
+import { ConfigError, connectNats, decode, natsConfig, natsOptions, requestBatch, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
 import { defineCommand } from "./command.ts";
 
 /**
@@ -57,8 +57,9 @@ export const tailCommand = defineCommand(
         } catch (err) {
           value = { undecodable: Buffer.from(m.data).toString("base64"), error: (err as Error).message };
         }
-        if (cfg.events && isBatch(value)) {
-          for (const e of value.events) process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, batch: value.msgId, data: e }, jsonReplacer) + "\n");
+        const batch = cfg.events ? requestBatch.safeParse(value) : undefined;
+        if (batch?.success) {
+          for (const e of batch.data.events) process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, batch: batch.data.msgId, data: e }, jsonReplacer) + "\n");
         } else process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, data: value }, jsonReplacer) + "\n");
         if (cfg.count && ++seen >= cfg.count) break;
       }
@@ -68,10 +69,6 @@ export const tailCommand = defineCommand(
     }
   },
 );
-
-function isBatch(v: unknown): v is { msgId: unknown; events: unknown[] } {
-  return typeof v === "object" && v !== null && (v as { kind?: unknown }).kind === "request_batch" && Array.isArray((v as { events?: unknown }).events);
-}
 
 function jsonReplacer(_k: string, v: unknown): unknown {
   if (v instanceof Uint8Array) return { base64: Buffer.from(v).toString("base64") };
