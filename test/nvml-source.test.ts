@@ -90,6 +90,46 @@ test("nvml - without the instant field, power is the trailing 1-s average of the
   t.is(source.stats().gpus[0]!.power, "average");
 });
 
+test("nvml - a driver that answers the energy counter but not power: power comes from the energy counter over the trailing second", async (t) => {
+  const source = await fakeSource({ GPUS: 2, POWER_W: "300,450", POWER: "unsupported", INSTANT: "unsupported" });
+  t.teardown(() => source.close());
+  t.deepEqual(await source.sample(), [], "the first reading is the counter's baseline, not a sample");
+  const samples = await sampleFor(source, 50, 1300);
+  for (const [gpu, w] of [300, 450].entries()) {
+    const rs = byGpu(samples, gpu);
+    t.is(rs.length, samples.length);
+    // A continuous counter: exact but for the reading times (middles of µs-long calls).
+    for (const r of rs) t.true(Math.abs(r.powerMw / (w * 1000) - 1) < 0.002, `gpu ${gpu}: ${r.powerMw} mW`);
+    t.true(rs.every((r) => r.energyMj !== undefined));
+  }
+  t.deepEqual(source.stats().gpus.map((g) => g.power), ["counter", "counter"]);
+  t.is(source.stats().gpuErrors, 0);
+});
+
+test("nvml - power from a counter that moves in 100-ms steps is steady within a step per second, and survives a counter reset", async (t) => {
+  const source = await fakeSource({ GPUS: 1, POWER_W: 400, POWER: "unsupported", INSTANT: "unsupported", ENERGY_PERIOD_MS: 100, RESET_AT_MS: 700 });
+  t.teardown(() => source.close());
+  const rs = byGpu(await sampleFor(source, 50, 2200), 0);
+  t.is(source.stats().counterResets, 1);
+  t.true(rs.every((r) => r.powerMw >= 0), "never negative across the reset");
+  // Once a second of counter has passed (after the reset too), a 100-ms step is at most 10% of it.
+  const settled = rs.filter((r) => r.tMs - rs[0]!.tMs > 1900);
+  t.true(settled.length >= 4);
+  for (const r of settled) t.true(Math.abs(r.powerMw / 400_000 - 1) <= 0.11, `${r.powerMw} mW`);
+});
+
+test("nvml - a GPU with neither power nor an energy counter is left out, reported once", async (t) => {
+  const errors: [number, NvmlError][] = [];
+  const source = await fakeSource({ GPUS: 2, POWER: "unsupported", INSTANT: "unsupported", ENERGY: "unsupported" }, { onGpuError: (gpu, err) => errors.push([gpu, err]) });
+  t.teardown(() => source.close());
+  for (let i = 0; i < 5; i++) t.deepEqual(await source.sample(), []);
+  t.deepEqual(errors.map(([gpu, err]) => [gpu, err.nvmlName]), [[0, "NOT_SUPPORTED"], [1, "NOT_SUPPORTED"]]);
+  t.regex(errors[0]![1].message, /cannot be measured/);
+  t.deepEqual(source.stats().unmeasurableGpus, [0, 1]);
+  t.deepEqual(source.stats().gpus.map((g) => g.power), ["none", "none"]);
+  t.deepEqual((await source.describe()).gpus.map((g) => g.index), [0, 1], "still in the inventory");
+});
+
 test("nvml - a GPU without an energy counter gives readings with no energyMj", async (t) => {
   const source = await fakeSource({ GPUS: 2, ENERGY: "unsupported" });
   t.teardown(() => source.close());

@@ -23,7 +23,10 @@ export interface NvmlSourceOptions extends NvmlOpenOptions {
   instantPower?: boolean;
   /** Also read SM/memory clocks, utilization and temperature (default true). */
   extras?: boolean;
-  /** A GPU left out of a sample (lost: once, then never sampled again; other errors: each time). */
+  /**
+   * A GPU left out of a sample. Lost, or with nothing to measure (neither power nor an energy
+   * counter): once, then never sampled again. Other errors: each time.
+   */
   onGpuError?(gpu: number, err: NvmlError): void;
   /** The energy counter went down (driver reload): the raw value is passed through regardless. */
   onCounterReset?(gpu: number, previousMj: number, currentMj: number): void;
@@ -45,8 +48,12 @@ export interface NvmlGpuStats {
   gpu: number;
   uuid: string;
   lost: boolean;
-  /** Where power comes from now: the instant field, or the 1-s average of nvmlDeviceGetPowerUsage. */
-  power: "instant" | "average";
+  /**
+   * Where power comes from now: the instant field, the 1-s average of nvmlDeviceGetPowerUsage, the
+   * energy counter over the trailing second where the driver reads no power, or
+   * nowhere (neither power nor a counter: the GPU is left out of samples).
+   */
+  power: "instant" | "average" | "counter" | "none";
   energyCounter: boolean;
   counterResets: number;
   errors: number;
@@ -59,6 +66,8 @@ export interface NvmlSourceStats {
   /** Readings left out because a GPU failed (lost or another error). */
   gpuErrors: number;
   lostGpus: number[];
+  /** GPUs left out because they have neither power nor an energy counter to read. */
+  unmeasurableGpus: number[];
   counterResets: number;
   gpus: NvmlGpuStats[];
 }
@@ -75,13 +84,21 @@ interface GpuState {
   dev: NvmlDevice;
   uuid: string;
   lost: boolean;
+  /** Neither power nor an energy counter answers: never sampled again. */
+  unmeasurable: boolean;
   instant: boolean;
+  /** nvmlDeviceGetPowerUsage answers (until NOT_SUPPORTED says otherwise). */
+  average: boolean;
   energy: boolean;
   smClock: boolean;
   memClock: boolean;
   util: boolean;
   temp: boolean;
   lastEnergyMj: number | undefined;
+  /** Counter readings of the trailing second, for power where the driver reads none. */
+  trail: { tMs: number; energyMj: number }[];
+  /** The last power derived from the counter, held where no time has passed since the trail's start. */
+  counterPowerMw: number | undefined;
   counterResets: number;
   errors: number;
   /** Out-buffers of this GPU's calls (its own, so GPUs can be read in parallel with async calls). */
@@ -125,13 +142,17 @@ const newBuffers = (): GpuState["buf"] => {
   return { u32: new Uint32Array(2), u64: new BigUint64Array(1), field, fieldView: new DataView(field.buffer, field.byteOffset, field.byteLength) };
 };
 
+/** The span over which power is derived from the energy counter where the driver reads no power. */
+const COUNTER_SPAN_MS = 1000;
+
 /** Field support is probed by use: NOT_SUPPORTED (or a missing symbol) turns a field off for good. */
 const GONE = new Set<number>([NvmlReturn.NOT_SUPPORTED, NvmlReturn.FUNCTION_NOT_FOUND, NvmlReturn.NO_PERMISSION]);
 
 /**
  * GPU power through NVML. Opens (loads + nvmlInit_v2) synchronously and throws NvmlError where that
  * fails. Every sample reads, per GPU: the energy counter (mJ since driver load; absent where the GPU
- * has none), power (instant field if supported, else the 1-s average), and, unless `extras: false`,
+ * has none), power (instant field if supported, else the 1-s average, else the counter over the
+ * trailing second), and, unless `extras: false`,
  * SM/memory clock, utilization and temperature. Calls go into pre-allocated buffers, synchronously
  * while they are fast (µs each), on koffi's threads once a slow driver makes them hold the event
  * loop (see `calls`).
@@ -149,12 +170,13 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       const dev = session.devices[gpu];
       if (dev === undefined) throw new NvmlError(NvmlReturn.INVALID_ARGUMENT, "createNvmlSource", { gpu, detail: `no GPU ${gpu} (${session.devices.length} present)` });
       const state: GpuState = {
-        gpu, dev, uuid: `gpu-${gpu}`, lost: false,
+        gpu, dev, uuid: `gpu-${gpu}`, lost: false, unmeasurable: false,
         instant: (opts.instantPower ?? true) && fn.nvmlDeviceGetFieldValues !== undefined,
+        average: true,
         energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
         smClock: extras && fn.nvmlDeviceGetClockInfo !== undefined, memClock: extras && fn.nvmlDeviceGetClockInfo !== undefined,
         util: extras && fn.nvmlDeviceGetUtilizationRates !== undefined, temp: extras && fn.nvmlDeviceGetTemperature !== undefined,
-        lastEnergyMj: undefined, counterResets: 0, errors: 0, buf: newBuffers(),
+        lastEnergyMj: undefined, trail: [], counterPowerMw: undefined, counterResets: 0, errors: 0, buf: newBuffers(),
       };
       states.push(state);
       try {
@@ -181,7 +203,25 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     s.errors++;
     stats.gpuErrors++;
     if (e.nvmlCode === NvmlReturn.GPU_IS_LOST) s.lost = true;
+    if (!s.average && !s.instant && !s.energy) s.unmeasurable = true;
     opts.onGpuError?.(s.gpu, e);
+  }
+
+  /**
+   * Power (mW) from the energy counter over the trailing second (from the newest reading at least a
+   * second old, or the oldest there is), as nvmlDeviceGetPowerUsage's 1-s average would read it:
+   * for drivers that answer the counter but not power. A counter that updates every 20–100 ms
+   * (H100) makes a shorter span jumpy. Undefined until a span has passed (the first reading), and
+   * held across a counter reset.
+   */
+  function powerFromCounter(s: GpuState, tMs: number, energyMj: number): number | undefined {
+    const trail = s.trail;
+    if (trail.length > 0 && energyMj < trail[trail.length - 1]!.energyMj) trail.length = 0; // reset: start over
+    trail.push({ tMs, energyMj });
+    while (trail.length > 2 && tMs - trail[1]!.tMs >= COUNTER_SPAN_MS) trail.shift();
+    const from = trail[0]!;
+    if (tMs > from.tMs) s.counterPowerMw = Math.round(((energyMj - from.energyMj) / (tMs - from.tMs)) * 1000); // mJ/ms = W
+    return s.counterPowerMw;
   }
 
   /** Instant power (mW) from the field API; undefined where the field is unsupported or failed. */
@@ -222,7 +262,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
   }
 
   /** One GPU's reading, as a sequence of NVML calls (run by runSync or runAsync). */
-  function* readGpu(s: GpuState): Reading<GpuReading> {
+  function* readGpu(s: GpuState): Reading<GpuReading | undefined> {
     const { u32, u64 } = s.buf;
     // The reading's time is the middle of the energy counter's call (the quantity that must line up
     // with window edges), else of the power calls. A call's middle is exact to half its duration,
@@ -240,11 +280,25 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       t0 = opts.clock.nowMs();
     }
     let powerMw = s.instant ? yield* instantPowerMw(s) : undefined;
-    if (powerMw === undefined) {
-      binding.check((yield call(fn.nvmlDeviceGetPowerUsage, s.dev, u32)), "nvmlDeviceGetPowerUsage", s.gpu);
-      powerMw = u32[0]!;
+    if (powerMw === undefined && s.average) {
+      const code = (yield call(fn.nvmlDeviceGetPowerUsage, s.dev, u32));
+      if (code === NVML_SUCCESS) powerMw = u32[0]!;
+      else if (GONE.has(code)) s.average = false;
+      else binding.check(code, "nvmlDeviceGetPowerUsage", s.gpu);
     }
     tMs ??= (t0 + opts.clock.nowMs()) / 2;
+    if (powerMw === undefined) {
+      if (energyMj === undefined) {
+        const detail = "neither power nor an energy counter answers: this GPU cannot be measured";
+        throw new NvmlError(NvmlReturn.NOT_SUPPORTED, "nvmlDeviceGetPowerUsage", { gpu: s.gpu, detail });
+      }
+      powerMw = powerFromCounter(s, tMs, energyMj);
+    }
+    if (powerMw === undefined) {
+      // The counter's first reading: a baseline for power, left out of the samples.
+      s.lastEnergyMj = energyMj;
+      return undefined;
+    }
     const r: GpuReading = { gpu: s.gpu, uuid: s.uuid, tMs, powerMw };
     if (energyMj !== undefined) {
       if (s.lastEnergyMj !== undefined && energyMj < s.lastEnergyMj) {
@@ -278,9 +332,10 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
   function sampleSync(): GpuReading[] {
     const out: GpuReading[] = [];
     for (const s of states) {
-      if (s.lost) continue;
+      if (s.lost || s.unmeasurable) continue;
       try {
-        out.push(runSync(readGpu(s)));
+        const r = runSync(readGpu(s));
+        if (r) out.push(r);
       } catch (err) {
         fail(s, err);
       }
@@ -291,7 +346,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
   /** Every GPU at once, each GPU's calls in order on koffi's threads. */
   async function sampleAsync(): Promise<GpuReading[]> {
     const readings = await Promise.all(
-      states.filter((s) => !s.lost).map((s) =>
+      states.filter((s) => !s.lost && !s.unmeasurable).map((s) =>
         runAsync(readGpu(s)).catch((err: unknown) => {
           fail(s, err);
           return undefined;
@@ -344,8 +399,9 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         ...stats,
         calls,
         lostGpus: states.filter((s) => s.lost).map((s) => s.gpu),
+        unmeasurableGpus: states.filter((s) => s.unmeasurable).map((s) => s.gpu),
         gpus: states.map((s) => ({
-          gpu: s.gpu, uuid: s.uuid, lost: s.lost, power: s.instant ? "instant" : "average",
+          gpu: s.gpu, uuid: s.uuid, lost: s.lost, power: s.instant ? "instant" : s.average ? "average" : s.energy ? "counter" : "none",
           energyCounter: s.energy, counterResets: s.counterResets, errors: s.errors,
         })),
       };
