@@ -1,5 +1,6 @@
 import { RetryableError, type Clock, wToMw } from "../../shared/mod.ts";
 import type { GpuInfo } from "../../shared/mod.ts";
+import { CounterPower } from "./counter-power.ts";
 import { parsePrometheusText } from "./prometheus.ts";
 import type { GpuReading, PowerSource, SourceDescription } from "./power-source.ts";
 
@@ -7,6 +8,11 @@ import type { GpuReading, PowerSource, SourceDescription } from "./power-source.
  * Reads GPUs from a DCGM exporter's Prometheus endpoint (and from the simulated node, which speaks
  * the same format). Field names and units are dcgm-exporter's: POWER_USAGE in W,
  * TOTAL_ENERGY_CONSUMPTION in mJ since driver load, clocks in MHz, GPU_UTIL in %.
+ *
+ * A value that is not a finite, non-negative number (an exporter's NaN), or one of DCGM's blank
+ * sentinels (a field the GPU does not support), counts as absent. A GPU whose exporter gives the energy counter but no power gets power from
+ * the counter over the trailing second (its first such reading is left out: the counter's baseline);
+ * a GPU with neither is left out of the sample. Power is never made up.
  */
 export interface DcgmSourceOptions {
   url: string;
@@ -15,11 +21,20 @@ export interface DcgmSourceOptions {
   timeoutMs?: number;
 }
 
+/**
+ * DCGM's "blank" values (not supported, not found, no data…) start at 2^47 for doubles
+ * (DCGM_FP64_BLANK) and near 2^63 for int64s, and dcgm-exporter prints them as they are. No real
+ * reading comes near: 2^47 mJ is six years of a 700-W GPU.
+ */
+const DCGM_BLANK = 2 ** 47;
+
 export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
   const timeoutMs = opts.timeoutMs ?? 2000;
   let names = new Map<number, string>();
+  const counterPower = new Map<number, CounterPower>();
 
-  async function scrape(): Promise<{ readings: GpuReading[]; text: string }> {
+  /** One scrape: the readings with power, and every GPU the exporter named. */
+  async function scrape(): Promise<{ readings: GpuReading[]; gpus: { gpu: number; uuid: string }[] }> {
     let text: string;
     try {
       const res = await fetch(opts.url, { signal: AbortSignal.timeout(timeoutMs) });
@@ -29,17 +44,18 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
       throw new RetryableError("UNAVAILABLE", `cannot scrape ${opts.url}: ${(err as Error).message}`, err);
     }
     const tMs = opts.clock.nowMs();
-    const byGpu = new Map<number, GpuReading>();
+    const byGpu = new Map<number, Partial<GpuReading> & Pick<GpuReading, "gpu" | "uuid" | "tMs">>();
     for (const s of parsePrometheusText(text)) {
       if (!s.name.startsWith("DCGM_FI_")) continue;
       const gpu = Number(s.labels.gpu);
-      if (!Number.isInteger(gpu)) continue;
+      if (!Number.isInteger(gpu) || gpu < 0) continue;
       let r = byGpu.get(gpu);
       if (!r) {
-        r = { gpu, uuid: s.labels.UUID ?? s.labels.uuid ?? `gpu-${gpu}`, tMs, powerMw: 0 };
+        r = { gpu, uuid: s.labels.UUID ?? s.labels.uuid ?? `gpu-${gpu}`, tMs };
         byGpu.set(gpu, r);
         if (s.labels.modelName) names.set(gpu, s.labels.modelName);
       }
+      if (!Number.isFinite(s.value) || s.value < 0 || s.value >= DCGM_BLANK) continue;
       switch (s.name) {
         case "DCGM_FI_DEV_POWER_USAGE": r.powerMw = wToMw(s.value); break;
         case "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": r.energyMj = s.value; break;
@@ -49,14 +65,23 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
         case "DCGM_FI_DEV_GPU_TEMP": r.tempC = s.value; break;
       }
     }
-    return { readings: [...byGpu.values()].sort((a, b) => a.gpu - b.gpu), text };
+    const readings: GpuReading[] = [];
+    for (const r of [...byGpu.values()].sort((a, b) => a.gpu - b.gpu)) {
+      if (r.energyMj !== undefined) {
+        let cp = counterPower.get(r.gpu);
+        if (!cp) counterPower.set(r.gpu, (cp = new CounterPower()));
+        const fromCounter = cp.next(tMs, r.energyMj);
+        r.powerMw ??= fromCounter;
+      }
+      if (r.powerMw !== undefined) readings.push(r as GpuReading);
+    }
+    return { readings, gpus: [...byGpu.values()] };
   }
 
   return {
     kind: opts.kind ?? "dcgm",
     async describe(): Promise<SourceDescription> {
-      const { readings } = await scrape();
-      const gpus: GpuInfo[] = readings.map((r) => ({ index: r.gpu, uuid: r.uuid, name: names.get(r.gpu) ?? "unknown" }));
+      const gpus: GpuInfo[] = (await scrape()).gpus.map((r) => ({ index: r.gpu, uuid: r.uuid, name: names.get(r.gpu) ?? "unknown" }));
       return { gpus };
     },
     async sample() {

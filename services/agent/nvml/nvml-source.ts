@@ -10,6 +10,7 @@ import {
   NvmlValueType,
   type NvmlDevice,
 } from "./bindings.ts";
+import { CounterPower } from "../counter-power.ts";
 import { createNvmlControl, type NvmlControl } from "./control.ts";
 import { readDriverVersion, readGpuInfo, readUuid } from "./device-info.ts";
 import { NVML_SUCCESS, NvmlError, NvmlReturn } from "./errors.ts";
@@ -95,10 +96,8 @@ interface GpuState {
   util: boolean;
   temp: boolean;
   lastEnergyMj: number | undefined;
-  /** Counter readings of the trailing second, for power where the driver reads none. */
-  trail: { tMs: number; energyMj: number }[];
-  /** The last power derived from the counter, held where no time has passed since the trail's start. */
-  counterPowerMw: number | undefined;
+  /** Power from the energy counter, where the driver reads none. */
+  counterPower: CounterPower;
   counterResets: number;
   errors: number;
   /** Out-buffers of this GPU's calls (its own, so GPUs can be read in parallel with async calls). */
@@ -142,9 +141,6 @@ const newBuffers = (): GpuState["buf"] => {
   return { u32: new Uint32Array(2), u64: new BigUint64Array(1), field, fieldView: new DataView(field.buffer, field.byteOffset, field.byteLength) };
 };
 
-/** The span over which power is derived from the energy counter where the driver reads no power. */
-const COUNTER_SPAN_MS = 1000;
-
 /** Field support is probed by use: NOT_SUPPORTED (or a missing symbol) turns a field off for good. */
 const GONE = new Set<number>([NvmlReturn.NOT_SUPPORTED, NvmlReturn.FUNCTION_NOT_FOUND, NvmlReturn.NO_PERMISSION]);
 
@@ -176,7 +172,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
         smClock: extras && fn.nvmlDeviceGetClockInfo !== undefined, memClock: extras && fn.nvmlDeviceGetClockInfo !== undefined,
         util: extras && fn.nvmlDeviceGetUtilizationRates !== undefined, temp: extras && fn.nvmlDeviceGetTemperature !== undefined,
-        lastEnergyMj: undefined, trail: [], counterPowerMw: undefined, counterResets: 0, errors: 0, buf: newBuffers(),
+        lastEnergyMj: undefined, counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
       };
       states.push(state);
       try {
@@ -205,23 +201,6 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     if (e.nvmlCode === NvmlReturn.GPU_IS_LOST) s.lost = true;
     if (!s.average && !s.instant && !s.energy) s.unmeasurable = true;
     opts.onGpuError?.(s.gpu, e);
-  }
-
-  /**
-   * Power (mW) from the energy counter over the trailing second (from the newest reading at least a
-   * second old, or the oldest there is), as nvmlDeviceGetPowerUsage's 1-s average would read it:
-   * for drivers that answer the counter but not power. A counter that updates every 20–100 ms
-   * (H100) makes a shorter span jumpy. Undefined until a span has passed (the first reading), and
-   * held across a counter reset.
-   */
-  function powerFromCounter(s: GpuState, tMs: number, energyMj: number): number | undefined {
-    const trail = s.trail;
-    if (trail.length > 0 && energyMj < trail[trail.length - 1]!.energyMj) trail.length = 0; // reset: start over
-    trail.push({ tMs, energyMj });
-    while (trail.length > 2 && tMs - trail[1]!.tMs >= COUNTER_SPAN_MS) trail.shift();
-    const from = trail[0]!;
-    if (tMs > from.tMs) s.counterPowerMw = Math.round(((energyMj - from.energyMj) / (tMs - from.tMs)) * 1000); // mJ/ms = W
-    return s.counterPowerMw;
   }
 
   /** Instant power (mW) from the field API; undefined where the field is unsupported or failed. */
@@ -292,7 +271,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         const detail = "neither power nor an energy counter answers: this GPU cannot be measured";
         throw new NvmlError(NvmlReturn.NOT_SUPPORTED, "nvmlDeviceGetPowerUsage", { gpu: s.gpu, detail });
       }
-      powerMw = powerFromCounter(s, tMs, energyMj);
+      powerMw = s.counterPower.next(tMs, energyMj);
     }
     if (powerMw === undefined) {
       // The counter's first reading: a baseline for power, left out of the samples.
