@@ -38,6 +38,23 @@ test("sampler - stop closes every window up to now, even when the boundary tick 
   t.is(last.energyMj!.at(-1), 300 * 12_050);
 });
 
+test("sampler - a GPU of the inventory with no sample in a window is reported missing in that window", async (t) => {
+  const f = fixture(10_250); // samples GPUs 0 and 1
+  const windows: PowerBatch[] = [];
+  const health = () => ({ queued: 0, published: 0, dropped: 0, spilled: 0 });
+  const s = createSampler({ source: f.source, clock: f.clock, node: "n1", gpus: [0, 1, 2], onWindow: (b) => windows.push(b), health });
+  s.start();
+  await new Promise((r) => setImmediate(r));
+  f.set(11_050);
+  await s.stop();
+  t.deepEqual(windows.map((w) => w.agent?.missingGpus), [[2], [2]]);
+  t.true(windows.every((w) => powerBatch.safeParse(w).success));
+  const all = createSampler({ source: f.source, clock: f.clock, node: "n1", gpus: [0, 1], onWindow: (b) => windows.push(b), health });
+  all.start();
+  await all.stop();
+  t.deepEqual(windows.at(-1)!.agent!.missingGpus, []);
+});
+
 test("sampler - on the wall clock: one sample per grid slot, never two (timers fire up to a millisecond early)", async (t) => {
   const clock = systemClock();
   const source: PowerSource = {

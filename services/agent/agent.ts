@@ -70,6 +70,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     clock: opts.clock,
     node: opts.node,
     instances: opts.instances.map((i) => i.id),
+    gpus: description.gpus.map((g) => g.index),
     ...(opts.sampleIntervalMs ? { sampleIntervalMs: opts.sampleIntervalMs } : {}),
     ...(opts.publishIntervalMs ? { publishIntervalMs: opts.publishIntervalMs } : {}),
     onBoundary(start, end) {

@@ -69,11 +69,18 @@ export const agentCommand = defineCommand(
     let clockBackend: ClockBackend | undefined;
     if (cfg.source === "nvml") {
       const { createNvmlSource } = await import("./nvml/mod.ts");
+      const say = (line: string) => process.stderr.write(`agent ${cfg.nodeId}: ${line}\n`);
       const nvml = createNvmlSource({
         clock,
         ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}),
         calls: cfg.nvmlCalls,
-        onCallsChange: (_calls, ms) => process.stderr.write(`agent ${cfg.nodeId}: NVML samples held the event loop ${ms.toFixed(1)} ms; sampling moves to async calls\n`),
+        onCallsChange: (_calls, ms) => say(`NVML samples held the event loop ${ms.toFixed(1)} ms; sampling moves to async calls`),
+        onGpuError: gpuErrorLog(say, (gpu) => {
+          const g = nvml.stats().gpus.find((x) => x.gpu === gpu);
+          return g !== undefined && (g.lost || g.power === "none");
+        }),
+        onCounterReset: (gpu, before, after) =>
+          say(`GPU ${gpu}: the energy counter went back from ${before} to ${after} mJ (driver reloaded?); energy counts on from the new value`),
       });
       source = nvml;
       if (cfg.allowClockControl) clockBackend = nvmlClockBackend(nvml.control);
@@ -124,3 +131,18 @@ export const agentCommand = defineCommand(
     return 0;
   },
 );
+
+/**
+ * GPU read errors, for the log: a GPU left out for good once, a failing read the 1st, 10th,
+ * 100th… time per GPU and error, so a GPU that fails at 10 Hz is seen without flooding the journal.
+ */
+function gpuErrorLog(say: (line: string) => void, leftOut: (gpu: number) => boolean): (gpu: number, err: Error & { nvmlName?: string }) => void {
+  const counts = new Map<string, number>();
+  return (gpu, err) => {
+    if (leftOut(gpu)) return say(`GPU ${gpu} is left out of samples from now on: ${err.message}`);
+    const key = `${gpu}:${err.nvmlName ?? err.message}`;
+    const n = (counts.get(key) ?? 0) + 1;
+    counts.set(key, n);
+    if (/^10*$/.test(String(n))) say(`GPU ${gpu} left out of a sample${n > 1 ? ` (${n}th time)` : ""}: ${err.message}`);
+  };
+}

@@ -16,6 +16,8 @@ export interface SamplerOptions {
   node: string;
   /** Instance ids published with each window (see PowerBatch.instances). */
   instances?: string[];
+  /** The GPUs the node has (its inventory): one without a sample in a window is reported missing. */
+  gpus?: number[];
   sampleIntervalMs?: number;
   publishIntervalMs?: number;
   /** Called for each closed window, in order. Must not throw; must not block (queue inside). */
@@ -112,6 +114,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
     windowStart = end;
     opts.onBoundary?.(start, end);
     const gpus: GpuSamples[] = [];
+    const missingGpus = opts.gpus?.filter((g) => !columns.has(g));
     for (const [gpu, c] of [...columns].sort((a, b) => a[0] - b[0])) {
       const prev = lastEnergy.get(gpu);
       // A counter that went missing mid-window (NaN) makes the whole column unusable for deltas.
@@ -151,7 +154,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
       ...(opts.instances ? { instances: opts.instances } : {}),
       ...(cpu ? { cpu } : {}),
       jitterP99Ms: stats.lastJitterP99Ms,
-      ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks, sampleP99Ms: stats.lastSampleP99Ms } } : {}),
+      ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks, sampleP99Ms: stats.lastSampleP99Ms, ...(missingGpus ? { missingGpus } : {}) } } : {}),
     };
     stats.windows++;
     opts.onWindow(batch);

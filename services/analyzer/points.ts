@@ -58,6 +58,7 @@ export function nodeWindowPoints(w: NodeWindowResult): Point[] {
       .intField("sample_errors", a.sampleErrors)
       .intField("skipped_ticks", a.skippedTicks);
     if (a.sampleP99Ms !== undefined) p.floatField("sample_p99_ms", a.sampleP99Ms);
+    if (a.missingGpus !== undefined) p.intField("missing_gpus", a.missingGpus.length);
     if (w.power?.jitterP99Ms !== undefined) p.floatField("jitter_p99_ms", w.power.jitterP99Ms);
     pts.push(p.timestamp(nsTime(w.windowStartMs)));
   }

@@ -83,6 +83,11 @@ export const powerBatch = z.object({
        * calls are synchronous, so a slow driver shows here (and in the tap's latency) first.
        */
       sampleP99Ms: nonNeg.optional(),
+      /**
+       * GPUs of the agent's inventory with no sample in this window: lost, unreadable, or not
+       * answering. Their energy is missing from the window, so a dashboard should show them.
+       */
+      missingGpus: z.array(count).optional(),
     })
     .optional(),
 });
