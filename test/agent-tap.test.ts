@@ -3,12 +3,12 @@ import { request } from "node:http";
 import { startRequestTap, type RequestTap } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
-import { systemClock, type RequestEvent } from "../shared/mod.ts";
+import { MAX_REQUEST_ID_CHARS, requestEvent, systemClock, type RequestEvent } from "../shared/mod.ts";
 import { freePort } from "../infra/ports.ts";
 import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
 
 /** The request tap in front of the simulated node: what clients see, and what the tap records. */
-async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number } = {}) {
+async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number; node?: string } = {}) {
   let sim: Simnode | undefined;
   if (!upstream) {
     sim = await startSimnode({ gpus: 1, tp: 1, model: "llama-3-8b", seed: 9 });
@@ -16,8 +16,9 @@ async function setup(t: import("ava").ExecutionContext, upstream?: string, opts:
   }
   const inst = sim ? instanceEndpoints(sim)[0]! : { id: "i0", gpus: [0], upstream: upstream!, listen: "127.0.0.1:0" };
   const events: RequestEvent[] = [];
-  const tracker = createWorkTracker("n1", [inst]);
-  const tap: RequestTap = await startRequestTap({ node: "n1", instance: inst, host: "127.0.0.1", port: 0, clock: systemClock(), tracker, emit: (e) => events.push(e), ...opts });
+  const { node = "n1", ...tapOpts } = opts;
+  const tracker = createWorkTracker(node, [inst]);
+  const tap: RequestTap = await startRequestTap({ node, instance: inst, host: "127.0.0.1", port: 0, clock: systemClock(), tracker, emit: (e) => events.push(e), ...tapOpts });
   t.teardown(() => tap.close());
   return { tap, events, tracker, inst };
 }
@@ -78,6 +79,25 @@ test("tap - a client that asked for usage gets it; requests without an id get on
   const chunks = sseEvents(await res.text()).slice(0, -1).map((d) => JSON.parse(d));
   t.true(chunks.some((c) => c.choices.length === 0 && c.usage?.completion_tokens === 5));
   t.like(events.at(-1)!, { event: "end", requestId: id!, outputTokens: 5, status: "ok" });
+});
+
+test("tap - a client id no message could carry is replaced by the tap's own, which the client gets back", async (t) => {
+  const { tap, events } = await setup(t, undefined, { node: "n".repeat(128) }); // the longest node id
+  const ask = async (id: string) => {
+    const res = await fetch(`${tap.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": id },
+      body: JSON.stringify({ model: "m", prompt: [1, 2, 3], max_tokens: 2, ignore_eos: true, stream: true }),
+    });
+    await res.text();
+    return res.headers.get("x-request-id")!;
+  };
+  const longest = "a".repeat(MAX_REQUEST_ID_CHARS);
+  t.is(await ask(longest), longest, "the longest id a message carries is kept");
+  const replaced = await ask("b".repeat(MAX_REQUEST_ID_CHARS + 1));
+  t.regex(replaced, /^[0-9a-f-]{36}$/);
+  t.deepEqual([...new Set(events.map((e) => e.requestId))], [longest, replaced]);
+  for (const e of events) t.true(requestEvent.safeParse(e).success, `${e.event} of ${e.requestId.slice(0, 8)}…: ${requestEvent.safeParse(e).error?.message}`);
 });
 
 test("tap - non-streaming requests are recorded from the response's usage", async (t) => {

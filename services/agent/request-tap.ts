@@ -1,7 +1,7 @@
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import type { Clock, InstanceInfo, RequestEnd, RequestEvent, RequestStart } from "../../shared/mod.ts";
+import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEnd, type RequestEvent, type RequestStart } from "../../shared/mod.ts";
 import { createSseCounter, createUsageFilter } from "./sse-counter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
 
@@ -90,7 +90,9 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     }
     if (!tracked) return forward(req, res, path, relayed(req.rawHeaders, REQUEST_DROPPED), body, undefined);
 
-    const requestId = (typeof req.headers["x-request-id"] === "string" && req.headers["x-request-id"]) || randomUUID();
+    // The client's id, unless no message could carry it: then the tap's own, which the client gets back.
+    const clientId = req.headers["x-request-id"];
+    const requestId = typeof clientId === "string" && clientId.length > 0 && clientId.length <= MAX_REQUEST_ID_CHARS ? clientId : randomUUID();
     const headers = relayed(req.rawHeaders, REQUEST_DROPPED_TRACKED);
     headers.push("x-request-id", requestId);
     let parsed: Record<string, unknown> | undefined;

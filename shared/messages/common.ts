@@ -4,8 +4,13 @@ import { TOKEN_RE } from "../subjects.ts";
 /** Every message carries `v: 1`; a consumer that meets another version dead-letters it. */
 export const V = z.literal(1);
 export const token = z.string().regex(TOKEN_RE, "must be one NATS subject token ([A-Za-z0-9_-])");
-/** Unique per message; also sent as the Nats-Msg-Id header so the server drops re-publishes. */
-export const msgId = z.string().min(1).max(200);
+/**
+ * Unique per message; also sent as the Nats-Msg-Id header so the server drops re-publishes. Room for
+ * a node id (128), a request id (200) and the parts between them.
+ */
+export const msgId = z.string().min(1).max(400);
+/** The longest request id a message carries; the tap assigns its own in place of a longer client id. */
+export const MAX_REQUEST_ID_CHARS = 200;
 export const nonNeg = z.number().finite().nonnegative();
 /** Epoch milliseconds, sub-millisecond resolution (float64 keeps ~0.25 µs at today's epoch). */
 export const epochMs = z.number().finite().nonnegative();
