@@ -1,5 +1,6 @@
 import test from "ava";
-import { request } from "node:http";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { startRequestTap, type RequestTap } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
@@ -98,6 +99,36 @@ test("tap - a client id no message could carry is replaced by the tap's own, whi
   t.regex(replaced, /^[0-9a-f-]{36}$/);
   t.deepEqual([...new Set(events.map((e) => e.requestId))], [longest, replaced]);
   for (const e of events) t.true(requestEvent.safeParse(e).success, `${e.event} of ${e.requestId.slice(0, 8)}…: ${requestEvent.safeParse(e).error?.message}`);
+});
+
+test("tap - malformed numbers from a client or a server never make an event the analyzer must refuse", async (t) => {
+  // A broken server: usage with a float, a negative and a string, streamed and not.
+  const server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      if (JSON.parse(body).stream) {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write('data: {"choices":[{"text":"a"}]}\n\n');
+        res.write('data: {"choices":[],"usage":{"prompt_tokens":"3","completion_tokens":2.5}}\n\n');
+        res.end("data: [DONE]\n\n");
+      } else {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ choices: [{ text: "a" }], usage: { prompt_tokens: -3, completion_tokens: 1e300 } }));
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const { tap, events } = await setup(t, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  for (const [stream, max] of [[true, -1], [false, 1.5], [true, "9"]] as const) {
+    const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: max, stream }) });
+    t.is(res.status, 200);
+    await res.text();
+  }
+  t.is(events.filter((e) => e.event === "end").length, 3);
+  for (const e of events) t.true(requestEvent.safeParse(e).success, `${e.event}: ${requestEvent.safeParse(e).error?.message}`);
+  t.true(events.every((e) => e.event !== "start" || e.maxTokens === undefined), "no max_tokens that is not a count");
 });
 
 test("tap - non-streaming requests are recorded from the response's usage", async (t) => {

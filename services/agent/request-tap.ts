@@ -2,7 +2,7 @@ import { createServer, request as httpRequest, Agent, type IncomingMessage, type
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEnd, type RequestEvent, type RequestStart } from "../../shared/mod.ts";
-import { createSseCounter, createUsageFilter } from "./sse-counter.ts";
+import { createSseCounter, createUsageFilter, isTokenCount } from "./sse-counter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
 
 /**
@@ -123,7 +123,8 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     // client must not make one event too large to publish (the server's max payload is 1 MiB).
     if (typeof parsed?.model === "string") start.model = parsed.model.slice(0, MAX_MODEL_CHARS);
     if (hint !== undefined) start.promptTokensHint = hint;
-    if (typeof parsed?.max_tokens === "number") start.maxTokens = parsed.max_tokens;
+    const maxTokens = parsed?.max_tokens ?? parsed?.max_completion_tokens;
+    if (isTokenCount(maxTokens)) start.maxTokens = maxTokens;
     if (runId) start.runId = runId;
     if (workloadClass) start.workloadClass = workloadClass;
     opts.emit(start);
@@ -233,8 +234,8 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
         try {
           const j = JSON.parse(text);
           if (j?.usage) {
-            promptTokens = j.usage.prompt_tokens ?? promptTokens;
-            outputTokens = j.usage.completion_tokens ?? 0;
+            if (isTokenCount(j.usage.prompt_tokens)) promptTokens = j.usage.prompt_tokens;
+            outputTokens = isTokenCount(j.usage.completion_tokens) ? j.usage.completion_tokens : 0;
           }
           if (status >= 400) error = j?.error?.message ?? j?.message ?? text.slice(0, 200);
         } catch {

@@ -67,12 +67,12 @@ class StreamCounter implements SseCounter {
         }
       }
       const u = ev.usage;
-      if (u && typeof u.completion_tokens === "number") {
+      if (u && isTokenCount(u.completion_tokens)) {
         // Per-chunk usage (vLLM continuous_usage_stats) is exact, even for multi-token chunks.
         // Cumulative: whatever chunks were counted before the first usage object are included.
         const delta = u.completion_tokens - this.outputTokens;
         this.usageCompletionTokens = u.completion_tokens;
-        if (typeof u.prompt_tokens === "number") seenPrompt = this.promptTokens = u.prompt_tokens;
+        if (isTokenCount(u.prompt_tokens)) seenPrompt = this.promptTokens = u.prompt_tokens;
         if (delta > 0) {
           newTokens += delta;
           this.outputTokens += delta;
@@ -92,6 +92,14 @@ class StreamCounter implements SseCounter {
     if (this.pending && this.pending.length > MAX_LINE_BYTES) this.pending = undefined;
     return seenPrompt === undefined ? { newTokens } : { newTokens, promptTokens: seenPrompt };
   }
+}
+
+/**
+ * A token count as a message may carry it (a non-negative integer). A server's usage that is not
+ * one (a float, a negative, a string) is ignored, not passed on to be refused with the whole event.
+ */
+export function isTokenCount(x: unknown): x is number {
+  return Number.isSafeInteger(x) && (x as number) >= 0;
 }
 
 const USAGE_KEY = Buffer.from('"usage":{');
