@@ -3,31 +3,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { startSimnode } from "../services/simnode/server.ts";
 import { startAgentOnSim } from "./helpers/sim-agent.ts";
-import { decode, eventsOf, type PowerBatch, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
-import { startTestNats } from "./helpers/nats-server.ts";
+import { eventsOf, type PowerBatch, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
+import { readStream, startTestNats } from "./helpers/nats-server.ts";
 
 /** Outage length: the acceptance figure is 30 s; JOULESTREAM_OUTAGE_S shortens it for quick local runs. */
 const OUTAGE_S = Number(process.env.JOULESTREAM_OUTAGE_S ?? 30);
 
-async function readAll<T>(url: string, stream: string): Promise<T[]> {
-  const nc = await connect({ servers: url });
-  try {
-    const info = await (await jetstreamManager(nc)).streams.info(stream);
-    const c = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
-    const out: T[] = [];
-    while (out.length < info.state.messages) {
-      const m = await c.next({ expires: 2000 });
-      if (!m) break;
-      out.push(decode(m.data) as T);
-    }
-    return out;
-  } finally {
-    await nc.close();
-  }
-}
+const readAll = async <T>(url: string, stream: string): Promise<T[]> => (await readStream<T>(url, stream)).map((m) => m.value);
 
 test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrives, in order, none dropped`, async (t) => {
   t.timeout((OUTAGE_S + 60) * 1000);

@@ -1,10 +1,10 @@
 import test from "ava";
 import { connect } from "@nats-io/transport-node";
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { createPublisher, MAX_BATCH_BYTES } from "../services/agent/publisher.ts";
 import { requestBatcher } from "../services/agent/agent.ts";
-import { decode, ensureStreams, eventsOf, subjects, type RequestBatch } from "../shared/mod.ts";
-import { startTestNats, type TestNats } from "./helpers/nats-server.ts";
+import { ensureStreams, eventsOf, subjects, type RequestBatch } from "../shared/mod.ts";
+import { readStream, startTestNats } from "./helpers/nats-server.ts";
 
 /**
  * The agent's publisher on a batched subject (REQUESTS), against a real nats-server: what one
@@ -28,22 +28,6 @@ async function setup(t: import("ava").ExecutionContext) {
   return { nats, nc };
 }
 
-async function readStream(nats: TestNats, stream: string): Promise<{ msgId: string | undefined; bytes: number; value: unknown }[]> {
-  const nc = await connect({ servers: nats.url });
-  try {
-    const info = await (await jetstreamManager(nc)).streams.info(stream);
-    const c = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
-    const out = [];
-    while (out.length < info.state.messages) {
-      const m = await c.next({ expires: 2000 });
-      if (!m) break;
-      out.push({ msgId: m.headers?.get("Nats-Msg-Id"), bytes: m.data.length, value: decode(m.data) });
-    }
-    return out;
-  } finally {
-    await nc.close();
-  }
-}
 
 const SUBJECT = subjects.requests("n1");
 const ev = (i: number, pad?: string): Ev => ({ msgId: `e${i}`, i, ...(pad ? { pad } : {}) });
@@ -56,13 +40,13 @@ test("publisher - a batched subject: one linger's events go out as one message, 
   for (let i = 0; i < 3; i++) pub.publish(subjects.power("n1"), { msgId: `p${i}` });
   t.true(await pub.flush(5000));
   await pub.close();
-  const msgs = await readStream(nats, "REQUESTS");
+  const msgs = await readStream(nats.url, "REQUESTS");
   // 400 + 400 sealed when full, the remaining 200 when the linger ends.
   t.deepEqual(msgs.map((m) => (m.value as RequestBatch).events.length), [400, 400, 200]);
   t.deepEqual(eventsIn(msgs).map((e) => e.i), Array.from({ length: 1000 }, (_, i) => i));
   t.true(msgs.every((m) => m.msgId === (m.value as RequestBatch).msgId && /^n1:reqs:\w+:\d+$/.test(m.msgId!)));
   t.is(new Set(msgs.map((m) => m.msgId)).size, msgs.length);
-  t.is((await readStream(nats, "POWER")).length, 3);
+  t.is((await readStream(nats.url, "POWER")).length, 3);
   t.is(pub.stats().published, 6);
 });
 
@@ -73,7 +57,7 @@ test("publisher - a batch over the size limit is split, never published whole", 
   for (let i = 0; i < 20; i++) pub.publish(SUBJECT, ev(i, pad));
   t.true(await pub.flush(5000));
   await pub.close();
-  const msgs = await readStream(nats, "REQUESTS");
+  const msgs = await readStream(nats.url, "REQUESTS");
   t.true(msgs.length > 1 && msgs.every((m) => m.bytes <= MAX_BATCH_BYTES), msgs.map((m) => m.bytes).join(","));
   t.deepEqual(eventsIn(msgs).map((e) => e.i), Array.from({ length: 20 }, (_, i) => i));
 });
@@ -95,7 +79,7 @@ test("publisher - NATS down: events are sealed into the spool while publishing r
   await nats.start();
   t.true(await pub.flush(15_000));
   await pub.close();
-  const events = eventsIn(await readStream(nats, "REQUESTS"));
+  const events = eventsIn(await readStream(nats.url, "REQUESTS"));
   t.deepEqual(events.map((e) => e.i), Array.from({ length: 150 }, (_, k) => k));
   t.is(pub.stats().dropped, 0);
 });
@@ -108,6 +92,6 @@ test("publisher - a message over the server's max payload is dropped and counted
   t.true(await pub.flush(5000));
   t.is(pub.stats().dropped, 1);
   t.regex(pub.stats().lastError ?? "", /max payload/);
-  t.deepEqual((await readStream(nats, "POWER")).map((m) => m.msgId), ["after"]);
+  t.deepEqual((await readStream(nats.url, "POWER")).map((m) => m.msgId), ["after"]);
   await pub.close();
 });

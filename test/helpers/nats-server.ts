@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { decode } from "../../shared/mod.ts";
 import { freePort } from "../../infra/ports.ts";
 
 /**
@@ -63,4 +65,22 @@ export async function startTestNats(opts: { config?: string } = {}): Promise<Tes
     rmSync(dir, { recursive: true, force: true });
   });
   return { url, port, configPath, start, stop };
+}
+
+/** Every message a stream holds now, in order, decoded, with its Nats-Msg-Id and size. */
+export async function readStream<T = unknown>(url: string, stream: string): Promise<{ msgId: string | undefined; bytes: number; value: T }[]> {
+  const nc = await connect({ servers: url });
+  try {
+    const info = await (await jetstreamManager(nc)).streams.info(stream);
+    const c = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+    const out: { msgId: string | undefined; bytes: number; value: T }[] = [];
+    while (out.length < info.state.messages) {
+      const m = await c.next({ expires: 2000 });
+      if (!m) break;
+      out.push({ msgId: m.headers?.get("Nats-Msg-Id"), bytes: m.data.length, value: decode(m.data) as T });
+    }
+    return out;
+  } finally {
+    await nc.close();
+  }
 }
