@@ -144,13 +144,15 @@ test("nvml - a GPU without an energy counter gives readings with no energyMj", a
 
 test("nvml - a lost GPU is left out of samples and reported once, never thrown", async (t) => {
   const errors: [number, NvmlError][] = [];
-  const source = await fakeSource({ GPUS: 8, LOST_GPU: 3, LOST_AFTER_MS: 100 }, { onGpuError: (gpu, err) => errors.push([gpu, err]) });
+  const leftOut: boolean[] = [];
+  const source = await fakeSource({ GPUS: 8, LOST_GPU: 3, LOST_AFTER_MS: 100 }, { onGpuError: (gpu, err, out) => (errors.push([gpu, err]), leftOut.push(out)) });
   t.teardown(() => source.close());
   t.deepEqual((await source.sample()).map((r) => r.gpu), [0, 1, 2, 3, 4, 5, 6, 7]);
   const samples = await sampleFor(source, 20, 300);
   const last = samples.at(-1)!;
   t.deepEqual(last.map((r) => r.gpu), [0, 1, 2, 4, 5, 6, 7]);
   t.is(errors.length, 1);
+  t.deepEqual(leftOut, [true]);
   t.is(errors[0]![0], 3);
   t.true(errors[0]![1] instanceof NvmlError);
   t.is(errors[0]![1].nvmlName, "GPU_IS_LOST");
@@ -159,6 +161,18 @@ test("nvml - a lost GPU is left out of samples and reported once, never thrown",
   t.deepEqual(source.stats().lostGpus, [3]);
   t.is(source.stats().gpuErrors, 1);
   t.deepEqual((await source.describe()).gpus.map((g) => g.index), [0, 1, 2, 4, 5, 6, 7]);
+});
+
+test("nvml - a GPU NVML gives no handle for is reported once as the source opens; the others are measured", async (t) => {
+  const errors: [number, string, boolean][] = [];
+  const source = await fakeSource({ GPUS: 4, NO_HANDLE: 2 }, { onGpuError: (gpu, err, leftOut) => errors.push([gpu, err.nvmlName, leftOut]) });
+  t.teardown(() => source.close());
+  t.deepEqual(errors, [[2, "GPU_IS_LOST", true]]);
+  t.deepEqual((await source.describe()).gpus.map((g) => g.index), [0, 1, 3]);
+  const samples = await sampleFor(source, 20, 100);
+  t.true(samples.every((s) => s.map((r) => r.gpu).join() === "0,1,3"));
+  t.deepEqual(source.stats().lostGpus, [2]);
+  t.is(errors.length, 1);
 });
 
 test("nvml - a counter reset (driver reload) is passed through raw and counted", async (t) => {

@@ -75,10 +75,7 @@ export const agentCommand = defineCommand(
         ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}),
         calls: cfg.nvmlCalls,
         onCallsChange: (_calls, ms) => say(`NVML samples held the event loop ${ms.toFixed(1)} ms; sampling moves to async calls`),
-        onGpuError: gpuErrorLog(say, (gpu) => {
-          const g = nvml.stats().gpus.find((x) => x.gpu === gpu);
-          return g !== undefined && (g.lost || g.power === "none");
-        }),
+        onGpuError: gpuErrorLog(say),
         onCounterReset: (gpu, before, after) =>
           say(`GPU ${gpu}: the energy counter went back from ${before} to ${after} mJ (driver reloaded?); energy counts on from the new value`),
       });
@@ -95,7 +92,8 @@ export const agentCommand = defineCommand(
     const instances = cfg.instance.map((s) => parseInstance(s));
     if (instances.length === 0) {
       if (!cfg.upstream) throw new ConfigError("--upstream", "missing: give the inference server URL (--upstream) or one --instance per serving endpoint");
-      const gpus = cfg.gpus ?? (described.gpus.length ? `0-${described.gpus.length - 1}` : "0");
+      // By default the instance owns every GPU the source reads (not 0..n-1: one may have no handle).
+      const gpus = cfg.gpus ?? (described.gpus.length ? described.gpus.map((g) => g.index).join(",") : "0");
       instances.push(parseInstance(`id=i0,listen=${cfg.listen},upstream=${cfg.upstream},gpus=${gpus}${cfg.model ? `,model=${cfg.model}` : ""}`, "--upstream"));
     }
     let cpuEnergy: CpuEnergyMeter | undefined;
@@ -136,10 +134,10 @@ export const agentCommand = defineCommand(
  * GPU read errors, for the log: a GPU left out for good once, a failing read the 1st, 10th,
  * 100th… time per GPU and error, so a GPU that fails at 10 Hz is seen without flooding the journal.
  */
-function gpuErrorLog(say: (line: string) => void, leftOut: (gpu: number) => boolean): (gpu: number, err: Error & { nvmlName?: string }) => void {
+function gpuErrorLog(say: (line: string) => void): (gpu: number, err: Error & { nvmlName?: string }, leftOut: boolean) => void {
   const counts = new Map<string, number>();
-  return (gpu, err) => {
-    if (leftOut(gpu)) return say(`GPU ${gpu} is left out of samples from now on: ${err.message}`);
+  return (gpu, err, leftOut) => {
+    if (leftOut) return say(`GPU ${gpu} is left out of samples from now on: ${err.message}`);
     const key = `${gpu}:${err.nvmlName ?? err.message}`;
     const n = (counts.get(key) ?? 0) + 1;
     counts.set(key, n);

@@ -12,7 +12,7 @@ export interface NvmlControl {
   setPowerLimitMw(gpu: number, limitMw: number): void;
 }
 
-export function createNvmlControl(binding: NvmlBinding, devices: readonly NvmlDevice[]): NvmlControl {
+export function createNvmlControl(binding: NvmlBinding, devices: readonly (NvmlDevice | undefined)[]): NvmlControl {
   const { fn, check } = binding;
   const dev = (gpu: number, call: string): NvmlDevice => {
     const d = devices[gpu];

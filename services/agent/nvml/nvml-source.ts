@@ -25,10 +25,11 @@ export interface NvmlSourceOptions extends NvmlOpenOptions {
   /** Also read SM/memory clocks, utilization and temperature (default true). */
   extras?: boolean;
   /**
-   * A GPU left out of a sample. Lost, or with nothing to measure (neither power nor an energy
-   * counter): once, then never sampled again. Other errors: each time.
+   * A GPU left out of a sample. Lost (also one NVML gives no handle for, reported as the source
+   * opens), or with nothing to measure (neither power nor an energy counter): once, with
+   * `leftOut` true, and never sampled again. Other errors: each time.
    */
-  onGpuError?(gpu: number, err: NvmlError): void;
+  onGpuError?(gpu: number, err: NvmlError, leftOut: boolean): void;
   /** The energy counter went down (driver reload): the raw value is passed through regardless. */
   onCounterReset?(gpu: number, previousMj: number, currentMj: number): void;
   /**
@@ -161,10 +162,18 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
   const indices = opts.gpus ?? session.devices.map((_, i) => i);
   const stats = { samples: 0, gpuErrors: 0, counterResets: 0 };
   const states: GpuState[] = [];
+  /** Selected GPUs NVML gave no handle for: lost from the start. */
+  const noHandle: number[] = [];
   try {
     for (const gpu of indices) {
+      if (gpu >= session.devices.length) throw new NvmlError(NvmlReturn.INVALID_ARGUMENT, "createNvmlSource", { gpu, detail: `no GPU ${gpu} (${session.devices.length} present)` });
       const dev = session.devices[gpu];
-      if (dev === undefined) throw new NvmlError(NvmlReturn.INVALID_ARGUMENT, "createNvmlSource", { gpu, detail: `no GPU ${gpu} (${session.devices.length} present)` });
+      if (dev === undefined) {
+        noHandle.push(gpu);
+        stats.gpuErrors++;
+        opts.onGpuError?.(gpu, session.unavailable.find((e) => e.gpu === gpu)!, true);
+        continue;
+      }
       const state: GpuState = {
         gpu, dev, uuid: `gpu-${gpu}`, lost: false, unmeasurable: false,
         instant: (opts.instantPower ?? true) && fn.nvmlDeviceGetFieldValues !== undefined,
@@ -200,7 +209,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     stats.gpuErrors++;
     if (e.nvmlCode === NvmlReturn.GPU_IS_LOST) s.lost = true;
     if (!s.average && !s.instant && !s.energy) s.unmeasurable = true;
-    opts.onGpuError?.(s.gpu, e);
+    opts.onGpuError?.(s.gpu, e, s.lost || s.unmeasurable);
   }
 
   /** Instant power (mW) from the field API; undefined where the field is unsupported or failed. */
@@ -377,7 +386,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       return {
         ...stats,
         calls,
-        lostGpus: states.filter((s) => s.lost).map((s) => s.gpu),
+        lostGpus: [...noHandle, ...states.filter((s) => s.lost).map((s) => s.gpu)].sort((a, b) => a - b),
         unmeasurableGpus: states.filter((s) => s.unmeasurable).map((s) => s.gpu),
         gpus: states.map((s) => ({
           gpu: s.gpu, uuid: s.uuid, lost: s.lost, power: s.instant ? "instant" : s.average ? "average" : s.energy ? "counter" : "none",

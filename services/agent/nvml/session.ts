@@ -4,8 +4,13 @@ import { NvmlError } from "./errors.ts";
 /** An initialized NVML: the bound library, one handle per GPU index, and a close that runs once. */
 export interface NvmlSession {
   readonly binding: NvmlBinding;
-  /** Handles by NVML index (the index NVML enumerates, which is what nvidia-smi shows). */
-  readonly devices: readonly NvmlDevice[];
+  /**
+   * Handles by NVML index (the index NVML enumerates, which is what nvidia-smi shows); undefined
+   * for a GPU NVML counts but gives no handle for (see `unavailable`).
+   */
+  readonly devices: readonly (NvmlDevice | undefined)[];
+  /** Why each GPU without a handle has none (a GPU that fell off the bus: GPU_IS_LOST). */
+  readonly unavailable: readonly NvmlError[];
   /** nvmlShutdown, then dlclose. Idempotent. */
   close(): void;
 }
@@ -48,14 +53,22 @@ export function openNvml(opts: NvmlOpenOptions = {}): NvmlSession {
   try {
     const count = new Uint32Array(1);
     check(fn.nvmlDeviceGetCount_v2(count), "nvmlDeviceGetCount_v2");
-    const devices: NvmlDevice[] = [];
+    // One GPU without a handle does not stop the others from being measured.
+    const devices: (NvmlDevice | undefined)[] = [];
+    const unavailable: NvmlError[] = [];
     for (let i = 0; i < count[0]!; i++) {
       const out: [NvmlDevice | null] = [null];
-      check(fn.nvmlDeviceGetHandleByIndex_v2(i, out), "nvmlDeviceGetHandleByIndex_v2", i);
-      if (out[0] === null) throw new NvmlError(2, "nvmlDeviceGetHandleByIndex_v2", { gpu: i, detail: "null handle" });
-      devices.push(out[0]);
+      try {
+        check(fn.nvmlDeviceGetHandleByIndex_v2(i, out), "nvmlDeviceGetHandleByIndex_v2", i);
+        if (out[0] === null) throw new NvmlError(2, "nvmlDeviceGetHandleByIndex_v2", { gpu: i, detail: "null handle" });
+        devices.push(out[0]);
+      } catch (err) {
+        if (!(err instanceof NvmlError)) throw err;
+        devices.push(undefined);
+        unavailable.push(err);
+      }
     }
-    return { binding, devices, close };
+    return { binding, devices, unavailable, close };
   } catch (err) {
     close();
     throw err;
