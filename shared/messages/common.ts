@@ -11,6 +11,8 @@ export const token = z.string().regex(TOKEN_RE, "must be one NATS subject token 
 export const msgId = z.string().min(1).max(400);
 /** The longest request id a message carries; the tap assigns its own in place of a longer client id. */
 export const MAX_REQUEST_ID_CHARS = 200;
+/** One LLM request's id, the same in every message about it (REQUESTS, WORK, ENERGY, LOAD). */
+export const requestId = z.string().min(1).max(MAX_REQUEST_ID_CHARS);
 export const nonNeg = z.number().finite().nonnegative();
 /** Epoch milliseconds, sub-millisecond resolution (float64 keeps ~0.25 µs at today's epoch). */
 export const epochMs = z.number().finite().nonnegative();

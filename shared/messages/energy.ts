@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { MAX_REQUEST_ID_CHARS, V, count, epochMs, msgId, nonNeg, token } from "./common.ts";
+import { V, count, epochMs, msgId, nonNeg, requestId, token } from "./common.ts";
 
 /** The configuration a request was served under, as far as the pipeline knows it. */
 export const servingConfig = z.object({
@@ -16,7 +16,7 @@ export const requestEnergy = z.object({
   msgId,
   node: token,
   instance: token,
-  requestId: z.string().min(1).max(MAX_REQUEST_ID_CHARS),
+  requestId,
   model: z.string().optional(),
   workloadClass: z.string().optional(),
   runId: z.string().optional(),

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { MAX_REQUEST_ID_CHARS, V, count, epochMs, msgId, nonNeg, token } from "./common.ts";
+import { V, count, epochMs, msgId, nonNeg, requestId, token } from "./common.ts";
 
 /** Summary of the inter-token gaps of one streamed response. */
 export const gapSummary = z.object({
@@ -18,7 +18,7 @@ export const loadResult = z.object({
   msgId,
   runId: token,
   worker: z.string(),
-  requestId: z.string().min(1).max(MAX_REQUEST_ID_CHARS),
+  requestId,
   /** Index of the request in its workload (trace row order), for exactly-once accounting. */
   index: count,
   target: z.string(),

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { MAX_REQUEST_ID_CHARS, V, count, epochMs, msgId, token } from "./common.ts";
+import { V, count, epochMs, msgId, requestId, token } from "./common.ts";
 
 /**
  * REQUESTS: the lifecycle of one LLM request as the agent's request tap saw it. Events of one
@@ -11,7 +11,7 @@ const base = {
   msgId,
   node: token,
   instance: token,
-  requestId: z.string().min(1).max(MAX_REQUEST_ID_CHARS),
+  requestId,
   tMs: epochMs,
 };
 

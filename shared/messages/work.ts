@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { MAX_REQUEST_ID_CHARS, V, count, epochMs, msgId, token } from "./common.ts";
+import { V, count, epochMs, msgId, requestId, token } from "./common.ts";
 
 /**
  * WORK: per instance and per window aligned with POWER, which requests were active and how many
@@ -7,7 +7,7 @@ import { MAX_REQUEST_ID_CHARS, V, count, epochMs, msgId, token } from "./common.
  * "idle" is a fact and not a missing message.
  */
 export const workItem = z.object({
-  requestId: z.string().min(1).max(MAX_REQUEST_ID_CHARS),
+  requestId,
   prefillTokens: count,
   decodeTokens: count,
 });
