@@ -10,9 +10,10 @@ import type { GpuReading, PowerSource, SourceDescription } from "./power-source.
  * TOTAL_ENERGY_CONSUMPTION in mJ since driver load, clocks in MHz, GPU_UTIL in %.
  *
  * A value that is not a finite, non-negative number (an exporter's NaN), or one of DCGM's blank
- * sentinels (a field the GPU does not support), counts as absent. A GPU whose exporter gives the energy counter but no power gets power from
- * the counter over the trailing second (its first such reading is left out: the counter's baseline);
- * a GPU with neither is left out of the sample. Power is never made up.
+ * sentinels (a field the GPU does not support), counts as absent. A GPU whose exporter gives the
+ * energy counter but no power gets power from the counter over the trailing second (its first such
+ * reading is left out: the counter's baseline); a GPU with neither is left out of the sample.
+ * Power is never made up.
  */
 export interface DcgmSourceOptions {
   url: string;
@@ -33,7 +34,7 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
   let names = new Map<number, string>();
   const counterPower = new Map<number, CounterPower>();
 
-  /** One scrape: the readings with power, and every GPU the exporter named. */
+  /** One scrape: the readings with power, and every GPU the exporter named, both by index. */
   async function scrape(): Promise<{ readings: GpuReading[]; gpus: { gpu: number; uuid: string }[] }> {
     let text: string;
     try {
@@ -65,17 +66,18 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
         case "DCGM_FI_DEV_GPU_TEMP": r.tempC = s.value; break;
       }
     }
+    const gpus = [...byGpu.values()].sort((a, b) => a.gpu - b.gpu);
     const readings: GpuReading[] = [];
-    for (const r of [...byGpu.values()].sort((a, b) => a.gpu - b.gpu)) {
+    for (const r of gpus) {
       if (r.energyMj !== undefined) {
         let cp = counterPower.get(r.gpu);
         if (!cp) counterPower.set(r.gpu, (cp = new CounterPower()));
-        const fromCounter = cp.next(tMs, r.energyMj);
+        const fromCounter = cp.next(tMs, r.energyMj); // fed every scrape, so its span stays the last second
         r.powerMw ??= fromCounter;
       }
       if (r.powerMw !== undefined) readings.push(r as GpuReading);
     }
-    return { readings, gpus: [...byGpu.values()] };
+    return { readings, gpus };
   }
 
   return {

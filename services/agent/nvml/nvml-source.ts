@@ -86,8 +86,6 @@ interface GpuState {
   dev: NvmlDevice;
   uuid: string;
   lost: boolean;
-  /** Neither power nor an energy counter answers: never sampled again. */
-  unmeasurable: boolean;
   instant: boolean;
   /** nvmlDeviceGetPowerUsage answers (until NOT_SUPPORTED says otherwise). */
   average: boolean;
@@ -142,6 +140,11 @@ const newBuffers = (): GpuState["buf"] => {
   return { u32: new Uint32Array(2), u64: new BigUint64Array(1), field, fieldView: new DataView(field.buffer, field.byteOffset, field.byteLength) };
 };
 
+/** Some power reading still answers: instant, average, or the energy counter to derive it from. */
+const measurable = (s: GpuState) => s.instant || s.average || s.energy;
+/** A GPU that is read each sample: not lost, and with something left to measure. */
+const sampled = (s: GpuState) => !s.lost && measurable(s);
+
 /** Field support is probed by use: NOT_SUPPORTED (or a missing symbol) turns a field off for good. */
 const GONE = new Set<number>([NvmlReturn.NOT_SUPPORTED, NvmlReturn.FUNCTION_NOT_FOUND, NvmlReturn.NO_PERMISSION]);
 
@@ -175,7 +178,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         continue;
       }
       const state: GpuState = {
-        gpu, dev, uuid: `gpu-${gpu}`, lost: false, unmeasurable: false,
+        gpu, dev, uuid: `gpu-${gpu}`, lost: false,
         instant: (opts.instantPower ?? true) && fn.nvmlDeviceGetFieldValues !== undefined,
         average: true,
         energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
@@ -208,8 +211,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     s.errors++;
     stats.gpuErrors++;
     if (e.nvmlCode === NvmlReturn.GPU_IS_LOST) s.lost = true;
-    if (!s.average && !s.instant && !s.energy) s.unmeasurable = true;
-    opts.onGpuError?.(s.gpu, e, s.lost || s.unmeasurable);
+    opts.onGpuError?.(s.gpu, e, !sampled(s));
   }
 
   /** Instant power (mW) from the field API; undefined where the field is unsupported or failed. */
@@ -320,7 +322,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
   function sampleSync(): GpuReading[] {
     const out: GpuReading[] = [];
     for (const s of states) {
-      if (s.lost || s.unmeasurable) continue;
+      if (!sampled(s)) continue;
       try {
         const r = runSync(readGpu(s));
         if (r) out.push(r);
@@ -334,7 +336,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
   /** Every GPU at once, each GPU's calls in order on koffi's threads. */
   async function sampleAsync(): Promise<GpuReading[]> {
     const readings = await Promise.all(
-      states.filter((s) => !s.lost && !s.unmeasurable).map((s) =>
+      states.filter(sampled).map((s) =>
         runAsync(readGpu(s)).catch((err: unknown) => {
           fail(s, err);
           return undefined;
@@ -387,7 +389,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         ...stats,
         calls,
         lostGpus: [...noHandle, ...states.filter((s) => s.lost).map((s) => s.gpu)].sort((a, b) => a - b),
-        unmeasurableGpus: states.filter((s) => s.unmeasurable).map((s) => s.gpu),
+        unmeasurableGpus: states.filter((s) => !measurable(s)).map((s) => s.gpu),
         gpus: states.map((s) => ({
           gpu: s.gpu, uuid: s.uuid, lost: s.lost, power: s.instant ? "instant" : s.average ? "average" : s.energy ? "counter" : "none",
           energyCounter: s.energy, counterResets: s.counterResets, errors: s.errors,
