@@ -156,6 +156,35 @@ test("tap - upstream down: a clear 502 JSON error, recorded as an upstream error
   t.is(tap.stats().upstreamErrors, 1);
 });
 
+test("tap - a server that dies mid-response: the client's connection ends as it would direct (no hang), recorded as an upstream error", async (t) => {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write('data: {"id":"x","choices":[{"index":0,"text":"a"}]}\n\n');
+      setTimeout(() => res.socket!.destroy(), 20); // the server crashes after one token
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const { tap, events } = await setup(t, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const outcome = (path: string) =>
+    Promise.race([
+      fetch(`${tap.url}${path}`, { method: "POST", headers: { "x-request-id": path }, body: JSON.stringify({ prompt: [1, 2, 3], stream: true }) }).then(
+        (r) => r.text().then(() => "complete", () => "ended early"),
+        () => "ended early",
+      ),
+      new Promise<string>((r) => setTimeout(() => r("still open after 5 s"), 5000).unref()),
+    ]);
+  t.is(await outcome("/v1/completions"), "ended early");
+  t.is(await outcome("/v1/other"), "ended early", "untracked paths too");
+  const ends = events.filter((e) => e.event === "end");
+  t.is(ends.length, 1);
+  t.like(ends[0]!, { requestId: "/v1/completions", status: "error", httpStatus: 200, outputTokens: 1, promptTokens: 3 });
+  t.regex((ends[0] as { error: string }).error, /before it was complete/);
+  t.deepEqual(tap.stats(), { requests: 1, active: 0, aborted: 0, upstreamErrors: 1, rejected: 0 });
+});
+
 test("tap - oversized bodies are refused with 413 before reaching the server", async (t) => {
   const { tap, events } = await setup(t, undefined, { maxBodyBytes: 1000 });
   const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x".repeat(5000) }) });

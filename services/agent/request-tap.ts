@@ -164,6 +164,8 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
         res.writeHead(ures.statusCode ?? 502, resHeaders);
         if (!track) {
           ures.pipe(res);
+          // A server that dies mid-response: the client sees its connection end, as it would direct.
+          ures.on("error", () => res.destroy());
           return;
         }
         watch(track, ures, res);
@@ -248,7 +250,14 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       }
       finish(t, status >= 400 ? "error" : "ok", status, promptTokens, outputTokens, error);
     });
-    ures.on("error", (err) => finish(t, "error", status, counter.promptTokens ?? 0, counter.outputTokens, err.message));
+    ures.on("error", (err) => {
+      // The server's connection ended mid-response (crashed, killed, reset). The client's response
+      // cannot be completed either: end its connection as the server did, instead of leaving it open
+      // forever, and record what the request got so far.
+      if (!t.ended) stats.upstreamErrors++;
+      finish(t, "error", status, counter.promptTokens ?? t.hint ?? 0, counter.outputTokens, `upstream ended the response before it was complete (${err.message})`);
+      res.destroy();
+    });
     res.on("close", () => {
       if (!t.finished && !res.writableFinished) ures.destroy();
     });
