@@ -160,7 +160,9 @@ test("nvml - a lost GPU is left out of samples and reported once, never thrown",
   t.true(errors[0]![1].permanent);
   t.deepEqual(source.stats().lostGpus, [3]);
   t.is(source.stats().gpuErrors, 1);
-  t.deepEqual((await source.describe()).gpus.map((g) => g.index), [0, 1, 2, 4, 5, 6, 7]);
+  const d = await source.describe();
+  t.deepEqual(d.gpus.map((g) => g.index), [0, 1, 2, 4, 5, 6, 7]);
+  t.deepEqual(d.unreadableGpus, [3], "still part of the node");
 });
 
 test("nvml - a GPU NVML gives no handle for is reported once as the source opens; the others are measured", async (t) => {
@@ -168,7 +170,9 @@ test("nvml - a GPU NVML gives no handle for is reported once as the source opens
   const source = await fakeSource({ GPUS: 4, NO_HANDLE: 2 }, { onGpuError: (gpu, err, leftOut) => errors.push([gpu, err.nvmlName, leftOut]) });
   t.teardown(() => source.close());
   t.deepEqual(errors, [[2, "GPU_IS_LOST", true]]);
-  t.deepEqual((await source.describe()).gpus.map((g) => g.index), [0, 1, 3]);
+  const d = await source.describe();
+  t.deepEqual(d.gpus.map((g) => g.index), [0, 1, 3]);
+  t.deepEqual(d.unreadableGpus, [2]);
   const samples = await sampleFor(source, 20, 100);
   t.true(samples.every((s) => s.map((r) => r.gpu).join() === "0,1,3"));
   t.deepEqual(source.stats().lostGpus, [2]);

@@ -70,7 +70,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     clock: opts.clock,
     node: opts.node,
     instances: opts.instances.map((i) => i.id),
-    gpus: description.gpus.map((g) => g.index),
+    // The node's GPUs: those read, and those the source cannot read, which every window reports missing.
+    gpus: [...description.gpus.map((g) => g.index), ...(description.unreadableGpus ?? [])].sort((a, b) => a - b),
     ...(opts.sampleIntervalMs ? { sampleIntervalMs: opts.sampleIntervalMs } : {}),
     ...(opts.publishIntervalMs ? { publishIntervalMs: opts.publishIntervalMs } : {}),
     onBoundary(start, end) {
@@ -120,6 +121,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     source: opts.source.kind,
     ...(description.driverVersion ? { driverVersion: description.driverVersion } : {}),
     gpus: description.gpus,
+    ...(description.unreadableGpus?.length ? { unreadableGpus: description.unreadableGpus } : {}),
     instances: opts.instances.map(({ id, upstream, gpus, model }) => ({ id, upstream, gpus, ...(model ? { model } : {}) })),
     startedMs,
     heartbeatMs: opts.clock.nowMs(),

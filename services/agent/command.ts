@@ -124,7 +124,8 @@ export const agentCommand = defineCommand(
     // at once, and it must still flush what it holds.
     const stopped = runUntilSignal(() => agent.stop(), () => nc.drain());
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
-    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}${cpuEnergy ? `, CPU energy of ${cpuEnergy.packages} package(s) via RAPL` : ""}, publishing to ${cfg.nats}\n`);
+    const unreadable = described.unreadableGpus?.length ? ` (and GPU ${described.unreadableGpus.join(", ")} it cannot read)` : "";
+    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}${unreadable}${cpuEnergy ? `, CPU energy of ${cpuEnergy.packages} package(s) via RAPL` : ""}, publishing to ${cfg.nats}\n`);
     await stopped;
     return 0;
   },

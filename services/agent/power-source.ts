@@ -18,6 +18,11 @@ export interface GpuReading {
 
 export interface SourceDescription {
   gpus: GpuInfo[];
+  /**
+   * GPUs the node has that the source cannot read at all (no handle, lost): not in `gpus`, but part
+   * of the node, so every window reports them missing.
+   */
+  unreadableGpus?: number[];
   driverVersion?: string;
 }
 

@@ -31,6 +31,8 @@ export const nodeInventory = z.object({
   source: z.enum(["nvml", "dcgm", "sim", "fake"]),
   driverVersion: z.string().optional(),
   gpus: z.array(gpuInfo),
+  /** GPUs of the node the agent cannot read (no handle, lost before it started): missing from every window. */
+  unreadableGpus: z.array(count).optional(),
   instances: z.array(instanceInfo),
   startedMs: epochMs,
   heartbeatMs: epochMs,

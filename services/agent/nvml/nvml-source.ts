@@ -346,6 +346,8 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     return readings.filter((r): r is GpuReading => r !== undefined);
   }
 
+  const lostGpus = () => [...noHandle, ...states.filter((s) => s.lost).map((s) => s.gpu)].sort((a, b) => a - b);
+
   return {
     kind: "nvml",
     control: createNvmlControl(binding, session.devices),
@@ -360,13 +362,14 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
           fail(s, err);
         }
       }
+      const unreadable = lostGpus();
       let driverVersion: string | undefined;
       try {
         driverVersion = readDriverVersion(binding);
       } catch {
         driverVersion = undefined; // optional in the inventory
       }
-      return driverVersion === undefined ? { gpus } : { gpus, driverVersion };
+      return { gpus, ...(unreadable.length ? { unreadableGpus: unreadable } : {}), ...(driverVersion === undefined ? {} : { driverVersion }) };
     },
     sample() {
       if (closed) return Promise.reject(new NvmlError(NvmlReturn.UNINITIALIZED, "sample", { detail: "source is closed" }));
@@ -388,7 +391,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       return {
         ...stats,
         calls,
-        lostGpus: [...noHandle, ...states.filter((s) => s.lost).map((s) => s.gpu)].sort((a, b) => a - b),
+        lostGpus: lostGpus(),
         unmeasurableGpus: states.filter((s) => !measurable(s)).map((s) => s.gpu),
         gpus: states.map((s) => ({
           gpu: s.gpu, uuid: s.uuid, lost: s.lost, power: s.instant ? "instant" : s.average ? "average" : s.energy ? "counter" : "none",
