@@ -39,6 +39,19 @@ test("sse counter - one token per content chunk, the first usage object reconcil
   t.is(c.outputTokens, 3);
 });
 
+test("sse counter - events that are not objects (data: null, choices: [null]) are skipped, not thrown on; an error event is kept", (t) => {
+  const c = createSseCounter();
+  const lines = ["null", "5", '"x"', "[]", '{"choices":[null]}', '{"choices":null}', '{"choices":{"text":"a"}}', '{"usage":null,"choices":[{"text":"a"}]}'];
+  for (const l of lines) t.notThrows(() => c.push(Buffer.from(`data: ${l}\n\n`)), l);
+  t.is(c.outputTokens, 1, "only the real token");
+  t.is(c.error, undefined);
+  c.push(Buffer.from('data: {"error":{"object":"error","message":"CUDA out of memory","type":"InternalServerError","code":500}}\n\n'));
+  t.is(c.error, "CUDA out of memory");
+  const d = createSseCounter();
+  d.push(Buffer.from('data: {"error":"model overloaded"}\n\n'));
+  t.is(d.error, "model overloaded", "TGI's shape");
+});
+
 test("sse counter - per-chunk usage (continuous_usage_stats) is exact and not double counted", (t) => {
   const c = createSseCounter();
   let n = 0;

@@ -1,5 +1,5 @@
 import test from "ava";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import v8 from "node:v8";
@@ -126,4 +126,38 @@ test("spool - published records are let go at once, not kept until a compaction 
   const alive = refs.filter((w) => w.deref() !== undefined).length;
   t.is(s.size, 3);
   t.true(alive <= 3, `${alive} records still referenced (${(alive * 64) / 1024} MiB) with 3 queued`);
+});
+
+test("spool - a segment a crash left with a zero-filled or garbled tail is read up to the damage, and the agent starts", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const before = createSpool({ dir, memoryRecords: 1 });
+  for (let i = 0; i < 5; i++) before.push(rec(i));
+  await before.close();
+  const files = readdirSync(dir).sort();
+  const last = join(dir, files.at(-1)!);
+  // Power lost while writing: the file's size grew but its last blocks are zeros. Then a second
+  // segment that is garbage from its first byte, and an empty one.
+  writeFileSync(last, Buffer.concat([readFileSync(last), Buffer.alloc(16)]));
+  writeFileSync(join(dir, "600000000000.seg"), Buffer.from([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]));
+  writeFileSync(join(dir, "600000000001.seg"), Buffer.alloc(0));
+  const after = createSpool({ dir });
+  const more = after.push(rec(99)); // behind what was on disk
+  t.true(more);
+  t.deepEqual(await drain(after), ["m0", "m1", "m2", "m3", "m4", "m99"]);
+  t.is(after.stats().dropped, 2, "one damaged record per damaged segment, counted");
+  t.deepEqual(readdirSync(dir), [], "read-back segments are removed, damaged ones too");
+});
+
+test("spool - a disk that fails writes (full, gone) loses only what went to it, counted, instead of ending the process", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const spool = createSpool({ dir, memoryRecords: 2 });
+  symlinkSync("/dev/full", join(dir, "500000000000.seg")); // the first segment's writes fail with ENOSPC
+  for (let i = 0; i < 10; i++) spool.push({ ...rec(i), messages: 3 });
+  await new Promise((r) => setTimeout(r, 300));
+  t.is(spool.stats().dropped, 8 * 3, "each lost record counted by the messages it carried");
+  t.deepEqual(await drain(spool), ["m0", "m1"], "memory is intact");
+  spool.push(rec(10)); // the disk is not needed while memory has room
+  t.deepEqual(await drain(spool), ["m10"]);
 });

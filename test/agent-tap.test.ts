@@ -1,5 +1,7 @@
 import test from "ava";
-import { createServer, request } from "node:http";
+import { createServer, request, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createTcpServer } from "node:net";
+import { gzipSync } from "node:zlib";
 import type { AddressInfo } from "node:net";
 import { startRequestTap, type RequestTap } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
@@ -23,6 +25,22 @@ async function setup(t: import("ava").ExecutionContext, upstream?: string, opts:
   t.teardown(() => tap.close());
   return { tap, events, tracker, inst };
 }
+
+/** A stand-in inference server: `handle` gets each request with its whole body. */
+async function serve(t: import("ava").ExecutionContext, handle: (req: IncomingMessage, body: string, res: ServerResponse) => void): Promise<string> {
+  const server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c));
+    req.on("end", () => handle(req, body, res));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const sseEvents = (text: string) => text.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6));
 
@@ -262,4 +280,143 @@ test("tap - headers: hop-by-hop ones stay on their side, repeated ones (set-cook
   t.true(down.some(([k, v]) => k === "x-upstream" && v === "u"));
   t.deepEqual(down.filter(([k]) => k === "x-request-id").map(([, v]) => v), ["client-id"], "the request's id, not the upstream's");
   t.false(down.some(([k, v]) => k === "keep-alive" && v === "timeout=1"), "the server's keep-alive is not forwarded");
+});
+
+test("tap - a client that does not read: the server is slowed as it would be direct, the tap does not hold the response in memory", async (t) => {
+  let written = 0;
+  const limit = 128 * 2 ** 20;
+  const url = await serve(t, (_req, _body, res) => {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    const chunk = Buffer.from(`data: {"choices":[{"text":"${"x".repeat(64 * 1024)}"}]}\n\n`);
+    const pump = () => {
+      while (written < limit && !res.destroyed) {
+        written += chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", pump);
+      }
+      res.end();
+    };
+    pump();
+  });
+  const { tap } = await setup(t, url);
+  const u = new URL(tap.url);
+  const req = request({ host: u.hostname, port: u.port, path: "/v1/completions", method: "POST" }, () => {}); // never reads
+  req.on("error", () => {});
+  req.end(JSON.stringify({ prompt: "hi", stream: true }));
+  await sleep(1500);
+  req.destroy();
+  t.true(written < 32 * 2 ** 20, `the server wrote ${(written / 2 ** 20).toFixed(0)} MiB for a client that read nothing`);
+});
+
+test("tap - an error event after the 200 (vLLM's mid-stream failure) records the request as an error", async (t) => {
+  const url = await serve(t, (_req, _body, res) => {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.write('data: {"choices":[{"index":0,"text":"a"}]}\n\n');
+    res.write('data: {"error":{"object":"error","message":"CUDA out of memory","type":"InternalServerError","code":500}}\n\n');
+    res.end("data: [DONE]\n\n");
+  });
+  const { tap, events } = await setup(t, url);
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "hi", stream: true }) });
+  t.regex(await res.text(), /CUDA out of memory/, "the client sees the event, as it would direct");
+  t.like(events.at(-1)!, { event: "end", status: "error", httpStatus: 200, error: "CUDA out of memory", outputTokens: 1 });
+});
+
+test("tap - what the server answers decides: a stream for `\"stream\": \"true\"` is counted as a stream; the tap asks for an uncompressed body", async (t) => {
+  const seen: IncomingMessage["headers"][] = [];
+  const url = await serve(t, (req, body, res) => {
+    seen.push(req.headers);
+    const j = JSON.parse(body);
+    if (j.stream === true || j.stream === "true") {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      for (let i = 0; i < 5; i++) res.write(`data: {"choices":[{"index":0,"text":"t${i}"}]}\n\n`);
+      return res.end("data: [DONE]\n\n");
+    }
+    const json = JSON.stringify({ choices: [{ text: "x" }], usage: { prompt_tokens: 7, completion_tokens: 500 } });
+    const gzip = /gzip/.test(String(req.headers["accept-encoding"]));
+    res.writeHead(200, { "content-type": "application/json", ...(gzip ? { "content-encoding": "gzip" } : {}) });
+    res.end(gzip ? gzipSync(json) : json);
+  });
+  const { tap, events } = await setup(t, url);
+  t.regex(await (await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "s" }, body: JSON.stringify({ prompt: "hi", stream: "true" }) })).text(), /t4/);
+  // fetch asks for gzip, as Python clients do: the tap's own reading needs the plain body.
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "g", "accept-encoding": "gzip, deflate" }, body: JSON.stringify({ prompt: "hi" }) });
+  t.is(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 500);
+  const ends = events.filter((e) => e.event === "end");
+  t.like(ends[0]!, { requestId: "s", status: "ok", outputTokens: 5 });
+  t.true(events.some((e) => e.requestId === "s" && e.event === "first_token"));
+  t.like(ends[1]!, { requestId: "g", status: "ok", outputTokens: 500, promptTokens: 7 });
+  t.true(seen.every((h) => h["accept-encoding"] === "identity"));
+});
+
+test("tap - a request id the tap has seen lately (a retry, a gateway's fixed id) is replaced, so two requests never merge", async (t) => {
+  const url = await serve(t, (_req, body, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ choices: [{ text: "x" }], usage: { prompt_tokens: 10, completion_tokens: 10 } }));
+    }, JSON.parse(body).delay as number);
+  });
+  const { tap, events, tracker } = await setup(t, url);
+  const ask = (delay: number) => fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "retry-me" }, body: JSON.stringify({ prompt: "hi", delay }) });
+  const slow = ask(800);
+  await sleep(100);
+  const second = await ask(0);
+  await second.text();
+  const w = tracker.closeWindow(0, 1)[0]!;
+  t.is(w.inFlight, 1, "the first is still running");
+  const first = await slow;
+  await first.text();
+  t.is(first.headers.get("x-request-id"), "retry-me");
+  const renamed = second.headers.get("x-request-id")!;
+  t.not(renamed, "retry-me", "the second gets the tap's id, and is told");
+  const ids = events.map((e) => e.msgId);
+  t.is(new Set(ids).size, ids.length, "every event its own msgId");
+  t.deepEqual(events.filter((e) => e.event === "end").map((e) => e.requestId).sort(), [renamed, "retry-me"].sort());
+});
+
+test("tap - a client's stream_options is merged without rewriting the rest of its body (a 64-bit seed arrives as sent)", async (t) => {
+  let got = "";
+  const url = await serve(t, (_req, body, res) => {
+    got = body;
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.end("data: [DONE]\n\n");
+  });
+  const { tap } = await setup(t, url);
+  const body = '{"prompt":"hi","stream":true,"stream_options":{"include_usage":false,"x":1},"seed":18446744073709551557}';
+  await (await fetch(`${tap.url}/v1/completions`, { method: "POST", body })).text();
+  t.true(got.startsWith(body.slice(0, -1)), got);
+  t.deepEqual(JSON.parse(got).stream_options, { include_usage: true, x: 1, continuous_usage_stats: true }, "the last key wins, as in Python's json");
+});
+
+test("tap - a client that hangs up before the server answers is aborted, not an upstream error; parts of chat content count toward the prompt", async (t) => {
+  const url = await serve(t, (_req, _body, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end("{}");
+    }, 1000);
+  });
+  const { tap, events } = await setup(t, url);
+  const u = new URL(tap.url);
+  const req = request({ host: u.hostname, port: u.port, path: "/v1/chat/completions", method: "POST" });
+  req.on("error", () => {});
+  req.end(JSON.stringify({ stream: true, messages: [{ role: "user", content: [{ type: "text", text: "x".repeat(4000) }, { type: "image_url", image_url: { url: "data:," } }] }] }));
+  await sleep(200);
+  req.destroy();
+  await sleep(300);
+  t.like(tap.stats(), { aborted: 1, upstreamErrors: 0 });
+  t.like(events[0]!, { event: "start", promptTokensHint: 1000 });
+  t.like(events.at(-1)!, { event: "end", status: "aborted", promptTokens: 1000 });
+});
+
+test("tap - an https:// upstream is spoken to over TLS; anything else is refused at start", async (t) => {
+  let first: Buffer | undefined;
+  const tcp = createTcpServer((s) => s.once("data", (d: Buffer) => {
+    first = d;
+    s.destroy();
+  }));
+  await new Promise<void>((r) => tcp.listen(0, "127.0.0.1", r));
+  t.teardown(() => tcp.close());
+  const { tap } = await setup(t, `https://127.0.0.1:${(tcp.address() as AddressInfo).port}`);
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "hi" }) });
+  t.is(res.status, 502);
+  t.is(first?.[0], 0x16, "a TLS handshake, not a plain-text POST");
+  await t.throwsAsync(() => setup(t, "ftp://127.0.0.1:21"), { message: /http:\/\/ or https:\/\// });
 });

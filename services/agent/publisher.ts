@@ -146,7 +146,13 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     clearTimeout(lingering);
     lingering = undefined;
     seal();
-    pumping ??= pump();
+    pumping ??= pump().catch((err: unknown) => {
+      // Nothing in the pump should throw (the spool reads damaged files as far as they go), but an
+      // unhandled rejection would end the agent: record it and try again shortly.
+      stats.lastError = `publishing stopped: ${(err as Error).message}`;
+      pumping = undefined;
+      if (!closed) lingering ??= setTimeout(startPump, 1000).unref();
+    });
   };
   const linger = () => {
     if (pumping || lingering) return;

@@ -1,4 +1,5 @@
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEnd, type RequestEvent, type RequestStart } from "../../shared/mod.ts";
@@ -35,11 +36,19 @@ export interface RequestTap {
 
 const TRACKED = /\/v1\/(chat\/)?completions$/;
 const MAX_MODEL_CHARS = 256;
+/**
+ * Client request ids remembered to catch a reuse (a retry that keeps its id, a gateway's fixed id):
+ * far more than any node has in flight, a few MB at most.
+ */
+const MAX_RECENT_IDS = 20_000;
 
 export async function startRequestTap(opts: RequestTapOptions): Promise<RequestTap> {
   const upstream = new URL(opts.instance.upstream);
   const basePath = upstream.pathname.replace(/\/$/, "");
-  const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  if (upstream.protocol !== "http:" && upstream.protocol !== "https:") throw new Error(`instance ${opts.instance.id}: upstream ${opts.instance.upstream} must be an http:// or https:// URL`);
+  const tls = upstream.protocol === "https:";
+  const agent = tls ? new HttpsAgent({ keepAlive: true, maxSockets: Infinity }) : new Agent({ keepAlive: true, maxSockets: Infinity });
+  const upstreamRequest = tls ? httpsRequest : httpRequest;
   const maxBody = opts.maxBodyBytes ?? 16 * 1024 * 1024;
   const stats = { requests: 0, active: 0, aborted: 0, upstreamErrors: 0, rejected: 0 };
   const inst = opts.instance.id;
@@ -51,6 +60,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   // arrays (see `relayed`), nearly all of it the work tracker's entries, which live until their
   // window closes.
   const node = opts.node;
+  const recentIds = new Set<string>();
   const usageOptions = { include_usage: true, ...(opts.continuousUsage === false ? {} : { continuous_usage_stats: true }) };
 
   const jsonError = (res: ServerResponse, status: number, type: string, message: string) => {
@@ -92,9 +102,15 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
 
     // The client's id, unless no message could carry it: then the tap's own, which the client gets back.
     const clientId = req.headers["x-request-id"];
-    const requestId = typeof clientId === "string" && clientId.length > 0 && clientId.length <= MAX_REQUEST_ID_CHARS ? clientId : randomUUID();
+    // An id this tap saw lately (a client's retry, a fixed id, another client's id) would merge two
+    // requests downstream (the analyzer keys and de-duplicates by it): such a request gets its own.
+    const usable = typeof clientId === "string" && clientId.length > 0 && clientId.length <= MAX_REQUEST_ID_CHARS && !recentIds.has(clientId);
+    const requestId = usable ? clientId : randomUUID();
+    recentIds.add(requestId);
+    if (recentIds.size > MAX_RECENT_IDS) recentIds.delete(recentIds.values().next().value!);
     const headers = relayed(req.rawHeaders, REQUEST_DROPPED_TRACKED);
-    headers.push("x-request-id", requestId);
+    // The tap reads the response: it must come uncompressed (the client gets it as it would direct).
+    headers.push("x-request-id", requestId, "accept-encoding", "identity");
     let parsed: Record<string, unknown> | undefined;
     try {
       const j = JSON.parse(body.toString("utf8"));
@@ -108,7 +124,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     if (parsed && stream) {
       const so = parsed.stream_options;
       clientWantsUsage = (so as Record<string, unknown> | undefined)?.include_usage === true;
-      out = so === undefined ? withUsageOptions(body, usageOptions) : Buffer.from(JSON.stringify({ ...parsed, stream_options: { ...(so as object), ...usageOptions } }));
+      out = so === undefined ? withUsageOptions(body, usageOptions) : withMergedUsageOptions(body, { ...(so as object), ...usageOptions });
     }
     const endpoint = path.includes("/chat/") ? "chat" : "completions";
     const hint = promptHint(parsed, opts.charsPerToken ?? 4);
@@ -148,10 +164,10 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   /** `headers`: the client's, as raw name/value pairs, less hop-by-hop ones, host and length. */
   const forward = (req: IncomingMessage, res: ServerResponse, path: string, headers: string[], body: Buffer, track: Track | undefined) => {
     headers.push("host", upstream.host, "content-length", String(body.length));
-    const up = httpRequest(
+    const up = upstreamRequest(
       {
         host: upstream.hostname,
-        port: upstream.port || 80,
+        port: upstream.port || (tls ? 443 : 80),
         method: req.method,
         path: basePath + path,
         headers,
@@ -172,7 +188,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       },
     );
     up.on("error", (err) => {
-      if (track) {
+      if (track && !track.ended) {
         stats.upstreamErrors++;
         finish(track, "error", 502, 0, 0, `upstream unreachable: ${err.message}`);
       }
@@ -191,12 +207,16 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
 
   const watch = (t: Track, ures: IncomingMessage, res: ServerResponse) => {
     const status = ures.statusCode ?? 0;
+    // What the server sends decides, not what the client asked: a server may stream for `"stream": "true"`.
+    if (!t.stream && /^text\/event-stream/i.test(String(ures.headers["content-type"] ?? ""))) t.stream = true;
     const counter = createSseCounter();
     // The usage-only event the tap asked for is not passed on to a client that did not ask.
     const filter = t.stream && status < 400 && !t.clientWantsUsage ? createUsageFilter() : undefined;
     let first = false;
     let prefillTokens = 0;
+    /** A whole (non-streamed) response, kept to read its usage: up to the body limit, not without end. */
     const nonStream: Buffer[] = [];
+    let nonStreamBytes = 0;
     const onTokens = (n: number, promptTokens: number | undefined) => {
       if (n <= 0) return;
       if (!first) {
@@ -210,15 +230,24 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
         opts.tracker.decode(inst, t.requestId, n);
       }
     };
+    // A client that reads slowly (or not at all) slows the server's socket down, as it would direct:
+    // the tap does not hold what the client has not taken.
+    const relay = (b: Buffer) => {
+      if (!res.write(b) && !ures.isPaused()) {
+        ures.pause();
+        res.once("drain", () => ures.resume());
+      }
+    };
     ures.on("data", (chunk: Buffer) => {
       if (!t.stream || status >= 400) {
-        nonStream.push(chunk);
-        res.write(chunk);
+        nonStreamBytes += chunk.length;
+        if (nonStreamBytes <= maxBody) nonStream.push(chunk);
+        relay(chunk);
         return;
       }
       // Bytes first, bookkeeping after: the client never waits on the tap's accounting.
-      if (!filter) res.write(chunk);
-      else for (const part of filter.push(chunk)) res.write(part);
+      if (!filter) relay(chunk);
+      else for (const part of filter.push(chunk)) relay(part);
       const p = counter.push(chunk);
       onTokens(p.newTokens, p.promptTokens ?? counter.promptTokens);
       t.outputTokens = counter.outputTokens;
@@ -239,16 +268,18 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
             if (isTokenCount(j.usage.prompt_tokens)) promptTokens = j.usage.prompt_tokens;
             outputTokens = isTokenCount(j.usage.completion_tokens) ? j.usage.completion_tokens : 0;
           }
-          if (status >= 400) error = j?.error?.message ?? j?.message ?? text.slice(0, 200);
+          if (status >= 400) error = errorText(j?.error?.message ?? j?.error ?? j?.message ?? j?.detail, text);
         } catch {
           if (status >= 400) error = text.slice(0, 200);
         }
         // Without a stream the tap sees no token times: the work lands in the window of completion.
         if (status < 400) onTokens(outputTokens, promptTokens);
-      } else if (first && promptTokens > prefillTokens) {
-        opts.tracker.prefill(inst, t.requestId, promptTokens - prefillTokens);
+      } else {
+        if (first && promptTokens > prefillTokens) opts.tracker.prefill(inst, t.requestId, promptTokens - prefillTokens);
+        // vLLM reports a failure after the 200 as an SSE event: {"error": {...}}.
+        if (counter.error !== undefined) error = counter.error;
       }
-      finish(t, status >= 400 ? "error" : "ok", status, promptTokens, outputTokens, error);
+      finish(t, status >= 400 || error !== undefined ? "error" : "ok", status, promptTokens, outputTokens, error);
     });
     ures.on("error", (err) => {
       // The server's connection ended mid-response (crashed, killed, reset). The client's response
@@ -306,6 +337,25 @@ export function withUsageOptions(body: Buffer, options: Record<string, unknown>)
   return Buffer.concat([body.subarray(0, open + 1), Buffer.from(`"stream_options":${JSON.stringify(options)},`), body.subarray(open + 1)]);
 }
 
+/**
+ * The body with a `stream_options` key added last, which JSON parsers (Python's json, pydantic's
+ * jiter, JSON.parse) take over the client's earlier one. The rest of the body is not re-serialized:
+ * JSON.stringify(JSON.parse(x)) changes numbers past 2^53 (a 64-bit seed) and drops -0, 1e400….
+ */
+export function withMergedUsageOptions(body: Buffer, streamOptions: Record<string, unknown>): Buffer {
+  const close = body.lastIndexOf(0x7d); // "}"
+  return Buffer.concat([body.subarray(0, close), Buffer.from(`,"stream_options":${JSON.stringify(streamOptions)}`), body.subarray(close)]);
+}
+
+/**
+ * A server's error message, for the record: a string however the server shaped it (OpenAI's
+ * `{error: {message}}`, FastAPI's `{detail}`, TGI's `{error: "..."}`), never longer than 200 chars.
+ */
+function errorText(message: unknown, body: string): string {
+  const s = typeof message === "string" ? message : message === undefined || message === null ? body : JSON.stringify(message);
+  return s.slice(0, 200);
+}
+
 /** What the tap can know of the prompt's length before the server answers. */
 function promptHint(body: Record<string, unknown> | undefined, charsPerToken: number): number | undefined {
   if (!body) return undefined;
@@ -314,7 +364,11 @@ function promptHint(body: Record<string, unknown> | undefined, charsPerToken: nu
   if (typeof p === "string") return Math.ceil(p.length / charsPerToken);
   if (Array.isArray(body.messages)) {
     let chars = 0;
-    for (const m of body.messages as { content?: unknown }[]) if (typeof m?.content === "string") chars += m.content.length;
+    for (const m of body.messages as { content?: unknown }[]) {
+      if (typeof m?.content === "string") chars += m.content.length;
+      // Content as parts (OpenAI SDKs, multimodal): the text parts (images are the server's to count).
+      else if (Array.isArray(m?.content)) for (const p of m.content as { text?: unknown }[]) if (typeof p?.text === "string") chars += p.text.length;
+    }
     return Math.ceil(chars / charsPerToken);
   }
   return undefined;
@@ -326,7 +380,7 @@ function promptHint(body: Record<string, unknown> | undefined, charsPerToken: nu
  */
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"]);
 const REQUEST_DROPPED = new Set([...HOP_BY_HOP, "host", "content-length"]);
-const REQUEST_DROPPED_TRACKED = new Set([...REQUEST_DROPPED, "x-request-id"]);
+const REQUEST_DROPPED_TRACKED = new Set([...REQUEST_DROPPED, "x-request-id", "accept-encoding"]);
 const RESPONSE_DROPPED_TRACKED = new Set([...HOP_BY_HOP, "x-request-id"]);
 const RESPONSE_DROPPED_STREAM = new Set([...RESPONSE_DROPPED_TRACKED, "content-length"]);
 

@@ -58,6 +58,8 @@ export interface Spool {
 interface Segment {
   path: string;
   records: number;
+  /** Messages its records carry (SpoolRecord.messages), for the drop count if its writes fail. */
+  messages: number;
   bytes: number;
   stream?: WriteStream;
   closed: Promise<void>;
@@ -87,7 +89,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     for (const f of readdirSync(opts.dir).filter((f) => f.endsWith(".seg")).sort()) {
       const path = join(opts.dir, f);
       const bytes = statSync(path).size;
-      segments.push({ path, records: -1, bytes, closed: Promise.resolve() });
+      segments.push({ path, records: -1, messages: -1, bytes, closed: Promise.resolve() });
       diskBytes += bytes;
       const n = Number.parseInt(f, 10);
       if (Number.isFinite(n)) {
@@ -111,7 +113,18 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
   const newSegment = (): Segment => {
     const path = join(opts.dir!, `${String(counter++).padStart(12, "0")}.seg`);
     const stream = createWriteStream(path, { flags: "a" });
-    const seg: Segment = { path, records: 0, bytes: 0, stream, closed: new Promise((resolve) => stream.once("close", () => resolve())) };
+    const seg: Segment = { path, records: 0, messages: 0, bytes: 0, stream, closed: new Promise((resolve) => stream.once("close", () => resolve())) };
+    // Disk full, directory gone or read-only: the segment's records are lost and counted, not thrown
+    // as an uncaught 'error' that would end the agent (and the records it holds in memory).
+    stream.on("error", () => {
+      const i = segments.indexOf(seg);
+      if (i < 0) return;
+      segments.splice(i, 1);
+      dropped += seg.messages;
+      diskBytes -= seg.bytes;
+      delete seg.stream;
+      void unlink(path).catch(() => {});
+    });
     segments.push(seg);
     return seg;
   };
@@ -122,22 +135,37 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     if (!seg) return undefined;
     if (seg.stream) rotate();
     await seg.closed;
-    const buf = await readFile(seg.path);
+    let buf: Buffer;
+    try {
+      buf = await readFile(seg.path);
+    } catch {
+      buf = Buffer.alloc(0); // unreadable (gone, EIO): given up on, not retried for ever
+    }
     const recs: SpoolRecord[] = [];
     for (let off = 0; off + 4 <= buf.length; ) {
       const len = buf.readUInt32BE(off);
       if (off + 4 + len > buf.length) break; // torn tail of a crashed run
-      const [subject, msgId, data] = decode(buf.subarray(off + 4, off + 4 + len)) as [string, string, Uint8Array];
-      recs.push({ subject, msgId, data });
+      // A frame a crash left zero-filled or garbled ends the segment: what follows cannot be framed.
+      const rec = decodeFrame(buf.subarray(off + 4, off + 4 + len));
+      if (!rec) {
+        dropped++; // at least one record; how many followed it cannot be told
+        break;
+      }
+      recs.push(rec);
       off += 4 + len;
     }
-    segments.shift();
-    diskBytes -= seg.bytes;
-    await unlink(seg.path);
+    const at = segments.indexOf(seg); // not there if its writes failed meanwhile (see newSegment)
+    if (at >= 0) {
+      segments.splice(at, 1);
+      diskBytes -= seg.bytes;
+    }
+    // Into memory before the unlink is awaited: a record pushed meanwhile (no segment left) goes behind these.
     mem = mem.slice(head).concat(recs);
     head = 0;
     memBytes = mem.reduce((n, r) => n + r!.data.length, 0);
-    return mem[0]!;
+    await unlink(seg.path).catch(() => {});
+    if (memSize() === 0) return segments.length > 0 ? peek() : undefined;
+    return mem[head]!;
   };
 
   return {
@@ -159,6 +187,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       }
       seg.stream!.write(f);
       seg.records++;
+      seg.messages += rec.messages ?? 1;
       seg.bytes += f.length;
       diskBytes += f.length;
       spilled++;
@@ -199,6 +228,16 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       memBytes = 0;
     },
   };
+}
+
+function decodeFrame(body: Buffer): SpoolRecord | undefined {
+  try {
+    const v = decode(body) as unknown;
+    if (!Array.isArray(v) || typeof v[0] !== "string" || typeof v[1] !== "string" || !(v[2] instanceof Uint8Array)) return undefined;
+    return { subject: v[0], msgId: v[1], data: v[2] };
+  } catch {
+    return undefined;
+  }
 }
 
 /** One record on disk: 4-byte big-endian length, then msgpack [subject, msgId, data]. */

@@ -16,6 +16,8 @@ export interface SseCounter {
   readonly promptTokens: number | undefined;
   readonly usageCompletionTokens: number | undefined;
   readonly done: boolean;
+  /** The message of an error event the server sent mid-stream (vLLM: `data: {"error": {...}}`). */
+  readonly error: string | undefined;
 }
 
 export function createSseCounter(): SseCounter {
@@ -33,6 +35,7 @@ class StreamCounter implements SseCounter {
   promptTokens: number | undefined = undefined;
   usageCompletionTokens: number | undefined = undefined;
   done = false;
+  error: string | undefined = undefined;
   /** An unterminated last line, kept for the next read. */
   private pending: Buffer | undefined = undefined;
 
@@ -48,7 +51,7 @@ class StreamCounter implements SseCounter {
     for (let nl = buf.indexOf(0x0a); nl >= 0; from = nl + 1, nl = buf.indexOf(0x0a, from)) {
       if (!isDataLine(buf, from)) continue;
       if (usageAt >= 0 && usageAt < from) usageAt = buf.indexOf(USAGE_KEY, from);
-      let ev: { choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } | null };
+      let ev: { error?: { message?: unknown } | string; choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown } }[]; usage?: { prompt_tokens?: number; completion_tokens?: number } | null };
       // Per-chunk usage, the common case with vLLM's continuous_usage_stats: read the numbers in
       // place, without decoding or parsing the event (a raw `"usage":{` can only be a key:
       // quotes in JSON strings are escaped).
@@ -65,6 +68,13 @@ class StreamCounter implements SseCounter {
         } catch {
           continue;
         }
+        // `data: null`, `data: 5`: not an event; a throw here would end the agent (it runs in a stream's 'data' handler).
+        if (ev === null || typeof ev !== "object") continue;
+      }
+      if (ev?.error) {
+        const e = ev.error;
+        this.error = (typeof e === "string" ? e : typeof e.message === "string" ? e.message : JSON.stringify(e)).slice(0, 200);
+        continue;
       }
       const u = ev.usage;
       if (u && isTokenCount(u.completion_tokens)) {
@@ -79,8 +89,8 @@ class StreamCounter implements SseCounter {
         }
         continue;
       }
-      const c = ev.choices?.[0];
-      const hasToken = c !== undefined && ((c.text !== undefined && c.text !== "") || !!c.delta?.content || !!c.delta?.reasoning_content || !!c.delta?.tool_calls);
+      const c = Array.isArray(ev.choices) ? ev.choices[0] : undefined;
+      const hasToken = c !== undefined && c !== null && typeof c === "object" && ((c.text !== undefined && c.text !== "") || !!c.delta?.content || !!c.delta?.reasoning_content || !!c.delta?.tool_calls);
       if (hasToken && this.usageCompletionTokens === undefined) {
         newTokens++;
         this.outputTokens++;
