@@ -1,4 +1,6 @@
 import { hostname } from "node:os";
+import { statSync } from "node:fs";
+import { resolve } from "node:path";
 import { z } from "zod";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connectNats, natsOptions, onShutdownSignal, ConfigError, errorMessage } from "../../shared/mod.ts";
@@ -66,6 +68,9 @@ const schema = z
     if (c.workload && (c.rate === undefined || c.duration === undefined)) ctx.addIssue({ code: "custom", path: [c.rate === undefined ? "rate" : "duration"], message: "a synthetic --workload needs --rate and --duration" });
     if (c.target.length === 0) ctx.addIssue({ code: "custom", path: ["target"], message: "give at least one --target URL" });
     if (c.workers !== undefined && !c.nats) ctx.addIssue({ code: "custom", path: ["nats"], message: "--workers needs --nats" });
+    // Options of the other kind of source would be silently ignored (a `--duration 60` trace replay ran for hours).
+    if (c.trace) for (const [k, v] of [["duration", c.duration], ["ramp-to", c.rampTo], ["cv", c.cv]] as const) if (v !== undefined) ctx.addIssue({ code: "custom", path: [k], message: `--${k} is for synthetic --workload runs; with --trace use --window MS (trace time) or --limit N` });
+    if (c.workload) for (const [k, v] of [["speedup", c.speedup], ["from", c.from], ["window", c.window], ["sample", c.sample], ["format", c.format]] as const) if (v !== undefined) ctx.addIssue({ code: "custom", path: [k], message: `--${k} is for --trace replays` });
   });
 type Config = z.infer<typeof schema>;
 
@@ -126,6 +131,11 @@ export const loadCommand = defineCommand(
     const natsCfg = cfg.nats ? { nats: cfg.nats, ...(cfg.creds ? { creds: cfg.creds } : {}), ...(cfg.user ? { user: cfg.user, password: cfg.password } : {}), ...(cfg.token ? { token: cfg.token } : {}) } : undefined;
     if (cfg.worker) return await workerMode(cfg, natsCfg, log);
     const source = await sourceOf(cfg, log);
+    let skipped = 0;
+    const onSkip = (err: { message: string }) => {
+      if (++skipped <= 10) log(`skipped ${err.message}`);
+      else if (skipped === 11) log("skipping more bad rows (counted, not shown)");
+    };
     const runId = cfg.runId ?? `load-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 17)}`;
     const headers = Object.fromEntries(cfg.header.map((h) => [h.slice(0, h.indexOf(":")).trim(), h.slice(h.indexOf(":") + 1).trim()]));
     const slo = cfg.sloTtftMs || cfg.sloTpotMs ? { ...(cfg.sloTtftMs ? { ttftMs: cfg.sloTtftMs } : {}), ...(cfg.sloTpotMs ? { tpotMs: cfg.sloTpotMs } : {}) } : undefined;
@@ -179,7 +189,7 @@ export const loadCommand = defineCommand(
       const publisher = nc ? createLoadPublisher(nc, { onError: (_r, err) => log(errorMessage(err)) }) : undefined;
       log(`run ${runId}: sending to ${cfg.target.join(", ")}`);
       const summary = await runLoad({
-        source: workloadOf(source),
+        source: workloadOf(source, { onSkip }),
         runId,
         ...common,
         signal: abort.signal,
@@ -193,11 +203,13 @@ export const loadCommand = defineCommand(
       await publisher?.flush();
       progress.done();
       process.stdout.write(formatSummary(summary));
+      if (skipped) log(`${skipped} bad trace row(s) skipped (--lenient)`);
+      if (summary.requests === 0 && !abort.signal.aborted) log(`the workload has no requests${source.kind === "trace" ? ` (${source.path}: no rows${cfg.from !== undefined || cfg.window !== undefined || cfg.sample !== undefined || cfg.limit !== undefined ? " left after --from/--window/--sample/--limit" : ""})` : ""}`);
       if (publisher) {
         const s = publisher.stats();
         log(`published ${s.published} results to ${`load.v1.${runId}`}${s.failed ? `, ${s.failed} FAILED` : ""}`);
       }
-      return abort.signal.aborted ? 130 : summary.requests > 0 && summary.ok === 0 ? 3 : 0;
+      return abort.signal.aborted ? 130 : summary.ok === 0 ? 3 : 0;
     } finally {
       progress.done();
       await file?.close();
@@ -221,14 +233,23 @@ async function sourceOf(cfg: Config, log: (l: string) => void): Promise<SourceSp
       ...(cfg.cv ? { cv: cfg.cv } : {}),
     };
   }
-  const path = cfg.trace!;
+  // Absolute: workers resolve the path in their own working directory.
+  const path = resolve(cfg.trace!);
+  let st;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    throw new ConfigError("--trace", `cannot read ${cfg.trace}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : errorMessage(err)}`);
+  }
+  if (!st.isFile()) throw new ConfigError("--trace", `${cfg.trace} is not a file`);
   const format = cfg.format ?? guessFormat(path);
   let speedup = cfg.speedup;
   if (cfg.rate !== undefined) {
     if (speedup !== undefined) throw new ConfigError("--rate", "with --trace, give --rate or --speedup, not both");
     const stats = await traceStats(traceRows(path, format, { lenient: cfg.lenient }));
     if (!(stats.ratePerS > 0)) throw new ConfigError("--rate", `${path} has no time span to rescale`);
-    speedup = cfg.rate / stats.ratePerS;
+    // The rate of what is replayed: --sample keeps that fraction of the rows.
+    speedup = cfg.rate / (stats.ratePerS * (cfg.sample ?? 1));
     log(`${path}: ${stats.rows} rows at ${stats.ratePerS.toFixed(3)} req/s; replaying at ${speedup.toFixed(3)}× for ${cfg.rate} req/s`);
   }
   return {

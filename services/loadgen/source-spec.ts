@@ -2,6 +2,7 @@ import { z } from "zod";
 import { syntheticWorkload } from "./synthetic.ts";
 import { traceWorkload, TRACE_FORMATS } from "./traces.ts";
 import type { Workload } from "./workload.ts";
+import type { ParseOptions } from "./trace-error.ts";
 
 /**
  * A workload as data, so a coordinator can send it to workers that build the same request stream
@@ -36,13 +37,13 @@ export const sourceSpec = z.discriminatedUnion("kind", [
 ]);
 export type SourceSpec = z.infer<typeof sourceSpec>;
 
-export function workloadOf(spec: SourceSpec): Workload {
+export function workloadOf(spec: SourceSpec, report: Pick<ParseOptions, "onSkip"> = {}): Workload {
   if (spec.kind === "synthetic") {
     const { kind: _k, ...o } = spec;
     return syntheticWorkload(o);
   }
   const { kind: _k, path, ...o } = spec;
-  return traceWorkload(path, o);
+  return traceWorkload(path, { ...o, ...report });
 }
 
 /** How many requests a spec yields (one streaming pass), for exactly-once accounting. */

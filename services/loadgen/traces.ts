@@ -6,13 +6,15 @@ import { toWorkload, type TraceOptions } from "./transform.ts";
 import type { TraceRow } from "./trace-row.ts";
 import type { Workload } from "./workload.ts";
 import type { ParseOptions } from "./trace-error.ts";
+import { basename } from "node:path";
 
 export type TraceFormat = "azure" | "mooncake" | "burstgpt";
 export const TRACE_FORMATS: readonly TraceFormat[] = ["azure", "mooncake", "burstgpt"];
 
 /** Format from the file name: .jsonl → mooncake, a name with "burst" → burstgpt, other .csv → azure. */
 export function guessFormat(path: string): TraceFormat {
-  const p = path.toLowerCase();
+  // The file's own name only: a directory like `bursty-runs/` must not make an Azure CSV BurstGPT.
+  const p = basename(path).toLowerCase();
   if (p.endsWith(".jsonl") || p.endsWith(".json")) return "mooncake";
   if (p.includes("burst")) return "burstgpt";
   if (p.endsWith(".csv")) return "azure";

@@ -24,6 +24,9 @@ export interface TraceOptions extends ParseOptions {
   minOutputTokens?: number;
 }
 
+/** More prompt tokens than any model takes, and than a request body can hold (V8 strings stop at ~2^29 chars). */
+export const MAX_TRACE_PROMPT_TOKENS = 10_000_000;
+
 /**
  * Turns trace rows into requests: offsets relative to the first row (or the window's start),
  * divided by the speed-up; indices dense from 0 in row order after filtering, so a run's requests
@@ -47,6 +50,12 @@ export async function* toWorkload(rows: AsyncIterable<TraceRow>, file: string, o
       opts.onSkip?.(err);
       tMs = prevMs;
     }
+    if (row.promptTokens > MAX_TRACE_PROMPT_TOKENS && (opts.maxPromptTokens ?? Infinity) > MAX_TRACE_PROMPT_TOKENS) {
+      const err = new TraceError(file, row.line, `${row.promptTokens} prompt tokens is more than ${MAX_TRACE_PROMPT_TOKENS}: not a real request (cap it with --max-prompt-tokens)`);
+      if (!opts.lenient) throw err;
+      opts.onSkip?.(err);
+      continue;
+    }
     prevMs = tMs;
     originMs ??= tMs;
     const rel = tMs - originMs - fromMs;
@@ -54,7 +63,8 @@ export async function* toWorkload(rows: AsyncIterable<TraceRow>, file: string, o
     if (opts.windowMs !== undefined && rel >= opts.windowMs) return;
     if (rng && rng.next() >= opts.sample!) continue;
     if (opts.limit !== undefined && index >= opts.limit) return;
-    const promptTokens = Math.min(row.promptTokens, opts.maxPromptTokens ?? Infinity);
+    // A 0-token prompt is an empty prompt, which servers reject (400): ask for 1, as for outputs.
+    const promptTokens = Math.max(1, Math.min(row.promptTokens, opts.maxPromptTokens ?? Infinity));
     const outputTokens = Math.max(minOut, Math.min(row.outputTokens, opts.maxOutputTokens ?? Infinity));
     yield {
       index: index++,

@@ -6,6 +6,8 @@ import type { Clock } from "../../shared/units.ts";
  * I/O between checks until the exact moment: sub-millisecond sends without starving responses.
  */
 const SPIN_MS = 1.5;
+/** setTimeout's limit (2^31 − 1 ms ≈ 24.8 days): longer delays overflow to 1 ms, with a warning each time. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export function waitUntil(clock: Clock, atMs: number, signal?: AbortSignal): Promise<void> | undefined {
   if (clock.nowMs() >= atMs || signal?.aborted) return undefined; // no promise: the caller goes on synchronously
@@ -24,7 +26,7 @@ export function waitUntil(clock: Clock, atMs: number, signal?: AbortSignal): Pro
     };
     const coarse = () => {
       const left = atMs - clock.nowMs();
-      if (left > SPIN_MS) timer = setTimeout(coarse, left - SPIN_MS);
+      if (left > SPIN_MS) timer = setTimeout(coarse, Math.min(left - SPIN_MS, MAX_TIMER_MS));
       else spin();
     };
     coarse();

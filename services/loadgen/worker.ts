@@ -83,7 +83,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     let error: string | undefined;
     try {
       await runLoad({
-        source: workloadOf(j.source),
+        source: workloadOf(j.source, { onSkip: (e) => log(`worker ${o.id}: skipped ${e.message}`) }),
         onSent: () => void sent++,
         targets: j.targets,
         runId: j.runId,
