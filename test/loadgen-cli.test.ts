@@ -47,6 +47,22 @@ test("load cli - --lenient names every row it skips, with file and line, and cou
   t.regex(r.stderr, /3 bad trace row\(s\) skipped/);
 });
 
+test("load cli - a strict replay finds a bad row anywhere in what it will send before it sends anything", async (t) => {
+  const echo = await startEchoServer({ itlMs: 0 });
+  t.teardown(() => echo.stop());
+  const rows = Array.from({ length: 300 }, (_, i) => (i === 250 ? "2024-05-10 00:00:99+00:00,5,5" : `2024-05-10 00:00:00.${String(i).padStart(3, "0")}+00:00,${10 + i},2`));
+  const trace = file("late.csv", HEADER + rows.join("\n") + "\n");
+  const out = join(dir, "late-results.jsonl");
+  const r = await load(["--trace", trace, "--speedup", "100", "--target", echo.url, "--out", out]);
+  t.not(r.code, 0);
+  t.regex(r.stderr, /late\.csv:252: TIMESTAMP/);
+  t.is(echo.received.length, 0, "nothing sent");
+  t.throws(() => readFileSync(out), undefined, "--out not opened");
+  const window = await load(["--trace", trace, "--window", "200", "--speedup", "100", "--target", echo.url]);
+  t.is(window.code, 0, "rows past the --window are not read, so not checked");
+  t.is(echo.received.length, 200);
+});
+
 test("load cli - a workload with no requests is a failure, said plainly", async (t) => {
   const echo = await startEchoServer({ itlMs: 0 });
   t.teardown(() => echo.stop());

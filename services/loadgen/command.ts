@@ -139,12 +139,15 @@ export const loadCommand = defineCommand(
     const runId = cfg.runId ?? `load-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 17)}`;
     const headers = Object.fromEntries(cfg.header.map((h) => [h.slice(0, h.indexOf(":")).trim(), h.slice(h.indexOf(":") + 1).trim()]));
     const slo = cfg.sloTtftMs || cfg.sloTpotMs ? { ...(cfg.sloTtftMs ? { ttftMs: cfg.sloTtftMs } : {}), ...(cfg.sloTpotMs ? { tpotMs: cfg.sloTpotMs } : {}) } : undefined;
+    let total: number | undefined;
+    // A strict replay reads the rows it will send once before it sends any: a bad row late in a long
+    // trace stops the run before it starts (and before --out is opened), not hours into it.
+    if (source.kind === "trace" && !cfg.lenient) total = await countRequests(source);
+    else if (process.stderr.isTTY && !cfg.noProgress) countRequests(source).then((n) => (total = n), () => {});
     const abort = new AbortController();
     const removeSignals = onShutdownSignal(async () => abort.abort(), log);
     const file = cfg.out ? openResultsFile(cfg.out) : undefined;
     const progress = createProgress(cfg.noProgress ? ({ isTTY: false } as NodeJS.WriteStream) : process.stderr);
-    let total: number | undefined;
-    if (process.stderr.isTTY && !cfg.noProgress) countRequests(source).then((n) => (total = n), () => {});
     let sent = 0, completed = 0, errors = 0;
     const count = (r: LoadResult) => {
       completed++;
