@@ -36,6 +36,8 @@ test("sampler - stop closes every window up to now, even when the boundary tick 
   const last = windows[2]!.gpus[0]!;
   t.is(last.energyStartMj, 300 * 10_250);
   t.is(last.energyMj!.at(-1), 300 * 12_050);
+  t.is(last.startPowerMw, 300_000, "and the power there, for a trapezoid when there is no counter");
+  t.is(windows[0]!.gpus[0]!.startPowerMw, undefined, "the first window has no reading before it");
 });
 
 test("sampler - a GPU of the inventory with no sample in a window is reported missing in that window", async (t) => {

@@ -84,6 +84,19 @@ test("window energy - without a counter, power is integrated over the same span"
   t.is(e.method, "integrated");
 });
 
+test("window energy - without a counter, the gap from the previous window's last sample is a trapezoid from its power", (t) => {
+  // The previous window ended at 400 W: [1000,1100] is a trapezoid 400 → 200 W = 30 J, not 20 J held at 200 W.
+  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [200_000, 400_000], startTMs: 1000, startPowerMw: 400_000 });
+  t.true(Math.abs(e.energyMj - 60_000) < 1e-6, `${e.energyMj}`);
+  // Split anywhere, windows sum to the one trapezoid integral of all their samples.
+  const ts = [1000, 1100, 1200, 1300, 1400];
+  const ps = [400_000, 200_000, 400_000, 100_000, 300_000];
+  const whole = gpuWindowEnergy({ ...base, tMs: ts.slice(1), powerMw: ps.slice(1), startTMs: ts[0]!, startPowerMw: ps[0]! }).energyMj;
+  const a = gpuWindowEnergy({ ...base, tMs: ts.slice(1, 3), powerMw: ps.slice(1, 3), startTMs: ts[0]!, startPowerMw: ps[0]! }).energyMj;
+  const b = gpuWindowEnergy({ ...base, tMs: ts.slice(3), powerMw: ps.slice(3), startTMs: ts[2]!, startPowerMw: ps[2]! }).energyMj;
+  t.true(Math.abs(a + b - whole) < 1e-6);
+});
+
 test("window energy - additivity: one window's counter span equals the sum of its halves", (t) => {
   fc.assert(
     fc.property(fc.array(fc.double({ min: 0, max: 100, noNaN: true }), { minLength: 2, maxLength: 30 }), (incs) => {

@@ -349,3 +349,55 @@ test("nvml - async calls: counters follow the model over 1 s, and a lost GPU is 
   t.deepEqual(errors, [1]);
   t.deepEqual(source.stats().lostGpus, [1]);
 });
+
+test("nvml - a field API that fails as a whole call (NOT_SUPPORTED, TIMEOUT) or answers NaN falls back to the 1-s average; nothing is left out", async (t) => {
+  const cases: Record<string, string | number>[] = [{ FIELDS_CALL: 3 }, { FIELDS_CALL: 10 }, { INSTANT: "nan" }];
+  for (const env of cases) {
+    const errors: number[] = [];
+    const source = await fakeSource({ GPUS: 2, POWER_W: 400, ...env }, { onGpuError: (gpu) => errors.push(gpu) });
+    const samples = await sampleFor(source, 20, 200);
+    const label = JSON.stringify(env);
+    t.true(samples.every((s) => s.length === 2), `${label}: every GPU in every sample`);
+    t.true(samples.flat().every((r) => Number.isFinite(r.powerMw) && r.powerMw >= 0 && r.energyMj !== undefined), `${label}: finite power, counter kept`);
+    t.deepEqual(errors, [], label);
+    // NOT_SUPPORTED turns the field off for good; a timeout or a NaN is one reading's trouble.
+    t.is(source.stats().gpus[0]!.power, env.FIELDS_CALL === 3 ? "average" : "instant", label);
+    await source.close();
+  }
+});
+
+test("nvml - a counter a few mJ below its last reading is jitter: held, not a reset that would count the step twice", async (t) => {
+  const resets: number[] = [];
+  const source = await fakeSource({ GPUS: 1, POWER_W: 300, ENERGY_JITTER_MJ: 5 }, { onCounterReset: (g) => resets.push(g) });
+  t.teardown(() => source.close());
+  const rs = byGpu(await sampleFor(source, 5, 400), 0);
+  t.true(rs.length >= 20);
+  t.true(rs.every((r, i) => i === 0 || r.energyMj! >= rs[i - 1]!.energyMj!), "never goes back");
+  t.deepEqual(resets, []);
+  t.is(source.stats().counterResets, 0);
+  const mj = rs.at(-1)!.energyMj! - rs[0]!.energyMj!;
+  const model = 300 * (rs.at(-1)!.tMs - rs[0]!.tMs);
+  t.true(Math.abs(mj / model - 1) < 0.02, `${mj} mJ vs ${model} mJ`);
+});
+
+test("nvml - a counter that answers but never moves while power reads 400 W is dropped after 3 s, said once, and energy comes from power", async (t) => {
+  const stuck: [number, number, number][] = [];
+  const source = await fakeSource({ GPUS: 2, POWER_W: 400, ENERGY: "stuck" }, { onCounterStuck: (g, mj, mw) => stuck.push([g, mj, mw]) });
+  t.teardown(() => source.close());
+  const samples = await sampleFor(source, 100, 3600);
+  t.deepEqual(stuck.map(([g]) => g).sort(), [0, 1]);
+  t.true(stuck.every(([, mj, mw]) => mj === 1e6 && mw === 400_000));
+  t.true(samples.at(-1)!.every((r) => r.energyMj === undefined && r.powerMw === 400_000), "readings carry power only");
+  t.true(source.stats().gpus.every((g) => !g.energyCounter));
+});
+
+test("nvml - a NULL device handle is a handle (nvmlDevice_t is opaque); an empty UUID names the GPU by index", async (t) => {
+  const errors: number[] = [];
+  const source = await fakeSource({ GPUS: 2, POWER_W: "300,500", HANDLES: "index", UUID: "empty" }, { onGpuError: (g) => errors.push(g) });
+  t.teardown(() => source.close());
+  const d = await source.describe();
+  t.deepEqual(d.gpus.map((g) => [g.index, g.uuid]), [[0, "gpu-0"], [1, "gpu-1"]]);
+  const rs = await source.sample();
+  t.deepEqual(rs.map((r) => [r.gpu, r.powerMw]), [[0, 300_000], [1, 500_000]]);
+  t.deepEqual(errors, []);
+});

@@ -78,6 +78,8 @@ export const agentCommand = defineCommand(
         onGpuError: gpuErrorLog(say),
         onCounterReset: (gpu, before, after) =>
           say(`GPU ${gpu}: the energy counter went back from ${before} to ${after} mJ (driver reloaded?); energy counts on from the new value`),
+        onCounterStuck: (gpu, mj, mw) =>
+          say(`GPU ${gpu}: the energy counter stays at ${mj} mJ while power reads ${(mw / 1000).toFixed(0)} W; it is ignored from now on and energy is integrated from power`),
       });
       source = nvml;
       if (cfg.allowClockControl) clockBackend = nvmlClockBackend(nvml.control);
@@ -89,6 +91,9 @@ export const agentCommand = defineCommand(
       }
     }
     const described = await source.describe();
+    if (described.gpus.length === 0 && !described.unreadableGpus?.length) {
+      process.stderr.write(`agent ${cfg.nodeId}: WARNING: ${source.kind} reports no GPUs; POWER windows will be empty (the request tap still works). Is this a GPU node, and is the driver loaded?\n`);
+    }
     const instances = cfg.instance.map((s) => parseInstance(s));
     if (instances.length === 0) {
       if (!cfg.upstream) throw new ConfigError("--upstream", "missing: give the inference server URL (--upstream) or one --instance per serving endpoint");

@@ -74,7 +74,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
   let seq = 0;
   let windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
   let columns = new Map<number, Column>();
-  const lastEnergy = new Map<number, { energyMj: number; tMs: number }>();
+  const lastEnergy = new Map<number, { energyMj: number; tMs: number; powerMw: number }>();
   let jitters: number[] = [];
   let sampleMsList: number[] = [];
   let timer: NodeJS.Timeout | undefined;
@@ -125,11 +125,12 @@ export function createSampler(opts: SamplerOptions): Sampler {
         g.energyStartMj = prev !== undefined && Number.isFinite(prev.energyMj) ? prev.energyMj : c.energyMj[0];
       }
       g.startTMs = prev?.tMs ?? c.tMs[0];
+      if (prev !== undefined) g.startPowerMw = prev.powerMw;
       for (const key of ["smClockMhz", "memClockMhz", "utilPct", "tempC"] as const) {
         if (c[key].every((v) => Number.isFinite(v))) g[key] = c[key];
       }
       const lastT = c.tMs[c.tMs.length - 1]!;
-      lastEnergy.set(gpu, { energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT });
+      lastEnergy.set(gpu, { energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT, powerMw: c.powerMw[c.powerMw.length - 1]! });
       gpus.push(g);
     }
     columns = new Map();

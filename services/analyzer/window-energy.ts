@@ -32,7 +32,7 @@ export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
   if (counter === undefined || g.energyStartMj === undefined) {
     let e = 0;
     let prevT = fromMs;
-    let prevP = g.powerMw[0]!;
+    let prevP = g.startPowerMw ?? g.powerMw[0]!;
     for (let i = 0; i < n; i++) {
       e += segment(prevT, prevP, g.tMs[i]!, g.powerMw[i]!);
       prevT = g.tMs[i]!;
@@ -44,7 +44,7 @@ export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
   let resets = 0;
   let prevE = g.energyStartMj;
   let prevT = fromMs;
-  let prevP = g.powerMw[0]!;
+  let prevP = g.startPowerMw ?? g.powerMw[0]!;
   for (let i = 0; i < n; i++) {
     const t = g.tMs[i]!;
     const d = counter[i]! - prevE;

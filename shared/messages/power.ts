@@ -20,6 +20,8 @@ export const gpuSamples = z
     energyStartMj: nonNeg.optional(),
     /** Sample time of `energyStartMj`; integration of a missing counter starts here. */
     startTMs: epochMs.optional(),
+    /** Power at `startTMs` (the previous window's last sample), so integration across windows is a trapezoid too. */
+    startPowerMw: nonNeg.optional(),
     smClockMhz: z.array(nonNeg).optional(),
     memClockMhz: z.array(nonNeg).optional(),
     utilPct: z.array(nonNeg).optional(),

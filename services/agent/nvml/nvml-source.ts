@@ -33,6 +33,11 @@ export interface NvmlSourceOptions extends NvmlOpenOptions {
   /** The energy counter went down (driver reload): the raw value is passed through regardless. */
   onCounterReset?(gpu: number, previousMj: number, currentMj: number): void;
   /**
+   * The energy counter has not moved for a second while power reads well above zero: it is not
+   * trusted from then on (readings carry no energyMj, so energy is integrated from power).
+   */
+  onCounterStuck?(gpu: number, valueMj: number, powerMw: number): void;
+  /**
    * How the sampling calls are made. `sync` (µs per call, ~0.3 µs of overhead) holds the event
    * loop for the whole sample; `async` runs each call on koffi's thread pool (~40 µs of CPU per
    * call measured, so about 2% of a core at 8 GPUs × 10 Hz) and frees the loop; `auto` (default)
@@ -95,6 +100,8 @@ interface GpuState {
   util: boolean;
   temp: boolean;
   lastEnergyMj: number | undefined;
+  /** While the counter repeats one value: since when, and the energy power says went by meanwhile. */
+  still: { sinceMs: number; lastMs: number; mj: number } | undefined;
   /** Power from the energy counter, where the driver reads none. */
   counterPower: CounterPower;
   counterResets: number;
@@ -147,6 +154,14 @@ const sampled = (s: GpuState) => !s.lost && measurable(s);
 
 /** Field support is probed by use: NOT_SUPPORTED (or a missing symbol) turns a field off for good. */
 const GONE = new Set<number>([NvmlReturn.NOT_SUPPORTED, NvmlReturn.FUNCTION_NOT_FOUND, NvmlReturn.NO_PERMISSION]);
+/** A counter step back this small is read as jitter (a driver reload restarts the counter near 0). */
+const COUNTER_JITTER_MJ = 1000;
+/**
+ * A counter frozen this long while power says this much energy went by is stuck. Counters move every
+ * 20–100 ms on H100 (and within a second on older GPUs), so 3 s frozen at tens of watts is no update lag.
+ */
+const STUCK_COUNTER_MS = 3000;
+const STUCK_COUNTER_MJ = 5000;
 
 /**
  * GPU power through NVML. Opens (loads + nvmlInit_v2) synchronously and throws NvmlError where that
@@ -184,11 +199,11 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
         smClock: extras && fn.nvmlDeviceGetClockInfo !== undefined, memClock: extras && fn.nvmlDeviceGetClockInfo !== undefined,
         util: extras && fn.nvmlDeviceGetUtilizationRates !== undefined, temp: extras && fn.nvmlDeviceGetTemperature !== undefined,
-        lastEnergyMj: undefined, counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
+        lastEnergyMj: undefined, still: undefined, counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
       };
       states.push(state);
       try {
-        state.uuid = readUuid(binding, dev, gpu);
+        state.uuid = readUuid(binding, dev, gpu) || state.uuid; // an empty UUID would fail the message schema
       } catch (err) {
         // A library without nvmlDeviceGetUUID: the GPU is named by its index, which is no fault of it.
         if (!(err instanceof NvmlError && err.nvmlCode === NvmlReturn.FUNCTION_NOT_FOUND)) fail(state, err);
@@ -219,23 +234,33 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     const { field, fieldView } = s.buf;
     fieldView.setUint32(FieldValueOffset.fieldId, NVML_FI_DEV_POWER_INSTANT, true);
     fieldView.setUint32(FieldValueOffset.scopeId, 0, true);
-    binding.check((yield call(fn.nvmlDeviceGetFieldValues!, s.dev, 1, field)), "nvmlDeviceGetFieldValues", s.gpu);
+    // The field is optional: whatever keeps the call from answering (NOT_SUPPORTED on drivers without
+    // the field API, a sporadic TIMEOUT) falls back to nvmlDeviceGetPowerUsage; only a lost GPU is thrown.
+    const code = (yield call(fn.nvmlDeviceGetFieldValues!, s.dev, 1, field));
+    if (code !== NVML_SUCCESS) {
+      if (code === NvmlReturn.GPU_IS_LOST) binding.check(code, "nvmlDeviceGetFieldValues", s.gpu);
+      if (GONE.has(code) || code === NvmlReturn.INVALID_ARGUMENT) s.instant = false;
+      return undefined;
+    }
     const ret = fieldView.getUint32(FieldValueOffset.nvmlReturn, true);
     if (ret !== NVML_SUCCESS) {
       if (GONE.has(ret)) s.instant = false;
       return undefined;
     }
     const at = FieldValueOffset.value;
+    let mw: number;
     switch (fieldView.getUint32(FieldValueOffset.valueType, true)) {
-      case NvmlValueType.UNSIGNED_INT: return fieldView.getUint32(at, true);
-      case NvmlValueType.SIGNED_INT: return fieldView.getInt32(at, true);
-      case NvmlValueType.DOUBLE: return fieldView.getFloat64(at, true);
+      case NvmlValueType.UNSIGNED_INT: mw = fieldView.getUint32(at, true); break;
+      case NvmlValueType.SIGNED_INT: mw = fieldView.getInt32(at, true); break;
+      case NvmlValueType.DOUBLE: mw = fieldView.getFloat64(at, true); break;
       case NvmlValueType.UNSIGNED_LONG:
-      case NvmlValueType.UNSIGNED_LONG_LONG: return Number(fieldView.getBigUint64(at, true));
-      case NvmlValueType.SIGNED_LONG_LONG: return Number(fieldView.getBigInt64(at, true));
-      case NvmlValueType.UNSIGNED_SHORT: return fieldView.getUint16(at, true);
+      case NvmlValueType.UNSIGNED_LONG_LONG: mw = Number(fieldView.getBigUint64(at, true)); break;
+      case NvmlValueType.SIGNED_LONG_LONG: mw = Number(fieldView.getBigInt64(at, true)); break;
+      case NvmlValueType.UNSIGNED_SHORT: mw = fieldView.getUint16(at, true); break;
       default: s.instant = false; return undefined;
     }
+    // NaN or a negative power would make the whole node's POWER window fail validation downstream.
+    return Number.isFinite(mw) && mw >= 0 ? mw : undefined;
   }
 
   /** One optional u32 reading; turns the field off on NOT_SUPPORTED; throws on GPU_IS_LOST. */
@@ -264,6 +289,9 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       const code = (yield call(fn.nvmlDeviceGetTotalEnergyConsumption!, s.dev, u64));
       if (code === NVML_SUCCESS) {
         energyMj = Number(u64[0]);
+        // A counter a little below its last reading is jitter, not a reset: hold the last value, or the
+        // analyzer counts the step twice (once integrated as a "reset", once in the next delta).
+        if (s.lastEnergyMj !== undefined && energyMj < s.lastEnergyMj && s.lastEnergyMj - energyMj <= COUNTER_JITTER_MJ) energyMj = s.lastEnergyMj;
         tMs = (t0 + opts.clock.nowMs()) / 2;
       } else if (GONE.has(code)) s.energy = false;
       else binding.check(code, "nvmlDeviceGetTotalEnergyConsumption", s.gpu);
@@ -277,6 +305,21 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       else binding.check(code, "nvmlDeviceGetPowerUsage", s.gpu);
     }
     tMs ??= (t0 + opts.clock.nowMs()) / 2;
+    if (powerMw !== undefined && energyMj !== undefined && s.lastEnergyMj !== undefined) {
+      // A counter that repeats its value while the driver reads power is stuck (some vGPU / MIG
+      // setups answer SUCCESS with a frozen value): its deltas would publish 0 J.
+      if (energyMj !== s.lastEnergyMj) s.still = undefined;
+      else {
+        const st = (s.still ??= { sinceMs: tMs, lastMs: tMs, mj: 0 });
+        st.mj += (powerMw * Math.max(0, tMs - st.lastMs)) / 1000;
+        st.lastMs = tMs;
+        if (tMs - st.sinceMs >= STUCK_COUNTER_MS && st.mj >= STUCK_COUNTER_MJ) {
+          s.energy = false;
+          opts.onCounterStuck?.(s.gpu, energyMj, powerMw);
+          energyMj = undefined;
+        }
+      }
+    }
     if (powerMw === undefined) {
       if (energyMj === undefined) {
         const detail = "neither power nor an energy counter answers: this GPU cannot be measured";

@@ -60,8 +60,8 @@ export function openNvml(opts: NvmlOpenOptions = {}): NvmlSession {
       const out: [NvmlDevice | null] = [null];
       try {
         check(fn.nvmlDeviceGetHandleByIndex_v2(i, out), "nvmlDeviceGetHandleByIndex_v2", i);
-        if (out[0] === null) throw new NvmlError(2, "nvmlDeviceGetHandleByIndex_v2", { gpu: i, detail: "null handle" });
-        devices.push(out[0]);
+        // nvmlDevice_t is opaque: NULL is a valid value where NVML answered SUCCESS (koffi passes it back as null).
+        devices.push(out[0] as NvmlDevice);
       } catch (err) {
         if (!(err instanceof NvmlError)) throw err;
         devices.push(undefined);
