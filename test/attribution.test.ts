@@ -71,6 +71,13 @@ test("window energy - a counter reset is integrated from power, never a negative
   t.true(Math.abs(e.energyMj - 90_000) < 1e-6);
 });
 
+test("window energy - a counter that steps back a few mJ (jitter) is neither a reset nor counted twice", (t) => {
+  // 300 W: +30,000 mJ per 100 ms; the second reading is 5 mJ low, the third is on track again.
+  const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200, 1300], powerMw: [300_000, 300_000, 300_000], energyMj: [31_000, 30_995, 91_000], energyStartMj: 1000, startTMs: 1000 });
+  t.is(e.resets, 0);
+  t.is(e.energyMj, 90_000, "the counter's movement, once");
+});
+
 test("window energy - an implausible jump is treated as a glitch", (t) => {
   const e = gpuWindowEnergy({ ...base, tMs: [1100, 1200], powerMw: [300_000, 300_000], energyMj: [31_000, 9e12], energyStartMj: 1000, startTMs: 1000 });
   t.is(e.resets, 1);

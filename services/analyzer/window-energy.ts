@@ -22,6 +22,8 @@ export interface GpuWindowEnergy {
 
 /** No GPU made draws 2 kW (H100 SXM 700 W, B200 1 kW, GB300 1.4 kW): a faster counter is a glitch. */
 export const MAX_PLAUSIBLE_GPU_POWER_MW = 2_000_000;
+/** A counter going back by at most this much (1 J) is jitter; a driver reload restarts it near 0. */
+export const COUNTER_JITTER_MJ = 1000;
 
 export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
   const n = g.tMs.length;
@@ -49,6 +51,13 @@ export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
     const t = g.tMs[i]!;
     const d = counter[i]! - prevE;
     const dt = Math.max(0, t - prevT);
+    if (d < 0 && d >= -COUNTER_JITTER_MJ) {
+      // A step back this small is a counter's jitter, not a restart (which goes back to near 0): no
+      // energy, and the baseline stays at the higher reading, or the step would be counted twice.
+      prevT = t;
+      prevP = g.powerMw[i]!;
+      continue;
+    }
     // Counters update every 20–100 ms: allow one update period of slack before calling a delta implausible.
     if (d < 0 || d > energyMjOf(MAX_PLAUSIBLE_GPU_POWER_MW, dt + 100)) {
       resets++;
