@@ -59,6 +59,7 @@ export const sweepCommand = defineCommand(
     schema: sweepSchema,
     examples: [
       "joulestream sweep --matrix load/matrices/paper.yaml --out out/paper",
+      "joulestream sim --gpus 4 --tp 4 --model llama-2-70b --port 8100 &   # the simnode must have exactly the point's GPUs (smoke: TP4)",
       "joulestream sweep --matrix load/matrices/smoke.yaml --out out/smoke-rt --mode simnode --simnode http://127.0.0.1:8100 --target http://127.0.0.1:9000 --node sim-1",
       "joulestream sweep --matrix my.yaml --out out/h100 --mode fleet --node gpu-07 --endpoint tp=4,batch=256,gpus=0-3,url=http://gpu-07:9001",
     ],

@@ -2,6 +2,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { ConfigError, PermanentError, RetryableError } from "../../shared/errors.ts";
 import { subjects } from "../../shared/subjects.ts";
 import type { PointSpec } from "./matrix.ts";
+import { modelSpec } from "../simnode/mod.ts";
 
 /**
  * How a real-time sweep turns the knobs. `apply` sets a point's configuration and says where to
@@ -14,6 +15,7 @@ export interface KnobController {
 }
 
 interface SimKnobs {
+  model?: string;
   smClockMhz: number;
   maxBatch: number;
   tp: number;
@@ -43,7 +45,9 @@ export function createSimnodeController(o: { adminUrl: string; targets: string[]
     mode: "simnode",
     async apply(p) {
       original ??= await call("GET", "/admin/config");
-      if (p.gpus > original.gpus) throw new ConfigError("gpus", `point needs ${p.gpus} GPUs; the simnode has ${original.gpus}`);
+      // The window's energy is the node's (node_energy sums every GPU): the point must own the whole node.
+      if (p.gpus !== original.gpus) throw new ConfigError("gpus", `point counts ${p.gpus} GPUs but the simnode has ${original.gpus}: start it with --gpus ${p.gpus}, or set the experiment's gpus: ${original.gpus}`);
+      if (original.model !== undefined && modelSpec(p.model).id !== original.model) throw new ConfigError("model", `point is for ${p.model} but the simnode serves ${original.model}`);
       await call("POST", "/admin/config", { smClockMhz: p.smClockMhz, maxBatch: p.maxBatch, tp: p.tp });
       return { targets: o.targets };
     },

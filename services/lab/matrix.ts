@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "../../shared/errors.ts";
-import { WORKLOAD_CLASSES, type WorkloadClass } from "../simnode/mod.ts";
+import { gpuSpec, modelSpec, WORKLOAD_CLASSES, type WorkloadClass } from "../simnode/mod.ts";
 
 /**
  * An experiment matrix: the paper's knobs (GPU clock × max batch × tensor parallelism × workload
@@ -112,9 +112,35 @@ export function parseMatrix(raw: unknown, source = "matrix"): Matrix {
     throw new ConfigError(`${source}${path}`, issue.message);
   }
   const names = new Set<string>();
+  let gpu;
+  try {
+    gpu = gpuSpec(r.data.gpu);
+  } catch (err) {
+    throw new ConfigError(`${source}.gpu`, (err as Error).message.replace(/^gpuModel: /, ""));
+  }
+  const clocks = gpu.supportedSmClocksMhz;
   r.data.experiments.forEach((e, i) => {
     if (names.has(e.name)) throw new ConfigError(`${source}.experiments[${i}].name`, `duplicate experiment "${e.name}"`);
     names.add(e.name);
+    const at = `${source}.experiments[${i}].axes`;
+    for (const [axis, values] of Object.entries(e.axes)) {
+      const seen = new Set(values.map((v) => JSON.stringify(v)));
+      if (seen.size !== values.length) throw new ConfigError(`${at}.${axis}`, "lists a value twice");
+    }
+    e.axes.model.forEach((m, k) => {
+      try {
+        modelSpec(m);
+      } catch (err) {
+        throw new ConfigError(`${at}.model[${k}]`, (err as Error).message.replace(/^model: /, ""));
+      }
+    });
+    // The driver locks only supported clocks: a value off the grid or out of range would be measured
+    // at another clock than the row says (and two values could measure the same clock).
+    e.axes.smClockMhz.forEach((f, k) => {
+      if (clocks.includes(f)) return;
+      const near = [...clocks].sort((a, b) => Math.abs(a - f) - Math.abs(b - f))[0]!;
+      throw new ConfigError(`${at}.smClockMhz[${k}]`, `${f} MHz is not a supported SM clock of ${gpu.name} (${clocks[clocks.length - 1]}–${clocks[0]} MHz in ${clocks[0]! - clocks[1]!} MHz steps; nearest: ${near})`);
+    });
   });
   return r.data;
 }

@@ -1,4 +1,4 @@
-import { errorMessage } from "../../shared/errors.ts";
+import { ConfigError, errorMessage } from "../../shared/errors.ts";
 import type { WorkloadClass } from "../simnode/mod.ts";
 import type { PointRunner } from "./library-runner.ts";
 import { expandMatrix, pointId, type Matrix, type PointSpec } from "./matrix.ts";
@@ -37,8 +37,20 @@ export interface SweepResult {
 
 export function selectPoints(m: Matrix, only?: readonly string[]): PointSpec[] {
   const points = expandMatrix(m);
-  return only && only.length > 0 ? points.filter((p) => only.includes(p.experiment)) : points;
+  if (!only || only.length === 0) return points;
+  const names = m.experiments.map((e) => e.name);
+  for (const o of only) if (!names.includes(o)) throw new ConfigError("--only", `no experiment "${o}" in matrix ${m.name} (have ${names.join(", ")})`);
+  return points.filter((p) => only.includes(p.experiment));
 }
+
+/** A stored row stands for a point only if it was measured the same way and judged by the same SLO. */
+function reusable(row: PointRow, p: PointSpec, mode: string, slo: SloThresholds): boolean {
+  const same = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+  return row.gpu === p.gpu && row.mode === mode && same(row.sloTtftMs, slo.ttftMs) && same(row.sloTpotMs, slo.tpotMs) && row.sloMet === (row.requests > 0 && row.sloAttainment >= slo.attainment);
+}
+
+/** Lets signal handlers (Ctrl-C) and timers run between points: library points never wait on I/O. */
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   const t0 = performance.now();
@@ -58,12 +70,15 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   let measured = 0, skipped = 0, interrupted = false;
   try {
     for (const p of points) {
+      await yieldToEventLoop();
       if (o.signal?.aborted) {
         interrupted = true;
         break;
       }
       const id = pointId(p);
-      if (done.has(id)) {
+      const prev = done.get(id);
+      if (prev && !reusable(prev, p, o.runner.mode, sloOf(p))) done.delete(id); // measured otherwise: measure again
+      else if (prev) {
         skipped++;
         progress.skip();
         continue;

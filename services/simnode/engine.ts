@@ -30,6 +30,8 @@ export interface RequestState {
   firstTokenMs: number;
   /** Prefill tokens planned for the step in flight (0 = decoding). */
   chunk: number;
+  /** Set by cancel(): the request left (client gone); it holds no slot or KV any more. */
+  cancelled?: boolean;
 }
 
 export interface CompletedStep {
@@ -60,6 +62,8 @@ export interface EngineOptions {
 
 export interface InstanceEngine {
   submit(req: EngineRequest, tMs: number): RequestState;
+  /** Drops a queued or running request (as vLLM aborts a request whose client disconnected): its batch slot and KV reservation are freed now; a step in flight finishes without it. */
+  cancel(s: RequestState): void;
   /** Completes every step ending at or before `tMs`, chaining the next steps. */
   advanceTo(tMs: number): void;
   /** End of the step in flight, or undefined when idle. */
@@ -111,6 +115,10 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
     const maxBatch = o.maxBatch();
     while (waitHead < waiting.length && budget > 0 && running.length < maxBatch) {
       const s = waiting[waitHead]!;
+      if (s.cancelled) {
+        waitHead++;
+        continue;
+      }
       if (kvUsed + reserve(s) > o.kvCapacityTokens) break; // FCFS: the head waits for KV space
       waitHead++;
       s.admitMs = startMs;
@@ -135,6 +143,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
     const emitted: RequestState[] = [];
     const finished: RequestState[] = [];
     for (const s of f.members) {
+      if (s.cancelled) continue;
       if (s.chunk > 0) {
         s.prefilled += s.chunk;
         pendingTokens -= s.chunk;
@@ -165,6 +174,18 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
       pendingTokens += req.promptTokens + req.outputTokens;
       if (!inFlight) plan(nowMs);
       return s;
+    },
+    cancel(s) {
+      if (s.cancelled || s.generated >= s.req.outputTokens) return;
+      s.cancelled = true;
+      pendingTokens -= s.req.promptTokens - s.prefilled + s.req.outputTokens - s.generated;
+      const i = running.indexOf(s);
+      if (i >= 0) {
+        running.splice(i, 1);
+        kvUsed -= reserve(s);
+      }
+      // Still queued: plan() skips it. Either way a free slot may admit the queue's head now.
+      if (!inFlight) plan(nowMs);
     },
     advanceTo(tMs) {
       while (inFlight && inFlight.endMs <= tMs) {

@@ -58,6 +58,8 @@ export interface SimNode {
   /** The instance with the least outstanding tokens (ties: lowest index), or the one named. */
   route(instanceId?: string): NodeInstance;
   submit(req: EngineRequest, tMs: number, instanceId?: string): { instance: NodeInstance; state: RequestState };
+  /** Drops a request submitted to `instance` (client gone), freeing its slot and KV at `tMs`. */
+  cancel(instance: NodeInstance, state: RequestState, tMs: number): void;
   advanceTo(tMs: number): void;
   /** Earliest end of a step in flight on any instance. */
   nextEventMs(): number | undefined;
@@ -180,6 +182,10 @@ export function createSimNode(cfg: NodeConfig = {}): SimNode {
       const instance = route(instanceId);
       instance.engine.advanceTo(tMs);
       return { instance, state: instance.engine.submit(req, tMs) };
+    },
+    cancel(instance, state, tMs) {
+      instance.engine.advanceTo(tMs);
+      instance.engine.cancel(state);
     },
     advanceTo(tMs) {
       for (const i of instances) i.engine.advanceTo(tMs);

@@ -130,6 +130,7 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     const r = p.req;
     const maxCtx = node.model.maxContext;
     const maxTokens = r.maxTokens ?? (kind === "completion" ? 16 : maxCtx - r.promptTokens); // vLLM's defaults
+    if (maxTokens < 1) return sendJson(res, 400, openAiError(`This model's maximum context length is ${maxCtx} tokens. However, your messages resulted in ${r.promptTokens} tokens, which leaves no room for a completion.`));
     if (r.promptTokens + maxTokens > maxCtx) {
       return sendJson(res, 400, openAiError(`This model's maximum context length is ${maxCtx} tokens. However, you requested ${r.promptTokens + maxTokens} tokens (${r.promptTokens} in the messages, ${maxTokens} in the completion).`));
     }
@@ -139,10 +140,13 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     const l: Live = { parsed: r, res, id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${requestId}`, created: Math.floor(Date.now() / 1000), model: r.model ?? node.model.id, maxTokens, text: [], closed: false };
     const t = simNowMs();
     node.advanceTo(t);
+    let submitted: ReturnType<SimNode["submit"]>;
     try {
-      node.submit({ id: requestId, promptTokens: r.promptTokens, outputTokens, tag: l }, t, instanceId);
+      submitted = node.submit({ id: requestId, promptTokens: r.promptTokens, outputTokens, tag: l }, t, instanceId);
     } catch (err) {
       if (err instanceof ConfigError) return sendJson(res, 404, openAiError(err.message, "not_found_error", 404));
+      // The engine's own limits (context, KV cache, empty request): the client's fault, never the server's end.
+      if (err instanceof RangeError) return sendJson(res, 400, openAiError(err.message));
       throw err;
     }
     live.add(l);
@@ -151,6 +155,12 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     if (r.stream) res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" }).flushHeaders();
     res.on("close", () => {
       l.closed = true;
+      // Client gone before the end: abort the request as vLLM does, so it stops holding a batch slot and KV.
+      if (live.has(l) && !stopped) {
+        live.delete(l);
+        node.cancel(submitted.instance, submitted.state, simNowMs());
+        schedule();
+      }
     });
     req.socket.setNoDelay(true);
     schedule();

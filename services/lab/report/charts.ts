@@ -101,6 +101,9 @@ export function buildCharts(rows: readonly PointRow[]): ChartSpec[] {
     const maxClock = Math.max(...batch.map((r) => r.smClockMhz));
     const b = batch.filter((r) => r.smClockMhz === maxClock);
     const loads = distinct(b.map((r) => r.load));
+    // Several TP degrees in the batch sweep: one line each, not one zig-zag line per class.
+    const tps = distinct(b.map((r) => r.tp)).sort((x, y) => x - y);
+    const split = tps.length > 1 ? { strokeDash: { field: "tpLabel", type: "nominal", title: "TP", sort: tps.map((t) => `TP${t}`) } } : {};
     const layer = (field: string, title: string, log: boolean) => ({
       ...base,
       data: { values: values(b) },
@@ -112,10 +115,11 @@ export function buildCharts(rows: readonly PointRow[]): ChartSpec[] {
           x: { field: "maxBatch", type: "quantitative", title: "max batch size", scale: { type: "log", base: 2 } },
           y: { field, type: "quantitative", title, scale: log ? { type: "log" } : { zero: false } },
           color: classColor,
+          ...split,
         },
       },
     }) as TopLevelSpec;
-    charts.push({ id: "energy-vs-batch", title: "Energy per output token vs max batch size", caption: `${batchExps.join(", ")}: ${b[0]!.model}, TP${b[0]!.tp}, ${maxClock} MHz. At saturation the batch stays full and larger batches amortize each decode step's weight reads (log scales).`, spec: layer("jPerOutputToken", "J per output token", true) });
+    charts.push({ id: "energy-vs-batch", title: "Energy per output token vs max batch size", caption: `${batchExps.join(", ")}: ${distinct(b.map((r) => r.model)).join(", ")}, ${tps.map((t) => `TP${t}`).join("/")}, ${maxClock} MHz. At saturation the batch stays full and larger batches amortize each decode step's weight reads (log scales).`, spec: layer("jPerOutputToken", "J per output token", true) });
     charts.push({ id: "tpot-vs-batch", title: "Time per output token (p90) vs max batch size", caption: `Same points: the price of a larger batch is a slower decode step.`, spec: layer("tpotP90Ms", "TPOT p90 (ms)", false) });
   }
 

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../../../shared/errors.ts";
 import { checkFindings, type Finding } from "../findings.ts";
@@ -23,13 +23,22 @@ export interface SweepData {
 
 export function readSweepDir(dir: string): SweepData {
   const json = join(dir, RESULTS_JSON);
-  if (existsSync(json)) {
-    const d = JSON.parse(readFileSync(json, "utf8")) as Partial<SweepData> & { rows?: PointRow[] };
+  const points = join(dir, POINTS_FILE);
+  // results.json is written when a sweep ends; points.jsonl as each point is measured. A sweep that
+  // was killed leaves points.jsonl newer than results.json: then points.jsonl is the truth.
+  const stale = existsSync(json) && existsSync(points) && statSync(points).mtimeMs > statSync(json).mtimeMs;
+  if (existsSync(json) && !stale) {
+    let d: Partial<SweepData> & { rows?: unknown };
+    try {
+      d = JSON.parse(readFileSync(json, "utf8")) as typeof d;
+    } catch (err) {
+      throw new ConfigError("--in", `${json} is not valid JSON (${(err as Error).message}); delete it to report from ${POINTS_FILE}`);
+    }
+    if (!d || typeof d !== "object" || (d.rows !== undefined && !Array.isArray(d.rows))) throw new ConfigError("--in", `${json} is not a sweep's results (expected an object with a rows array)`);
     // null in JSON stands for a non-finite number.
-    const rows = (d.rows ?? []).map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v === null ? NaN : v])) as unknown as PointRow);
+    const rows = ((d.rows as PointRow[] | undefined) ?? []).map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v === null ? NaN : v])) as unknown as PointRow);
     return { matrix: d.matrix ?? "sweep", ...(d.description ? { description: d.description } : {}), ...(d.generatedAt ? { generatedAt: d.generatedAt } : {}), rows };
   }
-  const points = join(dir, POINTS_FILE);
   if (existsSync(points)) return { matrix: "sweep", rows: [...readPoints(points).values()] };
   throw new ConfigError("--in", `${dir} holds no ${RESULTS_JSON} or ${POINTS_FILE} (run joulestream sweep --out ${dir} first)`);
 }
