@@ -63,9 +63,24 @@ main(process.argv.slice(2)).then(
     } else if (err instanceof JoulestreamError) {
       process.stderr.write(`joulestream: ${err.message}\n`);
       process.exitCode = 1;
+    } else if (isSystemError(err) && !process.env.JOULESTREAM_DEBUG) {
+      // The operating system said no (port taken, no permission, not a directory, disk full): its
+      // message names what and where; a stack trace of Node's internals helps nobody.
+      process.stderr.write(`joulestream: ${err.message}${SYSTEM_HINTS[err.code] ? ` (${SYSTEM_HINTS[err.code]})` : ""}\n`);
+      process.exitCode = 1;
     } else {
       process.stderr.write(`joulestream: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
       process.exitCode = 1;
     }
   },
 );
+
+function isSystemError(err: unknown): err is NodeJS.ErrnoException & { code: string } {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string" && typeof (err as NodeJS.ErrnoException).syscall === "string";
+}
+
+const SYSTEM_HINTS: Record<string, string> = {
+  EADDRINUSE: "another process listens there: pick another port, or 0 for a free one",
+  EACCES: "no permission",
+  ENOSPC: "the disk is full",
+};
