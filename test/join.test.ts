@@ -1,6 +1,6 @@
 import test from "ava";
 import fc from "fast-check";
-import type { PowerBatch, RequestEvent, WorkWindow } from "../shared/mod.ts";
+import { powerBatch, requestEvent, workWindow, type PowerBatch, type RequestEvent, type WorkWindow } from "../shared/mod.ts";
 import { createWindowJoin, type JoinOutput } from "../services/analyzer/join.ts";
 
 type Msg = { kind: "power"; v: PowerBatch } | { kind: "work"; v: WorkWindow } | { kind: "req"; v: RequestEvent };
@@ -151,4 +151,105 @@ test("join - closed windows stay listed only as far back as they can matter: a d
   t.is(join.stats().late, late + 1);
   t.deepEqual(join.drain().ackable, [-1]);
   t.is(join.stats().openWindows, 0);
+});
+
+/** Hostile or broken clocks and streams (found by an adversarial review): each once hung or bloated the join. */
+const T0 = 1_700_000_000_000;
+const pw = (node: string, start: number, end: number, msgId = `${node}:p:${start}`): PowerBatch => ({
+  v: 1, kind: "power", msgId, node, seq: 0, windowStartMs: start, windowEndMs: end, source: "fake", instances: ["a"],
+  gpus: [{ gpu: 0, uuid: "G0", tMs: [start + 500, end - 1], powerMw: [300_000, 300_000], energyMj: [1150, 1300], energyStartMj: 1000, startTMs: start }],
+});
+const wk = (node: string, start: number, reqs: WorkWindow["requests"], msgId = `${node}:w:${start}`): WorkWindow => ({
+  v: 1, kind: "work", msgId, node, instance: "a", gpus: [0], windowStartMs: start, windowEndMs: start + 1000, requests: reqs,
+});
+const ev = (node: string, id: string, tMs: number, event: "start" | "end"): RequestEvent =>
+  event === "start"
+    ? { v: 1, kind: "request", msgId: `${node}:${id}:s`, node, instance: "a", requestId: id, tMs, event, endpoint: "completions", stream: false }
+    : { v: 1, kind: "request", msgId: `${node}:${id}:e`, node, instance: "a", requestId: id, tMs, event, status: "ok", promptTokens: 10, outputTokens: 10 };
+
+test("join - the schemas refuse windows that end before they start or last under 1 ms, and times InfluxDB cannot store", (t) => {
+  t.false(powerBatch.safeParse(pw("n", T0 + 1000, T0)).success);
+  t.false(workWindow.safeParse({ ...wk("n", T0, []), windowEndMs: T0 + 0.001 }).success);
+  t.false(requestEvent.safeParse(ev("n", "r", 1e13, "start")).success, "past year 2262");
+  t.true(powerBatch.safeParse(pw("n", T0, T0 + 1000)).success);
+});
+
+test("join - a request stamped a day before its end (a clock NTP stepped) is judged at once, not window by window", (t) => {
+  const j = createWindowJoin<number>();
+  for (let w = 0; w < 3; w++) {
+    j.addPower(pw("n", T0 + w * 1000, T0 + (w + 1) * 1000), 0);
+    j.addWork(wk("n", T0 + w * 1000, [{ requestId: "r", prefillTokens: 1, decodeTokens: 1 }]), 0);
+  }
+  j.addRequest(ev("n", "r", T0 - 86_400_000, "start"), 0);
+  j.addRequest(ev("n", "r", T0 + 2500, "end"), 0);
+  const t0 = performance.now();
+  j.drain();
+  t.true(performance.now() - t0 < 100, `${performance.now() - t0} ms`);
+});
+
+test("join - a window whose end precedes its start cannot set the node's grid (drain returned never)", async (t) => {
+  // In a child: on the old code drain() looped for ever, which no test timeout can interrupt.
+  const { spawnSync } = await import("node:child_process");
+  const code = `
+    import { createWindowJoin } from "./services/analyzer/join.ts";
+    const j = createWindowJoin();
+    const T = ${T0};
+    const P = (s, e, id) => ({ v: 1, kind: "power", msgId: id, node: "n", seq: 0, windowStartMs: s, windowEndMs: e, source: "fake", gpus: [{ gpu: 0, uuid: "G0", tMs: [s + 1], powerMw: [1] }] });
+    j.addPower(P(T + 1000, T, "bad"), 0);
+    for (let w = 1; w < 20; w++) j.addPower(P(T + w * 1000, T + (w + 1) * 1000, "p" + w), 0);
+    j.drain();
+    j.addRequest({ v: 1, kind: "request", msgId: "s", node: "n", instance: "a", requestId: "r", tMs: T + 5500, event: "start", endpoint: "chat", stream: false }, 0);
+    j.addRequest({ v: 1, kind: "request", msgId: "e", node: "n", instance: "a", requestId: "r", tMs: T + 6500, event: "end", status: "ok", promptTokens: 1, outputTokens: 1 }, 0);
+    j.drain();
+    console.log("returned");
+  `;
+  const r = spawnSync(process.execPath, ["--import=tsx", "--input-type=module", "-e", code], { cwd: process.cwd(), timeout: 20_000, encoding: "utf8" });
+  t.is(r.stdout.trim(), "returned", r.stderr.slice(0, 300));
+});
+
+test("join - after NTP steps a node's clock back, requests whose tokens no window carried are incomplete, not complete at 0 J", (t) => {
+  const j = createWindowJoin<number>();
+  const out: { id: string; energyMj: number; incomplete: boolean }[] = [];
+  const feed = (id: string, s: number) => {
+    j.addRequest(ev("n", id, s + 1, "start"), 0);
+    j.addPower(pw("n", s, s + 1000, `p${id}`), 0);
+    j.addWork(wk("n", s, [{ requestId: id, prefillTokens: 10, decodeTokens: 10 }], `w${id}`), 0);
+    j.addRequest(ev("n", id, s + 900, "end"), 0);
+    for (const r of j.drain().requests) out.push({ id: r.requestId, energyMj: r.energyMj, incomplete: r.incomplete });
+  };
+  for (let w = 0; w < 600; w++) feed(`a${w}`, T0 + w * 1000);
+  for (let w = 0; w < 600; w++) feed(`b${w}`, T0 + 300_000 + w * 1000); // stepped back 5 min
+  const silent = out.filter((r) => r.energyMj === 0 && !r.incomplete);
+  t.deepEqual(silent, []);
+});
+
+test("join - a node whose POWER stopped (sampler dead, tap alive) does not hold its requests and WORK for ever", (t) => {
+  const j = createWindowJoin<number>();
+  let emitted = 0;
+  let acked = 0;
+  for (let w = 0; w < 3600; w++) {
+    const s = T0 + w * 1000;
+    j.addRequest(ev("n", `r${w}`, s + 1, "start"), 0);
+    j.addWork(wk("n", s, [{ requestId: `r${w}`, prefillTokens: 10, decodeTokens: 10 }]), 0);
+    j.addRequest(ev("n", `r${w}`, s + 900, "end"), 0);
+    const o = j.drain();
+    emitted += o.requests.length;
+    acked += o.ackable.length;
+  }
+  t.true(emitted > 2900, `${emitted} emitted`);
+  t.true(j.stats().openRequests < 700, `${j.stats().openRequests} open`);
+  t.true(acked > 3 * 2900);
+});
+
+test("join - a node that sends only REQUESTS (no window ever) has its requests emitted, incomplete, once they are 10 min idle", (t) => {
+  const j = createWindowJoin<number>();
+  const out: boolean[] = [];
+  for (let i = 0; i < 1000; i++) {
+    j.addRequest(ev("q", `r${i}`, T0 + i * 1000, "start"), 0);
+    j.addRequest(ev("q", `r${i}`, T0 + i * 1000 + 500, "end"), 0);
+    out.push(...j.drain().requests.map((r) => r.incomplete));
+  }
+  t.true(out.length >= 390, `${out.length} emitted`);
+  t.true(out.every(Boolean), "no energy: incomplete");
+  t.true(j.stats().openRequests <= 610);
 });

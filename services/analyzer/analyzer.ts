@@ -12,6 +12,7 @@ import {
   requestEvent,
   requestsMessage,
   STREAM_SUBJECTS,
+  subjectId,
   subjects,
   validate,
   workWindow,
@@ -21,7 +22,7 @@ import {
 } from "../../shared/mod.ts";
 import { ensureConsumer } from "./consumers.ts";
 import { openEmittedStore } from "./emitted-store.ts";
-import type { InfluxSink } from "./influx-sink.ts";
+import type { InfluxSink, Point } from "./influx-sink.ts";
 import { createWindowJoin, type JoinOutput, type JoinStats } from "./join.ts";
 import { openLoadJoin, type Slo } from "./load-join.ts";
 import { startPartitionLeases, type PartitionLeases } from "./partitions.ts";
@@ -67,6 +68,8 @@ export interface AnalyzerStats {
   /** Requests recomputed from replayed windows but already stored before a restart. */
   replaySkipped: number;
   loadJoined: number;
+  /** Points dropped because InfluxDB refused them for good (or they could not be built). */
+  pointsRejected: number;
   partitions: number[];
   join: JoinStats;
 }
@@ -102,6 +105,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     sinkRetries: 0,
     replaySkipped: 0,
     loadJoined: 0,
+    pointsRejected: 0,
   };
   let latestWindowEndMs = 0;
   let stopped = false;
@@ -135,17 +139,54 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     }
   };
 
+  /**
+   * A point InfluxDB refuses for good (400: unparsable, field type conflict, time out of range; 413)
+   * would be retried forever and stop the whole pipeline behind it: the batch is split until the
+   * refused points are found, and those alone are dropped (logged, counted). Outages still retry.
+   */
+  const permanent = (err: unknown): boolean => {
+    const code = ((err as { cause?: { statusCode?: number } })?.cause ?? (err as { statusCode?: number }))?.statusCode;
+    return code !== undefined && code >= 400 && code < 500 && code !== 408 && code !== 429;
+  };
+  const writeIsolating = async (points: Point[]): Promise<void> => {
+    if (points.length === 0) return;
+    try {
+      await opts.sink.write(points);
+    } catch (err) {
+      if (!permanent(err)) throw err;
+      if (points.length === 1) {
+        stats.pointsRejected++;
+        log(`InfluxDB refused a point, dropped: ${(err as Error).message}`);
+        return;
+      }
+      const mid = points.length >> 1;
+      await writeIsolating(points.slice(0, mid));
+      await writeIsolating(points.slice(mid));
+    }
+  };
+  /** A point that cannot even be built (a non-finite value from a broken agent) is dropped, not retried. */
+  const built = <I>(items: readonly I[], fn: (i: I) => Point | Point[]): Point[] =>
+    items.flatMap((i) => {
+      try {
+        return fn(i);
+      } catch (err) {
+        stats.pointsRejected++;
+        log(`point not built, dropped: ${(err as Error).message}`);
+        return [];
+      }
+    });
+
   const store = (out: JoinOutput<Ack>) => async () => {
     await persist("storing results", async () => {
       // A request stored before a restart is not stored again from the remnants replayed after it.
       // The per-request round trips (KV, ENERGY) run concurrently: a batch waits for the slowest, not the sum.
       const seen = await Promise.all(out.requests.map((r) => emitted.has(r.node, r.requestId)));
       const fresh = out.requests.filter((_, i) => !seen[i]);
-      const points = [...out.nodeWindows.flatMap(nodeWindowPoints), ...out.instanceWindows.map(instanceWindowPoint), ...fresh.map(requestPoint)];
-      await opts.sink.write(points);
+      const points = [...built(out.nodeWindows, nodeWindowPoints), ...built(out.instanceWindows, instanceWindowPoint), ...built(fresh, requestPoint)];
+      await writeIsolating(points);
       await Promise.all(fresh.map((r) => js.publish(subjects.energy(r.node), encode(r), { msgID: r.msgId })));
-      const joined = (await Promise.all(fresh.map((r) => loadJoin.addEnergy(r)))).flatMap((j) => (j ? [requestLoadPoint(j)] : []));
-      await opts.sink.write(joined);
+      const joined = built((await Promise.all(fresh.map((r) => loadJoin.addEnergy(r)))).flatMap((j) => (j ? [j] : [])), requestLoadPoint);
+      await writeIsolating(joined);
       await Promise.all(fresh.map((r) => emitted.add(r.node, r.requestId)));
       stats.replaySkipped += out.requests.length - fresh.length;
       stats.loadJoined += joined.length;
@@ -169,24 +210,34 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       await store(join.drain())();
     }));
 
+  /** The node a message speaks for must be the one its subject names: per-node permissions rest on it. */
+  const foreign = (m: JsMsg, node: string) => (subjectId(m.subject) === node ? undefined : `node ${JSON.stringify(node)} on subject ${m.subject}`);
   const handle = async (stream: InputStream, m: JsMsg) => {
     stats.received[stream]!++;
     if (stream === "POWER") {
       const d = decodeAs(powerBatch, m.data);
-      return d.ok ? join.addPower(d.value, ackOf(m)) : deadLetter(stream, m, d.reason, d.detail);
+      if (!d.ok) return deadLetter(stream, m, d.reason, d.detail);
+      const f = foreign(m, d.value.node);
+      return f ? deadLetter(stream, m, "subject", f) : join.addPower(d.value, ackOf(m));
     }
     if (stream === "WORK") {
       const d = decodeAs(workWindow, m.data);
-      return d.ok ? join.addWork(d.value, ackOf(m)) : deadLetter(stream, m, d.reason, d.detail);
+      if (!d.ok) return deadLetter(stream, m, d.reason, d.detail);
+      const f = foreign(m, d.value.node);
+      return f ? deadLetter(stream, m, "subject", f) : join.addWork(d.value, ackOf(m));
     }
     if (stream === "REQUESTS") {
       const d = decodeAs(requestsMessage, m.data);
       if (!d.ok) return deadLetter(stream, m, d.reason, d.detail);
+      const f = foreign(m, d.value.node);
+      if (f) return deadLetter(stream, m, "subject", f);
       const events = eventsOf(d.value);
       const acks = sharedAck(ackOf(m), events.length);
       for (let i = 0; i < events.length; i++) {
         const e = validate(requestEvent, events[i]);
-        if (e.ok) join.addRequest(e.value, acks[i]!);
+        const fe = e.ok ? foreign(m, e.value.node) : undefined;
+        if (e.ok && !fe) join.addRequest(e.value, acks[i]!);
+        else if (e.ok) await deadLetter(stream, m, "subject", fe!, { index: i, data: encode(events[i]), ack: acks[i]! });
         else await deadLetter(stream, m, e.reason, e.detail, { index: i, data: encode(events[i]), ack: acks[i]! });
       }
       return;
@@ -196,7 +247,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     await persist("joining a load result", async () => {
       const j = await loadJoin.addLoad(d.value);
       if (j) {
-        await opts.sink.write([requestLoadPoint(j)]);
+        await writeIsolating(built([j], requestLoadPoint));
         stats.loadJoined++;
       }
     });

@@ -90,6 +90,8 @@ interface NodeState {
   /** Starts of closed windows at or after `closedFloor`; every window starting before it counts as closed. */
   closed: Set<number>;
   closedFloor: number;
+  /** Latest time of any request event: the node's only clock while it has sent no window. */
+  requestMark: number;
 }
 
 /**
@@ -101,13 +103,18 @@ export const MAX_STREAM_SKEW_MS = 10 * 60_000;
 /**
  * The node's event time: the least of how far POWER and each instance's WORK have come. Taking the
  * least, not the latest, keeps one stream that is ahead (a backlog drained unevenly by separate
- * consumers) from closing windows whose other inputs are merely behind, not missing.
+ * consumers) from closing windows whose other inputs are merely behind, not missing. A stream more
+ * than MAX_STREAM_SKEW_MS behind the most advanced one has stopped (POWER as much as WORK: a sampler
+ * that died while the tap runs on), and holds nothing back: its windows close incomplete instead
+ * of the node's state growing without end.
  */
 function watermark(ns: NodeState): number {
-  let m = ns.powerMark;
+  let lead = ns.powerMark;
+  for (const inst of ns.instances) lead = Math.max(lead, ns.workMarks.get(inst) ?? ns.firstStart);
+  let m = lead - ns.powerMark <= MAX_STREAM_SKEW_MS ? ns.powerMark : lead;
   for (const inst of ns.instances) {
     const wm = ns.workMarks.get(inst) ?? ns.firstStart;
-    if (ns.powerMark - wm <= MAX_STREAM_SKEW_MS) m = Math.min(m, wm);
+    if (lead - wm <= MAX_STREAM_SKEW_MS) m = Math.min(m, wm);
   }
   return m;
 }
@@ -183,7 +190,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
 
   const nodeState = (node: string) => {
     let n = nodes.get(node);
-    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY }));
+    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0 }));
     return n;
   };
   const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`);
@@ -216,7 +223,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     if (!w) windows.set(key, (w = { node, start, end, work: new Map(), tokens: [] }));
     w.tokens.push(token);
     if (start < ns.firstStart) ns.firstStart = start;
-    if (ns.windowMs === 0) ns.windowMs = end - start;
+    if (ns.windowMs === 0 && end > start) ns.windowMs = end - start;
     return w;
   };
   const acc = (node: string, requestId: string): RequestAcc<T> => {
@@ -327,7 +334,8 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       decodeEnergyMj: a.decodeMj,
       idleShareMj: 0,
       windows: a.windows,
-      incomplete: incomplete || a.incomplete || !a.start || !end,
+      // Output tokens but no window that carried them: its energy is missing, not zero.
+      incomplete: incomplete || a.incomplete || !a.start || !end || (a.windows === 0 && (end?.outputTokens ?? 0) > 0),
       config: {},
     });
     release(a);
@@ -359,14 +367,30 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     const ns = nodeState(a.node);
     if (!a.start || !a.end || ns.windowMs === 0) return false;
     let missing = false;
-    const first = Math.floor(a.start.tMs / ns.windowMs) * ns.windowMs;
-    for (let ws = first; ws <= a.end.tMs; ws += ns.windowMs) {
+    const wm = ns.windowMs;
+    let ws = Math.floor(a.start.tMs / wm) * wm;
+    // Windows below the floor are closed: skip them at once (a start stamped a year early, by a clock
+    // that NTP stepped later, walked the grid window by window, holding the event loop for seconds).
+    if (ws < ns.closedFloor) ws += Math.ceil((ns.closedFloor - ws) / wm) * wm;
+    // Windows before the first the node ever sent were never seen: missing, once the latest of them
+    // is past the allowed lateness.
+    const seenFrom = Math.ceil(ns.firstStart / wm) * wm;
+    if (ws < seenFrom && ws <= a.end.tMs && Number.isFinite(seenFrom)) {
+      const last = Math.min(seenFrom - wm, Math.floor(a.end.tMs / wm) * wm);
+      if (watermark(ns) < last + wm + lateness) return false;
+      missing = true;
+      ws = seenFrom;
+    }
+    for (; ws <= a.end.tMs; ws += wm) {
       if (isClosed(ns, ws)) continue;
-      if (windows.has(`${a.node}|${ws}`) || watermark(ns) < ws + ns.windowMs + lateness) return false;
+      if (windows.has(`${a.node}|${ws}`) || watermark(ns) < ws + wm + lateness) return false;
       missing = true;
     }
     return missing ? "missing" : true;
   };
+
+  /** How far a node has come: its watermark, or, while it has sent no window at all, its request events. */
+  const nodeClock = (ns: NodeState) => (ns.windowMs === 0 ? ns.requestMark : watermark(ns));
 
   const step = (force: boolean) => {
     const ready = [...windows.values()].filter((w) => {
@@ -380,7 +404,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     for (const a of [...requests.values()]) {
       const r = requestReady(a);
       if (r !== false || (force && a.end)) emit(a, r === "missing");
-      else if (watermark(nodeState(a.node)) > Math.max(a.lastWorkMs, a.start?.tMs ?? 0) + maxIdle) emit(a, true);
+      else if (nodeClock(nodeState(a.node)) > Math.max(a.lastWorkMs, a.start?.tMs ?? 0, a.end?.tMs ?? 0) + maxIdle) emit(a, true);
     }
     const result = out;
     out = { nodeWindows: [], instanceWindows: [], requests: [], ackable: [] };
@@ -411,6 +435,8 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
         out.ackable.push(token);
         return;
       }
+      const ns = nodeState(e.node);
+      if (e.tMs > ns.requestMark) ns.requestMark = e.tMs;
       const a = acc(e.node, e.requestId);
       a.tokens.push(token);
       a.instance ??= e.instance;

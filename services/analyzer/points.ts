@@ -21,6 +21,17 @@ import type { JoinedRequest } from "./load-join.ts";
  */
 export const MEASUREMENTS = ["gpu_power", "gpu_energy", "node_energy", "instance_energy", "request_energy", "agent_stats", "analyzer_stats"] as const;
 
+/**
+ * A tag value as line protocol can carry it: the client escapes commas, spaces and '=' but not a
+ * trailing backslash, which then escapes the separator after it and InfluxDB refuses the whole batch
+ * (labels like the workload class come from any API client's headers). Long values are cut: series
+ * keys over 64 KiB are refused too.
+ */
+export const MAX_TAG_CHARS = 256;
+export function tagValue(v: string): string {
+  return v.slice(0, MAX_TAG_CHARS).replace(/\\+$/, (m) => "/".repeat(m.length));
+}
+
 /** Nanosecond timestamp string of an epoch-ms time, plus `extraNs` (< 1e6) to keep points distinct. */
 export function nsTime(ms: number, extraNs = 0): string {
   const us = BigInt(Math.round(ms * 1000));
@@ -75,7 +86,7 @@ export function nodeWindowPoints(w: NodeWindowResult): Point[] {
   }
   for (const g of w.power?.gpus ?? []) {
     for (let i = 0; i < g.tMs.length; i++) {
-      const p = new Point("gpu_power").tag("node", w.node).tag("gpu", String(g.gpu)).tag("uuid", g.uuid).floatField("power_w", mwToW(g.powerMw[i]!));
+      const p = new Point("gpu_power").tag("node", w.node).tag("gpu", String(g.gpu)).tag("uuid", tagValue(g.uuid)).floatField("power_w", mwToW(g.powerMw[i]!));
       if (g.energyMj) p.floatField("energy_mj", g.energyMj[i]!);
       if (g.smClockMhz) p.floatField("sm_clock_mhz", g.smClockMhz[i]!);
       if (g.memClockMhz) p.floatField("mem_clock_mhz", g.memClockMhz[i]!);
@@ -93,7 +104,7 @@ export function instanceWindowPoint(w: InstanceWindowResult): Point {
   const p = new Point("instance_energy")
     .tag("node", w.node)
     .tag("instance", w.instance)
-    .tag("model", w.model ?? "unknown")
+    .tag("model", tagValue(w.model ?? "unknown"))
     .floatField("energy_j", mjToJ(w.energyMj))
     .floatField("attributed_j", mjToJ(w.attributedMj))
     .floatField("idle_j", mjToJ(w.idleMj))
@@ -112,10 +123,10 @@ function requestBase(r: RequestEnergy): Point {
   return new Point("request_energy")
     .tag("node", r.node)
     .tag("instance", r.instance)
-    .tag("model", r.model ?? "unknown")
-    .tag("workload_class", r.workloadClass ?? "none")
+    .tag("model", tagValue(r.model ?? "unknown"))
+    .tag("workload_class", tagValue(r.workloadClass ?? "none"))
     .tag("status", r.status)
-    .tag("run_id", r.runId ?? "none")
+    .tag("run_id", tagValue(r.runId ?? "none"))
     .timestamp(nsTime(r.startMs, idHash(r.requestId)));
 }
 

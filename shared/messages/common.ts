@@ -14,6 +14,11 @@ export const MAX_REQUEST_ID_CHARS = 200;
 /** One LLM request's id, the same in every message about it (REQUESTS, WORK, ENERGY, LOAD). */
 export const requestId = z.string().min(1).max(MAX_REQUEST_ID_CHARS);
 export const nonNeg = z.number().finite().nonnegative();
+/** The latest time InfluxDB can store (int64 ns, year 2262); a later one would be refused on write. */
+export const MAX_EPOCH_MS = 9_223_372_036_854;
 /** Epoch milliseconds, sub-millisecond resolution (float64 keeps ~0.25 µs at today's epoch). */
-export const epochMs = z.number().finite().nonnegative();
+export const epochMs = z.number().finite().nonnegative().max(MAX_EPOCH_MS);
+/** The shortest window the analyzer accepts: it walks a node's windows on this grid. */
+export const MIN_WINDOW_MS = 1;
+export const windowSpan = (w: { windowStartMs: number; windowEndMs: number }) => w.windowEndMs - w.windowStartMs >= MIN_WINDOW_MS;
 export const count = z.number().int().nonnegative();

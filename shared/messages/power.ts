@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { V, count, epochMs, msgId, nonNeg, token } from "./common.ts";
+import { V, count, epochMs, msgId, nonNeg, token, windowSpan, MIN_WINDOW_MS } from "./common.ts";
 
 /**
  * POWER: one message per node per publish window `[windowStartMs, windowEndMs)` (default 1 s),
@@ -92,5 +92,5 @@ export const powerBatch = z.object({
       missingGpus: z.array(count).optional(),
     })
     .optional(),
-});
+}).refine(windowSpan, { message: `windowEndMs must be at least ${MIN_WINDOW_MS} ms after windowStartMs`, path: ["windowEndMs"] });
 export type PowerBatch = z.infer<typeof powerBatch>;
