@@ -253,3 +253,25 @@ test("join - a node that sends only REQUESTS (no window ever) has its requests e
   t.true(out.every(Boolean), "no energy: incomplete");
   t.true(j.stats().openRequests <= 610);
 });
+
+test("join - one POWER window stamped 15 min ahead (a clock glitch) does not make the node's real windows late", (t) => {
+  const j = createWindowJoin<number>();
+  const got: { id: string; energyMj: number }[] = [];
+  const feed = (w: number) => {
+    const s = T0 + w * 1000;
+    j.addRequest(ev("n", `r${w}`, s + 1, "start"), 0);
+    j.addPower(pw("n", s, s + 1000, `p${w}`), 0);
+    for (const r of j.drain().requests) got.push({ id: r.requestId, energyMj: r.energyMj });
+    j.addWork(wk("n", s, [{ requestId: `r${w}`, prefillTokens: 10, decodeTokens: 10 }], `w${w}`), 0);
+    j.addRequest(ev("n", `r${w}`, s + 900, "end"), 0);
+    for (const r of j.drain().requests) got.push({ id: r.requestId, energyMj: r.energyMj });
+  };
+  for (let w = 0; w < 10; w++) feed(w);
+  j.addPower(pw("n", T0 + 900_000, T0 + 901_000, "glitch"), 0);
+  j.drain();
+  for (let w = 10; w < 1500; w++) feed(w);
+  const after = got.filter((r) => Number(r.id.slice(1)) >= 10);
+  t.true(after.length > 1400, `${after.length} emitted`);
+  t.deepEqual(after.filter((r) => r.energyMj === 0), [], "every request after the glitch still gets its energy");
+  t.is(j.stats().late, 0);
+});

@@ -92,6 +92,9 @@ interface NodeState {
   closedFloor: number;
   /** Latest time of any request event: the node's only clock while it has sent no window. */
   requestMark: number;
+  /** POWER and WORK messages taken from this node, and the count when each stream last sent one. */
+  seen: number;
+  lastSeen: Map<string, number>;
 }
 
 /**
@@ -99,6 +102,12 @@ interface NodeState {
  * watermark back at most this far, in event time.
  */
 export const MAX_STREAM_SKEW_MS = 10 * 60_000;
+/**
+ * ... and only once the node's other streams have sent this many messages since its last one: a
+ * stream that is merely behind (a backlog drained unevenly) still sends, and one window stamped far
+ * ahead by a glitching clock must not make every stream that is not as far ahead count as stopped.
+ */
+export const STALLED_AFTER_MESSAGES = 600;
 
 /**
  * The node's event time: the least of how far POWER and each instance's WORK have come. Taking the
@@ -111,10 +120,11 @@ export const MAX_STREAM_SKEW_MS = 10 * 60_000;
 function watermark(ns: NodeState): number {
   let lead = ns.powerMark;
   for (const inst of ns.instances) lead = Math.max(lead, ns.workMarks.get(inst) ?? ns.firstStart);
-  let m = lead - ns.powerMark <= MAX_STREAM_SKEW_MS ? ns.powerMark : lead;
+  const stopped = (stream: string, mark: number) => lead - mark > MAX_STREAM_SKEW_MS && ns.seen - (ns.lastSeen.get(stream) ?? 0) > STALLED_AFTER_MESSAGES;
+  let m = stopped("power", ns.powerMark) ? lead : ns.powerMark;
   for (const inst of ns.instances) {
     const wm = ns.workMarks.get(inst) ?? ns.firstStart;
-    if (lead - wm <= MAX_STREAM_SKEW_MS) m = Math.min(m, wm);
+    if (!stopped(`work:${inst}`, wm)) m = Math.min(m, wm);
   }
   return m;
 }
@@ -190,7 +200,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
 
   const nodeState = (node: string) => {
     let n = nodes.get(node);
-    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0 }));
+    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0, seen: 0, lastSeen: new Map() }));
     return n;
   };
   const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`);
@@ -415,6 +425,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     addPower(batch, token) {
       if (dedupe(batch.msgId, token)) return;
       const ns = nodeState(batch.node);
+      ns.lastSeen.set("power", ++ns.seen);
       if (batch.windowEndMs > ns.powerMark) ns.powerMark = batch.windowEndMs;
       for (const i of batch.instances ?? []) ns.instances.add(i);
       const w = windowFor(batch.node, batch.windowStartMs, batch.windowEndMs, token);
@@ -423,6 +434,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     addWork(work, token) {
       if (dedupe(work.msgId, token)) return;
       const ns = nodeState(work.node);
+      ns.lastSeen.set(`work:${work.instance}`, ++ns.seen);
       ns.instances.add(work.instance);
       if (work.windowEndMs > (ns.workMarks.get(work.instance) ?? 0)) ns.workMarks.set(work.instance, work.windowEndMs);
       const w = windowFor(work.node, work.windowStartMs, work.windowEndMs, token);
