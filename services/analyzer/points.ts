@@ -165,6 +165,8 @@ export interface AnalyzerStatsFields {
   requestsEmitted: number;
   windowsClosed: number;
   sinkRetries: number;
+  /** Points InfluxDB refused for good (or that could not be built), dropped. */
+  pointsRejected: number;
   lagMs: number;
 }
 
@@ -178,6 +180,7 @@ export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFi
     .intField("requests_emitted", s.requestsEmitted)
     .intField("windows_closed", s.windowsClosed)
     .intField("sink_retries", s.sinkRetries)
+    .intField("points_rejected", s.pointsRejected)
     .floatField("lag_ms", s.lagMs)
     .timestamp(nsTime(tMs));
 }
