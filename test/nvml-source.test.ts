@@ -401,3 +401,11 @@ test("nvml - a NULL device handle is a handle (nvmlDevice_t is opaque); an empty
   t.deepEqual(rs.map((r) => [r.gpu, r.powerMw]), [[0, 300_000], [1, 500_000]]);
   t.deepEqual(errors, []);
 });
+
+test("nvml - a UUID read that times out once at start is tried again, so the GPU keeps its real name", async (t) => {
+  const errors: number[] = [];
+  const source = await fakeSource({ GPUS: 2, UUID: "flaky" }, { onGpuError: (g) => errors.push(g) });
+  t.teardown(() => source.close());
+  t.deepEqual((await source.describe()).gpus.map((g) => g.uuid), ["GPU-fa4e0000-0000-4000-8000-000000000000", "GPU-fa4e0000-0000-4000-8000-000000000001"]);
+  t.deepEqual(errors, []);
+});

@@ -202,11 +202,19 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         lastEnergyMj: undefined, still: undefined, counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
       };
       states.push(state);
-      try {
-        state.uuid = readUuid(binding, dev, gpu) || state.uuid; // an empty UUID would fail the message schema
-      } catch (err) {
-        // A library without nvmlDeviceGetUUID: the GPU is named by its index, which is no fault of it.
-        if (!(err instanceof NvmlError && err.nvmlCode === NvmlReturn.FUNCTION_NOT_FOUND)) fail(state, err);
+      // The UUID names the GPU in every message for the whole run: a sporadic failure (TIMEOUT) is
+      // tried again before the GPU is named by its index.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          state.uuid = readUuid(binding, dev, gpu) || state.uuid; // an empty UUID would fail the message schema
+          break;
+        } catch (err) {
+          // A library without nvmlDeviceGetUUID: the GPU is named by its index, which is no fault of it.
+          if (err instanceof NvmlError && err.nvmlCode === NvmlReturn.FUNCTION_NOT_FOUND) break;
+          if (attempt < 3 && err instanceof NvmlError && !err.permanent) continue;
+          fail(state, err);
+          break;
+        }
       }
     }
   } catch (err) {
