@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { azureTrace } from "../services/loadgen/mod.ts";
+import { azureTrace, mooncakeTrace } from "../services/loadgen/mod.ts";
 import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
 import { TraceError } from "../services/loadgen/trace-error.ts";
 import { guessFormat } from "../services/loadgen/traces.ts";
@@ -124,4 +124,13 @@ test("loadgen - a wait past setTimeout's 24.8-day limit neither spins nor warns"
   await p;
   process.off("warning", onWarn);
   t.deepEqual(warnings, []);
+});
+
+test("loadgen - a Mooncake file that is a JSON array, or rows missing fields, are named for what they are", async (t) => {
+  const arr = file("array.json", '[{"timestamp": 0, "input_length": 5, "output_length": 2}]\n');
+  const e1 = await t.throwsAsync(all(mooncakeTrace(arr, { lenient: true })), { instanceOf: TraceError });
+  t.regex(e1!.message, /a JSON array, not JSON lines/);
+  const miss = file("miss.jsonl", '{"timestamp": 0, "input_len": 5, "output_length": 2}\n');
+  const e2 = await t.throwsAsync(all(mooncakeTrace(miss)), { instanceOf: TraceError });
+  t.regex(e2!.message, /missing input_length \(have timestamp, input_len, output_length\)/);
 });
