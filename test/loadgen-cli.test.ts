@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { azureTrace, mooncakeTrace } from "../services/loadgen/mod.ts";
 import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
 import { TraceError } from "../services/loadgen/trace-error.ts";
-import { guessFormat } from "../services/loadgen/traces.ts";
+import { detectFormat, guessFormat } from "../services/loadgen/traces.ts";
 import { waitUntil } from "../services/loadgen/wait.ts";
 import type { WorkloadRequest } from "../services/loadgen/workload.ts";
 
@@ -133,4 +133,11 @@ test("loadgen - a Mooncake file that is a JSON array, or rows missing fields, ar
   const miss = file("miss.jsonl", '{"timestamp": 0, "input_len": 5, "output_length": 2}\n');
   const e2 = await t.throwsAsync(all(mooncakeTrace(miss)), { instanceOf: TraceError });
   t.regex(e2!.message, /missing input_length \(have timestamp, input_len, output_length\)/);
+});
+
+test("loadgen - the format is read from the file's first line where it tells, whatever the file is called", (t) => {
+  t.is(detectFormat(file("mytrace.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,10,2,12,Conversation log\n")), "burstgpt");
+  t.is(detectFormat(file("burst-of-code.csv", "\uFEFFTIMESTAMP,ContextTokens,GeneratedTokens\r\n")), "azure");
+  t.is(detectFormat(file("rows.txt", '{"timestamp": 0, "input_length": 1, "output_length": 1}\n')), "mooncake");
+  t.is(detectFormat(file("other.csv", "a,b,c\n")), "azure", "no telling header: the name decides");
 });

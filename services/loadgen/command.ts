@@ -12,7 +12,7 @@ import { openResultsFile } from "./results-file.ts";
 import { runLoad } from "./runner.ts";
 import { countRequests, workloadOf, type SourceSpec } from "./source-spec.ts";
 import { formatSummary } from "./summary.ts";
-import { traceRows, guessFormat } from "./traces.ts";
+import { traceRows, detectFormat } from "./traces.ts";
 import { traceStats } from "./transform.ts";
 import { startWorker } from "./worker.ts";
 import type { LoadResult } from "../../shared/messages/load.ts";
@@ -81,7 +81,7 @@ export const loadCommand = defineCommand(
     usage: "joulestream load (--trace FILE | --workload CLASS --rate R --duration S) --target URL [options]\n       joulestream load --worker --nats URL",
     options: {
       trace: { type: "string", arg: "FILE", description: "trace to replay (Azure CSV, Mooncake JSONL, BurstGPT CSV)" },
-      format: { type: "string", arg: "azure|mooncake|burstgpt", description: "trace format", defaultText: "from the file name" },
+      format: { type: "string", arg: "azure|mooncake|burstgpt", description: "trace format", defaultText: "from the first line (JSON, or the CSV header), else the file name" },
       lenient: { type: "boolean", description: "skip bad trace rows (reported) instead of stopping at the first" },
       workload: { type: "string", arg: "CLASS", description: "synthetic: (short|medium|long)-(short|medium|long), mix, or CLASS:W,CLASS:W" },
       rate: { type: "string", arg: "REQ/S", description: "synthetic: request rate; with --trace: rescale the trace to this mean rate" },
@@ -245,7 +245,7 @@ async function sourceOf(cfg: Config, log: (l: string) => void): Promise<SourceSp
     throw new ConfigError("--trace", `cannot read ${cfg.trace}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : errorMessage(err)}`);
   }
   if (!st.isFile()) throw new ConfigError("--trace", `${cfg.trace} is not a file`);
-  const format = cfg.format ?? guessFormat(path);
+  const format = cfg.format ?? detectFormat(path);
   let speedup = cfg.speedup;
   if (cfg.rate !== undefined) {
     if (speedup !== undefined) throw new ConfigError("--rate", "with --trace, give --rate or --speedup, not both");

@@ -2,7 +2,7 @@
 export type { WorkloadRequest, Workload } from "./workload.ts";
 export { runLoad, requestIdOf, DEFAULT_TIMEOUT_MS, type RunLoadOptions } from "./runner.ts";
 export { createAggregator, formatSummary, meetsSlo, type LoadSummary, type Slo, type Aggregator } from "./summary.ts";
-export { azureTrace, mooncakeTrace, burstGptTrace, traceWorkload, traceRows, guessFormat, TRACE_FORMATS, type TraceFormat } from "./traces.ts";
+export { azureTrace, mooncakeTrace, burstGptTrace, traceWorkload, traceRows, guessFormat, detectFormat, TRACE_FORMATS, type TraceFormat } from "./traces.ts";
 export { toWorkload, traceStats, type TraceOptions } from "./transform.ts";
 export { syntheticWorkload, poissonWorkload, type SyntheticOptions, type Arrival } from "./synthetic.ts";
 export { classify, parseClass, CLASSES, INPUT_CUTS, OUTPUT_CUTS, type WorkloadClass } from "../../shared/workload-classes.ts";

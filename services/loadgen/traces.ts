@@ -6,10 +6,42 @@ import { toWorkload, type TraceOptions } from "./transform.ts";
 import type { TraceRow } from "./trace-row.ts";
 import type { Workload } from "./workload.ts";
 import type { ParseOptions } from "./trace-error.ts";
+import { closeSync, openSync, readSync } from "node:fs";
 import { basename } from "node:path";
 
 export type TraceFormat = "azure" | "mooncake" | "burstgpt";
 export const TRACE_FORMATS: readonly TraceFormat[] = ["azure", "mooncake", "burstgpt"];
+
+/**
+ * The format from the file's first line where it tells (a JSON object: Mooncake; a CSV header naming
+ * ContextTokens: Azure; Request tokens: BurstGPT), else from its name. A BurstGPT file called
+ * `trace.csv` is read as what it is.
+ */
+export function detectFormat(path: string): TraceFormat {
+  return formatOfHeader(firstLine(path)) ?? guessFormat(path);
+}
+
+function firstLine(path: string): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, "r");
+    const buf = Buffer.alloc(4096);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.toString("utf8", 0, n).replace(/^\uFEFF/, "").trimStart().split(/\r?\n/)[0] ?? "";
+  } catch {
+    return ""; // unreadable here: the parser says why, naming the file
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+export function formatOfHeader(line: string): TraceFormat | undefined {
+  if (line.startsWith("{") || line.startsWith("[")) return "mooncake";
+  const names = line.toLowerCase().split(",").map((s) => s.trim().replace(/^"|"$/g, ""));
+  if (names.includes("contexttokens")) return "azure";
+  if (names.includes("request tokens")) return "burstgpt";
+  return undefined;
+}
 
 /** Format from the file name: .jsonl → mooncake, a name with "burst" → burstgpt, other .csv → azure. */
 export function guessFormat(path: string): TraceFormat {
@@ -34,7 +66,7 @@ export function traceRows(path: string, format: TraceFormat, opts: ParseOptions 
 
 /** Any supported trace as a workload. */
 export function traceWorkload(path: string, opts: TraceOptions & { format?: TraceFormat } = {}): Workload {
-  const format = opts.format ?? guessFormat(path);
+  const format = opts.format ?? detectFormat(path);
   return toWorkload(traceRows(path, format, opts), path, opts);
 }
 
