@@ -19,7 +19,7 @@ export type NatsConfig = z.infer<typeof natsConfig>;
  * Connects with the given credentials. Reconnects forever by default: services ride out broker
  * restarts (the agent buffers meanwhile); a first connection that fails is retryable for the caller.
  */
-export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReconnectAttempts?: number } = {}): Promise<NatsConnection> {
+export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReconnectAttempts?: number; inboxPrefix?: string } = {}): Promise<NatsConnection> {
   let authenticator;
   if (cfg.creds) {
     let bytes: Uint8Array;
@@ -38,6 +38,7 @@ export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReco
       ...(cfg.user ? { user: cfg.user, pass: cfg.password } : {}),
       ...(cfg.token ? { token: cfg.token } : {}),
       maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
+      ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
       reconnectTimeWait: 250,
       pingInterval: 10_000,
     });

@@ -48,3 +48,14 @@ export function subjectId(subject: string): string {
 }
 
 export const KV_NODES = "nodes";
+
+/**
+ * The inbox prefix of a node's connection (the agent sets it as the client's `inboxPrefix`): replies
+ * to the node's requests arrive under it, and its NATS user may subscribe to no other part of the
+ * inbox space. With `_INBOX.>` a node would receive every reply of the fleet: the messages the
+ * analyzer pulls from its consumers (whose `$JS.ACK` reply subjects allow_responses would then let it
+ * ack or terminate) and the other nodes' publish acks and control replies.
+ */
+export function nodeInboxPrefix(node: string): string {
+  return `_INBOX_${assertToken("node", node)}`;
+}

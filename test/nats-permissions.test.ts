@@ -4,6 +4,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { natsAuthConfig } from "../infra/nats/auth.ts";
+import { nodeInboxPrefix } from "../shared/subjects.ts";
 import { ensureStreams, encode } from "../shared/mod.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
@@ -28,7 +29,7 @@ test("permissions - node A cannot publish as node B or lock node B's clocks; the
   t.teardown(() => operator.close());
   await ensureStreams(await jetstreamManager(operator), ["POWER", "REQUESTS", "WORK", "AUDIT"]);
 
-  const ncA = await connect({ servers: nats.url, user: a.id, pass: a.password });
+  const ncA = await connect({ servers: nats.url, user: a.id, pass: a.password, inboxPrefix: nodeInboxPrefix(a.id) });
   t.teardown(() => ncA.close());
   const errsA = permissionErrors(ncA);
   const js = jetstream(ncA);

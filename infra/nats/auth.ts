@@ -1,3 +1,5 @@
+import { nodeInboxPrefix } from "../../shared/subjects.ts";
+
 /**
  * NATS server authorization for a fleet: one identity per node, allowed to publish only its own
  * subjects (power/req/work/audit.v1.<node>, its KV inventory key) and to answer only its own clock
@@ -17,6 +19,7 @@ export interface AuthConfig {
 }
 
 export function nodePermissions(id: string): { publish: string[]; subscribe: string[] } {
+  const inbox = nodeInboxPrefix(id);
   return {
     publish: [
       `power.v1.${id}`,
@@ -28,7 +31,7 @@ export function nodePermissions(id: string): { publish: string[]; subscribe: str
       "$JS.API.INFO",
       "$JS.API.STREAM.INFO.*",
     ],
-    subscribe: ["_INBOX.>", `ctl.v1.${id}.>`, "$SRV.>"],
+    subscribe: [`${inbox}.>`, `ctl.v1.${id}.>`, "$SRV.>"],
   };
 }
 

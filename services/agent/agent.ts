@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -106,7 +107,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   }
   sampler.start();
   const clockControl: ClockControl | undefined = opts.clockBackend
-    ? await startClockControl({ nc: opts.nc, node: opts.node, gpus: description.gpus, backend: opts.clockBackend, log })
+    ? await startClockControl({ nc: opts.nc, node: opts.node, gpus: description.gpus, backend: opts.clockBackend, log, ...(opts.spoolDir ? { stateFile: join(opts.spoolDir, "clock-control.json") } : {}) })
     : undefined;
 
   // Inventory + heartbeat. A KV failure is logged, never fatal: power and requests matter more.

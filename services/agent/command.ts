@@ -1,7 +1,7 @@
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, nodeInboxPrefix, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { startAgent } from "./agent.ts";
 import { createDcgmSource } from "./dcgm-source.ts";
@@ -110,7 +110,8 @@ export const agentCommand = defineCommand(
         process.stderr.write(`agent ${cfg.nodeId}: no CPU energy (RAPL): ${(err as Error).message}\n`);
       }
     }
-    const nc = await connectNats(cfg, `joulestream-agent-${cfg.nodeId}`);
+    // Replies come under the node's own inbox prefix: its NATS user may subscribe to no other (infra/nats/auth.ts).
+    const nc = await connectNats(cfg, `joulestream-agent-${cfg.nodeId}`, { inboxPrefix: nodeInboxPrefix(cfg.nodeId) });
     const agent = await startAgent({
       nc,
       node: cfg.nodeId,

@@ -2,10 +2,12 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
+import { Kvm } from "@nats-io/kv";
 import {
   decodeAs,
   encode,
   ensureStreams,
+  KV_NODES,
   loadResult,
   powerBatch,
   eventsOf,
@@ -88,7 +90,10 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const name = opts.name ?? "analyzer";
   const replicaId = `${name}-${randomUUID().slice(0, 8)}`;
   const jsm = await jetstreamManager(opts.nc);
-  await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER"]);
+  // AUDIT and the nodes' inventory bucket too: agents run as node identities that may write to them
+  // but not create them (infra/nats/auth.ts), so the operator's side does.
+  await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER", "AUDIT"]);
+  await new Kvm(opts.nc).create(KV_NODES, { history: 1 });
   const js = jetstream(opts.nc);
   const emitted = await openEmittedStore(opts.nc, name);
   const loadJoin = await openLoadJoin(opts.nc, name, opts.slo ?? {});

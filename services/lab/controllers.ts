@@ -113,7 +113,7 @@ export function createFleetController(o: { nc: NatsConnection; node: string; end
     },
     async restore() {
       if (!changed) return;
-      await request("reset", {});
+      await request("reset", { by: o.by ?? "joulestream-sweep" });
       changed = false;
     },
   };

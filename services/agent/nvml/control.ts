@@ -10,6 +10,8 @@ export interface NvmlControl {
   lockGpuClocks(gpu: number, minMhz: number, maxMhz: number): void;
   resetGpuClocks(gpu: number): void;
   setPowerLimitMw(gpu: number, limitMw: number): void;
+  /** The power limit in force (what a restore goes back to); undefined where the driver cannot say. */
+  readPowerLimitMw(gpu: number): number | undefined;
 }
 
 export function createNvmlControl(binding: NvmlBinding, devices: readonly (NvmlDevice | undefined)[]): NvmlControl {
@@ -30,6 +32,13 @@ export function createNvmlControl(binding: NvmlBinding, devices: readonly (NvmlD
       const call = "nvmlDeviceResetGpuLockedClocks";
       if (!fn.nvmlDeviceResetGpuLockedClocks) throw missing(call, gpu);
       check(fn.nvmlDeviceResetGpuLockedClocks(dev(gpu, call)), call, gpu);
+    },
+    readPowerLimitMw(gpu) {
+      const call = "nvmlDeviceGetEnforcedPowerLimit";
+      if (!fn.nvmlDeviceGetEnforcedPowerLimit) return undefined;
+      const out = new Uint32Array(1);
+      check(fn.nvmlDeviceGetEnforcedPowerLimit(dev(gpu, call), out), call, gpu);
+      return out[0]!;
     },
     setPowerLimitMw(gpu, limitMw) {
       const call = "nvmlDeviceSetPowerManagementLimit";

@@ -1,0 +1,90 @@
+import test from "ava";
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { startTestNats } from "./helpers/nats-server.ts";
+import { startSimnode } from "../services/simnode/server.ts";
+
+const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function setup(t: import("ava").ExecutionContext) {
+  const nats = await startTestNats();
+  const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b" });
+  const nc = await connect({ servers: nats.url });
+  const spool = mkdtempSync(join(tmpdir(), "clock-spool-"));
+  const procs: ChildProcess[] = [];
+  t.teardown(async () => {
+    for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");
+    await nc.close();
+    await sim.stop();
+    await nats.stop();
+    rmSync(spool, { recursive: true, force: true });
+  });
+  const cfg = async () => (await (await fetch(new URL("/admin/config", sim.url))).json()) as { smClockMhz: number; powerLimitW: number };
+  const startAgent = async () => {
+    const p = spawn(process.execPath, [bin, "agent", "--nats", nats.url, "--node-id", "s1", "--source", "sim", "--dcgm-url", sim.metricsUrl, "--allow-clock-control", "--upstream", sim.url, "--listen", "127.0.0.1:0", "--spool-dir", spool], { stdio: ["ignore", "pipe", "pipe"] });
+    procs.push(p);
+    let err = "";
+    p.stderr!.on("data", (d) => (err += d));
+    const deadline = Date.now() + 30_000;
+    while (!/publishing to/.test(err)) {
+      if (p.exitCode !== null || Date.now() > deadline) throw new Error(`agent did not start: ${err}`);
+      await sleep(100);
+    }
+    return { p, log: () => err };
+  };
+  const ask = async (verb: string, body: unknown) => {
+    const m = await nc.request(`ctl.v1.s1.${verb}`, JSON.stringify(body), { timeout: 5000 });
+    return { error: m.headers?.get("Nats-Service-Error"), body: new TextDecoder().decode(m.data) };
+  };
+  return { cfg, startAgent, ask };
+}
+
+for (const sig of ["SIGTERM", "SIGINT"] as const) {
+  test.serial(`clock control (agent process) - ${sig} while a change is held restores clock and power limit`, async (t) => {
+    const { cfg, startAgent, ask } = await setup(t);
+    const a = await startAgent();
+    t.falsy((await ask("set", { gpus: [0, 1], smClockMhz: 1200, powerLimitW: 500, by: "t" })).error);
+    t.log("held:", JSON.stringify(await cfg()));
+    const exited = new Promise((r) => a.p.once("exit", (code, s) => r(`${code} ${s}`)));
+    a.p.kill(sig);
+    t.log("exit", await exited);
+    const c = await cfg();
+    t.log("after:", JSON.stringify(c), a.log().split("\n").filter((l) => /clock|SIG/.test(l)).join(" | "));
+    t.is(c.smClockMhz, 1980);
+    t.is(c.powerLimitW, 700);
+  });
+}
+
+test.serial("clock control (agent process) - after SIGKILL, the next start undoes what the killed run left in force, audited", async (t) => {
+  const { cfg, startAgent, ask } = await setup(t);
+  const a = await startAgent();
+  t.falsy((await ask("set", { gpus: [0, 1], smClockMhz: 1200, powerLimitW: 500, leaseMs: 1000, by: "t" })).error);
+  a.p.kill("SIGKILL");
+  await new Promise((r) => a.p.once("exit", r));
+  const next = await startAgent();
+  await sleep(2000);
+  const c = await cfg();
+  t.regex(next.log(), /clock control: restore .*previous run that did not stop/, "the restore is audited (and logged)");
+  t.log("after SIGKILL + restart + lease time:", JSON.stringify(c));
+  t.is(c.smClockMhz, 1980);
+  t.is(c.powerLimitW, 700);
+});
+
+test.serial("clock control (agent process) - a set whose power limit the node refuses leaves no clock locked", async (t) => {
+  const { cfg, startAgent, ask } = await setup(t);
+  const a = await startAgent();
+  const r = await ask("set", { gpus: [0], smClockMhz: 1200, powerLimitW: 50, leaseMs: 1000, by: "t" });
+  t.log("reply", r.error);
+  await sleep(1500);
+  t.log("after lease:", JSON.stringify(await cfg()), "get:", (await ask("get", {})).body.slice(-120));
+  a.p.kill("SIGTERM");
+  await new Promise((r) => a.p.once("exit", r));
+  const c = await cfg();
+  t.log("after SIGTERM:", JSON.stringify(c));
+  t.is(c.smClockMhz, 1980);
+});
