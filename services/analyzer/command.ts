@@ -35,7 +35,7 @@ export const analyzerCommand = defineCommand(
       "influx-bucket": { type: "string", env: "JOULESTREAM_INFLUX_BUCKET", description: "InfluxDB 2.x bucket (default: --influx-db)" },
       name: { type: "string", description: "durable consumer name prefix (replicas with the same name share the work)", defaultText: "analyzer" },
       "prefill-weight": { type: "string", arg: "W", description: "energy cost of a prefill token relative to a decode token", defaultText: String(DEFAULT_PREFILL_WEIGHT) },
-      partitions: { type: "string", arg: "N", env: "JOULESTREAM_PARTITIONS", description: "node partitions the NATS server maps subjects to (see infra/nats/partitions.conf); replicas with the same --name share them", defaultText: "0 (one replica does all)" },
+      partitions: { type: "string", arg: "N", env: "JOULESTREAM_PARTITIONS", description: "node partitions the NATS server maps subjects to (subject mappings: partitionMappings() in services/analyzer/partitions.ts); replicas with the same --name share them", defaultText: "0 (one replica does all)" },
       "slo-ttft-ms": { type: "string", arg: "MS", description: "TTFT target for SLO attainment (joined from load results)" },
       "slo-tpot-ms": { type: "string", arg: "MS", description: "TPOT target for SLO attainment" },
       "allowed-lateness-ms": { type: "string", arg: "MS", description: "how long a window waits for late messages", defaultText: "5000" },

@@ -12,6 +12,7 @@ import { startAnalyzer } from "../analyzer/analyzer.ts";
 import { createInfluxSink } from "../analyzer/influx-sink.ts";
 import { detectInfluxApi } from "../analyzer/influx-version.ts";
 import { azureTrace, poissonWorkload, runLoad, type LoadSummary } from "../loadgen/mod.ts";
+import { modelSpec } from "../simnode/mod.ts";
 import { defineCommand } from "./command.ts";
 import { formatSummary, readRunSummary, type RunSummary } from "./summary.ts";
 import { encode, subjects, type InfluxTarget, type LoadResult } from "../../shared/mod.ts";
@@ -109,10 +110,19 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
 
     const runId = `demo-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 17)}`;
     const trace = cfg.synthetic ? undefined : (cfg.trace ?? (existsSync(DEFAULT_TRACE) ? DEFAULT_TRACE : undefined));
+    // The trace's longest prompts exceed a 4k-context model: capped as `load --max-prompt-tokens`
+    // would, so the server refuses none (a refused request does no work and would read as 0 J).
+    const maxContext = modelSpec(cfg.model).maxContext;
+    const maxOutputTokens = Math.min(1024, Math.floor(maxContext / 4));
+    const maxPromptTokens = maxContext - maxOutputTokens;
     const source = trace
-      ? azureTrace(trace, { speedup: cfg.speedup, windowMs: cfg.duration * 1000 * cfg.speedup })
+      ? azureTrace(trace, { speedup: cfg.speedup, windowMs: cfg.duration * 1000 * cfg.speedup, maxPromptTokens, maxOutputTokens })
       : poissonWorkload({ rate: cfg.rate, durationS: cfg.duration, cls: cfg.workload, seed: cfg.seed });
-    log(trace ? `replaying ${cfg.duration} s of ${trace}${cfg.speedup !== 1 ? ` at ${cfg.speedup}×` : ""}` : `synthetic ${cfg.workload} load at ${cfg.rate} req/s for ${cfg.duration} s`);
+    log(
+      trace
+        ? `replaying ${cfg.duration} s of ${trace}${cfg.speedup !== 1 ? ` at ${cfg.speedup}×` : ""} (prompts capped at ${maxPromptTokens} tokens and outputs at ${maxOutputTokens}: ${cfg.model}'s context is ${maxContext})`
+        : `synthetic ${cfg.workload} load at ${cfg.rate} req/s for ${cfg.duration} s`,
+    );
     const results: LoadResult[] = [];
     // Client-side results go to the LOAD stream too, where the analyzer joins them with energy.
     const jsLoad = jetstream(ncAgent);
@@ -184,7 +194,7 @@ export const demoCommand = defineCommand(
       if (cfg.out) {
         mkdirSync(cfg.out, { recursive: true });
         const s = result.summary;
-        const requests = s.requests.map((r) => ({ id: r.id, promptTokens: r.promptTokens, outputTokens: r.outputTokens, energyJ: r.energyJ, prefillJ: r.prefillJ, decodeJ: r.decodeJ, jPerOutputToken: r.jPerOutputToken, incomplete: r.incomplete }));
+        const requests = s.requests.map((r) => ({ id: r.id, status: r.status, promptTokens: r.promptTokens, outputTokens: r.outputTokens, energyJ: r.energyJ, prefillJ: r.prefillJ, decodeJ: r.decodeJ, jPerOutputToken: r.jPerOutputToken, incomplete: r.incomplete }));
         writeFileSync(join(cfg.out, "summary.json"), JSON.stringify({ runId: s.runId, node: s.node, database: s.database, influxUrl: result.influxUrl, requests, totals: s.totals, perRequest: s.perRequest, byClass: result.byClass.groups, load: result.load }, null, 2) + "\n");
         writeFileSync(join(cfg.out, "load.jsonl"), result.results.map((r) => JSON.stringify(r)).join("\n") + "\n");
         log(`wrote ${join(cfg.out, "summary.json")}`);

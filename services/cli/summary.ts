@@ -16,6 +16,8 @@ export interface RequestRow {
   jPerOutputToken: number | null;
   incomplete: boolean;
   workloadClass: string;
+  /** The tap's status: ok, error (e.g. a 400 for a prompt over the context), aborted, … */
+  status: string;
 }
 
 export interface RunSummary {
@@ -46,7 +48,7 @@ const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/'/g, "\\'");
 export async function readRunSummary(target: InfluxTarget, runId: string, node: string): Promise<RunSummary> {
   const reqSeries = await influxQuery(
     target,
-    `SELECT request_id, instance, workload_class, prompt_tokens, output_tokens, energy_j, prefill_j, decode_j, j_per_output_token, incomplete FROM request_energy WHERE run_id = '${esc(runId)}' AND node = '${esc(node)}'`,
+    `SELECT request_id, instance, workload_class, status, prompt_tokens, output_tokens, energy_j, prefill_j, decode_j, j_per_output_token, incomplete FROM request_energy WHERE run_id = '${esc(runId)}' AND node = '${esc(node)}'`,
   );
   const requests: RequestRow[] = (reqSeries[0]?.rows ?? []).map((r) => ({
     id: String(r.request_id),
@@ -59,7 +61,10 @@ export async function readRunSummary(target: InfluxTarget, runId: string, node: 
     decodeJ: Number(r.decode_j),
     jPerOutputToken: r.j_per_output_token === null ? null : Number(r.j_per_output_token),
     incomplete: r.incomplete === true,
+    status: String(r.status ?? "ok"),
   }));
+  // A request the server refused did no work (0 J): it would drag the per-request figures down.
+  const served = requests.filter((r) => r.status === "ok");
   const tot = await influxQuery(target, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i, COUNT(measured_j) AS n FROM node_energy WHERE node = '${esc(node)}'`);
   const inc = await influxQuery(target, `SELECT COUNT(measured_j) AS n FROM node_energy WHERE node = '${esc(node)}' AND incomplete = true`);
   const row = tot[0]?.rows[0] ?? {};
@@ -76,8 +81,8 @@ export async function readRunSummary(target: InfluxTarget, runId: string, node: 
       incompleteWindows: Number(inc[0]?.rows[0]?.n ?? 0),
     },
     perRequest: {
-      energyJ: percentiles(requests.map((r) => r.energyJ)),
-      jPerOutputToken: percentiles(requests.filter((r) => r.jPerOutputToken !== null).map((r) => r.jPerOutputToken!)),
+      energyJ: percentiles(served.map((r) => r.energyJ)),
+      jPerOutputToken: percentiles(served.filter((r) => r.jPerOutputToken !== null).map((r) => r.jPerOutputToken!)),
     },
   };
 }

@@ -82,7 +82,7 @@ export function checkFindings(rows: readonly PointRow[], recs: readonly Recommen
       title: "An energy-optimal frequency exists per workload (with SLOs)",
       published: "below some frequency latency grows and energy per token rises again; the optimum is neither the lowest-power nor the highest-performance configuration",
       source: "Towards Greener LLMs; DynamoLLM",
-      ours: n ? `SLO-feasible optimum strictly inside the clock range for ${interior.length} of ${n} classes (${interior.join(", ")} MHz)${edge.length ? `; at an edge: ${edge.join(", ")} MHz` : ""}. At a fixed load without SLOs, energy/token keeps falling to the lowest clock (slower steps batch more); the interior optimum comes from the SLO` : "needs a clock sweep with SLOs",
+      ours: n ? `SLO-feasible optimum strictly inside the clock range for ${interior.length} of ${n} classes${interior.length ? ` (${interior.join(", ")} MHz)` : ""}${edge.length ? `; at an edge: ${edge.join(", ")} MHz` : ""}. At a fixed load without SLOs, energy/token keeps falling to the lowest clock (slower steps batch more); the interior optimum comes from the SLO` : "needs a clock sweep with SLOs",
       verdict: n === 0 ? "not measured" : interior.length === n ? "reproduced" : interior.length > 0 ? "partly" : "not reproduced",
     });
   }

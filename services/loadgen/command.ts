@@ -31,7 +31,7 @@ const schema = z
     cv: num.positive().optional(),
     lengths: z.enum(["uniform", "fixed"]).default("uniform"),
     seed: num.int().default(1),
-    target: z.array(z.url()).default([]),
+    target: z.array(z.url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" })).default([]),
     api: z.enum(["completions", "chat"]).default("completions"),
     model: z.string().optional(),
     promptMode: z.enum(["token-ids", "text"]).optional(),
@@ -145,7 +145,14 @@ export const loadCommand = defineCommand(
     if (source.kind === "trace" && !cfg.lenient) total = await countRequests(source);
     else if (process.stderr.isTTY && !cfg.noProgress) countRequests(source).then((n) => (total = n), () => {});
     const abort = new AbortController();
-    const removeSignals = onShutdownSignal(async () => abort.abort(), log);
+    // Ctrl-C: stop sending, then wait for the in-flight requests (recorded as aborted), the summary
+    // and the --out file before the signal handler exits the process.
+    let finishRun!: () => void;
+    const runFinished = new Promise<void>((r) => (finishRun = r));
+    const removeSignals = onShutdownSignal(async () => {
+      abort.abort();
+      await runFinished;
+    }, log);
     const file = cfg.out ? openResultsFile(cfg.out) : undefined;
     const progress = createProgress(cfg.noProgress ? ({ isTTY: false } as NodeJS.WriteStream) : process.stderr);
     let sent = 0, completed = 0, errors = 0;
@@ -218,6 +225,7 @@ export const loadCommand = defineCommand(
       await file?.close();
       await nc?.close();
       removeSignals();
+      finishRun();
     }
   },
 );

@@ -107,7 +107,7 @@ ${findingsTable(findings)}
 <p class="meta">Per workload class and load. Baseline: the highest-performance configuration swept (most GPUs, highest clock, largest batch), DynamoLLM's comparison point. Energy counts every GPU of the point, idle included.</p>
 ${recommendationsTable(recs)}
 <h2>Charts</h2>
-${figures.length ? figures.join("\n") : "<p>No chart: the sweep holds no clock, batch or TP series.</p>"}
+${figures.length ? figures.join("\n") : "<p>No chart: charts need at least 3 SM clocks or 3 max-batch values, or 2 TP values, in one experiment.</p>"}
 ${PROBE}
 </body></html>
 `;
