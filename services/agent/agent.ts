@@ -181,5 +181,6 @@ export function requestBatcher(node: string): (events: { msgId: string }[]) => R
 export function splitHostPort(listen: string): [string, number] {
   const i = listen.lastIndexOf(":");
   if (i < 0) return ["127.0.0.1", Number(listen)];
-  return [listen.slice(0, i).replace(/^\[|\]$/g, ""), Number(listen.slice(i + 1))];
+  // `:9000` listens on every interface, as `0.0.0.0:9000` does (and is shown so in the tap's URL).
+  return [listen.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0", Number(listen.slice(i + 1))];
 }

@@ -65,6 +65,8 @@ export const agentCommand = defineCommand(
   },
   async (cfg) => {
     const clock = systemClock();
+    // Instance specs first: a typo in one is said before any GPU or exporter is touched.
+    const instances = cfg.instance.map((s) => parseInstance(s));
     let source: PowerSource;
     let clockBackend: ClockBackend | undefined;
     if (cfg.source === "nvml") {
@@ -94,7 +96,6 @@ export const agentCommand = defineCommand(
     if (described.gpus.length === 0 && !described.unreadableGpus?.length) {
       process.stderr.write(`agent ${cfg.nodeId}: WARNING: ${source.kind} reports no GPUs; POWER windows will be empty (the request tap still works). Is this a GPU node, and is the driver loaded?\n`);
     }
-    const instances = cfg.instance.map((s) => parseInstance(s));
     if (instances.length === 0) {
       if (!cfg.upstream) throw new ConfigError("--upstream", "missing: give the inference server URL (--upstream) or one --instance per serving endpoint");
       // By default the instance owns every GPU the source reads (not 0..n-1: one may have no handle).

@@ -52,19 +52,27 @@ export const fleetCommand = defineCommand(
       ...(cfg.startMs !== undefined ? { startMs: cfg.startMs } : {}),
       ...(cfg.runId ? { runId: cfg.runId } : {}),
     });
+    // Ctrl-C stops the emulation, and the report of what was sent is still printed before exit.
+    let reported!: () => void;
+    const printed = new Promise<void>((r) => (reported = r));
     const removeHandlers = onShutdownSignal(async () => {
       await fleet.stop();
+      await printed;
     });
-    let report: FleetReport;
     try {
-      report = await fleet.done();
+      let report: FleetReport;
+      try {
+        report = await fleet.done();
+      } finally {
+        await nc.drain();
+      }
+      process.stderr.write(formatReport(report));
+      process.stdout.write(JSON.stringify(report) + "\n");
+      return 0;
     } finally {
       removeHandlers();
-      await nc.drain();
+      reported();
     }
-    process.stderr.write(formatReport(report));
-    process.stdout.write(JSON.stringify(report) + "\n");
-    return 0;
   },
 );
 
