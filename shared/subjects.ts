@@ -38,6 +38,8 @@ export const subjects = {
     heartbeat: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.hb`,
     done: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.done`,
     abort: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.abort`,
+    /** The coordinator's own heartbeat: workers of a run stop when it falls silent. */
+    coordinator: (run: string) => `loadgen.v1.run.${assertToken("run", run)}.coordinator`,
   },
 } as const;
 

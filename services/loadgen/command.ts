@@ -178,6 +178,7 @@ export const loadCommand = defineCommand(
       };
       if (cfg.workers !== undefined) {
         log(`run ${runId}: waiting for ${cfg.workers} worker(s) on ${cfg.nats}`);
+        let fileError: { err: unknown } | undefined;
         const combined = await runCoordinated({
           nc: nc!,
           workers: cfg.workers,
@@ -186,11 +187,17 @@ export const loadCommand = defineCommand(
           signal: abort.signal,
           onResult: (r) => {
             count(r);
-            void file?.write(r);
+            // A failed write (unwritable --out, full disk) stops the run and is reported, rather
+            // than an unhandled rejection that killed the coordinator and left the workers sending.
+            file?.write(r).catch((err: unknown) => {
+              fileError ??= { err };
+              abort.abort();
+            });
           },
           onProgress: (p) => (sent = p.sent),
         });
         progress.done();
+        if (fileError) throw fileError.err;
         process.stdout.write(formatSummary(combined.summary));
         process.stdout.write(`\nrequests: ${combined.expected} in the workload, ${combined.received} results in LOAD (${combined.duplicates} duplicates dropped), ${combined.missing} missing\n`);
         for (const w of combined.workers) process.stdout.write(`worker ${w.id} (shard ${w.shard}): ${w.status}, ${w.results} results, ${w.received} received${w.error ? `, ${w.error}` : ""}\n`);
@@ -221,11 +228,15 @@ export const loadCommand = defineCommand(
       }
       return abort.signal.aborted ? 130 : summary.ok === 0 ? 3 : 0;
     } finally {
-      progress.done();
-      await file?.close();
-      await nc?.close();
-      removeSignals();
-      finishRun();
+      try {
+        progress.done();
+        await file?.close();
+      } finally {
+        // Closed even when --out failed: an open connection kept the process alive after the error.
+        await nc?.close();
+        removeSignals();
+        finishRun();
+      }
     }
   },
 );

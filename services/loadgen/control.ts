@@ -7,10 +7,13 @@ import { sourceSpec } from "./source-spec.ts";
  */
 export const control = subjects.loadgen;
 
-export const hello = z.object({ worker: z.string().min(1) });
+/** `instance`: a random id per worker process, so that two processes given one worker id are told apart. */
+export const hello = z.object({ worker: z.string().min(1), instance: z.string().min(1).optional() });
 
 export const job = z.object({
   runId: z.string().min(1),
+  /** The worker process the job is for (its hello's `instance`); another process with the same id ignores it. */
+  instance: z.string().min(1).optional(),
   shard: z.object({ index: z.number().int().nonnegative(), count: z.number().int().positive() }),
   /** Epoch ms of offset 0, the same for every worker of the run. */
   startAtMs: z.number().positive(),
@@ -26,6 +29,11 @@ export const job = z.object({
   charsPerToken: z.number().positive().optional(),
   slo: z.object({ ttftMs: z.number().positive().optional(), tpotMs: z.number().positive().optional(), e2eMs: z.number().positive().optional() }).optional(),
   heartbeatMs: z.number().positive().default(1000),
+  /**
+   * The coordinator beats on `coordinator(runId)` every heartbeatMs; a worker that hears nothing for
+   * this long stops (its coordinator died: nobody would count what it sends). Absent: no such check.
+   */
+  coordinatorLostAfterMs: z.number().positive().optional(),
 });
 export type Job = z.infer<typeof job>;
 export type JobInput = z.input<typeof job>;

@@ -1,7 +1,7 @@
 import { jetstream, jetstreamManager, DeliverPolicy } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decode, decodeAs, encode } from "../../shared/codec.ts";
-import { RetryableError, errorMessage } from "../../shared/errors.ts";
+import { ConfigError, RetryableError, errorMessage } from "../../shared/errors.ts";
 import { loadResult, type LoadResult } from "../../shared/messages/load.ts";
 import { ensureStreams } from "../../shared/streams.ts";
 import { subjects } from "../../shared/subjects.ts";
@@ -61,7 +61,12 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   const lostAfterMs = o.lostAfterMs ?? 5000;
   const expectedP = countRequests(o.job.source);
   expectedP.catch(() => {}); // awaited below; a bad trace fails the run there
-  await ensureStreams(await jetstreamManager(o.nc), ["LOAD"]);
+  const jsm = await jetstreamManager(o.nc);
+  await ensureStreams(jsm, ["LOAD"]);
+  // A run id that already has results in LOAD would be counted from the old run's results (read
+  // from the start), and the new run's results dropped by the server as duplicates of their msgId.
+  const previous = await jsm.streams.getMessage("LOAD", { last_by_subj: subjects.load(runId) }).catch(() => null);
+  if (previous) throw new ConfigError("--run-id", `run ${runId} already has results in LOAD: give the run a new id`);
 
   // 1. The combined result comes from the stream: subscribe before anyone sends.
   const agg = createAggregator(runId, "all", o.job.slo);
@@ -70,7 +75,9 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   let duplicates = 0;
   let arrived: (() => void) | undefined;
   const consumer = await jetstream(o.nc).consumers.get("LOAD", { filter_subjects: subjects.load(runId), deliver_policy: DeliverPolicy.All });
-  const messages = await consumer.consume();
+  // Short pulls: after a NATS restart the ordered consumer is recreated within one `expires` (its
+  // default, 30 s, outlasted the drain wait and the results that were in LOAD were reported missing).
+  const messages = await consumer.consume({ expires: 2000 });
   const reading = (async () => {
     for await (const m of messages) {
       const d = decodeAs(loadResult, m.data);
@@ -92,9 +99,17 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   })();
 
   const subs: Subscription[] = [];
+  // Once a job went out, every way out of here tells the workers to stop: a coordinator that
+  // failed (a refused assignment, an error) or gave up on a worker as lost leaves none sending.
+  let assigned = false;
+  let coordinatorBeat: NodeJS.Timeout | undefined;
+  const abortRun = () => {
+    if (!o.nc.isClosed()) o.nc.publish(control.abort(runId), encode({}));
+  };
   try {
     // 2. Gather N idle workers.
-    const ids = await gatherWorkers(o.nc, o.workers, o.joinTimeoutMs ?? 30_000, o.signal);
+    const { ids, instances } = await gatherWorkers(o.nc, o.workers, o.joinTimeoutMs ?? 30_000, o.signal);
+    if (o.signal?.aborted) throw new RetryableError("UNAVAILABLE", "aborted before the run started");
     log(`coordinator: workers ${ids.join(", ")}`);
     const state = new Map<string, { shard: number; lastMs: number; sent: number; completed: number; done?: WorkerDone; lost?: boolean }>();
     ids.forEach((id, k) => state.set(id, { shard: k, lastMs: Date.now(), sent: 0, completed: 0 }));
@@ -137,14 +152,24 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
 
     // 3. Assign shards with one common start.
     const startAtMs = Date.now() + (o.startDelayMs ?? 2000);
+    const onAbort = abortRun;
+    o.signal?.addEventListener("abort", onAbort, { once: true });
+    // Alive, for the workers: they stop when this falls silent (a coordinator killed mid-run).
+    const heartbeatMs = o.job.heartbeatMs ?? 1000;
+    const alive = () => {
+      if (!o.nc.isClosed()) o.nc.publish(control.coordinator(runId), encode({ tMs: Date.now() }));
+    };
+    coordinatorBeat = setInterval(alive, heartbeatMs);
+    coordinatorBeat.unref();
+    alive();
     for (const [id, s] of state) {
-      const reply = await o.nc.request(control.assign(id), encode({ ...o.job, shard: { index: s.shard, count: ids.length }, startAtMs }), { timeout: 5000 });
+      if (o.signal?.aborted) throw new RetryableError("UNAVAILABLE", "aborted while assigning the run");
+      assigned = true;
+      const reply = await o.nc.request(control.assign(id), encode({ ...o.job, ...(instances.get(id) ? { instance: instances.get(id) } : {}), shard: { index: s.shard, count: ids.length }, startAtMs, coordinatorLostAfterMs: Math.max(2 * lostAfterMs, 5 * heartbeatMs) }), { timeout: 5000 });
       const r = assignReply.safeParse(safeDecode(reply.data));
       if (!r.success || !r.data.ok) throw new RetryableError("UNAVAILABLE", `worker ${id} refused the job: ${r.success ? r.data.error : "bad reply"}`);
       s.lastMs = Date.now();
     }
-    const onAbort = () => o.nc.publish(control.abort(runId), encode({}));
-    o.signal?.addEventListener("abort", onAbort, { once: true });
 
     // 4. Watch until every worker is done or lost.
     const watchdog = setInterval(() => {
@@ -182,14 +207,17 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
     }));
     return { runId, expected, received: seen.size, duplicates, missing: Math.max(0, expected - seen.size), workers, summary: agg.summary() };
   } finally {
+    clearInterval(coordinatorBeat);
+    if (assigned) abortRun();
     for (const s of subs) s.unsubscribe();
     await messages.close();
     await reading.catch((err) => log(`coordinator: LOAD reader ended: ${errorMessage(err)}`));
   }
 }
 
-async function gatherWorkers(nc: NatsConnection, n: number, timeoutMs: number, signal?: AbortSignal): Promise<string[]> {
+async function gatherWorkers(nc: NatsConnection, n: number, timeoutMs: number, signal?: AbortSignal): Promise<{ ids: string[]; instances: Map<string, string> }> {
   const ids = new Set<string>();
+  const instances = new Map<string, string>();
   const sub = nc.subscribe(control.hello);
   const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
   const onAbort = () => sub.unsubscribe();
@@ -197,7 +225,15 @@ async function gatherWorkers(nc: NatsConnection, n: number, timeoutMs: number, s
   try {
     for await (const m of sub) {
       const h = hello.safeParse(safeDecode(m.data));
-      if (h.success) ids.add(h.data.worker);
+      if (!h.success) continue;
+      const { worker, instance } = h.data;
+      // Two processes announcing one id would both take (and send) that id's shard.
+      if (instance !== undefined) {
+        const known = instances.get(worker);
+        if (known !== undefined && known !== instance) throw new ConfigError("--worker-id", `two workers announce the id ${worker}: give each its own --worker-id`);
+        instances.set(worker, instance);
+      }
+      ids.add(worker);
       if (ids.size >= n) break;
     }
   } finally {
@@ -206,7 +242,7 @@ async function gatherWorkers(nc: NatsConnection, n: number, timeoutMs: number, s
     sub.unsubscribe();
   }
   if (ids.size < n) throw new RetryableError("TIMEOUT", `only ${ids.size} of ${n} workers announced themselves within ${timeoutMs} ms (${[...ids].join(", ") || "none"})`);
-  return [...ids].sort();
+  return { ids: [...ids].sort(), instances };
 }
 
 function safeDecode(data: Uint8Array): unknown {

@@ -86,6 +86,9 @@ export async function runLoad(opts: RunLoadOptions): Promise<LoadSummary> {
   const startMs = opts.startAtMs ?? clock.nowMs();
   const inflight = new Set<Promise<void>>();
   let slotFreed: (() => void) | undefined;
+  // The first onResult error stops the run and is thrown once the requests in flight are done
+  // (left on an in-flight promise, it was an unhandled rejection that killed the process).
+  let resultError: { err: unknown } | undefined;
 
   const complete = async (w: WorkloadRequest, target: string, scheduledMs: number, out: StreamOutcome) => {
     const r = toResult(runId, worker, w, target, scheduledMs, out);
@@ -116,6 +119,10 @@ export async function runLoad(opts: RunLoadOptions): Promise<LoadSummary> {
       const p: Promise<void> = client
         .send(urls[t]!, body, headers, { timeoutMs, signal })
         .then((out) => complete(w, opts.targets[t]!, scheduledMs, out))
+        .catch((err: unknown) => {
+          resultError ??= { err };
+          abort.abort();
+        })
         .finally(() => {
           inflight.delete(p);
           const f = slotFreed;
@@ -131,6 +138,7 @@ export async function runLoad(opts: RunLoadOptions): Promise<LoadSummary> {
     opts.signal?.removeEventListener("abort", onCallerAbort);
   }
   // Let onResult errors surface: the caller asked to be told of every result.
+  if (resultError) throw resultError.err;
   return agg.summary();
 }
 

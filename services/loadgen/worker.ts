@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decode, encode } from "../../shared/codec.ts";
 import { errorMessage } from "../../shared/errors.ts";
@@ -35,9 +36,10 @@ export function startWorker(o: WorkerOptions): LoadWorker {
   let finished!: () => void;
   const closedP = new Promise<void>((r) => (finished = r));
   let running: Promise<void> | undefined;
+  const instance = randomUUID();
 
   const announce = () => {
-    if (!busy && !abort.signal.aborted) o.nc.publish(control.hello, encode({ worker: o.id }));
+    if (!busy && !abort.signal.aborted && !o.nc.isClosed()) o.nc.publish(control.hello, encode({ worker: o.id, instance }));
   };
   const helloTimer = setInterval(announce, o.helloMs ?? 500);
   helloTimer.unref();
@@ -51,6 +53,8 @@ export function startWorker(o: WorkerOptions): LoadWorker {
         msg.respond(encode(assignReply.parse({ ok: false, error: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") })));
         return;
       }
+      // Meant for another process announcing the same id: no reply, that one answers.
+      if (parsed.data.instance !== undefined && parsed.data.instance !== instance) return;
       if (busy || abort.signal.aborted) {
         msg.respond(encode({ ok: false, error: busy ? "worker is busy with another run" : "worker is stopping" }));
         return;
@@ -77,7 +81,17 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     const beat = () => {
       if (!o.nc.isClosed()) o.nc.publish(control.heartbeat(j.runId), encode({ worker: o.id, sent, completed, tMs: Date.now() }));
     };
-    const hb = setInterval(beat, j.heartbeatMs);
+    // The coordinator's heartbeat: without it for coordinatorLostAfterMs, this shard has nobody
+    // counting it (the coordinator was killed), and sending on would be load nobody asked for.
+    let coordinatorSeenMs = Date.now();
+    const coordinatorSub = j.coordinatorLostAfterMs ? o.nc.subscribe(control.coordinator(j.runId), { callback: () => void (coordinatorSeenMs = Date.now()) }) : undefined;
+    const hb = setInterval(() => {
+      beat();
+      if (j.coordinatorLostAfterMs && Date.now() - coordinatorSeenMs > j.coordinatorLostAfterMs && !runAbort.signal.aborted) {
+        log(`worker ${o.id}: run ${j.runId}: no word from the coordinator for ${Math.round((Date.now() - coordinatorSeenMs) / 1000)} s: stopping`);
+        runAbort.abort();
+      }
+    }, j.heartbeatMs);
     hb.unref();
     beat();
     let error: string | undefined;
@@ -111,6 +125,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     } finally {
       await publisher.flush();
       clearInterval(hb);
+      coordinatorSub?.unsubscribe();
       abortSub.unsubscribe();
       abort.signal.removeEventListener("abort", onStop);
     }
