@@ -5,7 +5,7 @@ import { z } from "zod";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connectNats, natsOptions, onShutdownSignal, ConfigError, errorMessage } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
-import { runCoordinated } from "./coordinator.ts";
+import { assertNewRun, runCoordinated } from "./coordinator.ts";
 import { createProgress } from "./progress.ts";
 import { createLoadPublisher } from "./publisher.ts";
 import { openResultsFile } from "./results-file.ts";
@@ -203,6 +203,7 @@ export const loadCommand = defineCommand(
         for (const w of combined.workers) process.stdout.write(`worker ${w.id} (shard ${w.shard}): ${w.status}, ${w.results} results, ${w.received} received${w.error ? `, ${w.error}` : ""}\n`);
         return combined.missing > 0 ? 1 : 0;
       }
+      if (nc) await assertNewRun(nc, runId);
       const publisher = nc ? createLoadPublisher(nc, { onError: (_r, err) => log(errorMessage(err)) }) : undefined;
       log(`run ${runId}: sending to ${cfg.target.join(", ")}`);
       const summary = await runLoad({

@@ -61,12 +61,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   const lostAfterMs = o.lostAfterMs ?? 5000;
   const expectedP = countRequests(o.job.source);
   expectedP.catch(() => {}); // awaited below; a bad trace fails the run there
-  const jsm = await jetstreamManager(o.nc);
-  await ensureStreams(jsm, ["LOAD"]);
-  // A run id that already has results in LOAD would be counted from the old run's results (read
-  // from the start), and the new run's results dropped by the server as duplicates of their msgId.
-  const previous = await jsm.streams.getMessage("LOAD", { last_by_subj: subjects.load(runId) }).catch(() => null);
-  if (previous) throw new ConfigError("--run-id", `run ${runId} already has results in LOAD: give the run a new id`);
+  await assertNewRun(o.nc, runId);
 
   // 1. The combined result comes from the stream: subscribe before anyone sends.
   const agg = createAggregator(runId, "all", o.job.slo);
@@ -213,6 +208,17 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
     await messages.close();
     await reading.catch((err) => log(`coordinator: LOAD reader ended: ${errorMessage(err)}`));
   }
+}
+
+/**
+ * A run id that already has results in LOAD would be counted from the old run's results (read from
+ * the start), and the new run's results dropped by the server as duplicates of their msgId.
+ */
+export async function assertNewRun(nc: NatsConnection, runId: string): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await ensureStreams(jsm, ["LOAD"]);
+  const previous = await jsm.streams.getMessage("LOAD", { last_by_subj: subjects.load(runId) }).catch(() => null);
+  if (previous) throw new ConfigError("--run-id", `run ${runId} already has results in LOAD: give the run a new id`);
 }
 
 async function gatherWorkers(nc: NatsConnection, n: number, timeoutMs: number, signal?: AbortSignal): Promise<{ ids: string[]; instances: Map<string, string> }> {
