@@ -9,6 +9,7 @@ import type { LoadResult } from "../shared/messages/load.ts";
 import { runCoordinated } from "../services/loadgen/coordinator.ts";
 import { startWorker } from "../services/loadgen/worker.ts";
 import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { loadCluster } from "./helpers/load-cluster.ts";
 import { encode } from "../shared/codec.ts";
 import { control } from "../services/loadgen/control.ts";
 
@@ -35,12 +36,7 @@ test.serial("coordination - a run id that already has results in LOAD is refused
 });
 
 test.serial("coordination - a coordinator that fails after assigning (a worker refused) tells the workers it assigned to stop", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1, 2].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => c.close())).then(() => {}));
+  const { server, conns } = await loadCluster(t, 3);
   const wa = startWorker({ nc: conns[1]!, id: "wa", helloMs: 50 });
   t.teardown(() => wa.stop());
   // wb: announces, then refuses (as a worker that another coordinator grabbed does)
@@ -55,12 +51,7 @@ test.serial("coordination - a coordinator that fails after assigning (a worker r
 });
 
 test.serial("coordination - two processes announcing one worker id are refused, not both sending the shard", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1, 2].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => c.close())).then(() => {}));
+  const { server, conns } = await loadCluster(t, 3);
   const ws = [startWorker({ nc: conns[1]!, id: "same", helloMs: 50 }), startWorker({ nc: conns[2]!, id: "same", helloMs: 50 })];
   t.teardown(() => Promise.all(ws.map((w) => w.stop())).then(() => {}));
   const r = await runCoordinated({ nc: conns[0]!, workers: 1, startDelayMs: 200, job: { runId: "dupid", source: { kind: "trace", path: AZURE, limit: 100, speedup: 500 }, targets: [server.url] } });
@@ -69,12 +60,7 @@ test.serial("coordination - two processes announcing one worker id are refused, 
 });
 
 test.serial("coordination - more workers than rows: every row once, none missing", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1, 2, 3, 4].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => c.close())).then(() => {}));
+  const { server, conns } = await loadCluster(t, 5);
   const ws = [1, 2, 3, 4].map((i) => startWorker({ nc: conns[i]!, id: `w${i}`, helloMs: 50 }));
   t.teardown(() => Promise.all(ws.map((w) => w.stop())).then(() => {}));
   const r = await runCoordinated({ nc: conns[0]!, workers: 4, startDelayMs: 200, job: { runId: "few", source: { kind: "trace", path: AZURE, limit: 2, speedup: 500 }, targets: [server.url] } });
@@ -83,12 +69,7 @@ test.serial("coordination - more workers than rows: every row once, none missing
 });
 
 test.serial("coordination - a signal already aborted stops the run before it starts", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => c.close())).then(() => {}));
+  const { server, conns } = await loadCluster(t, 2);
   const w = startWorker({ nc: conns[1]!, id: "wa", helloMs: 50 });
   t.teardown(() => w.stop());
   const ac = new AbortController();
@@ -120,12 +101,7 @@ test.serial("load - a stream the server cuts short is an error, not ok", async (
 });
 
 test.serial("coordination - workers stop when their coordinator falls silent (killed mid-run)", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => (c.isClosed() ? undefined : c.close()))).then(() => {}));
+  const { server, conns } = await loadCluster(t, 2);
   const w = startWorker({ nc: conns[1]!, id: "wa", helloMs: 50 });
   t.teardown(() => w.stop());
   // 50 req/s for 10 s; the coordinator's connection dies after ~1 s (as if it were killed: no abort sent).

@@ -6,7 +6,7 @@ import { startTestNats } from "./helpers/nats-server.ts";
 import { runCoordinated } from "../services/loadgen/coordinator.ts";
 import { startWorker } from "../services/loadgen/worker.ts";
 import { createLoadPublisher } from "../services/loadgen/publisher.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { loadCluster } from "./helpers/load-cluster.ts";
 import { ensureStreams } from "../shared/streams.ts";
 import { decodeAs } from "../shared/codec.ts";
 import { loadResult, type LoadResult } from "../shared/messages/load.ts";
@@ -15,12 +15,7 @@ import { subjects } from "../shared/subjects.ts";
 const AZURE = `${TRACES_DIR}/azure/AzureLLMInferenceTrace_code.csv`;
 
 test("loadgen - a run split over two workers counts every request exactly once", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1, 2].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => c.close())).then(() => {}));
+  const { server, conns } = await loadCluster(t, 3);
   const workers = [startWorker({ nc: conns[1]!, id: "wa", helloMs: 50 }), startWorker({ nc: conns[2]!, id: "wb", helloMs: 50 })];
   t.teardown(() => Promise.all(workers.map((w) => w.stop())).then(() => {}));
 
@@ -43,12 +38,7 @@ test("loadgen - a run split over two workers counts every request exactly once",
 });
 
 test("loadgen - a worker that dies mid-run is reported lost and the run still completes", async (t) => {
-  const nats = await startTestNats();
-  t.teardown(() => nats.stop());
-  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
-  t.teardown(() => server.stop());
-  const conns = await Promise.all([0, 1, 2].map(() => connect({ servers: nats.url })));
-  t.teardown(() => Promise.all(conns.map((c) => (c.isClosed() ? undefined : c.close()))).then(() => {}));
+  const { server, conns } = await loadCluster(t, 3);
   const survivor = startWorker({ nc: conns[1]!, id: "w1", helloMs: 50 });
   t.teardown(() => survivor.stop());
   const doomed = conns[2]!;

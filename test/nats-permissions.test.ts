@@ -1,14 +1,15 @@
 import test from "ava";
 import { randomBytes } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { natsAuthConfig } from "../infra/nats/auth.ts";
 import { nodeInboxPrefix } from "../shared/subjects.ts";
-import { ensureStreams, encode } from "../shared/mod.ts";
+import { ensureStreams, encode, decode } from "../shared/mod.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
 const pw = () => randomBytes(12).toString("hex");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves with the permission error the server sent for this connection, or undefined. */
 function permissionErrors(nc: NatsConnection): string[] {
@@ -19,7 +20,8 @@ function permissionErrors(nc: NatsConnection): string[] {
   return errs;
 }
 
-test("permissions - node A cannot publish as node B or lock node B's clocks; the operator can", async (t) => {
+/** A nats-server with the generated authorization for nodes node-a and node-b, and the operator connected. */
+async function securedNats(t: import("ava").ExecutionContext) {
   const a = { id: "node-a", password: pw() };
   const b = { id: "node-b", password: pw() };
   const op = { user: "operator", password: pw() };
@@ -28,6 +30,11 @@ test("permissions - node A cannot publish as node B or lock node B's clocks; the
   const operator = await connect({ servers: nats.url, user: op.user, pass: op.password });
   t.teardown(() => operator.close());
   await ensureStreams(await jetstreamManager(operator), ["POWER", "REQUESTS", "WORK", "AUDIT"]);
+  return { a, b, nats, operator };
+}
+
+test("permissions - node A cannot publish as node B or lock node B's clocks; the operator can", async (t) => {
+  const { a, b, nats, operator } = await securedNats(t);
 
   const ncA = await connect({ servers: nats.url, user: a.id, pass: a.password, inboxPrefix: nodeInboxPrefix(a.id) });
   t.teardown(() => ncA.close());
@@ -66,4 +73,93 @@ test("permissions - node A cannot publish as node B or lock node B's clocks; the
   // The operator can reach node B's control subject.
   const reply = await operator.request("ctl.v1.node-b.set", "{}", { timeout: 1000 });
   t.is(new TextDecoder().decode(reply.data), "ok");
+});
+
+test("nats permissions - a node cannot read the fleet's replies through _INBOX.> nor ack or terminate the analyzer's messages", async (t) => {
+  const { a, b, nats, operator } = await securedNats(t);
+  const jsm = await jetstreamManager(operator);
+  const ncB = await connect({ servers: nats.url, user: b.id, pass: b.password, inboxPrefix: nodeInboxPrefix(b.id) });
+  t.teardown(() => ncB.close());
+  const ncA = await connect({ servers: nats.url, user: a.id, pass: a.password, inboxPrefix: nodeInboxPrefix(a.id) });
+  t.teardown(() => ncA.close());
+  const errsA = permissionErrors(ncA);
+
+  // Node A listens on every inbox.
+  const seen: { subject: string; reply?: string; body: string }[] = [];
+  const sniff = ncA.subscribe("_INBOX.>");
+  void (async () => {
+    try { for await (const m of sniff) {
+      seen.push({ subject: m.subject, ...(m.reply ? { reply: m.reply } : {}), body: new TextDecoder().decode(m.data).slice(0, 80) });
+      // allow_responses: answer whatever came with a reply subject (here: the analyzer's $JS.ACK).
+      if (m.reply?.startsWith("$JS.ACK")) m.respond("+TERM");
+    } } catch { /* refused by the server after the fix */ }
+  })();
+  await ncA.flush();
+
+  // Node B publishes its data; the analyzer (operator) pulls it.
+  for (let i = 0; i < 3; i++) await jetstream(ncB).publish("power.v1.node-b", encode({ v: 1, node: "node-b", secret: `b-${i}` }));
+  await jsm.consumers.add("POWER", { durable_name: "analyzer", ack_policy: AckPolicy.Explicit, ack_wait: 30_000_000_000 });
+  const c = await jetstream(operator).consumers.get("POWER", "analyzer");
+  const got: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const m = await c.next({ expires: 2000 });
+    if (m) got.push(JSON.stringify(decode(m.data))); // the analyzer has not acked (yet)
+  }
+  await sleep(500);
+  const info = await jsm.consumers.info("POWER", "analyzer");
+  t.log("analyzer got", got.length, "messages; node A saw:", JSON.stringify(seen.slice(0, 6), null, 0));
+  t.log("consumer after node A's +TERM: ack_floor", info.ack_floor.consumer_seq, "num_ack_pending", info.num_ack_pending);
+  t.log("node A permission errors:", errsA);
+
+  // Other probes
+  const probes: Record<string, string> = {};
+  for (const subj of ["$JS.API.STREAM.DELETE.POWER", "$JS.API.STREAM.PURGE.POWER", "$JS.API.CONSUMER.CREATE.POWER", "$KV.nodes.node-b", "$JS.API.STREAM.INFO.POWER", "$JS.API.CONSUMER.INFO.POWER.analyzer"]) {
+    try {
+      const r = await ncA.request(subj, "{}", { timeout: 800 });
+      probes[subj] = new TextDecoder().decode(r.data).slice(0, 100);
+    } catch (e) {
+      probes[subj] = `refused/timeout: ${(e as Error).message}`;
+    }
+  }
+  t.log(JSON.stringify(probes, null, 1));
+  t.true(seen.every((s) => !s.body.includes("node-b")), "node A must not see node B's data");
+  t.is(info.num_ack_pending, 3, "node A must not be able to ack the analyzer's messages");
+});
+
+test("nats permissions - the agent with --allow-clock-control runs under its node identity once the analyzer created AUDIT and the nodes bucket", async (t) => {
+  const { spawn } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const { startSimnode } = await import("../services/simnode/server.ts");
+  const a = { id: "node-a", password: pw() };
+  const op = { user: "operator", password: pw() };
+  const nats = await startTestNats({ config: natsAuthConfig({ nodes: [a], operator: op }) });
+  t.teardown(() => nats.stop());
+  const operator = await connect({ servers: nats.url, user: op.user, pass: op.password });
+  t.teardown(() => operator.close());
+  // As in production: the analyzer (operator identity) has started and created its streams.
+  await ensureStreams(await jetstreamManager(operator), ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER", "AUDIT"]);
+  await new (await import("@nats-io/kv")).Kvm(operator).create("nodes", { history: 1 });
+  const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b" });
+  t.teardown(() => sim.stop());
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const spool = mkdtempSync(`${(await import("node:os")).tmpdir()}/inbox-spool-`);
+  t.teardown(() => rmSync(spool, { recursive: true, force: true }));
+  const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
+  const p = spawn(process.execPath, [bin, "agent", "--nats", nats.url, "--user", a.id, "--password", a.password, "--node-id", a.id, "--source", "sim", "--dcgm-url", sim.metricsUrl, "--allow-clock-control", "--upstream", sim.url, "--listen", "127.0.0.1:0", "--spool-dir", spool], { stdio: ["ignore", "pipe", "pipe"] });
+  t.teardown(() => void p.kill("SIGKILL"));
+  let err = "";
+  p.stderr!.on("data", (d) => (err += d));
+  const deadline = Date.now() + 30_000;
+  while (!/publishing to/.test(err) && Date.now() < deadline && p.exitCode === null) await sleep(100);
+  t.log("agent stderr at start:", err, "exit", p.exitCode);
+  const r = await operator.request("ctl.v1.node-a.set", JSON.stringify({ gpus: [0], smClockMhz: 1200 }), { timeout: 5000 });
+  t.log("set reply", new TextDecoder().decode(r.data).slice(0, 100));
+  await sleep(1500);
+  const { Kvm } = await import("@nats-io/kv");
+  const kv = await new Kvm(operator).open("nodes");
+  const e = await kv.get("node-a");
+  t.log("kv entry", e?.length);
+  t.log("agent stderr:", err);
+  t.truthy(e);
+  t.notRegex(err, /Permissions Violation|permission/i);
 });
