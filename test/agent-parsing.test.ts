@@ -28,6 +28,13 @@ test("prometheus - escaped label values and timestamps", (t) => {
 
 const sse = (o: unknown) => Buffer.from(`data: ${JSON.stringify(o)}\n\n`);
 
+test("prometheus - an OpenMetrics exemplar after the value is not read as the value; a '}' inside a quoted label is kept", (t) => {
+  const [s] = parsePrometheusText('DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-0"} 300 # {trace_id="abc"} 5 1700000000.1\r\n');
+  t.deepEqual(s, { name: "DCGM_FI_DEV_POWER_USAGE", labels: { gpu: "0", UUID: "GPU-0" }, value: 300 });
+  const [u] = parsePrometheusText('DCGM_FI_DEV_POWER_USAGE{gpu="1",modelName="a} \\"b\\""} 1.5e+02 1700000000000');
+  t.deepEqual(u, { name: "DCGM_FI_DEV_POWER_USAGE", labels: { gpu: "1", modelName: 'a} "b"' }, value: 150 });
+});
+
 test("sse counter - one token per content chunk, the first usage object reconciles", (t) => {
   const c = createSseCounter();
   t.is(c.push(sse({ choices: [{ delta: { role: "assistant" } }] })).newTokens, 0);

@@ -3,7 +3,9 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createDcgmSource } from "../services/agent/dcgm-source.ts";
-import { systemClock } from "../shared/mod.ts";
+import { createSampler } from "../services/agent/sampler.ts";
+import { gpuWindowEnergy } from "../services/analyzer/window-energy.ts";
+import { systemClock, type PowerBatch } from "../shared/mod.ts";
 
 /** A DCGM exporter stand-in: serves whatever `text()` returns at /metrics. */
 async function exporter(text: () => string): Promise<{ url: string; close(): Promise<void> }> {
@@ -71,4 +73,28 @@ test("dcgm - an exporter with the counter but no power: power is the counter's s
   }
   // Over a second or more, a 100-ms step is at most ~10% of the span.
   for (const p of powers.slice(10)) t.true(Math.abs(p / 400_000 - 1) <= 0.12, `${p} mW`);
+});
+
+test("dcgm - an exporter that refreshes every second (dcgm-exporter -c; 30 s by default): energy from power, not from a counter that jumps", async (t) => {
+  // 700 W; the exporter serves the values of its last collection, as dcgm-exporter does between
+  // collections. The counter stands still, then jumps by a second's worth: the analyzer would take
+  // each jump as a glitch (over 2 kW in 100 ms) and keep 100 ms of it.
+  const t0 = Date.now();
+  const ex = await exporter(() => {
+    const at = Math.floor((Date.now() - t0) / 1000) * 1000;
+    return [line("DCGM_FI_DEV_POWER_USAGE", 0, "700"), line("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 0, String(1e9 + 700 * at))].join("\n");
+  });
+  t.teardown(() => ex.close());
+  const clock = systemClock();
+  const windows: PowerBatch[] = [];
+  const sampler = createSampler({ source: createDcgmSource({ url: ex.url, clock }), clock, node: "n1", onWindow: (b) => windows.push(b) });
+  sampler.start();
+  await sleep(4500);
+  await sampler.stop();
+  // From the second window on: the first may end before the counter is seen to stand still.
+  const gpu = windows.flatMap((w) => w.gpus.filter((g) => g.gpu === 0)).slice(1);
+  t.true(gpu.length >= 3 && gpu.every((g) => g.energyMj === undefined), "no counter: power is integrated");
+  const totalMj = gpu.reduce((sum, g) => sum + gpuWindowEnergy(g).energyMj, 0);
+  const spanMs = gpu.at(-1)!.tMs.at(-1)! - gpu[0]!.startTMs!;
+  t.true(Math.abs(totalMj / (700 * spanMs) - 1) < 0.02, `${Math.round(totalMj / 1000)} J over ${spanMs} ms at 700 W`);
 });

@@ -6,6 +6,11 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { natsAuthConfig } from "../infra/nats/auth.ts";
 import { nodeInboxPrefix } from "../shared/subjects.ts";
 import { ensureStreams, encode, decode } from "../shared/mod.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createSpool } from "../services/agent/spool.ts";
+import { createPublisher } from "../services/agent/publisher.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
 const pw = () => randomBytes(12).toString("hex");
@@ -162,4 +167,25 @@ test("nats permissions - the agent with --allow-clock-control runs under its nod
   t.log("agent stderr:", err);
   t.truthy(e);
   t.notRegex(err, /Permissions Violation|permission/i);
+});
+
+test("nats permissions - a spool left by another node id is dropped, counted, instead of blocking this node's publishing for ever", async (t) => {
+  const { b, nats, operator } = await securedNats(t);
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A previous run as node-a, NATS unreachable: 3 windows left in the spool dir.
+  const old = createSpool({ dir });
+  for (let i = 0; i < 3; i++) old.push({ subject: "power.v1.node-a", msgId: `node-a:power:${i}`, data: encode({ i }) });
+  await old.close();
+  const nc = await connect({ servers: nats.url, user: b.id, pass: b.password, inboxPrefix: nodeInboxPrefix(b.id) });
+  t.teardown(() => nc.close());
+  const pub = createPublisher(nc, { dir, publishTimeoutMs: 1000, node: b.id });
+  for (let i = 0; i < 5; i++) pub.publish("power.v1.node-b", { msgId: `node-b:power:${i}` });
+  t.true(await pub.flush(8000), "node-b's own windows are published");
+  const s = pub.stats();
+  await pub.close();
+  t.is(s.published, 5);
+  t.is(s.dropped, 3);
+  const info = await (await jetstreamManager(operator)).streams.info("POWER", { subjects_filter: ">" });
+  t.deepEqual(info.state.subjects, { "power.v1.node-b": 5 });
 });

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { JoulestreamError } from "../shared/mod.ts";
-import { createRaplReader, wrappedDeltaUj } from "../services/agent/rapl.ts";
+import { createRaplReader, raplMeter, wrappedDeltaUj } from "../services/agent/rapl.ts";
 
 let tick = 0;
 const clock = { nowMs: () => ++tick };
@@ -66,4 +66,13 @@ test("rapl - a missing powercap tree or an unreadable counter is a permanent err
   const { root } = fakePowercap(t, { "intel-rapl:0": ["package-0", 5, 10] });
   writeFileSync(join(root, "intel-rapl:0", "energy_uj"), "garbage");
   t.is(t.throws(() => createRaplReader({ clock, root }), { instanceOf: JoulestreamError }).code, "DECODE");
+});
+
+test("rapl - a psys zone beside the packages (the platform, which includes them) is not counted again", (t) => {
+  const f = fakePowercap(t, { "intel-rapl:0": ["package-0", 0, 262143328850], "intel-rapl:1": ["psys", 0, 262143328850], "intel-rapl:0:0": ["core", 0, 262143328850] });
+  const m = raplMeter(createRaplReader({ clock, root: f.root }));
+  f.set("intel-rapl:0", 10_000_000); // the package used 10 J
+  f.set("intel-rapl:1", 15_000_000); // the platform, package included, 15 J
+  t.is(m.packages, 1, "psys is not a package");
+  t.is(m.read().energyMj, 10_000);
 });

@@ -60,6 +60,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const description = await opts.source.describe();
   const requestsSubject = subjects.requests(opts.node);
   const publisher = createPublisher(opts.nc, {
+    node: opts.node,
     ...(opts.spoolDir ? { dir: opts.spoolDir } : {}),
     batched: [{ subject: requestsSubject, seal: requestBatcher(opts.node) }],
   });

@@ -29,10 +29,21 @@ export interface DcgmSourceOptions {
  */
 const DCGM_BLANK = 2 ** 47;
 
+/**
+ * dcgm-exporter refreshes its fields every `-c` ms (30 s by default), and a scrape in between gets
+ * the same values again. A counter that then jumps by seconds' worth of energy between two 100-ms
+ * samples is put in the wrong window, and the analyzer takes such a jump as a glitch (over 2 kW) and
+ * keeps only 100 ms of it. A counter that stands still this long while the GPU draws power is such
+ * a slow one: it is left out from then on (power is integrated instead), as NVML's stuck counter is.
+ */
+const STALE_COUNTER_MS = 400;
+
 export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
   const timeoutMs = opts.timeoutMs ?? 2000;
   let names = new Map<number, string>();
   const counterPower = new Map<number, CounterPower>();
+  /** Per GPU: the counter's last value and when it last changed; `stale` once it is left out. */
+  const counterSeen = new Map<number, { energyMj: number; changedMs: number; stale: boolean }>();
 
   /** One scrape: the readings with power, and every GPU the exporter named, both by index. */
   async function scrape(): Promise<{ readings: GpuReading[]; gpus: { gpu: number; uuid: string }[] }> {
@@ -73,7 +84,13 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
         let cp = counterPower.get(r.gpu);
         if (!cp) counterPower.set(r.gpu, (cp = new CounterPower()));
         const fromCounter = cp.next(tMs, r.energyMj); // fed every scrape, so its span stays the last second
-        r.powerMw ??= fromCounter;
+        if (r.powerMw === undefined) r.powerMw = fromCounter;
+        else {
+          const seen = counterSeen.get(r.gpu);
+          if (!seen || seen.energyMj !== r.energyMj) counterSeen.set(r.gpu, { energyMj: r.energyMj, changedMs: tMs, stale: seen?.stale ?? false });
+          else if (!seen.stale && r.powerMw > 0 && tMs - seen.changedMs > STALE_COUNTER_MS) seen.stale = true;
+          if (counterSeen.get(r.gpu)!.stale) delete r.energyMj;
+        }
       }
       if (r.powerMw !== undefined) readings.push(r as GpuReading);
     }

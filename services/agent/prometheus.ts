@@ -5,7 +5,8 @@ export interface PromSample {
   value: number;
 }
 
-const LINE_RE = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$/;
+// The label block ends at the first `}` outside a quoted value; an OpenMetrics exemplar (` # {…} v`) after the value is ignored.
+const LINE_RE = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?\s+(\S+)(?:\s+(?!#)\S+)?\s*(?:#[^]*)?$/;
 const LABEL_RE = /([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
 
 export function parsePrometheusText(text: string): PromSample[] {

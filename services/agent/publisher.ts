@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
-import { encode } from "../../shared/mod.ts";
+import { encode, subjectId } from "../../shared/mod.ts";
 import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
 
 /**
@@ -45,6 +45,12 @@ export interface PublisherOptions extends SpoolOptions {
   lingerMs?: number;
   /** Subjects whose messages of one linger go out as one message (see BatchedSubject). */
   batched?: BatchedSubject[];
+  /**
+   * The node this agent publishes as. A record on another node's subject that the server refuses
+   * (a spool left by a run under another node id) is dropped, counted; one on its own subjects is
+   * held and retried, so a permission fixed on the server loses nothing.
+   */
+  node?: string;
 }
 
 export interface BatchedSubject {
@@ -64,6 +70,11 @@ interface OpenBatch {
 
 /** nats.js refuses a payload over the server's max_payload before sending it. */
 const TOO_LARGE = /max_payload/i;
+/**
+ * The server refuses the subject for this connection's user: e.g. a spool left by a run under
+ * another node id (its records carry that node's subjects). No retry can send it either.
+ */
+const FORBIDDEN = /permissions violation/i;
 
 /** Largest batch sealed as one message; a larger one is split (the server's default max_payload is 1 MiB). */
 export const MAX_BATCH_BYTES = 512 * 1024;
@@ -121,10 +132,13 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
         continue;
       }
       const reason = (results[failed] as PromiseRejectedResult).reason as Error;
-      if (TOO_LARGE.test(reason.message)) {
+      const foreign = FORBIDDEN.test(reason.message) && (opts.node === undefined || subjectId(batch[failed]!.subject) !== opts.node);
+      if (TOO_LARGE.test(reason.message) || foreign) {
         // No retry can ever send it, and it must not hold up everything queued behind it.
         stats.tooLarge += batch[failed]!.messages ?? 1;
-        stats.lastError = `dropped a message over the server's max payload (${batch[failed]!.data.length} bytes, ${batch[failed]!.subject})`;
+        stats.lastError = TOO_LARGE.test(reason.message)
+          ? `dropped a message over the server's max payload (${batch[failed]!.data.length} bytes, ${batch[failed]!.subject})`
+          : `dropped a message this user may not publish (${batch[failed]!.subject}): ${reason.message}`;
         spool.shift(1);
         continue;
       }

@@ -17,6 +17,11 @@ const UJ_PER_MJ = 1000;
 const ZONE_RE = /^intel-rapl:\d+(:\d+)?$/;
 /** "intel-rapl:0" is a package; "intel-rapl:0:1" one of its subzones. */
 const isPackage = (id: string) => id.split(":").length === 2;
+/**
+ * A top-level zone that is a CPU package ("package-0"), not "psys": the platform domain of Intel
+ * client parts and of some servers sits beside the packages (intel-rapl:1) and already includes them.
+ */
+const isCpuPackage = (z: { id: string; name: string }) => isPackage(z.id) && z.name !== "psys";
 
 export interface RaplZone {
   /** Directory name, e.g. "intel-rapl:0" (package 0) or "intel-rapl:0:1" (a subzone). */
@@ -112,14 +117,14 @@ export function createRaplReader(opts: RaplOptions): RaplReader {
 
 /** The packages' energy summed, as the sampler's CPU energy meter (see PowerBatch.cpu). */
 export function raplMeter(reader: RaplReader): CpuEnergyMeter {
-  const packages = reader.zones.filter((z) => isPackage(z.id)).length;
+  const packages = reader.zones.filter(isCpuPackage).length;
   return {
     packages,
     read() {
       let energyMj = 0;
       let tMs = 0;
       for (const r of reader.read()) {
-        if (!isPackage(r.id)) continue; // subzones are part of their package
+        if (!isCpuPackage(r)) continue; // subzones are part of their package; psys includes the packages
         energyMj += r.energyMj;
         tMs = Math.max(tMs, r.tMs);
       }
