@@ -322,7 +322,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     const p = await pending();
     const received = Object.values(stats.received).reduce((a, b) => a + b, 0);
     const now = Date.now();
-    await opts.sink.write([analyzerStatsPoint(name, now, { ...stats, received, pending: p, lagMs: latestWindowEndMs > 0 ? Math.max(0, now - latestWindowEndMs) : 0 })]);
+    await opts.sink.write([analyzerStatsPoint(name, now, { ...stats, received, pending: p, lagMs: latestWindowEndMs > 0 ? Math.max(0, now - latestWindowEndMs) : 0 }, replicaId)]);
   };
   const statsTimer = setInterval(() => {
     if (!stopped) writeStats().catch((err) => log(`stats: ${(err as Error).message}`));

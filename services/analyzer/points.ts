@@ -17,7 +17,7 @@ import type { JoinedRequest } from "./load-join.ts";
  *                                               j_per_output_token, j_per_token, duration_ms, windows, incomplete     (at the request's start)
  *                                               + ttft_ms, tpot_ms, e2e_ms, slo_met once the load generator's result is joined
  *   agent_stats      node                       queued, published, dropped, spilled, sample_errors, skipped_ticks, jitter_p99_ms  (per window)
- *   analyzer_stats   analyzer                   received, dead_lettered, acked, pending, requests_emitted, windows_closed, sink_retries, lag_ms (every 10 s)
+ *   analyzer_stats   analyzer, replica          received, dead_lettered, acked, pending, requests_emitted, windows_closed, sink_retries, lag_ms (every 10 s)
  */
 export const MEASUREMENTS = ["gpu_power", "gpu_energy", "node_energy", "instance_energy", "request_energy", "agent_stats", "analyzer_stats"] as const;
 
@@ -170,9 +170,15 @@ export interface AnalyzerStatsFields {
   lagMs: number;
 }
 
-export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFields): Point {
-  return new Point("analyzer_stats")
-    .tag("analyzer", name)
+/**
+ * `replica` tells apart the replicas of one analyzer group (they share `--name`): their counters
+ * run since each one's start, and in one series they would interleave (a sawtooth whose
+ * non_negative_difference reads as bursts of retries and refused points).
+ */
+export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFields, replica?: string): Point {
+  const p = new Point("analyzer_stats").tag("analyzer", name);
+  if (replica !== undefined) p.tag("replica", tagValue(replica));
+  return p
     .intField("received", s.received)
     .intField("dead_lettered", s.deadLettered)
     .intField("acked", s.acked)

@@ -9,10 +9,12 @@ import { influxQuery, subjects, type InfluxTarget } from "../../shared/mod.ts";
  * percentiles, SLO attainment and the idle share, for a time range and/or one load run. Answers
  * come from InfluxDB, so any replica answers for the whole fleet.
  */
+const MAX_TIME_MS = 9_223_372_036_854;
 export const summaryRequest = z.object({
   runId: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
-  fromMs: z.number().nonnegative().optional(),
-  toMs: z.number().nonnegative().optional(),
+  // InfluxDB's times end in 2262 (int64 ns); a larger number would print as 1e+21 and fail to parse.
+  fromMs: z.number().nonnegative().max(MAX_TIME_MS).optional(),
+  toMs: z.number().nonnegative().max(MAX_TIME_MS).optional(),
   node: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
 });
 export type SummaryRequest = z.infer<typeof summaryRequest>;
@@ -51,6 +53,27 @@ function where(r: SummaryRequest, withRun: boolean): string {
   return c.length ? `WHERE ${c.join(" AND ")}` : "";
 }
 
+/**
+ * node_energy has no run: for a run, the measured/idle totals are those of the nodes that served it
+ * while it ran (its first request's start to its last request's end), within any range asked for;
+ * without that bound they were the whole database's (every node, every earlier run).
+ */
+async function energyWhere(influx: InfluxTarget, r: SummaryRequest): Promise<string | undefined> {
+  if (!r.runId) return where(r, false);
+  const w = where(r, true);
+  const one = async (q: string) => (await influxQuery(influx, q))[0]?.rows[0];
+  const first = await one(`SELECT FIRST(energy_j) FROM request_energy ${w}`);
+  const last = await one(`SELECT LAST(energy_j) FROM request_energy ${w}`);
+  const longest = await one(`SELECT MAX(duration_ms) AS d FROM request_energy ${w}`);
+  const nodes = r.node ? [r.node] : (await influxQuery(influx, `SHOW TAG VALUES FROM request_energy WITH KEY = "node" WHERE run_id = '${r.runId}'`)).flatMap((s) => s.rows.map((x) => String(x.value)));
+  if (!first || !last || nodes.length === 0) return undefined; // the run has no requests (in range)
+  // Windows are stamped with their start (whole seconds at the default 1 s publish interval).
+  const fromMs = Math.max(Math.floor(Number(first.time) / 1000) * 1000, r.fromMs ?? 0);
+  const toMs = Math.min(Number(last.time) + Number(longest?.d ?? 0), r.toMs ?? Infinity);
+  const esc = (x: string) => x.replace(/\\/g, "\\\\").replace(/'/g, "\\'");
+  return `WHERE time >= ${Math.floor(fromMs)}ms AND time <= ${Math.ceil(toMs)}ms AND (${nodes.map((n) => `node = '${esc(n)}'`).join(" OR ")})`;
+}
+
 const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
 export async function querySummary(influx: InfluxTarget, r: SummaryRequest): Promise<Summary> {
@@ -61,7 +84,8 @@ export async function querySummary(influx: InfluxTarget, r: SummaryRequest): Pro
   );
   const met = await influxQuery(influx, `SELECT COUNT(slo_met) AS met FROM request_energy ${w ? `${w} AND` : "WHERE"} slo_met = true GROUP BY model, workload_class`);
   const metBy = new Map(met.map((s) => [`${s.tags.model}|${s.tags.workload_class}`, Number(s.rows[0]?.met ?? 0)]));
-  const energy = await influxQuery(influx, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i FROM node_energy ${where(r, false)}`);
+  const ew = await energyWhere(influx, r);
+  const energy = ew === undefined ? [] : await influxQuery(influx, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i FROM node_energy ${ew}`);
   const e = energy[0]?.rows[0] ?? {};
   const measuredJ = Number(e.m ?? 0);
   const idleJ = Number(e.i ?? 0);
@@ -107,16 +131,27 @@ export async function startQueryService(nc: NatsConnection, influx: InfluxTarget
         try {
           req = summaryRequest.parse(m.data.length ? JSON.parse(new TextDecoder().decode(m.data)) : {});
         } catch (err) {
-          m.respondError(400, `bad request: ${(err as Error).message}`, "{}");
+          const detail = err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ") : (err as Error).message;
+          respondError(m, 400, `bad request: ${detail}`);
           return;
         }
         try {
           m.respond(JSON.stringify(await querySummary(influx, req)));
         } catch (err) {
-          m.respondError(503, (err as Error).message, "{}");
+          respondError(m, 503, (err as Error).message);
         }
-      })();
+      })().catch(() => {}); // a reply that cannot be sent (connection closing) must not end the process
     },
   });
   return svc;
+}
+
+/**
+ * An error reply: NATS header values may hold no CR/LF (ZodError messages are multi-line JSON and
+ * InfluxDB's error bodies end in a newline), and respondError throws on them; the detail also goes
+ * in the body.
+ */
+function respondError(m: { respondError(code: number, description: string, data?: string): boolean }, code: number, message: string): void {
+  const line = message.replace(/[\r\n]+/g, " ").trim().slice(0, 500);
+  m.respondError(code, line, JSON.stringify({ error: line }));
 }

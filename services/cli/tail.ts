@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { ConfigError, connectNats, decode, natsConfig, natsOptions, requestBatch, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
 import { defineCommand } from "./command.ts";
 
@@ -38,12 +38,19 @@ export const tailCommand = defineCommand(
     const stream = streamOf(subject);
     const nc = await connectNats(cfg, "joulestream-tail", { maxReconnectAttempts: 5 });
     try {
-      await jetstreamManager(nc); // fails clearly if JetStream is off
+      const jsm = await jetstreamManager(nc); // fails clearly if JetStream is off
       const js = jetstream(nc);
-      const consumer = await js.consumers.get(stream, {
-        filter_subjects: subject, // a string → filter_subject: works on server 2.9
-        deliver_policy: cfg.all ? DeliverPolicy.All : DeliverPolicy.New,
-      });
+      const consumer = await js.consumers
+        .get(stream, {
+          filter_subjects: await filterFor(jsm, nc.info?.version, stream, subject), // a string → filter_subject: works on server 2.9
+          deliver_policy: cfg.all ? DeliverPolicy.All : DeliverPolicy.New,
+        })
+        .catch((err: Error) => {
+          // The server's refusals are the operator's input, not a crash: one line, no stack trace.
+          if (err.name === "StreamNotFoundError") throw new ConfigError("SUBJECT", `stream ${stream} (${STREAM_SUBJECTS[stream]}) does not exist on this server yet: the analyzer creates it`);
+          if (err.name === "JetStreamApiError" || err.name === "InvalidSubjectError") throw new ConfigError("SUBJECT", `${JSON.stringify(subject)} cannot be read from stream ${stream} (${STREAM_SUBJECTS[stream]}): ${err.message}`);
+          throw err;
+        });
       let seen = 0;
       for (;;) {
         const m = await consumer.next({ expires: Math.max(1000, (cfg.timeout ?? 3600) * 1000) });
@@ -74,6 +81,20 @@ function jsonReplacer(_k: string, v: unknown): unknown {
   if (v instanceof Uint8Array) return { base64: Buffer.from(v).toString("base64") };
   if (typeof v === "bigint") return v.toString();
   return v;
+}
+
+/**
+ * The consumer filter for SUBJECT. With the analyzer's partition mappings (partitionMappings()),
+ * `power|work|req.v1.<node>` is stored as `….<node>.<partition>`: a node's own subject then matches
+ * nothing, so it is read as `<subject>.*` too (both on 2.10+, which takes several filters; on 2.9,
+ * whichever the stream holds).
+ */
+async function filterFor(jsm: JetStreamManager, version: string | undefined, stream: StreamName, subject: string): Promise<string | string[]> {
+  if (!/^(power|work|req)\.v1\.[^.*>\s]+$/.test(subject)) return subject;
+  const [major = 0, minor = 0] = (version ?? "").split(".").map(Number);
+  if (major > 2 || (major === 2 && minor >= 10)) return [subject, `${subject}.*`];
+  const info = await jsm.streams.info(stream, { subjects_filter: `${subject}.*` }).catch(() => undefined);
+  return info?.state.subjects && Object.keys(info.state.subjects).length > 0 ? `${subject}.*` : subject;
 }
 
 /** The stream that holds a subject (by its first token). */
