@@ -40,12 +40,14 @@ export function validate<S extends z.ZodType>(schema: S, raw: unknown): Decoded<
     return { ok: false, reason: "version", detail: `unsupported message version ${JSON.stringify((raw as { v: unknown }).v)}` };
   }
   const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const detail = parsed.error.issues
-      .slice(0, 5)
-      .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
-      .join("; ");
-    return { ok: false, reason: "schema", detail };
-  }
+  if (!parsed.success) return { ok: false, reason: "schema", detail: describeIssues(parsed.error) };
   return { ok: true, value: parsed.data };
+}
+
+/** A schema's complaints on one line (`path: message; …`, the first five), for errors and replies. */
+export function describeIssues(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
+    .join("; ");
 }

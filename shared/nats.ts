@@ -46,3 +46,14 @@ export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReco
     throw new RetryableError("UNAVAILABLE", `cannot connect to NATS at ${cfg.nats}: ${(err as Error).message}`, err);
   }
 }
+
+/**
+ * An error reply of a NATS service (`@nats-io/services`): the message goes in the
+ * Nats-Service-Error header, which may hold no CR/LF (a ZodError's message is multi-line JSON,
+ * InfluxDB's error bodies end in a newline; respondError throws on them, and the caller got that
+ * throw's text instead), so it is put on one line; the body carries it too.
+ */
+export function respondServiceError(m: { respondError(code: number, description: string, data?: string): boolean }, code: number, message: string): void {
+  const line = message.replace(/[\r\n]+/g, " ").trim().slice(0, 500);
+  m.respondError(code, line, JSON.stringify({ error: line }));
+}

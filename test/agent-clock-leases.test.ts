@@ -139,18 +139,41 @@ test("clock control - a set in flight when stop() runs finishes before the resto
 
 test("clock control - renew after expiry, a malformed renew, repeated GPUs and fractional milliwatts are answered plainly", async (t) => {
   const { ask, smClock } = await setup(t);
-  for (const body of ["not json", "", "{}", { gpus: [] }, { gpus: [0.5], smClockMhz: 1200 }, { gpus: [-1] }, { gpus: ["0"] }, { gpus: [0], smClockMhz: 1200.5 }, { gpus: [0], smClockRangeMhz: [1400, 1200] }, { gpus: [0], smClockRangeMhz: [1201, 1399] }, { gpus: [0], smClockRangeMhz: [100.5, 1399.5] }, { gpus: [0], powerLimitW: 300.0005 }, { gpus: [0], powerLimitW: 199.9999 }, { gpus: [0, 0], smClockMhz: 1200 }, { gpus: [0], smClockMhz: 1200, smClockRangeMhz: [1000, 1400] }, { gpus: [0] }, { gpus: [0], leaseMs: 1e9 }, '{"gpus":[0],"smClockMhz":1e400}']) {
-    let r;
-    try {
-      r = await ask("set", body);
-    } catch (e) {
-      r = { error: `NO REPLY ${(e as Error).message}` };
-    }
-    t.log(JSON.stringify(body), "->", r.error ?? "OK", "GPU0", await smClock(0));
-    await ask("reset", {});
+  // Each refused request is answered with what is wrong, and the GPU is left as it was.
+  const refused: [unknown, RegExp][] = [
+    ["not json", /^request is not JSON$/],
+    ["", /^request is not JSON$/],
+    ["{}", /^gpus: /],
+    [{ gpus: [] }, /^gpus: Too small/],
+    [{ gpus: [0.5], smClockMhz: 1200 }, /^gpus\.0: .*int/],
+    [{ gpus: [-1] }, /^gpus\.0: Too small/],
+    [{ gpus: ["0"] }, /^gpus\.0: .*expected number/],
+    [{ gpus: [0], smClockMhz: 1200.5 }, /does not support an SM clock of 1200\.5 MHz/],
+    [{ gpus: [0], smClockRangeMhz: [1400, 1200] }, /backwards/],
+    [{ gpus: [0], smClockRangeMhz: [100.5, 1399.5] }, /supports SM clocks 210-1980 MHz/],
+    [{ gpus: [0], powerLimitW: 300.0005 }, /not a whole number of milliwatts/],
+    [{ gpus: [0], powerLimitW: 199.9999 }, /not a whole number of milliwatts/],
+    [{ gpus: [0, 0], smClockMhz: 1200 }, /GPU listed twice/],
+    [{ gpus: [0], smClockMhz: 1200, smClockRangeMhz: [1000, 1400] }, /not both/],
+    [{ gpus: [0], leaseMs: 1e9 }, /^leaseMs: Too big/],
+    ['{"gpus":[0],"smClockMhz":1e400}', /^smClockMhz: /],
+  ];
+  for (const [body, why] of refused) {
+    const r = await ask("set", body);
+    t.regex(r.error ?? "", why, JSON.stringify(body));
+    t.is(await smClock(0), 1980, JSON.stringify(body));
   }
-  t.log("renew after nothing set", JSON.stringify((await ask("renew", { leaseMs: 5000 })).body));
-  t.pass();
+  t.falsy((await ask("set", { gpus: [0], smClockRangeMhz: [1201, 1399] })).error, "a range within the supported clocks");
+  t.is(await smClock(0), 1399);
+  await ask("reset", {});
+  t.falsy((await ask("set", { gpus: [0] })).error, "nothing to change is no error");
+  await ask("reset", {});
+  t.deepEqual((await ask("renew", { leaseMs: 5000 })).body, { ok: true, active: false }, "renew with nothing held");
+  // A schema error's message is multi-line JSON: it must still reach the caller, on one line.
+  for (const verb of ["renew", "reset"]) {
+    const r = await ask(verb, { leaseMs: "x", by: 5 });
+    t.regex(r.error ?? "", /^(leaseMs|by): .*; (leaseMs|by): /, verb);
+  }
 });
 
 test("clock control - a lease that runs out while NATS is closed still restores every GPU, without an unhandled rejection", async (t) => {

@@ -2,7 +2,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import { z } from "zod";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { encode, subjects, type GpuInfo } from "../../shared/mod.ts";
+import { describeIssues, encode, respondServiceError, subjects, type GpuInfo } from "../../shared/mod.ts";
 import type { NvmlControl } from "./nvml/control.ts";
 
 /**
@@ -163,10 +163,24 @@ export async function startClockControl(opts: {
   };
 
   const reply = (m: ServiceMsg, body: unknown) => m.respond(JSON.stringify(body));
-  const fail = (m: ServiceMsg, code: number, message: string) => m.respondError(code, message, JSON.stringify({ error: message }));
-  const body = (m: ServiceMsg): unknown => {
-    const text = new TextDecoder().decode(m.data);
-    return text.trim() === "" ? {} : JSON.parse(text);
+  const fail = (m: ServiceMsg, code: number, message: string) => respondServiceError(m, code, message);
+  /**
+   * The request's JSON body as `schema` wants it, or a 400 naming what is wrong and undefined. An
+   * empty body is `{}` where every field is optional (renew, reset), not JSON where one is needed (set).
+   */
+  const parseRequest = <S extends z.ZodType>(m: ServiceMsg, schema: S, emptyIsEmptyObject: boolean): z.infer<S> | undefined => {
+    let raw: unknown;
+    try {
+      const text = new TextDecoder().decode(m.data);
+      raw = emptyIsEmptyObject && text.trim() === "" ? {} : JSON.parse(text);
+    } catch {
+      fail(m, 400, "request is not JSON");
+      return undefined;
+    }
+    const parsed = schema.safeParse(raw);
+    if (parsed.success) return parsed.data;
+    fail(m, 400, describeIssues(parsed.error));
+    return undefined;
   };
 
   // Changes a previous run left in force (it was killed before it could undo them): undone first.
@@ -191,15 +205,8 @@ export async function startClockControl(opts: {
   svc.addEndpoint("set", {
     subject: `${base}.set`,
     handler: (_err, m) => {
-      let raw: unknown;
-      try {
-        raw = JSON.parse(new TextDecoder().decode(m.data));
-      } catch {
-        return fail(m, 400, "request is not JSON");
-      }
-      const parsed = setRequest.safeParse(raw);
-      if (!parsed.success) return fail(m, 400, parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
-      const req = parsed.data;
+      const req = parseRequest(m, setRequest, false);
+      if (!req) return;
       void exclusive(async () => {
         if (stopped) return fail(m, 503, "clock control is stopping");
         const bad = validate(req);
@@ -252,12 +259,8 @@ export async function startClockControl(opts: {
   svc.addEndpoint("renew", {
     subject: `${base}.renew`,
     handler: (_err, m) => {
-      let req: z.infer<typeof holderRequest>;
-      try {
-        req = holderRequest.parse(body(m));
-      } catch (err) {
-        return fail(m, 400, `bad renew request: ${(err as Error).message}`);
-      }
+      const req = parseRequest(m, holderRequest, true);
+      if (!req) return;
       const by = req.by ?? "unknown";
       const leaseMs = req.leaseMs ?? 60_000;
       const active = heldBy(by).length > 0;
@@ -268,12 +271,8 @@ export async function startClockControl(opts: {
   svc.addEndpoint("reset", {
     subject: `${base}.reset`,
     handler: (_err, m) => {
-      let req: z.infer<typeof holderRequest>;
-      try {
-        req = holderRequest.parse(body(m));
-      } catch (err) {
-        return fail(m, 400, `bad reset request: ${(err as Error).message}`);
-      }
+      const req = parseRequest(m, holderRequest, true);
+      if (!req) return;
       // With `by`: that holder's changes; without: everything (the operator's override).
       void exclusive(() => (req.by !== undefined ? restoreHolder(req.by, `reset requested by ${req.by}`) : restoreAll("reset requested"))).then(() => reply(m, { ok: true }));
     },

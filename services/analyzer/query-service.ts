@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service } from "@nats-io/services";
 import { z } from "zod";
-import { influxQuery, subjects, type InfluxTarget } from "../../shared/mod.ts";
+import { describeIssues, influxQuery, respondServiceError, subjects, type InfluxTarget } from "../../shared/mod.ts";
 
 /**
  * The analyzer's query API, a NATS service (`joulestream.query.v1.summary`, JSON request/reply):
@@ -131,27 +131,16 @@ export async function startQueryService(nc: NatsConnection, influx: InfluxTarget
         try {
           req = summaryRequest.parse(m.data.length ? JSON.parse(new TextDecoder().decode(m.data)) : {});
         } catch (err) {
-          const detail = err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ") : (err as Error).message;
-          respondError(m, 400, `bad request: ${detail}`);
+          respondServiceError(m, 400, `bad request: ${err instanceof z.ZodError ? describeIssues(err) : (err as Error).message}`);
           return;
         }
         try {
           m.respond(JSON.stringify(await querySummary(influx, req)));
         } catch (err) {
-          respondError(m, 503, (err as Error).message);
+          respondServiceError(m, 503, (err as Error).message);
         }
       })().catch(() => {}); // a reply that cannot be sent (connection closing) must not end the process
     },
   });
   return svc;
-}
-
-/**
- * An error reply: NATS header values may hold no CR/LF (ZodError messages are multi-line JSON and
- * InfluxDB's error bodies end in a newline), and respondError throws on them; the detail also goes
- * in the body.
- */
-function respondError(m: { respondError(code: number, description: string, data?: string): boolean }, code: number, message: string): void {
-  const line = message.replace(/[\r\n]+/g, " ").trim().slice(0, 500);
-  m.respondError(code, line, JSON.stringify({ error: line }));
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import { decode, encode } from "../../shared/codec.ts";
+import { decode, describeIssues, encode } from "../../shared/codec.ts";
 import { errorMessage } from "../../shared/errors.ts";
 import { assignReply, control, job as jobSchema, type Job, type WorkerDone } from "./control.ts";
 import { createLoadPublisher } from "./publisher.ts";
@@ -50,7 +50,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
       if (err) return;
       const parsed = jobSchema.safeParse(safeDecode(msg.data));
       if (!parsed.success) {
-        msg.respond(encode(assignReply.parse({ ok: false, error: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") })));
+        msg.respond(encode(assignReply.parse({ ok: false, error: describeIssues(parsed.error) })));
         return;
       }
       // Meant for another process announcing the same id: no reply, that one answers.
