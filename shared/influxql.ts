@@ -19,6 +19,11 @@ export interface Series {
   rows: Record<string, unknown>[];
 }
 
+/** A string literal of InfluxQL: quoted, its backslashes and quotes escaped. */
+export function influxString(s: string): string {
+  return `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
+}
+
 export async function influxQuery(target: InfluxTarget, q: string, opts: { timeoutMs?: number; epoch?: "ms" | "ns" } = {}): Promise<Series[]> {
   const url = new URL("/query", target.url);
   url.searchParams.set("db", target.database);

@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service } from "@nats-io/services";
 import { z } from "zod";
-import { describeIssues, influxQuery, respondServiceError, subjects, type InfluxTarget } from "../../shared/mod.ts";
+import { MAX_EPOCH_MS, describeIssues, influxQuery, influxString, respondServiceError, subjects, type InfluxTarget } from "../../shared/mod.ts";
 
 /**
  * The analyzer's query API, a NATS service (`joulestream.query.v1.summary`, JSON request/reply):
@@ -9,12 +9,11 @@ import { describeIssues, influxQuery, respondServiceError, subjects, type Influx
  * percentiles, SLO attainment and the idle share, for a time range and/or one load run. Answers
  * come from InfluxDB, so any replica answers for the whole fleet.
  */
-const MAX_TIME_MS = 9_223_372_036_854;
 export const summaryRequest = z.object({
   runId: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
   // InfluxDB's times end in 2262 (int64 ns); a larger number would print as 1e+21 and fail to parse.
-  fromMs: z.number().nonnegative().max(MAX_TIME_MS).optional(),
-  toMs: z.number().nonnegative().max(MAX_TIME_MS).optional(),
+  fromMs: z.number().nonnegative().max(MAX_EPOCH_MS).optional(),
+  toMs: z.number().nonnegative().max(MAX_EPOCH_MS).optional(),
   node: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
 });
 export type SummaryRequest = z.infer<typeof summaryRequest>;
@@ -70,8 +69,7 @@ async function energyWhere(influx: InfluxTarget, r: SummaryRequest): Promise<str
   // Windows are stamped with their start (whole seconds at the default 1 s publish interval).
   const fromMs = Math.max(Math.floor(Number(first.time) / 1000) * 1000, r.fromMs ?? 0);
   const toMs = Math.min(Number(last.time) + Number(longest?.d ?? 0), r.toMs ?? Infinity);
-  const esc = (x: string) => x.replace(/\\/g, "\\\\").replace(/'/g, "\\'");
-  return `WHERE time >= ${Math.floor(fromMs)}ms AND time <= ${Math.ceil(toMs)}ms AND (${nodes.map((n) => `node = '${esc(n)}'`).join(" OR ")})`;
+  return `WHERE time >= ${Math.floor(fromMs)}ms AND time <= ${Math.ceil(toMs)}ms AND (${nodes.map((n) => `node = ${influxString(n)}`).join(" OR ")})`;
 }
 
 const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);

@@ -1,4 +1,4 @@
-import { energyMjOf, type GpuSamples } from "../../shared/mod.ts";
+import { COUNTER_JITTER_MJ, energyMjOf, type GpuSamples } from "../../shared/mod.ts";
 
 /**
  * Energy of one GPU over one window, from its samples. Pure.
@@ -22,8 +22,6 @@ export interface GpuWindowEnergy {
 
 /** No GPU made draws 2 kW (H100 SXM 700 W, B200 1 kW, GB300 1.4 kW): a faster counter is a glitch. */
 export const MAX_PLAUSIBLE_GPU_POWER_MW = 2_000_000;
-/** A counter going back by at most this much (1 J) is jitter; a driver reload restarts it near 0. */
-export const COUNTER_JITTER_MJ = 1000;
 
 export function gpuWindowEnergy(g: GpuSamples): GpuWindowEnergy {
   const n = g.tMs.length;

@@ -1,4 +1,4 @@
-import { influxQuery, type InfluxTarget } from "../../shared/mod.ts";
+import { influxQuery, influxString, type InfluxTarget } from "../../shared/mod.ts";
 import type { Summary } from "../analyzer/query-service.ts";
 
 /**
@@ -43,12 +43,10 @@ export function percentiles(xs: number[]): Percentiles {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
-const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/'/g, "\\'");
-
 export async function readRunSummary(target: InfluxTarget, runId: string, node: string): Promise<RunSummary> {
   const reqSeries = await influxQuery(
     target,
-    `SELECT request_id, instance, workload_class, status, prompt_tokens, output_tokens, energy_j, prefill_j, decode_j, j_per_output_token, incomplete FROM request_energy WHERE run_id = '${esc(runId)}' AND node = '${esc(node)}'`,
+    `SELECT request_id, instance, workload_class, status, prompt_tokens, output_tokens, energy_j, prefill_j, decode_j, j_per_output_token, incomplete FROM request_energy WHERE run_id = ${influxString(runId)} AND node = ${influxString(node)}`,
   );
   const requests: RequestRow[] = (reqSeries[0]?.rows ?? []).map((r) => ({
     id: String(r.request_id),
@@ -65,8 +63,8 @@ export async function readRunSummary(target: InfluxTarget, runId: string, node: 
   }));
   // A request the server refused did no work (0 J): it would drag the per-request figures down.
   const served = requests.filter((r) => r.status === "ok");
-  const tot = await influxQuery(target, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i, COUNT(measured_j) AS n FROM node_energy WHERE node = '${esc(node)}'`);
-  const inc = await influxQuery(target, `SELECT COUNT(measured_j) AS n FROM node_energy WHERE node = '${esc(node)}' AND incomplete = true`);
+  const tot = await influxQuery(target, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i, COUNT(measured_j) AS n FROM node_energy WHERE node = ${influxString(node)}`);
+  const inc = await influxQuery(target, `SELECT COUNT(measured_j) AS n FROM node_energy WHERE node = ${influxString(node)} AND incomplete = true`);
   const row = tot[0]?.rows[0] ?? {};
   return {
     runId,

@@ -1,4 +1,4 @@
-import { influxQuery, type InfluxTarget } from "../../shared/influxql.ts";
+import { influxQuery, influxString, type InfluxTarget } from "../../shared/influxql.ts";
 import { RetryableError } from "../../shared/errors.ts";
 import type { LoadResult } from "../../shared/messages/load.ts";
 import { runLoad, type Workload } from "../loadgen/mod.ts";
@@ -35,7 +35,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
 
 export function createRealtimeRunner(o: RealtimeRunnerOptions): PointRunner {
-  const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/'/g, "\\'");
   return {
     mode: o.controller.mode,
     restore: () => o.controller.restore(),
@@ -49,10 +48,10 @@ export function createRealtimeRunner(o: RealtimeRunnerOptions): PointRunner {
       // Whole analyzer windows (1 s) inside [warmup, warmup + measure).
       const w0 = Math.ceil((startAtMs + p.warmupS * 1000) / 1000) * 1000;
       const w1 = Math.floor((startAtMs + (p.warmupS + p.measureS) * 1000) / 1000) * 1000;
-      const where = `"node" = '${esc(o.node)}' AND time >= ${w0}ms AND time < ${w1}ms`;
+      const where = `"node" = ${influxString(o.node)} AND time >= ${w0}ms AND time < ${w1}ms`;
       const deadline = Date.now() + (o.settleTimeoutMs ?? 60_000);
       for (;;) {
-        const last = await influxQuery(o.influx, `SELECT last("measured_j") FROM "node_energy" WHERE "node" = '${esc(o.node)}' AND time >= ${w1 - 1000}ms`);
+        const last = await influxQuery(o.influx, `SELECT last("measured_j") FROM "node_energy" WHERE "node" = ${influxString(o.node)} AND time >= ${w1 - 1000}ms`);
         if (last.some((s) => s.rows.length > 0)) break;
         if (signal?.aborted) break;
         if (Date.now() > deadline) throw new RetryableError("TIMEOUT", `the analyzer wrote no node_energy for ${o.node} at ${new Date(w1 - 1000).toISOString()} within ${o.settleTimeoutMs ?? 60_000} ms (point ${pointId(p)})`);

@@ -21,4 +21,6 @@ export const epochMs = z.number().finite().nonnegative().max(MAX_EPOCH_MS);
 /** The shortest window the analyzer accepts: it walks a node's windows on this grid. */
 export const MIN_WINDOW_MS = 1;
 export const windowSpan = (w: { windowStartMs: number; windowEndMs: number }) => w.windowEndMs - w.windowStartMs >= MIN_WINDOW_MS;
+/** What `windowSpan` says when a window fails it (`.refine(windowSpan, WINDOW_SPAN_ISSUE)`). */
+export const WINDOW_SPAN_ISSUE = { message: `windowEndMs must be at least ${MIN_WINDOW_MS} ms after windowStartMs`, path: ["windowEndMs"] };
 export const count = z.number().int().nonnegative();

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { V, count, epochMs, msgId, nonNeg, token, windowSpan, MIN_WINDOW_MS } from "./common.ts";
+import { V, count, epochMs, msgId, nonNeg, token, windowSpan, WINDOW_SPAN_ISSUE } from "./common.ts";
 
 /**
  * POWER: one message per node per publish window `[windowStartMs, windowEndMs)` (default 1 s),
@@ -37,6 +37,13 @@ export const gpuSamples = z
     }
   });
 export type GpuSamples = z.infer<typeof gpuSamples>;
+
+/**
+ * An energy counter that reads at most this much (1 J) below its last reading is jittering, not
+ * restarting (a driver reload restarts it near 0): agents hold the last reading, and the analyzer
+ * counts no energy and keeps its baseline, so the step is never counted twice.
+ */
+export const COUNTER_JITTER_MJ = 1000;
 
 export const powerBatch = z.object({
   v: V,
@@ -92,5 +99,5 @@ export const powerBatch = z.object({
       missingGpus: z.array(count).optional(),
     })
     .optional(),
-}).refine(windowSpan, { message: `windowEndMs must be at least ${MIN_WINDOW_MS} ms after windowStartMs`, path: ["windowEndMs"] });
+}).refine(windowSpan, WINDOW_SPAN_ISSUE);
 export type PowerBatch = z.infer<typeof powerBatch>;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { V, count, epochMs, msgId, requestId, token, windowSpan, MIN_WINDOW_MS } from "./common.ts";
+import { V, count, epochMs, msgId, requestId, token, windowSpan, WINDOW_SPAN_ISSUE } from "./common.ts";
 
 /**
  * WORK: per instance and per window aligned with POWER, which requests were active and how many
@@ -27,5 +27,5 @@ export const workWindow = z.object({
   requests: z.array(workItem),
   /** Requests in flight at the window's end (running or queued), for batch occupancy. */
   inFlight: count.optional(),
-}).refine(windowSpan, { message: `windowEndMs must be at least ${MIN_WINDOW_MS} ms after windowStartMs`, path: ["windowEndMs"] });
+}).refine(windowSpan, WINDOW_SPAN_ISSUE);
 export type WorkWindow = z.infer<typeof workWindow>;

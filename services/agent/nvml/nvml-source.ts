@@ -1,4 +1,4 @@
-import type { Clock, GpuInfo } from "../../../shared/mod.ts";
+import { COUNTER_JITTER_MJ, type Clock, type GpuInfo } from "../../../shared/mod.ts";
 import type { GpuReading, PowerSource, SourceDescription } from "../power-source.ts";
 import {
   FIELD_VALUE_SIZE,
@@ -154,8 +154,6 @@ const sampled = (s: GpuState) => !s.lost && measurable(s);
 
 /** Field support is probed by use: NOT_SUPPORTED (or a missing symbol) turns a field off for good. */
 const GONE = new Set<number>([NvmlReturn.NOT_SUPPORTED, NvmlReturn.FUNCTION_NOT_FOUND, NvmlReturn.NO_PERMISSION]);
-/** A counter step back this small is read as jitter (a driver reload restarts the counter near 0). */
-const COUNTER_JITTER_MJ = 1000;
 /**
  * A counter frozen this long while power says this much energy went by is stuck. Counters move every
  * 20–100 ms on H100 (and within a second on older GPUs), so 3 s frozen at tens of watts is no update lag.
