@@ -26,3 +26,36 @@ export class CounterPower {
     return this.#lastMw;
   }
 }
+
+/**
+ * Watches an energy counter for standing still while the GPU draws power: a counter stuck at one
+ * value (some vGPU/MIG setups answer SUCCESS with a frozen one), or one served by an exporter that
+ * refreshes slower than it is sampled (dcgm-exporter's `-c`, 30 s by default). Either way its deltas
+ * are wrong (0 J, then a jump into the wrong window), and the source leaves the counter out for
+ * good and integrates power instead. It has stood still once it kept one value for `minMs` while
+ * power says at least `minMj` went by.
+ */
+export class StandingCounter {
+  #value: number | undefined;
+  #sinceMs = 0;
+  #lastMs = 0;
+  #mj = 0;
+  #stood = false;
+
+  constructor(readonly minMs: number, readonly minMj: number) {}
+
+  /** Takes one reading (counter and power at `tMs`); true from the reading at which the counter has stood still. */
+  next(tMs: number, energyMj: number, powerMw: number): boolean {
+    if (this.#stood) return true;
+    if (energyMj !== this.#value) {
+      this.#value = energyMj;
+      this.#sinceMs = this.#lastMs = tMs;
+      this.#mj = 0;
+      return false;
+    }
+    this.#mj += (powerMw * Math.max(0, tMs - this.#lastMs)) / 1000;
+    this.#lastMs = tMs;
+    this.#stood = tMs - this.#sinceMs >= this.minMs && this.#mj >= this.minMj;
+    return this.#stood;
+  }
+}

@@ -1,6 +1,6 @@
 import { RetryableError, type Clock, wToMw } from "../../shared/mod.ts";
 import type { GpuInfo } from "../../shared/mod.ts";
-import { CounterPower } from "./counter-power.ts";
+import { CounterPower, StandingCounter } from "./counter-power.ts";
 import { parsePrometheusText } from "./prometheus.ts";
 import type { GpuReading, PowerSource, SourceDescription } from "./power-source.ts";
 
@@ -37,13 +37,15 @@ const DCGM_BLANK = 2 ** 47;
  * a slow one: it is left out from then on (power is integrated instead), as NVML's stuck counter is.
  */
 const STALE_COUNTER_MS = 400;
+/** Any power drawn meanwhile (1 mJ: a GPU at a few milliwatts for 400 ms). */
+const STALE_COUNTER_MJ = 1;
 
 export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
   const timeoutMs = opts.timeoutMs ?? 2000;
   let names = new Map<number, string>();
   const counterPower = new Map<number, CounterPower>();
-  /** Per GPU: the counter's last value and when it last changed; `stale` once it is left out. */
-  const counterSeen = new Map<number, { energyMj: number; changedMs: number; stale: boolean }>();
+  /** Per GPU: whether its counter stands still between the exporter's refreshes (then it is left out). */
+  const standing = new Map<number, StandingCounter>();
 
   /** One scrape: the readings with power, and every GPU the exporter named, both by index. */
   async function scrape(): Promise<{ readings: GpuReading[]; gpus: { gpu: number; uuid: string }[] }> {
@@ -86,10 +88,9 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
         const fromCounter = cp.next(tMs, r.energyMj); // fed every scrape, so its span stays the last second
         if (r.powerMw === undefined) r.powerMw = fromCounter;
         else {
-          const seen = counterSeen.get(r.gpu);
-          if (!seen || seen.energyMj !== r.energyMj) counterSeen.set(r.gpu, { energyMj: r.energyMj, changedMs: tMs, stale: seen?.stale ?? false });
-          else if (!seen.stale && r.powerMw > 0 && tMs - seen.changedMs > STALE_COUNTER_MS) seen.stale = true;
-          if (counterSeen.get(r.gpu)!.stale) delete r.energyMj;
+          let st = standing.get(r.gpu);
+          if (!st) standing.set(r.gpu, (st = new StandingCounter(STALE_COUNTER_MS, STALE_COUNTER_MJ)));
+          if (st.next(tMs, r.energyMj, r.powerMw)) delete r.energyMj;
         }
       }
       if (r.powerMw !== undefined) readings.push(r as GpuReading);

@@ -10,7 +10,7 @@ import {
   NvmlValueType,
   type NvmlDevice,
 } from "./bindings.ts";
-import { CounterPower } from "../counter-power.ts";
+import { CounterPower, StandingCounter } from "../counter-power.ts";
 import { createNvmlControl, type NvmlControl } from "./control.ts";
 import { readDriverVersion, readGpuInfo, readUuid } from "./device-info.ts";
 import { NVML_SUCCESS, NvmlError, NvmlReturn } from "./errors.ts";
@@ -100,8 +100,8 @@ interface GpuState {
   util: boolean;
   temp: boolean;
   lastEnergyMj: number | undefined;
-  /** While the counter repeats one value: since when, and the energy power says went by meanwhile. */
-  still: { sinceMs: number; lastMs: number; mj: number } | undefined;
+  /** Whether the counter stands still while power is drawn (stuck). */
+  standing: StandingCounter;
   /** Power from the energy counter, where the driver reads none. */
   counterPower: CounterPower;
   counterResets: number;
@@ -197,7 +197,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
         energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
         smClock: extras && fn.nvmlDeviceGetClockInfo !== undefined, memClock: extras && fn.nvmlDeviceGetClockInfo !== undefined,
         util: extras && fn.nvmlDeviceGetUtilizationRates !== undefined, temp: extras && fn.nvmlDeviceGetTemperature !== undefined,
-        lastEnergyMj: undefined, still: undefined, counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
+        lastEnergyMj: undefined, standing: new StandingCounter(STUCK_COUNTER_MS, STUCK_COUNTER_MJ), counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
       };
       states.push(state);
       // The UUID names the GPU in every message for the whole run: a sporadic failure (TIMEOUT) is
@@ -311,20 +311,11 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
       else binding.check(code, "nvmlDeviceGetPowerUsage", s.gpu);
     }
     tMs ??= (t0 + opts.clock.nowMs()) / 2;
-    if (powerMw !== undefined && energyMj !== undefined && s.lastEnergyMj !== undefined) {
-      // A counter that repeats its value while the driver reads power is stuck (some vGPU / MIG
-      // setups answer SUCCESS with a frozen value): its deltas would publish 0 J.
-      if (energyMj !== s.lastEnergyMj) s.still = undefined;
-      else {
-        const st = (s.still ??= { sinceMs: tMs, lastMs: tMs, mj: 0 });
-        st.mj += (powerMw * Math.max(0, tMs - st.lastMs)) / 1000;
-        st.lastMs = tMs;
-        if (tMs - st.sinceMs >= STUCK_COUNTER_MS && st.mj >= STUCK_COUNTER_MJ) {
-          s.energy = false;
-          opts.onCounterStuck?.(s.gpu, energyMj, powerMw);
-          energyMj = undefined;
-        }
-      }
+    // A counter stuck while the driver reads power would publish 0 J: left out for integrated power.
+    if (powerMw !== undefined && energyMj !== undefined && s.standing.next(tMs, energyMj, powerMw)) {
+      s.energy = false;
+      opts.onCounterStuck?.(s.gpu, energyMj, powerMw);
+      energyMj = undefined;
     }
     if (powerMw === undefined) {
       if (energyMj === undefined) {
