@@ -3,7 +3,7 @@ import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEnd, type RequestEvent, type RequestStart } from "../../shared/mod.ts";
-import { createSseCounter, createUsageFilter, isTokenCount } from "./sse-counter.ts";
+import { createSseCounter, createUsageFilter, isTokenCount, serverErrorMessage } from "./sse-counter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
 
 /**
@@ -268,7 +268,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
             if (isTokenCount(j.usage.prompt_tokens)) promptTokens = j.usage.prompt_tokens;
             outputTokens = isTokenCount(j.usage.completion_tokens) ? j.usage.completion_tokens : 0;
           }
-          if (status >= 400) error = errorText(j?.error?.message ?? j?.error ?? j?.message ?? j?.detail, text);
+          if (status >= 400) error = serverErrorMessage(j) ?? text.slice(0, 200);
         } catch {
           if (status >= 400) error = text.slice(0, 200);
         }
@@ -345,15 +345,6 @@ export function withUsageOptions(body: Buffer, options: Record<string, unknown>)
 export function withMergedUsageOptions(body: Buffer, streamOptions: Record<string, unknown>): Buffer {
   const close = body.lastIndexOf(0x7d); // "}"
   return Buffer.concat([body.subarray(0, close), Buffer.from(`,"stream_options":${JSON.stringify(streamOptions)}`), body.subarray(close)]);
-}
-
-/**
- * A server's error message, for the record: a string however the server shaped it (OpenAI's
- * `{error: {message}}`, FastAPI's `{detail}`, TGI's `{error: "..."}`), never longer than 200 chars.
- */
-function errorText(message: unknown, body: string): string {
-  const s = typeof message === "string" ? message : message === undefined || message === null ? body : JSON.stringify(message);
-  return s.slice(0, 200);
 }
 
 /** What the tap can know of the prompt's length before the server answers. */

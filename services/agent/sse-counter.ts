@@ -72,8 +72,7 @@ class StreamCounter implements SseCounter {
         if (ev === null || typeof ev !== "object") continue;
       }
       if (ev?.error) {
-        const e = ev.error;
-        this.error = (typeof e === "string" ? e : typeof e.message === "string" ? e.message : JSON.stringify(e)).slice(0, 200);
+        this.error = serverErrorMessage(ev);
         continue;
       }
       const u = ev.usage;
@@ -212,4 +211,17 @@ export function createUsageFilter(): UsageFilter {
       return rest;
     },
   };
+}
+
+/**
+ * A server's error message as the record keeps it, however the server shaped it: OpenAI's and vLLM's
+ * `{error: {message}}`, TGI's `{error: "…"}`, FastAPI's `{detail}`, a bare `{message}`; a string of
+ * at most 200 chars, or undefined where the body names none.
+ */
+export function serverErrorMessage(body: unknown): string | undefined {
+  if (typeof body !== "object" || body === null) return undefined;
+  const b = body as { error?: unknown; message?: unknown; detail?: unknown };
+  const m = (typeof b.error === "object" && b.error !== null ? (b.error as { message?: unknown }).message : undefined) ?? b.error ?? b.message ?? b.detail;
+  if (m === undefined || m === null) return undefined;
+  return (typeof m === "string" ? m : JSON.stringify(m)).slice(0, 200);
 }
