@@ -185,6 +185,7 @@ export const loadCommand = defineCommand(
           job: { runId, source, ...common },
           log,
           signal: abort.signal,
+          ...(total !== undefined ? { expected: total } : {}), // counted already (a strict replay): not read again
           onResult: (r) => {
             count(r);
             // A failed write (unwritable --out, full disk) stops the run and is reported, rather

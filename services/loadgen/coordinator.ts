@@ -29,6 +29,8 @@ export interface CoordinatorOptions {
   onProgress?: (p: { sent: number; completed: number; received: number }) => void;
   signal?: AbortSignal;
   log?: (line: string) => void;
+  /** Requests in the workload, where the caller has counted them already (else counted here). */
+  expected?: number;
 }
 
 export interface WorkerReport {
@@ -59,7 +61,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   const log = o.log ?? (() => {});
   const runId = o.job.runId;
   const lostAfterMs = o.lostAfterMs ?? 5000;
-  const expectedP = countRequests(o.job.source);
+  const expectedP = o.expected !== undefined ? Promise.resolve(o.expected) : countRequests(o.job.source);
   expectedP.catch(() => {}); // awaited below; a bad trace fails the run there
   await assertNewRun(o.nc, runId);
 
@@ -147,8 +149,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
 
     // 3. Assign shards with one common start.
     const startAtMs = Date.now() + (o.startDelayMs ?? 2000);
-    const onAbort = abortRun;
-    o.signal?.addEventListener("abort", onAbort, { once: true });
+    o.signal?.addEventListener("abort", abortRun, { once: true });
     // Alive, for the workers: they stop when this falls silent (a coordinator killed mid-run).
     const heartbeatMs = o.job.heartbeatMs ?? 1000;
     const alive = () => {
@@ -179,7 +180,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
     watchdog.unref();
     while ([...state.values()].some((s) => !s.done && !s.lost)) await new Promise<void>((r) => (changed = r));
     clearInterval(watchdog);
-    o.signal?.removeEventListener("abort", onAbort);
+    o.signal?.removeEventListener("abort", abortRun);
 
     // 5. Wait for the finished workers' results to come through LOAD.
     const want = () => [...state.entries()].every(([id, s]) => !s.done || (receivedBy.get(id) ?? 0) >= s.done.results - s.done.publishFailed);
