@@ -1,7 +1,7 @@
 import { readLines } from "./lines.ts";
 import { parseTimestampMs } from "./timestamp.ts";
 import { reject, TraceError, type ParseOptions } from "./trace-error.ts";
-import { parseCount, splitCsv, type TraceRow } from "./trace-row.ts";
+import { headerNames, parseCount, splitCsv, type TraceRow } from "./trace-row.ts";
 
 /**
  * Azure LLM inference traces (2023 and 2024): `TIMESTAMP,ContextTokens,GeneratedTokens`, one row per
@@ -13,7 +13,7 @@ export async function* parseAzure(path: string, opts: ParseOptions = {}): AsyncG
     if (text.trim() === "") continue;
     const f = splitCsv(text);
     if (!cols) {
-      const names = f.map((s) => s.trim().toLowerCase());
+      const names = headerNames(text);
       cols = { t: names.indexOf("timestamp"), ctx: names.indexOf("contexttokens"), gen: names.indexOf("generatedtokens") };
       const missing = Object.entries({ TIMESTAMP: cols.t, ContextTokens: cols.ctx, GeneratedTokens: cols.gen }).filter(([, i]) => i < 0).map(([n]) => n);
       // The header is not optional, also in lenient mode: without it no row means anything.

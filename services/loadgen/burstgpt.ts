@@ -1,6 +1,6 @@
 import { readLines } from "./lines.ts";
 import { reject, TraceError, type ParseOptions } from "./trace-error.ts";
-import { parseCount, splitCsv, type TraceRow } from "./trace-row.ts";
+import { headerNames, parseCount, splitCsv, type TraceRow } from "./trace-row.ts";
 
 /**
  * BurstGPT traces: `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`, the
@@ -13,7 +13,7 @@ export async function* parseBurstGpt(path: string, opts: ParseOptions & { models
     if (text.trim() === "") continue;
     const f = splitCsv(text);
     if (!cols) {
-      const names = f.map((s) => s.trim().toLowerCase());
+      const names = headerNames(text);
       cols = { t: names.indexOf("timestamp"), model: names.indexOf("model"), req: names.indexOf("request tokens"), res: names.indexOf("response tokens") };
       const missing = Object.entries({ Timestamp: cols.t, "Request tokens": cols.req, "Response tokens": cols.res }).filter(([, i]) => i < 0).map(([n]) => n);
       if (missing.length) throw new TraceError(path, line, `header must name Timestamp, Request tokens, Response tokens; missing ${missing.join(", ")}`);

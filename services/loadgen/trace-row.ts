@@ -20,6 +20,11 @@ export function parseCount(s: string | undefined): number | undefined {
 }
 
 /** Splits one CSV line (quotes allowed, no embedded newlines: trace files have none). */
+/** A CSV header's column names as the parsers match them: unquoted, trimmed, lower case. */
+export function headerNames(line: string): string[] {
+  return splitCsv(line).map((s) => s.trim().toLowerCase());
+}
+
 export function splitCsv(line: string): string[] {
   if (!line.includes('"')) return line.split(",");
   const out: string[] = [];

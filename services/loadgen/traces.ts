@@ -3,7 +3,7 @@ import { parseBurstGpt } from "./burstgpt.ts";
 import { parseMooncake } from "./mooncake.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { toWorkload, type TraceOptions } from "./transform.ts";
-import type { TraceRow } from "./trace-row.ts";
+import { headerNames, type TraceRow } from "./trace-row.ts";
 import type { Workload } from "./workload.ts";
 import type { ParseOptions } from "./trace-error.ts";
 import { closeSync, openSync, readSync } from "node:fs";
@@ -37,7 +37,7 @@ function firstLine(path: string): string {
 
 export function formatOfHeader(line: string): TraceFormat | undefined {
   if (line.startsWith("{") || line.startsWith("[")) return "mooncake";
-  const names = line.toLowerCase().split(",").map((s) => s.trim().replace(/^"|"$/g, ""));
+  const names = headerNames(line); // as the parsers will read it
   if (names.includes("contexttokens")) return "azure";
   if (names.includes("request tokens")) return "burstgpt";
   return undefined;
