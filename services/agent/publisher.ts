@@ -82,7 +82,7 @@ export const MAX_BATCH_BYTES = 512 * 1024;
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
   const js: JetStreamClient = jetstream(nc, { timeout: opts.publishTimeoutMs ?? 5000 });
   const spool = createSpool(opts);
-  const stats = { published: 0, retries: 0, tooLarge: 0, lastError: undefined as string | undefined };
+  const stats = { published: 0, retries: 0, unsendable: 0, lastError: undefined as string | undefined };
   let pumping: Promise<void> | undefined;
   let lingering: NodeJS.Timeout | undefined;
   const lingerMs = opts.lingerMs ?? 50;
@@ -132,13 +132,16 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
         continue;
       }
       const reason = (results[failed] as PromiseRejectedResult).reason as Error;
-      const foreign = FORBIDDEN.test(reason.message) && (opts.node === undefined || subjectId(batch[failed]!.subject) !== opts.node);
-      if (TOO_LARGE.test(reason.message) || foreign) {
-        // No retry can ever send it, and it must not hold up everything queued behind it.
-        stats.tooLarge += batch[failed]!.messages ?? 1;
-        stats.lastError = TOO_LARGE.test(reason.message)
-          ? `dropped a message over the server's max payload (${batch[failed]!.data.length} bytes, ${batch[failed]!.subject})`
-          : `dropped a message this user may not publish (${batch[failed]!.subject}): ${reason.message}`;
+      const rec = batch[failed]!;
+      // What no retry can ever send must not hold up everything queued behind it.
+      const unsendable = TOO_LARGE.test(reason.message)
+        ? `dropped a message over the server's max payload (${rec.data.length} bytes, ${rec.subject})`
+        : FORBIDDEN.test(reason.message) && (opts.node === undefined || subjectId(rec.subject) !== opts.node)
+          ? `dropped a message this user may not publish (${rec.subject}): ${reason.message}`
+          : undefined;
+      if (unsendable) {
+        stats.unsendable += rec.messages ?? 1;
+        stats.lastError = unsendable;
         spool.shift(1);
         continue;
       }
@@ -200,8 +203,8 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     },
     stats: () => {
       const sp = spool.stats();
-      // Dropped: by the spool when memory and disk are full, and here when over the max payload.
-      return { ...sp, dropped: sp.dropped + stats.tooLarge, queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) };
+      // Dropped: by the spool when memory and disk are full, and here when no retry could send it.
+      return { ...sp, dropped: sp.dropped + stats.unsendable, queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) };
     },
     async close() {
       closed = true;

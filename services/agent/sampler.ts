@@ -74,7 +74,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
   let seq = 0;
   let windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
   let columns = new Map<number, Column>();
-  const lastEnergy = new Map<number, { energyMj: number; tMs: number; powerMw: number }>();
+  const lastReading = new Map<number, { energyMj: number; tMs: number; powerMw: number }>();
   let jitters: number[] = [];
   let sampleMsList: number[] = [];
   let timer: NodeJS.Timeout | undefined;
@@ -116,7 +116,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
     const gpus: GpuSamples[] = [];
     const missingGpus = opts.gpus?.filter((g) => !columns.has(g));
     for (const [gpu, c] of [...columns].sort((a, b) => a[0] - b[0])) {
-      const prev = lastEnergy.get(gpu);
+      const prev = lastReading.get(gpu);
       // A counter that went missing mid-window (NaN) makes the whole column unusable for deltas.
       const energyOk = c.hasEnergy && c.energyMj.every((e) => Number.isFinite(e));
       const g: GpuSamples = { gpu, uuid: c.uuid, tMs: c.tMs, powerMw: c.powerMw };
@@ -130,7 +130,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
         if (c[key].every((v) => Number.isFinite(v))) g[key] = c[key];
       }
       const lastT = c.tMs[c.tMs.length - 1]!;
-      lastEnergy.set(gpu, { energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT, powerMw: c.powerMw[c.powerMw.length - 1]! });
+      lastReading.set(gpu, { energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT, powerMw: c.powerMw[c.powerMw.length - 1]! });
       gpus.push(g);
     }
     columns = new Map();
