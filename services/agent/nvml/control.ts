@@ -1,4 +1,5 @@
 import type { NvmlBinding, NvmlDevice } from "./bindings.ts";
+import { readEnforcedPowerLimitMw } from "./device-info.ts";
 import { NvmlError, NvmlReturn } from "./errors.ts";
 
 /**
@@ -34,11 +35,8 @@ export function createNvmlControl(binding: NvmlBinding, devices: readonly (NvmlD
       check(fn.nvmlDeviceResetGpuLockedClocks(dev(gpu, call)), call, gpu);
     },
     readPowerLimitMw(gpu) {
-      const call = "nvmlDeviceGetEnforcedPowerLimit";
       if (!fn.nvmlDeviceGetEnforcedPowerLimit) return undefined;
-      const out = new Uint32Array(1);
-      check(fn.nvmlDeviceGetEnforcedPowerLimit(dev(gpu, call), out), call, gpu);
-      return out[0]!;
+      return readEnforcedPowerLimitMw(binding, dev(gpu, "nvmlDeviceGetEnforcedPowerLimit"), gpu);
     },
     setPowerLimitMw(gpu, limitMw) {
       const call = "nvmlDeviceSetPowerManagementLimit";

@@ -48,6 +48,13 @@ export function readSupportedSmClocks(b: NvmlBinding, dev: NvmlDevice, gpu: numb
   return [...clocks.subarray(0, count[0])].sort((x, y) => y - x);
 }
 
+/** The power limit in force, mW; NvmlError (FUNCTION_NOT_FOUND where the library lacks the call). */
+export function readEnforcedPowerLimitMw(b: NvmlBinding, dev: NvmlDevice, gpu: number): number {
+  const out = new Uint32Array(1);
+  b.check(need(b, "nvmlDeviceGetEnforcedPowerLimit")(dev, out), "nvmlDeviceGetEnforcedPowerLimit", gpu);
+  return out[0]!;
+}
+
 /**
  * Inventory of one GPU. Optional fields that NVML cannot give are left out; GPU_IS_LOST (or any
  * error on the UUID, which identifies the GPU) is thrown to the caller.
@@ -55,10 +62,7 @@ export function readSupportedSmClocks(b: NvmlBinding, dev: NvmlDevice, gpu: numb
 export function readGpuInfo(b: NvmlBinding, dev: NvmlDevice, gpu: number, uuid?: string): GpuInfo {
   const info: GpuInfo = { index: gpu, uuid: uuid ?? readUuid(b, dev, gpu), name: optional(() => readName(b, dev, gpu)) ?? "unknown" };
   const u32 = new Uint32Array(2);
-  const limit = optional(() => {
-    b.check(need(b, "nvmlDeviceGetEnforcedPowerLimit")(dev, u32), "nvmlDeviceGetEnforcedPowerLimit", gpu);
-    return u32[0]!;
-  });
+  const limit = optional(() => readEnforcedPowerLimitMw(b, dev, gpu));
   if (limit !== undefined) info.powerLimitMw = limit;
   const constraints = optional(() => {
     const min = u32.subarray(0, 1);
