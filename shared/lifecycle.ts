@@ -57,6 +57,27 @@ export function onShutdownSignal(stop: (signal: NodeJS.Signals) => Promise<void>
   };
 }
 
+/**
+ * For a command that finishes what it started when interrupted: the first SIGINT/SIGTERM runs
+ * `interrupt` (stop sending, stop emulating), and the process exits only once the command calls
+ * `done()`, i.e. after it has printed its summary and flushed its output; a second signal exits at
+ * once. `done()` also removes the handlers.
+ */
+export function untilDone(interrupt: () => unknown, log?: (line: string) => void): { done(): void } {
+  let finished!: () => void;
+  const over = new Promise<void>((r) => (finished = r));
+  const remove = onShutdownSignal(async () => {
+    await interrupt();
+    await over;
+  }, log);
+  return {
+    done() {
+      remove();
+      finished();
+    },
+  };
+}
+
 /** Stops services in the given order (downstream last), collecting errors rather than stopping at the first. */
 export async function stopAll(stops: ReadonlyArray<() => Promise<void>>): Promise<void> {
   const errors: unknown[] = [];

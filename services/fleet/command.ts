@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, onShutdownSignal } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, untilDone } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { DEFAULT_NODE_PREFIX, startFleet, type FleetReport } from "./emulator.ts";
 import { DEFAULT_GPUS, DEFAULT_RATE_PER_INSTANCE_S, DEFAULT_TP } from "./node-model.ts";
@@ -53,12 +53,7 @@ export const fleetCommand = defineCommand(
       ...(cfg.runId ? { runId: cfg.runId } : {}),
     });
     // Ctrl-C stops the emulation, and the report of what was sent is still printed before exit.
-    let reported!: () => void;
-    const printed = new Promise<void>((r) => (reported = r));
-    const removeHandlers = onShutdownSignal(async () => {
-      await fleet.stop();
-      await printed;
-    });
+    const signals = untilDone(() => fleet.stop());
     try {
       let report: FleetReport;
       try {
@@ -70,8 +65,7 @@ export const fleetCommand = defineCommand(
       process.stdout.write(JSON.stringify(report) + "\n");
       return 0;
     } finally {
-      removeHandlers();
-      reported();
+      signals.done();
     }
   },
 );

@@ -3,7 +3,7 @@ import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import { z } from "zod";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { connectNats, natsOptions, onShutdownSignal, ConfigError, errorMessage } from "../../shared/mod.ts";
+import { connectNats, natsOptions, onShutdownSignal, untilDone, ConfigError, errorMessage } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { assertNewRun, runCoordinated } from "./coordinator.ts";
 import { createProgress } from "./progress.ts";
@@ -147,12 +147,7 @@ export const loadCommand = defineCommand(
     const abort = new AbortController();
     // Ctrl-C: stop sending, then wait for the in-flight requests (recorded as aborted), the summary
     // and the --out file before the signal handler exits the process.
-    let finishRun!: () => void;
-    const runFinished = new Promise<void>((r) => (finishRun = r));
-    const removeSignals = onShutdownSignal(async () => {
-      abort.abort();
-      await runFinished;
-    }, log);
+    const signals = untilDone(() => abort.abort(), log);
     const file = cfg.out ? openResultsFile(cfg.out) : undefined;
     const progress = createProgress(cfg.noProgress ? ({ isTTY: false } as NodeJS.WriteStream) : process.stderr);
     let sent = 0, completed = 0, errors = 0;
@@ -236,8 +231,7 @@ export const loadCommand = defineCommand(
       } finally {
         // Closed even when --out failed: an open connection kept the process alive after the error.
         await nc?.close();
-        removeSignals();
-        finishRun();
+        signals.done();
       }
     }
   },
