@@ -101,6 +101,11 @@ export function meetsSlo(r: MeasuredRequest, slo: SloThresholds): boolean {
 
 const ratio = (a: number, b: number) => (b > 0 ? a / b : NaN);
 
+/** A point meets its SLO: it served requests, and enough of them met the thresholds. */
+export function pointMeetsSlo(requests: number, attainment: number, slo: SloThresholds): boolean {
+  return requests > 0 && attainment >= slo.attainment;
+}
+
 export function pointRow(p: PointSpec, m: WindowMeasurement, slo: SloThresholds, now = new Date()): PointRow {
   const secs = m.windowMs / 1000;
   const ok = m.requests.filter((r) => r.ok);
@@ -150,7 +155,7 @@ export function pointRow(p: PointSpec, m: WindowMeasurement, slo: SloThresholds,
     sloTtftMs: slo.ttftMs,
     sloTpotMs: slo.tpotMs,
     sloAttainment: attainment,
-    sloMet: m.requests.length > 0 && attainment >= slo.attainment,
+    sloMet: pointMeetsSlo(m.requests.length, attainment, slo),
     wallMs: m.wallMs,
     measuredAt: now.toISOString(),
   };

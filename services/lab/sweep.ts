@@ -2,7 +2,7 @@ import { ConfigError, errorMessage } from "../../shared/errors.ts";
 import type { WorkloadClass } from "../simnode/mod.ts";
 import type { PointRunner } from "./library-runner.ts";
 import { expandMatrix, pointId, type Matrix, type PointSpec } from "./matrix.ts";
-import { pointRow, type PointRow, type SloThresholds } from "./metrics.ts";
+import { pointMeetsSlo, pointRow, type PointRow, type SloThresholds } from "./metrics.ts";
 import { createProgress, type Progress } from "./progress.ts";
 import { recommend, type Recommendation } from "./recommend.ts";
 import { sloThresholds } from "./slo.ts";
@@ -46,7 +46,7 @@ export function selectPoints(m: Matrix, only?: readonly string[]): PointSpec[] {
 /** A stored row stands for a point only if it was measured the same way and judged by the same SLO. */
 function reusable(row: PointRow, p: PointSpec, mode: string, slo: SloThresholds): boolean {
   const same = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
-  return row.gpu === p.gpu && row.mode === mode && same(row.sloTtftMs, slo.ttftMs) && same(row.sloTpotMs, slo.tpotMs) && row.sloMet === (row.requests > 0 && row.sloAttainment >= slo.attainment);
+  return row.gpu === p.gpu && row.mode === mode && same(row.sloTtftMs, slo.ttftMs) && same(row.sloTpotMs, slo.tpotMs) && row.sloMet === pointMeetsSlo(row.requests, row.sloAttainment, slo);
 }
 
 /** Lets signal handlers (Ctrl-C) and timers run between points: library points never wait on I/O. */
