@@ -39,6 +39,8 @@ const agentProc = spawn(
 );
 const tapUrl = (await firstMatch(agentProc.stderr!, /tap at (http:\/\/\S+)/))[1]!;
 process.on("exit", () => [agentProc, bare, echo].forEach((p) => p.kill("SIGKILL")));
+// Ctrl-C or a kill: the exit handler above still runs, so no server is left behind.
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(130));
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 const body = JSON.stringify({ model: "m", prompt: Array.from({ length: 256 }, (_, i) => i), max_tokens: TOKENS, ignore_eos: true, stream: true });

@@ -1,6 +1,6 @@
 import test from "ava";
 import { createServer, request, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createTcpServer } from "node:net";
+import { createServer as createTcpServer, Socket } from "node:net";
 import { gzipSync } from "node:zlib";
 import type { AddressInfo } from "node:net";
 import { startRequestTap, type RequestTap } from "../services/agent/request-tap.ts";
@@ -84,6 +84,44 @@ test("tap - a server that writes the whole stream at once: every token and [DONE
   t.true(chunks.every((c) => c.choices.length === 1));
   t.true(echo.received[0]!.includeUsage, "the tap asked the server for usage");
   t.like(events.at(-1)!, { event: "end", status: "ok", promptTokens: 3, outputTokens: 8 });
+});
+
+test("tap - a response that comes whole leaves whole: its end goes in the same write as its last bytes (one wake-up of the client, as direct)", async (t) => {
+  const echo = await startEchoServer({ itlMs: 0 });
+  t.teardown(() => echo.stop());
+  const plain = await serve(t, (_req, _body, res) => {
+    res.writeHead(200, { "content-type": "application/json" }); // chunked: no content-length
+    res.end(JSON.stringify({ choices: [{ text: "hi" }], usage: { prompt_tokens: 2, completion_tokens: 1 } }));
+  });
+  // The writes of the tap's side of client connections, counted where Node hands them to libuv.
+  const proto = Socket.prototype as unknown as Record<"_write" | "_writev", (...a: unknown[]) => unknown>;
+  const original = { _write: proto._write, _writev: proto._writev };
+  let writes = 0;
+  let tapPort = -1;
+  for (const name of ["_write", "_writev"] as const) {
+    proto[name] = function (this: Socket, ...a: unknown[]) {
+      if (this.localPort === tapPort) writes++;
+      return original[name].apply(this, a);
+    };
+  }
+  t.teardown(() => Object.assign(proto, original));
+  for (const [upstream, stream, path] of [[echo.url, true, "/v1/completions"], [plain, false, "/v1/completions"], [plain, false, "/health"]] as const) {
+    const { tap } = await setup(t, upstream);
+    tapPort = Number(new URL(tap.url).port);
+    writes = 0;
+    for (let i = 0; i < 5; i++) {
+      const text = await new Promise<string>((resolve, reject) => {
+        const req = request(`${tap.url}${path}`, { method: "POST", headers: { "content-type": "application/json" } }, (res) => {
+          let s = "";
+          res.setEncoding("utf8").on("data", (c: string) => (s += c)).on("end", () => resolve(s));
+        });
+        req.on("error", reject);
+        req.end(JSON.stringify({ model: "m", prompt: [1, 2, 3], max_tokens: 8, stream }));
+      });
+      t.true(text.length > 0);
+    }
+    t.is(writes, 5, `${upstream} ${path}: one write per response`);
+  }
 });
 
 test("tap - a client that asked for usage gets it; requests without an id get one", async (t) => {

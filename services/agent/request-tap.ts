@@ -179,6 +179,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
         if (track) resHeaders.push("x-request-id", track.requestId);
         res.writeHead(ures.statusCode ?? 502, resHeaders);
         if (!track) {
+          ures.on("data", () => holdUntilEnd(res));
           ures.pipe(res);
           // A server that dies mid-response: the client sees its connection end, as it would direct.
           ures.on("error", () => res.destroy());
@@ -233,6 +234,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     // A client that reads slowly (or not at all) slows the server's socket down, as it would direct:
     // the tap does not hold what the client has not taken.
     const relay = (b: Buffer) => {
+      holdUntilEnd(res);
       if (!res.write(b) && !ures.isPaused()) {
         ures.pause();
         res.once("drain", () => ures.resume());
@@ -325,6 +327,22 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       agent.destroy();
     },
   };
+}
+
+/**
+ * Corks the client's socket for the rest of this tick and the next, so that a response's last bytes
+ * and its end leave in one segment. Node emits a response's 'end' one tick after the 'data' that
+ * completed it (even when both came in one read), and its own cork of a chunked write lasts one
+ * tick: without this the chunked terminator went alone (`strace`: a writev, then write "0\r\n\r\n"),
+ * and the client woke twice for every request. `end()` uncorks the socket fully; a streamed chunk
+ * with more to come leaves two ticks later, in the same turn of the event loop (no timer).
+ * Were Node to order these ticks otherwise, the bytes would still go, only in two writes.
+ */
+function holdUntilEnd(res: ServerResponse): void {
+  const socket = res.socket;
+  if (!socket || socket.writableCorked || socket.destroyed) return;
+  socket.cork();
+  process.nextTick(() => process.nextTick(() => socket.uncork()));
 }
 
 /**
