@@ -10,7 +10,10 @@
  * - per request: the server answers at once (all `tokens` chunks in one write), so a request's
  *   round trip is the transport and the proxy's work alone: added = p(tap) − p(direct);
  * - streamed: one chunk per token 1 ms apart: the shift of the inter-chunk gap and of the first byte.
- * Usage: npm run bench -- agent-proxy [requests=2000] [tokens=32]
+ * Steady state is what a node lives in: the proxies' first requests run while V8 still compiles
+ * them (a bare Node proxy's p99 is 2-3× higher in its first second), so `warmup` rounds go first,
+ * and their own figures are reported apart (`cold…`: the first 1,000 rounds after start).
+ * Usage: npm run bench -- agent-proxy [requests=2000] [tokens=32] [warmup=3000]
  * A slow driver: FAKE_NVML_CALL_DELAY_US=300 (every fake NVML call blocks 300 µs), with
  * BENCH_NVML_CALLS=sync|async|auto passed to the agent's --nvml-calls (default: the agent's, auto).
  */
@@ -24,6 +27,7 @@ import { startTestNats } from "../test/helpers/nats-server.ts";
 
 const N = Number(process.argv[2] ?? 2000);
 const TOKENS = Number(process.argv[3] ?? 32);
+const WARMUP = Number(process.argv[4] ?? 3000);
 const root = fileURLToPath(new URL("..", import.meta.url));
 
 const echo = spawn(process.execPath, ["--import=tsx", `${root}/services/loadgen/testing/echo-main.ts`], { stdio: ["ignore", "pipe", "inherit"] });
@@ -89,10 +93,10 @@ const ms = (x: number) => Math.round(x * 1000) / 1000;
 const arms = { direct: echoUrl, bare: bareUrl, tap: tapUrl };
 type Arm = keyof typeof arms;
 
-async function phase(itlMs: number, n: number): Promise<Record<Arm, Timing[]>> {
+async function phase(itlMs: number, n: number, label: string): Promise<Record<Arm, Timing[]>> {
   const out: Record<Arm, Timing[]> = { direct: [], bare: [], tap: [] };
   const order = Object.keys(arms) as Arm[];
-  for (let i = 0; i < 50; i++) for (const a of order) await once(arms[a], itlMs); // warm-up: JIT, sockets
+  process.stderr.write(`${label}\n`);
   for (let i = 0; i < n; i++) {
     // Rotate which arm goes first, so none always follows another.
     for (let k = 0; k < order.length; k++) {
@@ -104,10 +108,13 @@ async function phase(itlMs: number, n: number): Promise<Record<Arm, Timing[]>> {
   return out;
 }
 
-const fast = await phase(0, N);
+const cold = await phase(0, Math.max(WARMUP, 1), `warm-up: ${WARMUP} rounds`);
+const fast = await phase(0, N, `per request: ${N} rounds`);
+const coldTotal = (a: Arm) => cold[a].slice(0, 1000).map((x) => x.totalMs);
 const total = (a: Arm) => fast[a].map((x) => x.totalMs);
 const nStream = Math.max(20, Math.round(N / 10));
-const slow = await phase(1, nStream);
+await phase(1, 20, "streamed: warm-up");
+const slow = await phase(1, nStream, `streamed: ${nStream} rounds`);
 const gaps = (a: Arm) => slow[a].flatMap((x) => x.gapsMs);
 const firstByte = (a: Arm) => slow[a].map((x) => x.firstByteMs);
 const shift = (xs: number[], ys: number[], p: number) => ms(q(xs, p) - q(ys, p));
@@ -127,6 +134,11 @@ const fig = {
   bareHopP99Ms: shift(total("bare"), total("direct"), 0.99),
   tapOverBareP50Ms: shift(total("tap"), total("bare"), 0.5),
   tapOverBareP99Ms: shift(total("tap"), total("bare"), 0.99),
+  warmupRounds: WARMUP,
+  coldRounds: coldTotal("tap").length,
+  coldTapP99Ms: ms(q(coldTotal("tap"), 0.99)),
+  coldAddedPerRequestP99Ms: shift(coldTotal("tap"), coldTotal("direct"), 0.99),
+  coldBareHopP99Ms: shift(coldTotal("bare"), coldTotal("direct"), 0.99),
   streamedRequests: nStream,
   firstByteAddedP50Ms: shift(firstByte("tap"), firstByte("direct"), 0.5),
   firstByteAddedP99Ms: shift(firstByte("tap"), firstByte("direct"), 0.99),
@@ -136,9 +148,10 @@ const fig = {
   addedPerChunkP99Ms: shift(gaps("tap"), gaps("direct"), 0.99),
 };
 console.log("agent request tap: added latency (one request at a time, rotating direct / bare proxy / tap)");
-console.log(`  per request (${N} × ${TOKENS} tokens, answered at once)`);
+console.log(`  per request, after ${WARMUP} rounds of warm-up (${N} × ${TOKENS} tokens, answered at once)`);
 console.log(`    direct p50 ${fig.directP50Ms} p99 ${fig.directP99Ms} ms   bare proxy p50 ${fig.bareProxyP50Ms} p99 ${fig.bareProxyP99Ms} ms   tap p50 ${fig.tapP50Ms} p99 ${fig.tapP99Ms} ms`);
 console.log(`    tap − direct p50 ${fig.addedPerRequestP50Ms} ms  p99 ${fig.addedPerRequestP99Ms} ms   (bare hop p50 ${fig.bareHopP50Ms}, p99 ${fig.bareHopP99Ms}; tap − bare p50 ${fig.tapOverBareP50Ms}, p99 ${fig.tapOverBareP99Ms})`);
+console.log(`  cold: the first ${fig.coldRounds} rounds after start: tap p99 ${fig.coldTapP99Ms} ms, tap − direct p99 ${fig.coldAddedPerRequestP99Ms} ms (bare hop p99 ${fig.coldBareHopP99Ms})`);
 console.log(`  streamed (${nStream} × ${TOKENS} chunks, 1 ms apart)`);
 console.log(`    first byte: tap − direct p50 ${fig.firstByteAddedP50Ms} ms  p99 ${fig.firstByteAddedP99Ms} ms   (bare hop p50 ${fig.firstByteBareHopP50Ms})`);
 console.log(`    chunk gap (direct p50 ${fig.chunkGapDirectP50Ms} ms): tap − direct p50 ${fig.addedPerChunkP50Ms} ms  p99 ${fig.addedPerChunkP99Ms} ms`);

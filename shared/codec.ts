@@ -12,6 +12,42 @@ export function encode(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
+/**
+ * The bytes of `encode({ ...envelope, [key]: items })`, where `items` are already encoded values:
+ * they are copied, not encoded again. The envelope must not have `key`; `key` comes last, as it
+ * would in the object literal. A batch's events are encoded one by one as they come, so sealing
+ * a batch of hundreds is a copy, not a burst of encoding between two requests.
+ */
+export function encodeWithEncodedArray(envelope: object, key: string, items: readonly Uint8Array[]): Uint8Array {
+  if (Object.hasOwn(envelope, key)) throw new Error(`encodeWithEncodedArray: the envelope already has ${key}`);
+  const head = packr.pack(envelope);
+  // The envelope's map header (fixmap, map16 or map32) and the entry count it gives.
+  const [entries, headerBytes] = head[0]! >= 0x80 && head[0]! <= 0x8f ? [head[0]! & 0x0f, 1] : head[0] === 0xde ? [(head[1]! << 8) | head[2]!, 3] : head[0] === 0xdf ? [new DataView(head.buffer, head.byteOffset).getUint32(1), 5] : [-1, 0];
+  if (entries < 0) throw new Error("encodeWithEncodedArray: the envelope is not a map");
+  // The header in the envelope's own form (msgpackr writes map16 even for a few keys), wider only if it must be.
+  const count = entries + 1;
+  const map = headerBytes === 1 && count < 16 ? [0x80 | count] : headerBytes <= 3 && count < 0x10000 ? [0xde, count >> 8, count & 0xff] : [0xdf, ...u32(count)];
+  const n = items.length;
+  const array = n < 16 ? [0x90 | n] : n < 0x10000 ? [0xdc, n >> 8, n & 0xff] : [0xdd, ...u32(n)];
+  const name = packr.pack(key);
+  let size = map.length + head.length - headerBytes + name.length + array.length;
+  for (const it of items) size += it.length;
+  const out = new Uint8Array(size);
+  let at = 0;
+  const put = (b: ArrayLike<number>) => {
+    out.set(b, at);
+    at += b.length;
+  };
+  put(map);
+  put(head.subarray(headerBytes));
+  put(name);
+  put(array);
+  for (const it of items) put(it);
+  return out;
+}
+
+const u32 = (n: number) => [(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+
 /** Raw decode; throws on bytes that are not msgpack. Prefer `decodeAs` at the edges. */
 export function decode(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);

@@ -35,7 +35,7 @@ const eventsIn = (msgs: { value: unknown }[]) => msgs.flatMap((m) => eventsOf(m.
 
 test("publisher - a batched subject: one linger's events go out as one message, in order, a full batch at once; other subjects one by one", async (t) => {
   const { nats, nc } = await setup(t);
-  const pub = createPublisher(nc, { lingerMs: 50, batched: [{ subject: SUBJECT, maxMessages: 400, seal: requestBatcher("n1") }] });
+  const pub = createPublisher(nc, { lingerMs: 50, batched: [{ subject: SUBJECT, maxMessages: 400, key: "events", envelope: requestBatcher("n1") }] });
   for (let i = 0; i < 1000; i++) pub.publish(SUBJECT, ev(i));
   for (let i = 0; i < 3; i++) pub.publish(subjects.power("n1"), { msgId: `p${i}` });
   t.true(await pub.flush(5000));
@@ -52,7 +52,7 @@ test("publisher - a batched subject: one linger's events go out as one message, 
 
 test("publisher - a batch over the size limit is split, never published whole", async (t) => {
   const { nats, nc } = await setup(t);
-  const pub = createPublisher(nc, { lingerMs: 20, batched: [{ subject: SUBJECT, seal: requestBatcher("n1") }] });
+  const pub = createPublisher(nc, { lingerMs: 20, batched: [{ subject: SUBJECT, key: "events", envelope: requestBatcher("n1") }] });
   const pad = "x".repeat(90 * 1024);
   for (let i = 0; i < 20; i++) pub.publish(SUBJECT, ev(i, pad));
   t.true(await pub.flush(5000));
@@ -64,7 +64,7 @@ test("publisher - a batch over the size limit is split, never published whole", 
 
 test("publisher - NATS down: events are sealed into the spool while publishing retries, then arrive once each, in order", async (t) => {
   const { nats, nc } = await setup(t);
-  const pub = createPublisher(nc, { lingerMs: 20, publishTimeoutMs: 300, batched: [{ subject: SUBJECT, seal: requestBatcher("n1") }] });
+  const pub = createPublisher(nc, { lingerMs: 20, publishTimeoutMs: 300, batched: [{ subject: SUBJECT, key: "events", envelope: requestBatcher("n1") }] });
   let i = 0;
   for (; i < 50; i++) pub.publish(SUBJECT, ev(i));
   t.true(await pub.flush(5000));

@@ -1,5 +1,5 @@
 import test from "ava";
-import { decodeAs, encode, loadResult, nodeInventory, powerBatch, requestEnergy, requestEvent, subjects, workWindow, deadLetter, decode } from "../shared/mod.ts";
+import { decodeAs, encode, loadResult, nodeInventory, powerBatch, requestEnergy, requestEvent, subjects, workWindow, deadLetter, decode, encodeWithEncodedArray } from "../shared/mod.ts";
 import * as f from "./fixtures.ts";
 
 const cases = [
@@ -59,4 +59,18 @@ test("subjects - node ids are one token, so permissions can pin a node to its su
   t.throws(() => subjects.power("a.b"));
   t.throws(() => subjects.work("*"));
   t.throws(() => subjects.requests(">"));
+});
+
+test("codec - a batch sealed from events encoded one by one is byte for byte the batch encoded whole", (t) => {
+  const events = (n: number) => Array.from({ length: n }, (_, i) => ({ v: 1, kind: "request", msgId: `n:req:${i}:end`, tMs: 1.5e12 + i / 3, event: i % 2 ? "end" : "start", promptTokens: i * 7, error: i % 5 || i > 300 ? undefined : "é✓ x".repeat(i) }));
+  const envelope = { v: 1, kind: "request_batch", msgId: "n:reqs:r:0", node: "n" };
+  for (const n of [0, 1, 15, 16, 300, 70_000]) {
+    const evs = events(n);
+    const spliced = encodeWithEncodedArray(envelope, "events", evs.map((e) => encode(e)));
+    t.deepEqual(Buffer.from(spliced), Buffer.from(encode({ ...envelope, events: evs })), `${n} events`);
+  }
+  // An envelope of 15 keys: the batch's map header grows from fixmap to map16.
+  const wide = Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`k${i}`, i]));
+  t.deepEqual(decode(encodeWithEncodedArray(wide, "events", [encode(1)])), { ...wide, events: [1] });
+  t.throws(() => encodeWithEncodedArray({ events: [] }, "events", []), { message: /already has events/ });
 });

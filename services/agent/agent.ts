@@ -62,7 +62,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const publisher = createPublisher(opts.nc, {
     node: opts.node,
     ...(opts.spoolDir ? { dir: opts.spoolDir } : {}),
-    batched: [{ subject: requestsSubject, seal: requestBatcher(opts.node) }],
+    batched: [{ subject: requestsSubject, key: "events", envelope: requestBatcher(opts.node) }],
   });
   const tracker = createWorkTracker(opts.node, opts.instances);
   const emit = (e: RequestEvent) => publisher.publish(requestsSubject, e);
@@ -169,14 +169,14 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
 }
 
 /**
- * Seals request events into REQUESTS batches. A batch id is this run's id and a sequence number:
+ * The envelope of each REQUESTS batch (the publisher adds its events, under `events`). A batch id is this run's id and a sequence number:
  * new for every batch, also across restarts (the server's duplicate window would otherwise drop a
  * restarted agent's first batches as re-publishes of the last run's).
  */
-export function requestBatcher(node: string): (events: { msgId: string }[]) => RequestBatch {
+export function requestBatcher(node: string): () => Omit<RequestBatch, "events"> {
   const run = `${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
   let seq = 0;
-  return (events) => ({ v: 1, kind: "request_batch", msgId: `${node}:reqs:${run}:${seq++}`, node, events });
+  return () => ({ v: 1, kind: "request_batch", msgId: `${node}:reqs:${run}:${seq++}`, node });
 }
 
 export function splitHostPort(listen: string): [string, number] {

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
-import { encode, subjectId } from "../../shared/mod.ts";
+import { encode, encodeWithEncodedArray, subjectId } from "../../shared/mod.ts";
 import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
 
 /**
@@ -57,15 +57,16 @@ export interface BatchedSubject {
   subject: string;
   /** Most messages in one batch (default 512): a full batch is sealed at once. */
   maxMessages?: number;
-  /** Wraps messages (in publish order) into the one message published; its msgId must be new. */
-  seal(msgs: { msgId: string }[]): { msgId: string };
+  /** The envelope of the next batch (its msgId must be new); its messages go under `key`, last. */
+  envelope(): { msgId: string };
+  key: string;
 }
 
-/** A batched subject's messages not yet sealed. */
+/** A batched subject's messages not yet sealed, each encoded as it came. */
 interface OpenBatch {
   spec: BatchedSubject;
   max: number;
-  pending: { msgId: string }[];
+  pending: Uint8Array[];
 }
 
 /** nats.js refuses a payload over the server's max_payload before sending it. */
@@ -97,14 +98,14 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     for (const b of batches.values()) n += b.pending.length;
     return n;
   };
-  const sealInto = (spec: BatchedSubject, msgs: { msgId: string }[]) => {
-    const batch = spec.seal(msgs);
-    const data = encode(batch);
+  const sealInto = (spec: BatchedSubject, msgs: Uint8Array[]) => {
+    const envelope = spec.envelope();
+    const data = encodeWithEncodedArray(envelope, spec.key, msgs);
     if (data.length > MAX_BATCH_BYTES && msgs.length > 1) {
       const half = msgs.length >> 1;
       sealInto(spec, msgs.slice(0, half));
       sealInto(spec, msgs.slice(half));
-    } else spool.push({ subject: spec.subject, msgId: batch.msgId, data, messages: msgs.length });
+    } else spool.push({ subject: spec.subject, msgId: envelope.msgId, data, messages: msgs.length });
   };
   /** Moves what waits on one batched subject into the spool. */
   const sealPending = (b: OpenBatch) => {
@@ -187,7 +188,9 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       if (closed) return;
       const b = batches.get(subject);
       if (!b) spool.push({ subject, msgId: msg.msgId, data: encode(msg) });
-      else if (b.pending.push(msg) >= b.max) sealPending(b);
+      // Encoded now (about a µs), so that sealing is a copy: encoding 500 events at once held the
+      // event loop for 0.3 ms, during which the requests the tap relays waited.
+      else if (b.pending.push(encode(msg)) >= b.max) sealPending(b);
       linger();
     },
     async flush(timeoutMs = 10_000) {
