@@ -27,7 +27,8 @@ import { startTestNats } from "../test/helpers/nats-server.ts";
 
 const N = Number(process.argv[2] ?? 2000);
 const TOKENS = Number(process.argv[3] ?? 32);
-const WARMUP = Number(process.argv[4] ?? 3000);
+// At least one round: the cold figures are taken from the warm-up.
+const WARMUP = Math.max(1, Number(process.argv[4] ?? 3000));
 const root = fileURLToPath(new URL("..", import.meta.url));
 
 const echo = spawn(process.execPath, ["--import=tsx", `${root}/services/loadgen/testing/echo-main.ts`], { stdio: ["ignore", "pipe", "inherit"] });
@@ -108,7 +109,7 @@ async function phase(itlMs: number, n: number, label: string): Promise<Record<Ar
   return out;
 }
 
-const cold = await phase(0, Math.max(WARMUP, 1), `warm-up: ${WARMUP} rounds`);
+const cold = await phase(0, WARMUP, `warm-up: ${WARMUP} rounds`);
 const fast = await phase(0, N, `per request: ${N} rounds`);
 const coldTotal = (a: Arm) => cold[a].slice(0, 1000).map((x) => x.totalMs);
 const total = (a: Arm) => fast[a].map((x) => x.totalMs);

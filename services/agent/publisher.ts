@@ -99,13 +99,20 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     return n;
   };
   const sealInto = (spec: BatchedSubject, msgs: Uint8Array[]) => {
-    const envelope = spec.envelope();
-    const data = encodeWithEncodedArray(envelope, spec.key, msgs);
-    if (data.length > MAX_BATCH_BYTES && msgs.length > 1) {
+    const split = () => {
       const half = msgs.length >> 1;
       sealInto(spec, msgs.slice(0, half));
       sealInto(spec, msgs.slice(half));
-    } else spool.push({ subject: spec.subject, msgId: envelope.msgId, data, messages: msgs.length });
+    };
+    // Messages alone over the limit: split before copying them into a batch that would be thrown away.
+    let bytes = 0;
+    for (const m of msgs) bytes += m.length;
+    if (bytes > MAX_BATCH_BYTES && msgs.length > 1) return split();
+    const envelope = spec.envelope();
+    const data = encodeWithEncodedArray(envelope, spec.key, msgs);
+    // Over only by the envelope's few bytes: rare, and that envelope's msgId is simply not used.
+    if (data.length > MAX_BATCH_BYTES && msgs.length > 1) split();
+    else spool.push({ subject: spec.subject, msgId: envelope.msgId, data, messages: msgs.length });
   };
   /** Moves what waits on one batched subject into the spool. */
   const sealPending = (b: OpenBatch) => {
