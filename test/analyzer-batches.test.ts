@@ -4,7 +4,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { FAST_START_MS, startFleet } from "../services/fleet/emulator.ts";
 import { createNodeModel } from "../services/fleet/node-model.ts";
 import { readResults, startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
-import { sharedAck } from "../services/analyzer/analyzer.ts";
+import { sharedToken } from "../services/analyzer/intake.ts";
 import { deadLetter, decode, decodeAs, encode, subjects, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
 import { compareWithTruth, relErr } from "./helpers/fleet-truth.ts";
@@ -14,19 +14,19 @@ import { compareWithTruth, relErr } from "./helpers/fleet-truth.ts";
  * bad event is dead-lettered alone, and the batch is acknowledged only when all of its events are.
  */
 
-test("sharedAck - the message is acknowledged with its last share, once, whatever the order; a share acknowledged twice counts once", (t) => {
-  let acks = 0;
-  const whole = { ack: () => acks++ };
-  const shares = sharedAck(whole, 3);
-  shares[2]!.ack();
-  shares[2]!.ack();
-  shares[0]!.ack();
-  t.is(acks, 0);
-  shares[1]!.ack();
-  t.is(acks, 1);
-  shares[1]!.ack();
-  t.is(acks, 1);
-  t.is(sharedAck(whole, 1)[0], whole);
+test("sharedToken - a batch is done with its last event's share, once, whatever the order; a share done twice counts once", (t) => {
+  let done = 0;
+  const whole = { done: () => done++ };
+  const shares = sharedToken(whole, 3);
+  shares[2]!.done();
+  shares[2]!.done();
+  shares[0]!.done();
+  t.is(done, 0);
+  shares[1]!.done();
+  t.is(done, 1);
+  shares[1]!.done();
+  t.is(done, 1);
+  t.is(sharedToken(whole, 1)[0], whole);
 });
 
 test("analyzer - batched and single REQUESTS messages give the emulator's truth; a bad event in a batch is dead-lettered alone", async (t) => {

@@ -62,7 +62,7 @@ test("pipeline - GPU power samples land in InfluxDB at 10 Hz for every GPU, CPU 
     seed: 1,
     cpuEnergy,
     inspect: async (influx) => {
-      const s = await influxQuery(influx, "SELECT COUNT(power_w) AS n FROM gpu_power GROUP BY gpu");
+      const s = await influxQuery(influx, "SELECT SUM(samples) AS n FROM gpu_energy GROUP BY gpu");
       const cpu = await influxQuery(influx, "SELECT cpu_j FROM node_energy");
       probe = { gpus: s.length, samples: Math.min(...s.map((x) => Number(x.rows[0]?.n ?? 0))), cpuJ: (cpu[0]?.rows ?? []).map((r) => Number(r.cpu_j)) };
     },

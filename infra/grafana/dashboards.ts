@@ -2,20 +2,22 @@ import { dashboard, type Dashboard } from "./builder.ts";
 
 /**
  * joulestream's Grafana dashboards, over the InfluxDB schema of services/analyzer/points.ts:
- * gpu_power, gpu_energy, node_energy, instance_energy, request_energy, and the pipeline's own
+ * gpu_energy (per GPU and window: energy, and power, clocks, utilization and temperature of its
+ * samples; raw 10 Hz samples in gpu_power only with the analyzer's --raw-samples, so no panel needs
+ * them), node_energy, instance_energy, request_energy, and the pipeline's own
  * health in agent_stats and analyzer_stats. PENDING_MEASUREMENTS lists measurements a panel may
  * read before the pipeline writes them (none now: every panel must return data in the test).
  */
 export const PENDING_MEASUREMENTS = [] as const;
 
 const node = `"node" =~ /^$node$/`;
-const nodeVar = { name: "node", label: "node", query: `SHOW TAG VALUES FROM "gpu_power" WITH KEY = "node"` };
+const nodeVar = { name: "node", label: "node", query: `SHOW TAG VALUES FROM "gpu_energy" WITH KEY = "node"` };
 const modelVar = { name: "model", label: "model", query: `SHOW TAG VALUES FROM "request_energy" WITH KEY = "model"` };
 const classVar = { name: "workload_class", label: "workload class", query: `SHOW TAG VALUES FROM "request_energy" WITH KEY = "workload_class"` };
 const reqFilter = `$timeFilter AND ${node} AND "model" =~ /^$model$/ AND "workload_class" =~ /^$workload_class$/`;
 
 /** Per-GPU power averaged per interval, then summed: the fleet's (or a node's) draw in W. */
-const summedPower = (by: string) => `SELECT sum("p") AS "power_w" FROM (SELECT mean("power_w") AS "p" FROM "gpu_power" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node", "gpu") GROUP BY time($__interval)${by}`;
+const summedPower = (by: string) => `SELECT sum("p") AS "power_w" FROM (SELECT mean("power_w") AS "p" FROM "gpu_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node", "gpu") GROUP BY time($__interval)${by}`;
 
 export const fleet = dashboard({
   uid: "joulestream-fleet",
@@ -29,7 +31,7 @@ export const fleet = dashboard({
     { title: "Energy in range", type: "stat", unit: "kwatth", decimals: 3, w: 6, h: 5, queries: [{ query: `SELECT sum("measured_j") / 3600000 AS "kwh" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
     { title: "Attributed to requests", type: "stat", unit: "percent", w: 6, h: 5, queries: [{ query: `SELECT sum("attributed_j") / sum("measured_j") * 100 AS "attributed" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
     { title: "Idle share", type: "stat", unit: "percent", w: 6, h: 5, description: "Energy of windows in which an instance did no work, over all measured energy.", queries: [{ query: `SELECT sum("idle_j") / sum("measured_j") * 100 AS "idle" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
-    { title: "Mean GPU power", type: "stat", unit: "watt", w: 6, h: 5, queries: [{ query: `SELECT mean("power_w") FROM "gpu_power" WHERE $timeFilter AND ${node}` }] },
+    { title: "Mean GPU power", type: "stat", unit: "watt", w: 6, h: 5, queries: [{ query: `SELECT mean("power_w") FROM "gpu_energy" WHERE $timeFilter AND ${node}` }] },
     { title: "Energy per interval: measured, attributed, idle", unit: "joule", w: 12, queries: [{ query: `SELECT sum("measured_j") AS "measured", sum("attributed_j") AS "attributed", sum("idle_j") AS "idle", sum("unassigned_j") AS "unassigned" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval) fill(none)` }] },
     { title: "Idle share over time", unit: "percent", w: 12, queries: [{ query: `SELECT sum("idle_j") / sum("measured_j") * 100 AS "idle share" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node" }] },
   ],
@@ -40,7 +42,7 @@ export const nodeGpus = dashboard({
   title: "joulestream — node GPUs",
   description: "Per-GPU power, clocks, utilization, temperature and energy per window of the selected nodes.",
   tags: ["node"],
-  variables: [nodeVar, { name: "gpu", label: "GPU", query: `SHOW TAG VALUES FROM "gpu_power" WITH KEY = "gpu" WHERE ${node}` }],
+  variables: [nodeVar, { name: "gpu", label: "GPU", query: `SHOW TAG VALUES FROM "gpu_energy" WITH KEY = "gpu" WHERE ${node}` }],
   panels: [
     ...([
       ["Power per GPU", "power_w", "watt"],
@@ -48,7 +50,7 @@ export const nodeGpus = dashboard({
       ["Memory clock per GPU", "mem_clock_mhz", "rotmhz"],
       ["Utilization per GPU", "util_pct", "percent"],
       ["Temperature per GPU", "temp_c", "celsius"],
-    ] as const).map(([title, field, unit]) => ({ title, unit, queries: [{ query: `SELECT mean("${field}") FROM "gpu_power" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] })),
+    ] as const).map(([title, field, unit]) => ({ title, unit, queries: [{ query: `SELECT mean("${field}") FROM "gpu_energy" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] })),
     { title: "Energy per window per GPU (counter deltas)", unit: "joule", queries: [{ query: `SELECT sum("energy_j") FROM "gpu_energy" WHERE $timeFilter AND ${node} AND "gpu" =~ /^$gpu$/ GROUP BY time($__interval), "node", "gpu" fill(none)`, alias: "$tag_node/$tag_gpu" }] },
     // Written only by agents that can read RAPL (--rapl): the node's CPU packages beside its GPUs.
     { title: "Node energy per window: GPUs and CPU packages (RAPL)", unit: "joule", queries: [{ query: `SELECT sum("measured_j") AS "GPUs", sum("cpu_j") AS "CPU packages" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node $col" }] },

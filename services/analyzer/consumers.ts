@@ -1,14 +1,17 @@
-import { AckPolicy, DeliverPolicy, type ConsumerConfig, type JetStreamManager } from "@nats-io/jetstream";
-import type { StreamName } from "../../shared/mod.ts";
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import { errorMessage, type StreamName } from "../../shared/mod.ts";
+import type { ConsumerPosition } from "./checkpoint.ts";
 
 /**
- * Durable pull consumers of the analyzer. Inputs are held unacknowledged while the requests they
- * feed are open, so ack_wait is long; a replica that takes a consumer over (restart after a crash,
- * or another replica after a lease expired) must not wait that out. So before binding, a consumer
- * with outstanding acknowledgements is recreated to start right after its ack floor: everything
- * not yet acknowledged is delivered again at once (the join and the sinks are idempotent).
+ * The analyzer's durable pull consumers. Messages are acknowledged only through checkpoints
+ * (checkpoint.ts), which may be far behind; the ack wait is long so that the server does not
+ * redeliver what the analyzer still holds. After a restart, unacknowledged messages are not waited
+ * for: the consumer is recreated from the first sequence the checkpoint does not cover (or the
+ * server's acknowledgement floor, whichever is earlier), and what the checkpoint covers is skipped.
  */
 export const ACK_WAIT_NS = 30 * 60 * 1e9;
+/** Messages per pull: large pulls amortize the round trip (the consumer keeps them flowing). */
+export const PULL_BATCH = 4096;
 
 export interface ConsumerSpec {
   stream: StreamName;
@@ -18,7 +21,15 @@ export interface ConsumerSpec {
   maxAckPending?: number;
 }
 
-export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<{ recreatedFromSeq?: number }> {
+/** The JetStream API said the consumer does not exist (code 10014), and nothing else. */
+const isNotFound = (err: unknown) => err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound;
+
+/** First sequence a checkpoint does not cover: its first unacknowledged one, or the one after all it read. */
+export function replayFrom(pos: ConsumerPosition | undefined): number | undefined {
+  return pos ? (pos.unacked[0] ?? pos.delivered + 1) : undefined;
+}
+
+export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, resumeFrom?: number): Promise<{ recreatedFromSeq?: number }> {
   const base: Partial<ConsumerConfig> = {
     durable_name: spec.durable,
     ack_policy: AckPolicy.Explicit,
@@ -26,16 +37,151 @@ export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec):
     max_ack_pending: spec.maxAckPending ?? 200_000,
     ...(spec.filterSubject ? { filter_subject: spec.filterSubject } : {}),
   };
+  const from = (seq: number | undefined): Partial<ConsumerConfig> => (seq === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: seq });
   let info;
   try {
     info = await jsm.consumers.info(spec.stream, spec.durable);
-  } catch {
-    await jsm.consumers.add(spec.stream, { ...base, deliver_policy: DeliverPolicy.All });
-    return {};
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.consumers.add(spec.stream, { ...base, ...from(resumeFrom) });
+    return resumeFrom === undefined ? {} : { recreatedFromSeq: resumeFrom };
   }
-  if (info.num_ack_pending === 0 && info.config.filter_subject === spec.filterSubject) return {};
-  const startSeq = info.ack_floor.stream_seq + 1;
+  const floorNext = info.ack_floor.stream_seq + 1;
+  const start = Math.min(floorNext, resumeFrom ?? floorNext);
+  if (info.num_ack_pending === 0 && start === floorNext && info.config.filter_subject === spec.filterSubject) return {};
   await jsm.consumers.delete(spec.stream, spec.durable);
-  await jsm.consumers.add(spec.stream, { ...base, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq });
-  return { recreatedFromSeq: startSeq };
+  await jsm.consumers.add(spec.stream, { ...base, ...from(start) });
+  return { recreatedFromSeq: start };
+}
+
+/** An input's hold on its message: `done()` once its contribution is in the outputs or the join's state. */
+export interface Token {
+  done(): void;
+}
+
+export interface BoundConsumer {
+  readonly spec: ConsumerSpec;
+  /** Highest stream sequence read, and the read ones not yet done (for the checkpoint). */
+  position(): ConsumerPosition;
+  /** Messages done since the last call: acknowledge them once a checkpoint covering them is written. */
+  takeDone(): JsMsg[];
+  /** Messages in the stream not yet read plus those read and not acknowledged. */
+  pending(): Promise<number>;
+  /** Times the consumer was found deleted and recreated. */
+  recreated(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * Reads a durable consumer into `handle`, from where `resume` (the partition's checkpoint) says.
+ * A consumer deleted under it (an operator, a replica's handover) is recreated from the next
+ * sequence and reading goes on: the analyzer never dies of it; each time is logged and counted.
+ */
+export async function bindConsumer(opts: {
+  jsm: JetStreamManager;
+  js: JetStreamClient;
+  spec: ConsumerSpec;
+  resume?: ConsumerPosition;
+  /** May return a promise to pause reading until it settles (backpressure). */
+  handle(m: JsMsg, token: Token): void | Promise<void>;
+  log?: (line: string) => void;
+}): Promise<BoundConsumer> {
+  const { jsm, js, spec } = opts;
+  const log = opts.log ?? (() => {});
+  const { recreatedFromSeq } = await ensureConsumer(jsm, spec, replayFrom(opts.resume));
+  if (recreatedFromSeq !== undefined) log(`${spec.durable}: reading again from stream seq ${recreatedFromSeq}`);
+  const coveredThrough = opts.resume?.delivered ?? 0;
+  const coveredUnacked = new Set(opts.resume?.unacked ?? []);
+  const outstanding = new Set<number>();
+  let done: JsMsg[] = [];
+  let delivered = opts.resume?.delivered ?? 0;
+  let recreations = 0;
+  let closed = false;
+  let messages: ConsumerMessages | undefined;
+  let lost = false;
+
+  const recreate = async () => {
+    for (;;) {
+      try {
+        await ensureConsumer(jsm, spec, delivered + 1);
+        recreations++;
+        log(`${spec.durable}: the consumer was deleted; recreated from stream seq ${delivered + 1}`);
+        return;
+      } catch (err) {
+        log(`${spec.durable}: recreating the consumer failed, retrying in 1 s: ${errorMessage(err)}`);
+        await new Promise((r) => setTimeout(r, 1000));
+        if (closed) return;
+      }
+    }
+  };
+  const read = async () => {
+    while (!closed) {
+      try {
+        messages = await (await js.consumers.get(spec.stream, spec.durable)).consume({ max_messages: PULL_BATCH });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        await recreate();
+        continue;
+      }
+      const current = messages;
+      void (async () => {
+        for await (const s of current.status()) {
+          if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
+            lost = true;
+            await current.close();
+            return;
+          }
+        }
+      })();
+      for await (const m of current) {
+        if (m.seq <= coveredThrough && !coveredUnacked.has(m.seq)) {
+          m.ack(); // the checkpoint covers it: read and acknowledged before the restart
+          continue;
+        }
+        if (m.seq > delivered) delivered = m.seq;
+        outstanding.add(m.seq);
+        let once = false;
+        const wait = opts.handle(m, {
+          done() {
+            if (once) return;
+            once = true;
+            outstanding.delete(m.seq);
+            done.push(m);
+          },
+        });
+        if (wait) await wait;
+      }
+      if (closed) return;
+      if (lost) {
+        lost = false;
+        await recreate();
+      }
+    }
+  };
+  const reading = read().catch((err) => log(`${spec.durable}: reading stopped: ${errorMessage(err)}`));
+
+  return {
+    spec,
+    position: () => ({ delivered, unacked: [...outstanding].sort((a, b) => a - b) }),
+    takeDone() {
+      const d = done;
+      done = [];
+      return d;
+    },
+    async pending() {
+      try {
+        const ci = await jsm.consumers.info(spec.stream, spec.durable);
+        return ci.num_pending + ci.num_ack_pending;
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        return 1; // gone: the reader recreates it; not idle meanwhile
+      }
+    },
+    recreated: () => recreations,
+    async close() {
+      closed = true;
+      await messages?.close().catch(() => undefined);
+      await reading;
+    },
+  };
 }

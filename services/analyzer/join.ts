@@ -1,6 +1,7 @@
-import type { PowerBatch, RequestEnd, RequestEnergy, RequestEvent, RequestStart, WorkWindow } from "../../shared/mod.ts";
+import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
 import { attributeWindow, DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
 import { gpuWindowEnergy, type GpuWindowEnergy } from "./window-energy.ts";
+import { newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
 
 /**
  * The windowed join of POWER, WORK and REQUESTS, per node. Pure state machine: no I/O, no clock —
@@ -11,10 +12,17 @@ import { gpuWindowEnergy, type GpuWindowEnergy } from "./window-energy.ts";
  * its end event is in and every window up to the one holding its end has closed.
  *
  * Acknowledgement: every input comes with an opaque token (a JetStream message). The join hands a
- * token back as ackable only when what the input contributed is in an output the caller will store
- * first: request events when their request is emitted; POWER/WORK when their window closed AND every
- * request active in it was emitted. After a crash, unacknowledged inputs are redelivered and the same
- * outputs are recomputed (each window's attribution depends on that window's messages alone).
+ * token back as ackable once what the input contributed is either in an output (a closed window's
+ * results, an emitted request) or in the join's state, which `snapshot()` captures: request events
+ * when they are taken in, POWER/WORK when their window closed (its shares are then in the open
+ * requests' sums). The caller stores the outputs and the snapshot before it acknowledges
+ * (checkpoint.ts); after a crash it `restore()`s the snapshot and only the inputs of windows still
+ * open, and those after the snapshot, come again. The same outputs are recomputed (each window's
+ * attribution depends on that window's messages alone) and overwrite themselves.
+ *
+ * Cost: a drain looks only at the nodes that received input since the last one, and a request's
+ * windows are checked from where the last check stopped, so a drain is O(new input), not
+ * O(open requests × their windows).
  */
 export interface JoinOptions {
   prefillWeight?: number;
@@ -76,27 +84,6 @@ export interface JoinStats {
   closedListed: number;
 }
 
-interface NodeState {
-  /** Instances seen in WORK on this node, and those the latest POWER listed. */
-  instances: Set<string>;
-  /** Latest window end seen in POWER. */
-  powerMark: number;
-  /** Latest window end seen in WORK, per instance. */
-  workMarks: Map<string, number>;
-  /** Earliest window start seen: where an instance that has sent nothing yet stands. */
-  firstStart: number;
-  /** Window length on this node (from its messages). */
-  windowMs: number;
-  /** Starts of closed windows at or after `closedFloor`; every window starting before it counts as closed. */
-  closed: Set<number>;
-  closedFloor: number;
-  /** Latest time of any request event: the node's only clock while it has sent no window. */
-  requestMark: number;
-  /** POWER and WORK messages taken from this node, and the count when each stream last sent one. */
-  seen: number;
-  lastSeen: Map<string, number>;
-}
-
 /**
  * A stream that stopped sending (an instance removed, a WORK consumer gone) holds the node's
  * watermark back at most this far, in event time.
@@ -108,6 +95,8 @@ export const MAX_STREAM_SKEW_MS = 10 * 60_000;
  * ahead by a glitching clock must not make every stream that is not as far ahead count as stopped.
  */
 export const STALLED_AFTER_MESSAGES = 600;
+/** How often, in a node's event time, its open requests are looked at for the idle limit. */
+export const IDLE_SWEEP_MS = 10_000;
 
 /**
  * The node's event time: the least of how far POWER and each instance's WORK have come. Taking the
@@ -143,29 +132,6 @@ interface WindowState<T> {
   tokens: T[];
 }
 
-interface ClosedHold<T> {
-  heldBy: Set<string>;
-  tokens: T[];
-}
-
-interface RequestAcc<T> {
-  node: string;
-  requestId: string;
-  instance?: string;
-  start?: RequestStart;
-  end?: RequestEnd;
-  energyMj: number;
-  prefillMj: number;
-  decodeMj: number;
-  windows: number;
-  incomplete: boolean;
-  lastWorkMs: number;
-  holds: Set<string>;
-  tokens: T[];
-  /** Offered to `orphans()` once already. */
-  offered?: boolean;
-}
-
 export interface WindowJoin<T> {
   addPower(batch: PowerBatch, token: T): void;
   addWork(work: WorkWindow, token: T): void;
@@ -174,33 +140,41 @@ export interface WindowJoin<T> {
   drain(): JoinOutput<T>;
   /** Closes every open window and emits every request that has an end (shutdown, end of a replay). */
   flush(): JoinOutput<T>;
-  /**
-   * Requests seen without their start event (in replayed windows, or only their end): after a
-   * restart these are requests stored before it, since a start is acknowledged only once its request
-   * is stored. Each is offered once; the caller checks its store and `forget`s them.
-   */
-  orphans(): { node: string; requestId: string }[];
-  /** Drops a request already stored elsewhere: its windows' inputs become ackable, nothing is emitted. */
-  forget(node: string, requestId: string): void;
+  /** The state outside open windows, as plain data (see join-state.ts). Take it between drains. */
+  snapshot(): JoinSnapshot;
+  /** Replaces the state by a snapshot (before any input). */
+  restore(snapshot: JoinSnapshot): void;
   stats(): JoinStats;
 }
+
+const emptyOutput = <T>(): JoinOutput<T> => ({ nodeWindows: [], instanceWindows: [], requests: [], ackable: [] });
 
 export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const prefillWeight = opts.prefillWeight ?? DEFAULT_PREFILL_WEIGHT;
   const lateness = opts.allowedLatenessMs ?? 5_000;
   const maxIdle = opts.maxRequestIdleMs ?? 10 * 60_000;
   const windows = new Map<string, WindowState<T>>();
-  const holds = new Map<string, ClosedHold<T>>();
-  const requests = new Map<string, RequestAcc<T>>();
+  /** Open windows per node, and open requests per node: a drain looks at the nodes that changed only. */
+  const openWindows = new Map<string, Set<WindowState<T>>>();
+  const openRequests = new Map<string, Map<string, RequestAcc>>();
+  /** Open requests whose end is in: the only ones a drain checks for being finished. */
+  const endedRequests = new Map<string, Set<RequestAcc>>();
+  const markEnded = (a: RequestAcc) => {
+    let set = endedRequests.get(a.node);
+    if (!set) endedRequests.set(a.node, (set = new Set()));
+    set.add(a);
+  };
   const seen = new Set<string>();
   const emitted = new Set<string>();
-  const nodes = new Map<string, NodeState>();
+  let nodes = new Map<string, NodeState>();
+  const dirty = new Set<string>();
   const stats = { duplicates: 0, late: 0, incompleteWindows: 0 };
-  let out: JoinOutput<T> = { nodeWindows: [], instanceWindows: [], requests: [], ackable: [] };
+  let openRequestCount = 0;
+  let out: JoinOutput<T> = emptyOutput();
 
   const nodeState = (node: string) => {
     let n = nodes.get(node);
-    if (!n) nodes.set(node, (n = { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0, seen: 0, lastSeen: new Map() }));
+    if (!n) nodes.set(node, (n = newNodeState()));
     return n;
   };
   const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`);
@@ -223,6 +197,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   };
   const windowFor = (node: string, start: number, end: number, token: T): WindowState<T> | undefined => {
     const ns = nodeState(node);
+    dirty.add(node);
     if (isClosed(ns, start)) {
       stats.late++;
       out.ackable.push(token);
@@ -230,23 +205,33 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     }
     const key = `${node}|${start}`;
     let w = windows.get(key);
-    if (!w) windows.set(key, (w = { node, start, end, work: new Map(), tokens: [] }));
+    if (!w) {
+      windows.set(key, (w = { node, start, end, work: new Map(), tokens: [] }));
+      let set = openWindows.get(node);
+      if (!set) openWindows.set(node, (set = new Set()));
+      set.add(w);
+    }
     w.tokens.push(token);
     if (start < ns.firstStart) ns.firstStart = start;
     if (ns.windowMs === 0 && end > start) ns.windowMs = end - start;
     return w;
   };
-  const acc = (node: string, requestId: string): RequestAcc<T> => {
-    const key = `${node}/${requestId}`;
-    let a = requests.get(key);
-    if (!a) requests.set(key, (a = { node, requestId, energyMj: 0, prefillMj: 0, decodeMj: 0, windows: 0, incomplete: false, lastWorkMs: 0, holds: new Set(), tokens: [] }));
+  const requestsOf = (node: string) => {
+    let m = openRequests.get(node);
+    if (!m) openRequests.set(node, (m = new Map()));
+    return m;
+  };
+  const acc = (node: string, requestId: string): RequestAcc => {
+    const m = requestsOf(node);
+    let a = m.get(requestId);
+    if (!a) {
+      m.set(requestId, (a = { node, requestId, energyMj: 0, prefillMj: 0, decodeMj: 0, windows: 0, incomplete: false, lastWorkMs: 0 }));
+      openRequestCount++;
+    }
     return a;
   };
 
-  const closeWindow = (w: WindowState<T>) => {
-    const ns = nodeState(w.node);
-    windows.delete(`${w.node}|${w.start}`);
-    ns.closed.add(w.start);
+  const pruneClosed = (ns: NodeState) => {
     if (ns.windowMs > 0 && ns.closed.size > 2 * Math.ceil(keepClosedMs / ns.windowMs)) {
       const floor = watermark(ns) - keepClosedMs;
       if (floor > ns.closedFloor) {
@@ -254,16 +239,24 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
         for (const start of ns.closed) if (start < floor) ns.closed.delete(start);
       }
     }
+  };
+
+  const closeWindow = (w: WindowState<T>) => {
+    const ns = nodeState(w.node);
+    windows.delete(`${w.node}|${w.start}`);
+    openWindows.get(w.node)?.delete(w);
+    ns.closed.add(w.start);
+    pruneClosed(ns);
     const missingWork = [...expectedInstances(w, ns)].filter((i) => !w.work.has(i));
     const incomplete = !w.power || missingWork.length > 0;
     if (incomplete) stats.incompleteWindows++;
     const gpuEnergy = new Map<number, GpuWindowResult>();
     for (const g of w.power?.gpus ?? []) gpuEnergy.set(g.gpu, { gpu: g.gpu, uuid: g.uuid, ...gpuWindowEnergy(g) });
-    const measuredMj = [...gpuEnergy.values()].reduce((s, g) => s + g.energyMj, 0);
+    let measuredMj = 0;
+    for (const g of gpuEnergy.values()) measuredMj += g.energyMj;
     const assigned = new Set<number>();
     let attributed = 0;
     let idle = 0;
-    const heldBy = new Set<string>();
     for (const work of [...w.work.values()].sort((a, b) => (a.instance < b.instance ? -1 : 1))) {
       const energyMj = work.gpus.reduce((s, g) => (assigned.has(g) ? s : (assigned.add(g), s + (gpuEnergy.get(g)?.energyMj ?? 0))), 0);
       const { shares, idleMj } = attributeWindow(energyMj, work.requests, prefillWeight);
@@ -273,7 +266,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
         prefillTokens += s.prefillTokens;
         decodeTokens += s.decodeTokens;
         attributed += s.energyMj;
-        if (isEmitted(w.node, s.requestId)) continue; // replayed window of a request already stored
+        if (isEmitted(w.node, s.requestId)) continue; // a window that came after its request was emitted
         const a = acc(w.node, s.requestId);
         a.instance ??= work.instance;
         a.energyMj += s.energyMj;
@@ -281,9 +274,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
         a.decodeMj += s.decodeMj;
         a.windows++;
         a.lastWorkMs = Math.max(a.lastWorkMs, w.end);
-        if (incomplete || !w.power) a.incomplete = true;
-        a.holds.add(`${w.node}|${w.start}`);
-        heldBy.add(`${w.node}/${s.requestId}`);
+        if (incomplete) a.incomplete = true;
       }
       idle += idleMj;
       out.instanceWindows.push({
@@ -318,11 +309,11 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       gpus: [...gpuEnergy.values()],
       ...(w.power ? { power: w.power } : {}),
     });
-    if (heldBy.size === 0) out.ackable.push(...w.tokens);
-    else holds.set(`${w.node}|${w.start}`, { heldBy, tokens: w.tokens });
+    // The window's shares are in the open requests' sums now (and so in the next snapshot).
+    for (const t of w.tokens) out.ackable.push(t);
   };
 
-  const emit = (a: RequestAcc<T>, incomplete: boolean) => {
+  const emit = (a: RequestAcc, incomplete: boolean) => {
     const end = a.end;
     out.requests.push({
       v: 1,
@@ -348,37 +339,25 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       incomplete: incomplete || a.incomplete || !a.start || !end || (a.windows === 0 && (end?.outputTokens ?? 0) > 0),
       config: {},
     });
-    release(a);
-  };
-
-  const release = (a: RequestAcc<T>) => {
     const key = `${a.node}/${a.requestId}`;
-    requests.delete(key);
+    if (openRequests.get(a.node)?.delete(a.requestId)) openRequestCount--;
+    const ended = endedRequests.get(a.node);
+    if (ended?.delete(a) && ended.size === 0) endedRequests.delete(a.node);
     emitted.add(key);
     if (emitted.size > 2_000_000) emitted.delete(emitted.values().next().value!);
-    out.ackable.push(...a.tokens);
-    for (const h of a.holds) {
-      const hold = holds.get(h);
-      if (!hold) continue;
-      hold.heldBy.delete(key);
-      if (hold.heldBy.size === 0) {
-        holds.delete(h);
-        out.ackable.push(...hold.tokens);
-      }
-    }
   };
 
   /**
    * Every window from the request's start to its end has closed (or, never seen, is past the
    * allowed lateness: then the request is incomplete). Windows lie on a grid of the node's window
    * length aligned to the epoch, so the request's windows are known without waiting for "later" data.
+   * Closing is for good, so the windows found closed are not looked at again (`checkedFromMs`).
    */
-  const requestReady = (a: RequestAcc<T>): boolean | "missing" => {
-    const ns = nodeState(a.node);
+  const requestReady = (a: RequestAcc, ns: NodeState, mark: number): boolean | "missing" => {
     if (!a.start || !a.end || ns.windowMs === 0) return false;
     let missing = false;
     const wm = ns.windowMs;
-    let ws = Math.floor(a.start.tMs / wm) * wm;
+    let ws = Math.max(Math.floor(a.start.tMs / wm) * wm, a.checkedFromMs ?? Number.NEGATIVE_INFINITY);
     // Windows below the floor are closed: skip them at once (a start stamped a year early, by a clock
     // that NTP stepped later, walked the grid window by window, holding the event loop for seconds).
     if (ws < ns.closedFloor) ws += Math.ceil((ns.closedFloor - ws) / wm) * wm;
@@ -387,37 +366,68 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     const seenFrom = Math.ceil(ns.firstStart / wm) * wm;
     if (ws < seenFrom && ws <= a.end.tMs && Number.isFinite(seenFrom)) {
       const last = Math.min(seenFrom - wm, Math.floor(a.end.tMs / wm) * wm);
-      if (watermark(ns) < last + wm + lateness) return false;
+      if (mark < last + wm + lateness) return false;
       missing = true;
       ws = seenFrom;
     }
+    let allClosed = !missing;
     for (; ws <= a.end.tMs; ws += wm) {
-      if (isClosed(ns, ws)) continue;
-      if (windows.has(`${a.node}|${ws}`) || watermark(ns) < ws + wm + lateness) return false;
+      if (isClosed(ns, ws)) {
+        if (allClosed) a.checkedFromMs = ws + wm;
+        continue;
+      }
+      allClosed = false;
+      if (windows.has(`${a.node}|${ws}`) || mark < ws + wm + lateness) return false;
       missing = true;
     }
     return missing ? "missing" : true;
   };
 
-  /** How far a node has come: its watermark, or, while it has sent no window at all, its request events. */
-  const nodeClock = (ns: NodeState) => (ns.windowMs === 0 ? ns.requestMark : watermark(ns));
+  const stepNode = (node: string, force: boolean) => {
+    const ns = nodeState(node);
+    const open = openWindows.get(node);
+    if (open && open.size > 0) {
+      const mark = watermark(ns);
+      const ready: WindowState<T>[] = [];
+      for (const w of open) {
+        if (force || mark >= w.end + lateness) ready.push(w);
+        else if (w.power !== undefined) {
+          const expected = expectedInstances(w, ns);
+          let complete = expected.size > 0;
+          for (const i of expected) if (!w.work.has(i)) complete = false;
+          if (complete) ready.push(w);
+        }
+      }
+      ready.sort((a, b) => a.start - b.start);
+      for (const w of ready) closeWindow(w);
+      if (open.size === 0) openWindows.delete(node);
+    }
+    const reqs = openRequests.get(node);
+    if (!reqs) return;
+    const mark = watermark(ns);
+    // Only requests with an end can be finished; the others are looked at for the idle limit, and
+    // only once per IDLE_SWEEP_MS of node clock (a fleet keeps tens of thousands open).
+    const ended = endedRequests.get(node);
+    if (ended) {
+      for (const a of ended) {
+        const r = requestReady(a, ns, mark);
+        if (r !== false || force) emit(a, r === "missing");
+      }
+    }
+    const clock = ns.windowMs === 0 ? ns.requestMark : mark;
+    if (force || clock - ns.idleSweptAt >= IDLE_SWEEP_MS) {
+      ns.idleSweptAt = clock;
+      for (const a of [...reqs.values()]) if (clock > Math.max(a.lastWorkMs, a.start?.tMs ?? 0, a.end?.tMs ?? 0) + maxIdle) emit(a, true);
+    }
+    if (reqs.size === 0) openRequests.delete(node);
+  };
 
   const step = (force: boolean) => {
-    const ready = [...windows.values()].filter((w) => {
-      const ns = nodeState(w.node);
-      const expected = expectedInstances(w, ns);
-      const complete = w.power !== undefined && expected.size > 0 && [...expected].every((i) => w.work.has(i));
-      return force || complete || watermark(ns) >= w.end + lateness;
-    });
-    ready.sort((a, b) => a.start - b.start);
-    for (const w of ready) closeWindow(w);
-    for (const a of [...requests.values()]) {
-      const r = requestReady(a);
-      if (r !== false || (force && a.end)) emit(a, r === "missing");
-      else if (nodeClock(nodeState(a.node)) > Math.max(a.lastWorkMs, a.start?.tMs ?? 0, a.end?.tMs ?? 0) + maxIdle) emit(a, true);
-    }
+    const todo = force ? new Set([...openWindows.keys(), ...openRequests.keys()]) : dirty;
+    for (const node of todo) stepNode(node, force);
+    dirty.clear();
     const result = out;
-    out = { nodeWindows: [], instanceWindows: [], requests: [], ackable: [] };
+    out = emptyOutput();
     return result;
   };
 
@@ -442,35 +452,38 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     },
     addRequest(e, token) {
       if (dedupe(e.msgId, token)) return;
+      // Taken in (or refused as late): either way the event is in the state or needs nothing more.
+      out.ackable.push(token);
       if (isEmitted(e.node, e.requestId)) {
         stats.late++;
-        out.ackable.push(token);
         return;
       }
       const ns = nodeState(e.node);
+      dirty.add(e.node);
       if (e.tMs > ns.requestMark) ns.requestMark = e.tMs;
       const a = acc(e.node, e.requestId);
-      a.tokens.push(token);
       a.instance ??= e.instance;
       if (e.event === "start") a.start = e;
-      else if (e.event === "end") a.end = e;
+      else if (e.event === "end") {
+        a.end = e;
+        markEnded(a);
+      }
     },
     drain: () => step(false),
-    orphans() {
-      const found: { node: string; requestId: string }[] = [];
-      for (const a of requests.values()) {
-        // Without its start event: a request whose start was acknowledged, i.e. stored, before a restart.
-        if (a.offered || a.start) continue;
-        a.offered = true;
-        found.push({ node: a.node, requestId: a.requestId });
-      }
-      return found;
-    },
-    forget(node, requestId) {
-      const a = requests.get(`${node}/${requestId}`);
-      if (a) release(a);
-    },
     flush: () => step(true),
-    stats: () => ({ ...stats, openWindows: windows.size, openRequests: requests.size, closedListed: [...nodes.values()].reduce((n, ns) => n + ns.closed.size, 0) }),
+    snapshot: () => ({ v: 1, nodes: snapshotNodes(nodes), requests: snapshotRequests(openRequests) }),
+    restore(snap) {
+      nodes = restoreNodes(snap.nodes);
+      openRequests.clear();
+      endedRequests.clear();
+      openRequestCount = 0;
+      for (const a of restoreRequests(snap.requests)) {
+        requestsOf(a.node).set(a.requestId, a);
+        if (a.end) markEnded(a);
+        openRequestCount++;
+        dirty.add(a.node);
+      }
+    },
+    stats: () => ({ ...stats, openWindows: windows.size, openRequests: openRequestCount, closedListed: [...nodes.values()].reduce((n, ns) => n + ns.closed.size, 0) }),
   };
 }

@@ -36,8 +36,8 @@ export interface LoadJoin {
 export const JOIN_BUCKET = "joulestream-analyzer-join";
 const h = (requestId: string) => createHash("sha1").update(requestId).digest("hex");
 
-export async function openLoadJoin(nc: NatsConnection, group: string, slo: Slo, opts: { ttlMs?: number } = {}): Promise<LoadJoin> {
-  const kv: KV = await new Kvm(nc).create(`${JOIN_BUCKET}-${group}`, { history: 1, ttl: opts.ttlMs ?? 6 * 3600_000 });
+export async function openLoadJoin(nc: NatsConnection, group: string, slo: Slo, opts: { ttlMs?: number; replicas?: number } = {}): Promise<LoadJoin> {
+  const kv: KV = await new Kvm(nc).create(`${JOIN_BUCKET}-${group}`, { history: 1, ttl: opts.ttlMs ?? 6 * 3600_000, replicas: opts.replicas ?? 1 });
   const get = async <T>(key: string): Promise<T | undefined> => {
     const e = await kv.get(key);
     return e && e.operation === "PUT" ? (decode(e.value) as T) : undefined;

@@ -23,12 +23,14 @@ export async function startPartitionLeases(opts: {
   replicaId: string;
   partitions: number;
   ttlMs?: number;
+  /** Replicas of the lease bucket (like the streams). */
+  replicas?: number;
   onAcquire(p: number): Promise<void>;
   onRelease(p: number): Promise<void>;
   log?: (line: string) => void;
 }): Promise<PartitionLeases> {
   const ttl = opts.ttlMs ?? 10_000;
-  const kv: KV = await new Kvm(opts.nc).create(`${LEASE_BUCKET}-${opts.group}`, { history: 1, ttl });
+  const kv: KV = await new Kvm(opts.nc).create(`${LEASE_BUCKET}-${opts.group}`, { history: 1, ttl, replicas: opts.replicas ?? 1 });
   const owned = new Map<number, number>(); // partition → revision
   let running = true;
   let busy: Promise<void> = Promise.resolve();

@@ -114,7 +114,7 @@ export function formatSummary(s: RunSummary, extra: { influxUrl: string; loadLin
           "",
         ]
       : []),
-    `  InfluxDB ${extra.influxUrl}, database "${s.database}" (measurements request_energy, instance_energy, node_energy, gpu_energy, gpu_power)`,
+    `  InfluxDB ${extra.influxUrl}, database "${s.database}" (measurements request_energy, instance_energy, node_energy, gpu_energy; gpu_power with the analyzer's --raw-samples)`,
     "",
   ];
   return lines.join("\n");

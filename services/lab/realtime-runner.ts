@@ -12,7 +12,7 @@ import type { KnobController } from "./controllers.ts";
  * Real-time mode: set the point's knobs through a controller (a simnode's /admin/config, or an
  * agent's clock control plus labelled endpoints), send the point's workload open-loop through the
  * agent's tap, and read the window's energy and tokens back from InfluxDB as the analyzer wrote
- * them (node_energy, instance_energy, gpu_power). Latencies are the load generator's, client side.
+ * them (node_energy, instance_energy, gpu_energy). Latencies are the load generator's, client side.
  */
 export interface RealtimeRunnerOptions {
   controller: KnobController;
@@ -59,7 +59,7 @@ export function createRealtimeRunner(o: RealtimeRunnerOptions): PointRunner {
       }
       const [energy] = await influxQuery(o.influx, `SELECT sum("measured_j") AS e, count("measured_j") AS n FROM "node_energy" WHERE ${where}`);
       const [tokens] = await influxQuery(o.influx, `SELECT sum("prefill_tokens") AS p, sum("decode_tokens") AS d, mean("active_requests") AS b FROM "instance_energy" WHERE ${where}`);
-      const [clock] = await influxQuery(o.influx, `SELECT mean("sm_clock_mhz") AS f FROM "gpu_power" WHERE ${where} AND "util_pct" > 0`);
+      const [clock] = await influxQuery(o.influx, `SELECT mean("sm_clock_mhz") AS f FROM "gpu_energy" WHERE ${where} AND "util_pct" > 0`);
       const requests: MeasuredRequest[] = [];
       let completed = 0;
       for (const r of results) {

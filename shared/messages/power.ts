@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { V, count, epochMs, msgId, nonNeg, token, windowSpan, WINDOW_SPAN_ISSUE } from "./common.ts";
+import { V, count, epochMs, epochMsColumn, finiteColumn, msgId, nonNeg, nonNegColumn, token, windowSpan, WINDOW_SPAN_ISSUE } from "./common.ts";
 
 /**
  * POWER: one message per node per publish window `[windowStartMs, windowEndMs)` (default 1 s),
@@ -14,18 +14,18 @@ export const gpuSamples = z
   .object({
     gpu: count,
     uuid: z.string().min(1),
-    tMs: z.array(epochMs),
-    powerMw: z.array(nonNeg),
-    energyMj: z.array(nonNeg).optional(),
+    tMs: epochMsColumn,
+    powerMw: nonNegColumn,
+    energyMj: nonNegColumn.optional(),
     energyStartMj: nonNeg.optional(),
     /** Sample time of `energyStartMj`; integration of a missing counter starts here. */
     startTMs: epochMs.optional(),
     /** Power at `startTMs` (the previous window's last sample), so integration across windows is a trapezoid too. */
     startPowerMw: nonNeg.optional(),
-    smClockMhz: z.array(nonNeg).optional(),
-    memClockMhz: z.array(nonNeg).optional(),
-    utilPct: z.array(nonNeg).optional(),
-    tempC: z.array(z.number().finite()).optional(),
+    smClockMhz: nonNegColumn.optional(),
+    memClockMhz: nonNegColumn.optional(),
+    utilPct: nonNegColumn.optional(),
+    tempC: finiteColumn.optional(),
   })
   .superRefine((g, ctx) => {
     const n = g.tMs.length;

@@ -12,7 +12,7 @@ import type { LocalStack } from "../../../infra/local-stack.ts";
 
 /** The real analyzer (InfluxDB sink) on a local stack, for fleet emulator tests and benches. */
 export async function startStackAnalyzer(stack: LocalStack, opts: { name?: string; allowedLatenessMs?: number } = {}): Promise<{ analyzer: Analyzer; nc: NatsConnection; influx: InfluxTarget; close(): Promise<void> }> {
-  const nc = await connect({ servers: stack.natsUrl, name: "test-analyzer" });
+  const nc = await connect({ servers: stack.natsUrl, name: "test-analyzer", noAsyncTraces: true });
   const { api } = await detectInfluxApi(stack.influxUrl);
   const influx: InfluxTarget = { url: stack.influxUrl, database: stack.database };
   const analyzer = await startAnalyzer({ nc, sink: createInfluxSink({ url: stack.influxUrl, database: stack.database, api }), ...(opts.name ? { name: opts.name } : {}), ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}) });

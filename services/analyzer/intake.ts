@@ -1,0 +1,92 @@
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { decodeAs, encode, eventsOf, powerBatch, requestEvent, requestsMessage, subjectId, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
+import type { Token } from "./consumers.ts";
+import type { Retry } from "./retry.ts";
+
+/**
+ * The intake stage: a message from POWER, WORK or REQUESTS is decoded and validated once, here;
+ * one whose body speaks for another node than its subject names is refused (per-node permissions
+ * rest on it); what is refused goes to `dlq.v1.<stream>` as it came, with the reason. What passes
+ * goes to the next stage (the join) with the message's token; a REQUESTS batch's events each get a
+ * share of it, and the message is done when its last share is.
+ */
+export type InputStream = "POWER" | "WORK" | "REQUESTS";
+
+export interface IntakeNext {
+  addPower(batch: PowerBatch, token: Token): void;
+  addWork(work: WorkWindow, token: Token): void;
+  addRequest(event: RequestEvent, token: Token): void;
+}
+
+export interface Intake {
+  handle(stream: InputStream, m: JsMsg, token: Token): void;
+  stats(): { received: Record<InputStream, number>; deadLettered: number };
+}
+
+export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retry: Retry; clock?: () => number }): Intake {
+  const now = opts.clock ?? Date.now;
+  const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<InputStream, number>, deadLettered: 0 };
+  /** Published (retried until it lands) before the message is done: a refused message is never lost. */
+  const deadLetter = (stream: StreamName, m: JsMsg, token: Token, reason: string, detail: string, part?: { index: number; data: Uint8Array }) => {
+    const dl: DeadLetter = { v: 1, kind: "dead_letter", stream, subject: m.subject, seq: m.seq, reason, detail: part ? `event ${part.index} of the batch: ${detail}` : detail, tMs: now(), data: part?.data ?? m.data };
+    const msgID = part ? `dlq:${stream}:${m.seq}:${part.index}` : `dlq:${stream}:${m.seq}`;
+    opts
+      .retry("dead-lettering", () => opts.js.publish(subjects.deadLetter(stream), encode(dl), { msgID }))
+      .then(() => {
+        stats.deadLettered++;
+        token.done();
+      })
+      .catch(() => undefined); // stopped: the message stays unacknowledged and comes again
+  };
+  const foreign = (m: JsMsg, node: string) => (subjectId(m.subject) === node ? undefined : `node ${JSON.stringify(node)} on subject ${m.subject}`);
+
+  return {
+    handle(stream, m, token) {
+      stats.received[stream]++;
+      if (stream === "POWER" || stream === "WORK") {
+        const d = stream === "POWER" ? decodeAs(powerBatch, m.data) : decodeAs(workWindow, m.data);
+        if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
+        const f = foreign(m, d.value.node);
+        if (f) return deadLetter(stream, m, token, "subject", f);
+        if (stream === "POWER") opts.next.addPower(d.value as PowerBatch, token);
+        else opts.next.addWork(d.value as WorkWindow, token);
+        return;
+      }
+      const d = decodeAs(requestsMessage, m.data);
+      if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
+      const f = foreign(m, d.value.node);
+      if (f) return deadLetter(stream, m, token, "subject", f);
+      const events = eventsOf(d.value);
+      const shares = sharedToken(token, events.length);
+      for (let i = 0; i < events.length; i++) {
+        const e = validate(requestEvent, events[i]);
+        const fe = e.ok ? foreign(m, e.value.node) : undefined;
+        if (e.ok && !fe) opts.next.addRequest(e.value, shares[i]!);
+        else if (e.ok) deadLetter(stream, m, shares[i]!, "subject", fe!, { index: i, data: encode(events[i]) });
+        else deadLetter(stream, m, shares[i]!, e.reason, e.detail, { index: i, data: encode(events[i]) });
+      }
+      if (events.length === 0) token.done();
+    },
+    stats: () => ({ received: { ...stats.received }, deadLettered: stats.deadLettered }),
+  };
+}
+
+/**
+ * The token of a message that carries `n` events (a REQUESTS batch), split into `n` shares: the
+ * message is done when the last share is, that is when every one of its events is in the join's
+ * state (or dead-lettered). A share done twice counts once.
+ */
+export function sharedToken(whole: Token, n: number): Token[] {
+  if (n === 1) return [whole];
+  let left = n;
+  return Array.from({ length: n }, () => {
+    let done = false;
+    return {
+      done() {
+        if (done) return;
+        done = true;
+        if (--left === 0) whole.done();
+      },
+    };
+  });
+}

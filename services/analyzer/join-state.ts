@@ -1,0 +1,187 @@
+import type { RequestEnd, RequestStart } from "../../shared/mod.ts";
+
+/**
+ * The join's state that outlives a window: per node, how far each stream has come and which windows
+ * have closed; per open request, what it has accumulated so far. This, and not the messages that
+ * built it, is what a checkpoint holds (checkpoint.ts): after a restart the join is restored from
+ * it and only the messages of still-open windows, and those after the checkpoint, are replayed.
+ */
+export interface NodeState {
+  /** Instances seen in WORK on this node, and those the latest POWER listed. */
+  instances: Set<string>;
+  /** Latest window end seen in POWER. */
+  powerMark: number;
+  /** Latest window end seen in WORK, per instance. */
+  workMarks: Map<string, number>;
+  /** Earliest window start seen: where an instance that has sent nothing yet stands. */
+  firstStart: number;
+  /** Window length on this node (from its messages). */
+  windowMs: number;
+  /** Starts of closed windows at or after `closedFloor`; every window starting before it counts as closed. */
+  closed: Set<number>;
+  closedFloor: number;
+  /** Latest time of any request event: the node's only clock while it has sent no window. */
+  requestMark: number;
+  /** POWER and WORK messages taken from this node, and the count when each stream last sent one. */
+  seen: number;
+  lastSeen: Map<string, number>;
+  /** Node clock at the last sweep for requests idle past their limit (the sweep runs once per window of clock). */
+  idleSweptAt: number;
+}
+
+export interface RequestAcc {
+  node: string;
+  requestId: string;
+  instance?: string;
+  start?: RequestStart;
+  end?: RequestEnd;
+  energyMj: number;
+  prefillMj: number;
+  decodeMj: number;
+  windows: number;
+  incomplete: boolean;
+  lastWorkMs: number;
+  /** Every window of the request's grid before this start is known closed (closing is for good). */
+  checkedFromMs?: number;
+}
+
+export function newNodeState(): NodeState {
+  return { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0, seen: 0, lastSeen: new Map(), idleSweptAt: Number.NEGATIVE_INFINITY };
+}
+
+/** A snapshot as plain data (msgpack-able: no Map, Set or ±Infinity). Version it if its shape changes. */
+export interface JoinSnapshot {
+  v: 1;
+  nodes: NodeSnapshot[];
+  /** Open requests, per node, as tuples (a fleet has tens of thousands open: field names would double the bytes). */
+  requests: [string, RequestTuple[]][];
+}
+
+/**
+ * requestId, instance, start (tMs, model, workloadClass, runId), end (tMs, status, promptTokens,
+ * outputTokens), energyMj, prefillMj, decodeMj, windows, incomplete, lastWorkMs, checkedFromMs.
+ * Only what `emit()` reads of the events is kept.
+ */
+type RequestTuple = [
+  string,
+  string | null,
+  [number, string | null, string | null, string | null] | null,
+  [number, RequestEnd["status"], number, number] | null,
+  number,
+  number,
+  number,
+  number,
+  boolean,
+  number,
+  number | null,
+];
+
+export function snapshotRequests(open: Map<string, Map<string, RequestAcc>>): JoinSnapshot["requests"] {
+  return [...open].map(([node, reqs]) => [
+    node,
+    [...reqs.values()].map((a): RequestTuple => [
+      a.requestId,
+      a.instance ?? null,
+      a.start ? [a.start.tMs, a.start.model ?? null, a.start.workloadClass ?? null, a.start.runId ?? null] : null,
+      a.end ? [a.end.tMs, a.end.status, a.end.promptTokens, a.end.outputTokens] : null,
+      a.energyMj,
+      a.prefillMj,
+      a.decodeMj,
+      a.windows,
+      a.incomplete,
+      a.lastWorkMs,
+      a.checkedFromMs ?? null,
+    ]),
+  ]);
+}
+
+export function restoreRequests(snap: JoinSnapshot["requests"]): RequestAcc[] {
+  const out: RequestAcc[] = [];
+  for (const [node, tuples] of snap) {
+    for (const [requestId, instance, start, end, energyMj, prefillMj, decodeMj, windows, incomplete, lastWorkMs, checkedFromMs] of tuples) {
+      const inst = instance ?? "unknown";
+      const base = { v: 1 as const, kind: "request" as const, msgId: "", node, instance: inst, requestId };
+      out.push({
+        node,
+        requestId,
+        ...(instance !== null ? { instance } : {}),
+        ...(start ? { start: { ...base, event: "start" as const, tMs: start[0], endpoint: "completions" as const, stream: false, ...(start[1] !== null ? { model: start[1] } : {}), ...(start[2] !== null ? { workloadClass: start[2] } : {}), ...(start[3] !== null ? { runId: start[3] } : {}) } } : {}),
+        ...(end ? { end: { ...base, event: "end" as const, tMs: end[0], status: end[1], promptTokens: end[2], outputTokens: end[3] } } : {}),
+        energyMj,
+        prefillMj,
+        decodeMj,
+        windows,
+        incomplete,
+        lastWorkMs,
+        ...(checkedFromMs !== null ? { checkedFromMs } : {}),
+      });
+    }
+  }
+  return out;
+}
+
+interface NodeSnapshot {
+  node: string;
+  instances: string[];
+  powerMark: number;
+  workMarks: [string, number][];
+  firstStart: number | null;
+  windowMs: number;
+  closedFloor: number | null;
+  /** Closed window starts as runs on the node's grid: [first start, count] (one run per gap-free stretch). */
+  closedRuns: [number, number][];
+  requestMark: number;
+  seen: number;
+  lastSeen: [string, number][];
+}
+
+const finite = (x: number): number | null => (Number.isFinite(x) ? x : null);
+
+export function snapshotNodes(nodes: Map<string, NodeState>): NodeSnapshot[] {
+  return [...nodes].map(([node, ns]) => ({
+    node,
+    instances: [...ns.instances],
+    powerMark: ns.powerMark,
+    workMarks: [...ns.workMarks],
+    firstStart: finite(ns.firstStart),
+    windowMs: ns.windowMs,
+    closedFloor: finite(ns.closedFloor),
+    closedRuns: runsOf([...ns.closed].sort((a, b) => a - b), ns.windowMs),
+    requestMark: ns.requestMark,
+    seen: ns.seen,
+    lastSeen: [...ns.lastSeen],
+  }));
+}
+
+export function restoreNodes(snap: readonly NodeSnapshot[]): Map<string, NodeState> {
+  const nodes = new Map<string, NodeState>();
+  for (const s of snap) {
+    const closed = new Set<number>();
+    for (const [first, count] of s.closedRuns) for (let i = 0; i < count; i++) closed.add(first + i * s.windowMs);
+    nodes.set(s.node, {
+      ...newNodeState(),
+      instances: new Set(s.instances),
+      powerMark: s.powerMark,
+      workMarks: new Map(s.workMarks),
+      firstStart: s.firstStart ?? Number.POSITIVE_INFINITY,
+      windowMs: s.windowMs,
+      closed,
+      closedFloor: s.closedFloor ?? Number.NEGATIVE_INFINITY,
+      requestMark: s.requestMark,
+      seen: s.seen,
+      lastSeen: new Map(s.lastSeen),
+    });
+  }
+  return nodes;
+}
+
+/** Sorted grid points → runs of consecutive points ([first, count]); off-grid points are runs of one. */
+function runsOf(sorted: readonly number[], stepMs: number): [number, number][] {
+  const runs: [number, number][] = [];
+  for (const x of sorted) {
+    const last = runs[runs.length - 1];
+    if (last && stepMs > 0 && x === last[0] + last[1] * stepMs) last[1]++;
+    else runs.push([x, 1]);
+  }
+  return runs;
+}

@@ -1,0 +1,183 @@
+import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import { errorMessage, STREAM_SUBJECTS } from "../../shared/mod.ts";
+import type { CheckpointStore } from "./checkpoint.ts";
+import { bindConsumer, type BoundConsumer, type Token } from "./consumers.ts";
+import type { InfluxSink } from "./influx-sink.ts";
+import { createIntake, type InputStream } from "./intake.ts";
+import { createWindowJoin, type JoinOptions, type JoinStats } from "./join.ts";
+import type { LoadJoin } from "./load-join.ts";
+import { createPointWriter } from "./point-writer.ts";
+import { retrying } from "./retry.ts";
+import { createStore, type StoreStats } from "./store.ts";
+
+/**
+ * One partition's pipeline: consumers → intake → join → store, and its checkpoints. A partition is
+ * the unit replicas split (partitions.ts), so it owns its join state, its InfluxDB writer (one write
+ * in flight per partition) and its checkpoint; letting it go is stopping it, and the replica that
+ * takes it over restarts from its last checkpoint.
+ *
+ * A checkpoint (every `checkpointIntervalMs`): drain the join; take, in the same turn, its snapshot,
+ * each consumer's position and the messages done so far; wait until the outputs handed to the store
+ * before it are stored; write it; then acknowledge those messages.
+ */
+export interface PartitionOptions {
+  partition: number;
+  /** Consumers filtered to the partition's subjects (`power.v1.*.<p>`), or reading everything. */
+  filtered: boolean;
+  name: string;
+  jsm: JetStreamManager;
+  js: JetStreamClient;
+  sink: InfluxSink;
+  checkpoints: CheckpointStore;
+  loadJoin: LoadJoin;
+  join?: JoinOptions;
+  rawSamples?: boolean;
+  tickMs?: number;
+  checkpointIntervalMs?: number;
+  clock?: () => number;
+  log?: (line: string) => void;
+}
+
+export interface PartitionStats {
+  received: Record<InputStream, number>;
+  deadLettered: number;
+  acked: number;
+  sinkRetries: number;
+  pointsRejected: number;
+  checkpoints: number;
+  checkpointBytes: number;
+  consumersRecreated: number;
+  store: StoreStats;
+  join: JoinStats;
+}
+
+export interface Partition {
+  stats(): PartitionStats;
+  /** Not yet read plus read and not acknowledged, over the partition's consumers. */
+  pending(): Promise<number>;
+  /** Drains and checkpoints now (acknowledging what it covers). */
+  settle(): Promise<void>;
+  /** Stops reading, stores and checkpoints what it can within `graceMs`, and lets the rest come again. */
+  stop(graceMs: number): Promise<void>;
+}
+
+export const DEFAULT_CHECKPOINT_INTERVAL_MS = 1000;
+/** Messages between drains while reading fast (a timer drains when it is slow). */
+const DRAIN_EVERY = 1024;
+const INPUTS: InputStream[] = ["POWER", "WORK", "REQUESTS"];
+
+export async function startPartition(opts: PartitionOptions): Promise<Partition> {
+  const log = opts.log ?? (() => {});
+  const p = opts.partition;
+  const stats = { acked: 0, sinkRetries: 0, checkpoints: 0, checkpointBytes: 0 };
+  let ckpt;
+  try {
+    ckpt = await opts.checkpoints.load(p);
+  } catch (err) {
+    log(`partition ${p}: its checkpoint cannot be read, starting without (results of requests open at the crash may be stored incomplete): ${errorMessage(err)}`);
+  }
+  const join = createWindowJoin<Token>(opts.join ?? {});
+  if (ckpt) join.restore(ckpt.join);
+  const onRetry = () => stats.sinkRetries++;
+  const retry = retrying({ log, onRetry });
+  const writer = createPointWriter(opts.sink, { log, onRetry });
+  const store = createStore<Token>({ writer, js: opts.js, loadJoin: opts.loadJoin, retry, rawSamples: opts.rawSamples ?? false, log });
+  const intake = createIntake({ next: join, js: opts.js, retry, ...(opts.clock ? { clock: opts.clock } : {}) });
+
+  const drain = () => {
+    const out = join.drain();
+    store.store(out);
+    for (const t of out.ackable) t.done();
+  };
+  let sinceDrain = 0;
+  const consumers: BoundConsumer[] = [];
+  for (const stream of INPUTS) {
+    const durable = opts.filtered ? `${opts.name}-${stream.toLowerCase()}-p${p}` : `${opts.name}-${stream.toLowerCase()}`;
+    const prefix = STREAM_SUBJECTS[stream].replace(/\.>$/, "");
+    consumers.push(
+      await bindConsumer({
+        jsm: opts.jsm,
+        js: opts.js,
+        spec: { stream, durable, ...(opts.filtered ? { filterSubject: `${prefix}.*.${p}` } : {}) },
+        ...(ckpt?.consumers[durable] ? { resume: ckpt.consumers[durable] } : {}),
+        log,
+        handle(m: JsMsg, token: Token) {
+          intake.handle(stream, m, token);
+          if (++sinceDrain < DRAIN_EVERY) return;
+          sinceDrain = 0;
+          drain();
+          return store.ready(); // InfluxDB or NATS slow: stop reading until the store catches up
+        },
+      }),
+    );
+  }
+
+  let checkpointing: Promise<void> | undefined;
+  const checkpoint = (): Promise<void> =>
+    (checkpointing ??= (async () => {
+      try {
+        drain();
+        const snapshot = { v: 1 as const, writtenMs: (opts.clock ?? Date.now)(), consumers: Object.fromEntries(consumers.map((c) => [c.spec.durable, c.position()])), join: join.snapshot() };
+        const toAck = consumers.flatMap((c) => c.takeDone());
+        await store.barrier();
+        stats.checkpointBytes = await retry("writing the checkpoint", () => opts.checkpoints.save(p, snapshot));
+        stats.checkpoints++;
+        for (const m of toAck) m.ack();
+        stats.acked += toAck.length;
+      } finally {
+        checkpointing = undefined;
+      }
+    })());
+  let stopped = false;
+  const tick = setInterval(() => !stopped && drain(), opts.tickMs ?? 250);
+  const every = setInterval(() => {
+    if (!stopped && !checkpointing) checkpoint().catch((err) => log(`partition ${p}: checkpoint: ${errorMessage(err)}`));
+  }, opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS);
+  tick.unref();
+  every.unref();
+
+  let stopping: Promise<void> | undefined;
+  return {
+    stats: () => ({
+      ...intake.stats(),
+      ...stats,
+      pointsRejected: writer.stats().rejected + store.stats().pointsUnbuildable,
+      consumersRecreated: consumers.reduce((n, c) => n + c.recreated(), 0),
+      store: store.stats(),
+      join: join.stats(),
+    }),
+    async pending() {
+      let n = 0;
+      for (const c of consumers) n += await c.pending();
+      return n;
+    },
+    async settle() {
+      await checkpointing?.catch(() => undefined);
+      await checkpoint();
+    },
+    stop(graceMs) {
+      return (stopping ??= (async () => {
+        stopped = true;
+        clearInterval(tick);
+        clearInterval(every);
+        await Promise.all(consumers.map((c) => c.close()));
+        let timer: NodeJS.Timeout | undefined;
+        const last = (async () => {
+          await checkpointing?.catch(() => undefined);
+          await checkpoint();
+        })();
+        const outcome = await Promise.race([last.then(() => "done" as const), new Promise<"late">((r) => (timer = setTimeout(() => r("late"), graceMs)))]).catch((err: unknown) => err);
+        clearTimeout(timer);
+        if (outcome !== "done") {
+          retry.stop();
+          await writer.close();
+          await last.catch(() => undefined);
+          const open = consumers.reduce((n, c) => n + c.position().unacked.length, 0);
+          log(`partition ${p}: stopped before its outputs were stored (${outcome === "late" ? `${graceMs} ms grace` : errorMessage(outcome)}); ${open} messages stay unacknowledged and are read again at the next start`);
+          return;
+        }
+        await writer.close();
+      })());
+    },
+  };
+}
