@@ -4,6 +4,10 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { ALL_STREAMS, ConfigError, clusterSize, defaultReplicas, ensureStreams, openBucket, resolveReplicas, streamConfig } from "../shared/mod.ts";
 import { startLocalCluster, type LocalCluster } from "../infra/local-cluster.ts";
+import { startAgent } from "../services/agent/agent.ts";
+import { createNvmlSource } from "../services/agent/nvml/mod.ts";
+import { KV_NODES, systemClock } from "../shared/mod.ts";
+import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
 import { startTestNats, type TestNats } from "./helpers/nats-server.ts";
 
 /**
@@ -127,4 +131,14 @@ test.serial("replicas - openBucket creates R3 buckets on the cluster, R1 on a si
 
   const one = await fresh(t, single.url);
   t.is((await (await openBucket(one.nc, "replicas-test", { history: 1 })).status()).replicas, 1);
+});
+
+test.serial("replicas - an agent started against the cluster creates its streams and the nodes bucket R3", async (t) => {
+  const { nc, jsm } = await fresh(t, cluster.servers);
+  const clock = systemClock();
+  const libraryPath = await fakeNvmlCopy();
+  const source = withFakeNvmlEnv({ GPUS: 1, POWER_W: 300 }, () => createNvmlSource({ clock, libraryPath }));
+  const agent = await startAgent({ nc, node: "r3", clock, source, instances: [{ id: "i0", listen: "127.0.0.1:0", upstream: "http://127.0.0.1:9", gpus: [0] }] });
+  await agent.stop();
+  for (const name of ["POWER", "REQUESTS", "WORK", `KV_${KV_NODES}`]) t.is((await jsm.streams.info(name)).config.num_replicas, 3, name);
 });
