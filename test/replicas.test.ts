@@ -5,6 +5,11 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { ALL_STREAMS, ConfigError, clusterSize, defaultReplicas, ensureStreams, openBucket, resolveReplicas, streamConfig } from "../shared/mod.ts";
 import { startLocalCluster, type LocalCluster } from "../infra/local-cluster.ts";
 import { startAgent } from "../services/agent/agent.ts";
+import { agentCommand } from "../services/agent/command.ts";
+import { startFleet } from "../services/fleet/emulator.ts";
+import { loadCommand } from "../services/loadgen/command.ts";
+import { assertNewRun } from "../services/loadgen/coordinator.ts";
+import { parseCommand } from "../shared/config.ts";
 import { createNvmlSource } from "../services/agent/nvml/mod.ts";
 import { KV_NODES, systemClock } from "../shared/mod.ts";
 import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
@@ -141,4 +146,24 @@ test.serial("replicas - an agent started against the cluster creates its streams
   const agent = await startAgent({ nc, node: "r3", clock, source, instances: [{ id: "i0", listen: "127.0.0.1:0", upstream: "http://127.0.0.1:9", gpus: [0] }] });
   await agent.stop();
   for (const name of ["POWER", "REQUESTS", "WORK", `KV_${KV_NODES}`]) t.is((await jsm.streams.info(name)).config.num_replicas, 3, name);
+});
+
+test.serial("replicas - the load generator's LOAD stream follows the cluster, the fleet emulator's streams follow replicas given", async (t) => {
+  const { nc, jsm } = await fresh(t, cluster.servers);
+  await assertNewRun(nc, "r3-run");
+  t.is((await jsm.streams.info("LOAD")).config.num_replicas, 3);
+  await startFleet({ nc, nodes: 1, durationS: 1, seed: 1, replicas: 2 }).done();
+  for (const name of ["POWER", "WORK", "REQUESTS"]) t.is((await jsm.streams.info(name)).config.num_replicas, 2, name);
+});
+
+test("replicas - --replicas and JOULESTREAM_REPLICAS reach the config; a count JetStream cannot have names the key", (t) => {
+  const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseCommand(agentCommand.spec, argv, env);
+  const config = (p: ReturnType<typeof parse>) => (p.help ? undefined : p.config.replicas);
+  t.is(config(parse([])), undefined, "unset: the server decides");
+  t.is(config(parse(["--replicas", "3"])), 3);
+  t.is(config(parse([], { JOULESTREAM_REPLICAS: "2" })), 2);
+  t.is(config(parse(["--replicas", "1"], { JOULESTREAM_REPLICAS: "3" })), 1, "the flag wins");
+  t.throws(() => parse(["--replicas", "6"]), { instanceOf: ConfigError, message: /^--replicas:/ });
+  t.throws(() => parse([], { JOULESTREAM_REPLICAS: "0" }), { instanceOf: ConfigError, message: /^JOULESTREAM_REPLICAS:/ });
+  t.throws(() => parseCommand(loadCommand.spec, ["--workload", "short", "--rate", "1", "--duration", "1", "--target", "http://127.0.0.1:9", "--replicas", "3"], {}), { message: /--replicas.*needs --nats/ });
 });
