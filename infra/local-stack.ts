@@ -156,14 +156,14 @@ function startNats(binary: string, runDir: string, fixedPort: number | undefined
   });
 }
 
-function startInflux(binary: string, runDir: string, fixedPort: number | undefined): Promise<InfluxNode> {
+export function startInflux(binary: string, runDir: string, fixedPort: number | undefined): Promise<InfluxNode> {
   return withPortRetry(!fixedPort, async () => {
     const [httpPort, rpcPort] = fixedPort ? [fixedPort, ...(await freePorts(1))] : await freePorts(2);
     return await startInfluxNode({ binary, dir: runDir, httpPort: httpPort!, rpcPort: rpcPort! });
   });
 }
 
-function firstExit(procs: SupervisedProcess[]): Promise<{ proc: SupervisedProcess; info: ExitInfo }> {
+export function firstExit(procs: SupervisedProcess[]): Promise<{ proc: SupervisedProcess; info: ExitInfo }> {
   return Promise.race(procs.map((proc) => proc.exited.then((info) => ({ proc, info }))));
 }
 
@@ -191,7 +191,7 @@ async function applyStreams(url: string): Promise<void> {
  * A safety net under the configs: if a server listens on anything but loopback (a config key this
  * version ignores, an INFLUXDB_* override), refuse to run rather than expose an open database.
  */
-async function assertLoopbackOnly(pids: number[]): Promise<void> {
+export async function assertLoopbackOnly(pids: number[]): Promise<void> {
   if (process.platform !== "linux") return;
   for (const pid of pids) {
     const exposed = (await listeningSocketsOf(pid)).filter((s) => !isLoopbackAddress(s.address));

@@ -1,17 +1,21 @@
 import { z } from "zod";
 import { onShutdownSignal } from "../shared/lifecycle.ts";
 import { defineCommand } from "../services/cli/command.ts";
+import { startLocalClusterStack, type LocalClusterStack } from "./local-cluster-stack.ts";
 import { startLocalStack, type LocalStack } from "./local-stack.ts";
 
 const port = z.coerce.number().int().min(0).max(65535).default(0);
 
-const schema = z.object({
-  runDir: z.string().min(1).optional(),
-  natsPort: port,
-  influxPort: port,
-  database: z.string().regex(/^[A-Za-z0-9_.-]+$/, "letters, digits, _ . -").default("joulestream"),
-  noInstall: z.boolean().default(false),
-});
+const schema = z
+  .object({
+    runDir: z.string().min(1).optional(),
+    natsPort: port,
+    influxPort: port,
+    database: z.string().regex(/^[A-Za-z0-9_.-]+$/, "letters, digits, _ . -").default("joulestream"),
+    noInstall: z.boolean().default(false),
+    cluster: z.boolean().default(false),
+  })
+  .refine((c) => !(c.cluster && c.natsPort), { path: ["natsPort"], message: "the cluster's three nodes pick their own ports (see infra/local-cluster.ts): leave --nats-port out with --cluster" });
 
 /**
  * `joulestream up`: a local NATS (JetStream) + InfluxDB stack on 127.0.0.1 for development and
@@ -28,27 +32,30 @@ export const upCommand = defineCommand(
       "influx-port": { type: "string", arg: "N", description: "InfluxDB HTTP port on 127.0.0.1", defaultText: "a free port" },
       database: { type: "string", arg: "NAME", description: "InfluxDB database to create", defaultText: "joulestream" },
       "no-install": { type: "boolean", description: "never apt-get install missing nats-server/influxdb" },
+      cluster: { type: "boolean", description: "a 3-node NATS JetStream cluster instead of one server: streams R3, as services create them on a fleet" },
     },
     schema,
-    examples: ["joulestream up", "joulestream up --run-dir .run --nats-port 4222 --influx-port 8086"],
+    examples: ["joulestream up", "joulestream up --run-dir .run --nats-port 4222 --influx-port 8086", "joulestream up --cluster"],
   },
   async (cfg) => {
     const log = (line: string) => process.stderr.write(`up: ${line}\n`);
-    const stack = await startLocalStack({
-      ...(cfg.runDir ? { runDir: cfg.runDir } : {}),
-      natsPort: cfg.natsPort,
-      influxPort: cfg.influxPort,
-      database: cfg.database,
-      install: !cfg.noInstall,
-      log,
-    });
+    const stack: LocalStack | LocalClusterStack = cfg.cluster
+      ? await startLocalClusterStack({ ...(cfg.runDir ? { runDir: cfg.runDir } : {}), influxPort: cfg.influxPort, database: cfg.database, install: !cfg.noInstall, log })
+      : await startLocalStack({
+          ...(cfg.runDir ? { runDir: cfg.runDir } : {}),
+          natsPort: cfg.natsPort,
+          influxPort: cfg.influxPort,
+          database: cfg.database,
+          install: !cfg.noInstall,
+          log,
+        });
     // On SIGINT/SIGTERM onShutdownSignal stops the stack and exits the process. The servers'
     // handles are unref'd (they must not keep a forgetful owner alive), so this timer keeps the
     // CLI running meanwhile. Both before the stack is announced: whoever reads the env lines may
     // signal at once (a clean-clone CI run once saw SIGINT kill `up` before it had a handler).
     const keepAlive = setInterval(() => undefined, 1 << 30);
     const removeHandlers = onShutdownSignal(() => stack.stop(), log);
-    process.stdout.write(describeStack(stack));
+    process.stdout.write("natsUrls" in stack ? describeClusterStack(stack) : describeStack(stack));
     try {
       const failure = await stack.closed();
       if (failure) {
@@ -70,6 +77,24 @@ export function describeStack(stack: LocalStack): string {
     `Run dir   ${stack.runDir}  (logs: nats-server.log, influxd.log)`,
     "",
     "Point services at it:",
+    `export JOULESTREAM_NATS_URL=${stack.natsUrl}`,
+    `export JOULESTREAM_INFLUX_URL=${stack.influxUrl}`,
+    `export JOULESTREAM_INFLUX_DB=${stack.database}`,
+    "",
+    "Ctrl-C stops it.",
+    "",
+  ].join("\n");
+}
+
+export function describeClusterStack(stack: LocalClusterStack): string {
+  const replicas = [...new Set(stack.streams.map((s) => s.replicas))].join("/");
+  return [
+    ...stack.natsUrls.map((url, k) => `NATS n${k + 1}   ${url}  (JetStream; monitoring ${stack.natsMonitorUrls[k]})`),
+    `Streams   ${stack.streams.map((s) => s.name).join(", ")}: R${replicas}`,
+    `InfluxDB  ${stack.influxUrl}  (database ${stack.database})`,
+    `Run dir   ${stack.runDir}  (logs: nats/nats-n1.log .. nats-n3.log, influxd.log)`,
+    "",
+    "Point services at it (they create streams and buckets R3 here by default):",
     `export JOULESTREAM_NATS_URL=${stack.natsUrl}`,
     `export JOULESTREAM_INFLUX_URL=${stack.influxUrl}`,
     `export JOULESTREAM_INFLUX_DB=${stack.database}`,

@@ -45,8 +45,8 @@ export class RetryableError extends JoulestreamError {
 /** A configuration error that names the offending key (`--nats`, `JOULESTREAM_NATS_URL`, `matrix.clocks[2]`). */
 export class ConfigError extends PermanentError {
   readonly key: string;
-  constructor(key: string, message: string) {
-    super("CONFIG", `${key}: ${message}`);
+  constructor(key: string, message: string, cause?: unknown) {
+    super("CONFIG", `${key}: ${message}`, cause);
     this.key = key;
   }
 }

@@ -1,4 +1,5 @@
-import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
+import { NO_SUITABLE_PEERS, placementError, resolveReplicas, scaleUp, type ReplicasOutcome } from "./replicas.ts";
 
 /**
  * JetStream stream definitions. Only server 2.9 features are used (Debian ships nats-server 2.9.10):
@@ -11,7 +12,7 @@ const HOUR_NS = 3600 * 1e9;
 export const DUPLICATE_WINDOW_NS = 10 * 60 * 1e9;
 
 export interface StreamOptions {
-  /** Replicas: 1 on a single server, 3 on a cluster. */
+  /** Replicas. streamConfig(): 1 when unset; ensureStreams(): the server's default (resolveReplicas). */
   replicas?: number;
   /** How long data is kept. */
   maxAgeHours?: number;
@@ -44,24 +45,51 @@ export function streamConfig(name: StreamName, opts: StreamOptions = {}): Partia
   };
 }
 
+export interface EnsureStreamsOptions extends StreamOptions {
+  /** Where a stream that stays short of its replicas is reported. */
+  log?: (line: string) => void;
+}
+
+export interface EnsuredStream {
+  name: StreamName;
+  /** Replicas the stream has now. */
+  replicas: number;
+  outcome: ReplicasOutcome;
+}
+
 /**
- * Creates the streams that do not exist yet and leaves existing ones alone (an operator may have
- * tuned them), so every service can call this at start-up against any server. Idempotent.
+ * Creates the streams that do not exist yet, so every service can call this at start-up against
+ * any server. Idempotent. Replicas: `opts.replicas`, else the server's default (resolveReplicas:
+ * 3 on a cluster of 3 or more, 1 on a single server). An existing stream keeps its configuration
+ * (an operator may have tuned it), except that one with fewer replicas than asked is scaled up
+ * where this identity may, and reported where it may not.
  */
-export async function ensureStreams(jsm: JetStreamManager, names: readonly StreamName[] = ALL_STREAMS, opts: StreamOptions = {}): Promise<void> {
-  for (const name of names) {
+export async function ensureStreams(jsm: JetStreamManager, names: readonly StreamName[] = ALL_STREAMS, opts: EnsureStreamsOptions = {}): Promise<EnsuredStream[]> {
+  const replicas = resolveReplicas(jsm, opts.replicas, opts);
+  const ensured: EnsuredStream[] = [];
+  for (const name of names) ensured.push(await ensureStream(jsm, name, { ...opts, replicas }));
+  return ensured;
+}
+
+async function ensureStream(jsm: JetStreamManager, name: StreamName, opts: EnsureStreamsOptions & { replicas: number }): Promise<EnsuredStream> {
+  let info: StreamInfo | undefined;
+  try {
+    info = await jsm.streams.info(name);
+  } catch (err) {
+    if (!isStreamNotFound(err)) throw err;
+  }
+  if (!info) {
     try {
-      await jsm.streams.info(name);
-    } catch (err) {
-      if (!isStreamNotFound(err)) throw err;
-      try {
-        await jsm.streams.add(streamConfig(name, opts));
-      } catch (addErr) {
-        // Another service created it between our info and add: that is success.
-        if (!isAlreadyInUse(addErr)) throw addErr;
-      }
+      const created = await jsm.streams.add(streamConfig(name, opts));
+      return { name, replicas: created.config.num_replicas, outcome: "created" };
+    } catch (addErr) {
+      if (addErr instanceof JetStreamApiError && addErr.code === NO_SUITABLE_PEERS) throw placementError(`stream ${name}`, opts.replicas, addErr);
+      // Another service created it between our info and add: that is success.
+      if (!isAlreadyInUse(addErr)) throw addErr;
+      info = await jsm.streams.info(name);
     }
   }
+  return { name, ...(await scaleUp(jsm, info, opts.replicas, opts.log)) };
 }
 
 function isStreamNotFound(err: unknown): boolean {

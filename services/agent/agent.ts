@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
-import { KV_NODES, encode, ensureStreams, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent } from "../../shared/mod.ts";
+import type { KV } from "@nats-io/kv";
+import { KV_NODES, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent } from "../../shared/mod.ts";
 import type { PowerSource, SourceDescription } from "./power-source.ts";
 import { createPublisher, type PublisherStats } from "./publisher.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
@@ -35,6 +35,8 @@ export interface AgentOptions {
   cpuEnergy?: CpuEnergyMeter;
   /** Opt-in GPU clock / power-limit control (--allow-clock-control), served on ctl.v1.<node>. */
   clockBackend?: ClockBackend;
+  /** Replicas of the streams and the nodes bucket it creates; default: the server's (resolveReplicas). */
+  replicas?: number;
   log?: (line: string) => void;
 }
 
@@ -56,7 +58,8 @@ export interface Agent {
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const log = opts.log ?? (() => {});
   const jsm = await jetstreamManager(opts.nc);
-  await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK", ...(opts.clockBackend ? (["AUDIT"] as const) : [])]);
+  const replicas = resolveReplicas(opts.nc, opts.replicas, { log });
+  await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK", ...(opts.clockBackend ? (["AUDIT"] as const) : [])], { replicas, log });
   const description = await opts.source.describe();
   const requestsSubject = subjects.requests(opts.node);
   const publisher = createPublisher(opts.nc, {
@@ -132,7 +135,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   });
   const beat = async () => {
     try {
-      kv ??= await new Kvm(opts.nc).create(KV_NODES, { history: 1 });
+      kv ??= await openBucket(opts.nc, KV_NODES, { history: 1 }, { replicas, log });
       await kv.put(opts.node, encode(inventory()));
     } catch (err) {
       log(`inventory heartbeat failed: ${(err as Error).message}`);

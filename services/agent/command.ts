@@ -1,7 +1,7 @@
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, nodeInboxPrefix, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, nodeInboxPrefix, replicasConfig, replicasOptions, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { startAgent } from "./agent.ts";
 import { createDcgmSource } from "./dcgm-source.ts";
@@ -11,7 +11,7 @@ import { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./cloc
 import { DEFAULT_POWERCAP_ROOT, createRaplReader, raplMeter } from "./rapl.ts";
 import type { CpuEnergyMeter } from "./sampler.ts";
 
-const schema = natsConfig.extend({
+const schema = natsConfig.extend(replicasConfig.shape).extend({
   nodeId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_' (one NATS subject token)").default(hostname().replace(/[^A-Za-z0-9_-]/g, "-")),
   source: z.enum(["dcgm", "nvml", "sim"]).default("dcgm"),
   dcgmUrl: z.url().default("http://127.0.0.1:9400/metrics"),
@@ -38,6 +38,7 @@ export const agentCommand = defineCommand(
     summary: "node agent: GPU power sampling + OpenAI request tap, publishing POWER/REQUESTS/WORK to JetStream",
     options: {
       ...natsOptions,
+      ...replicasOptions,
       "node-id": { type: "string", arg: "ID", env: "JOULESTREAM_NODE_ID", description: "this node's id (one subject token)", defaultText: "hostname" },
       source: { type: "string", arg: "dcgm|nvml|sim", env: "JOULESTREAM_POWER_SOURCE", description: "where GPU power comes from", defaultText: "dcgm" },
       "dcgm-url": { type: "string", arg: "URL", env: "JOULESTREAM_DCGM_URL", description: "DCGM exporter (or simnode) /metrics URL", defaultText: "http://127.0.0.1:9400/metrics" },
@@ -125,6 +126,7 @@ export const agentCommand = defineCommand(
       spoolDir: cfg.spoolDir ?? join(tmpdir(), `joulestream-spool-${cfg.nodeId}`),
       ...(clockBackend ? { clockBackend } : {}),
       ...(cpuEnergy ? { cpuEnergy } : {}),
+      ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
       log: (l) => process.stderr.write(`agent: ${l}\n`),
     });
     // Signals are handled before the taps are announced: whoever waits for them may stop the agent

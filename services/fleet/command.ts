@@ -1,10 +1,10 @@
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, untilDone } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, untilDone } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { DEFAULT_NODE_PREFIX, startFleet, type FleetReport } from "./emulator.ts";
 import { DEFAULT_GPUS, DEFAULT_RATE_PER_INSTANCE_S, DEFAULT_TP } from "./node-model.ts";
 
-const schema = natsConfig.extend({
+const schema = natsConfig.extend(replicasConfig.shape).extend({
   nodes: z.coerce.number().int().min(1).max(100_000).default(10),
   gpusPerNode: z.coerce.number().int().min(1).max(64).default(DEFAULT_GPUS),
   tp: z.coerce.number().int().min(1).max(64).default(DEFAULT_TP),
@@ -23,6 +23,7 @@ export const fleetCommand = defineCommand(
     summary: "emulate a GPU fleet's agents at protocol level (POWER, WORK, REQUESTS) for load tests of the analyzer",
     options: {
       ...natsOptions,
+      ...replicasOptions,
       nodes: { type: "string", arg: "N", description: "emulated nodes", defaultText: "10" },
       "gpus-per-node": { type: "string", arg: "N", description: "GPUs per node, sampled at 10 Hz", defaultText: String(DEFAULT_GPUS) },
       tp: { type: "string", arg: "N", description: "GPUs per instance (tensor parallelism); instances per node = gpus / tp", defaultText: String(DEFAULT_TP) },
@@ -51,6 +52,8 @@ export const fleetCommand = defineCommand(
       nodePrefix: cfg.nodePrefix,
       ...(cfg.startMs !== undefined ? { startMs: cfg.startMs } : {}),
       ...(cfg.runId ? { runId: cfg.runId } : {}),
+      ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
+      log: (l) => process.stderr.write(`fleet: ${l}\n`),
     });
     // Ctrl-C stops the emulation, and the report of what was sent is still printed before exit.
     const signals = untilDone(() => fleet.stop());

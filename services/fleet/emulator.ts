@@ -44,6 +44,10 @@ export interface FleetOptions {
    * (real time) or window (fast). `false`: one message per event, as a third-party publisher may.
    */
   batchRequests?: boolean;
+  /** Replicas of the streams if it creates them; default: the server's (resolveReplicas). */
+  replicas?: number;
+  /** Where a stream left short of its replicas is reported. */
+  log?: (line: string) => void;
   clock?: Clock;
   /** Called after a window's POWER and WORK of every node were handed to the publisher. */
   onWindow?(w: { windowStartMs: number; windowEndMs: number; wallMs: number }): void;
@@ -152,7 +156,7 @@ export function startFleet(opts: FleetOptions): FleetEmulator {
   };
 
   const run = async (): Promise<FleetReport> => {
-    await ensureStreams(await jetstreamManager(opts.nc), ["POWER", "WORK", "REQUESTS"]);
+    await ensureStreams(await jetstreamManager(opts.nc), ["POWER", "WORK", "REQUESTS"], { ...(opts.replicas !== undefined ? { replicas: opts.replicas } : {}), ...(opts.log ? { log: opts.log } : {}) });
     let ws = realTime ? Math.ceil(clock.nowMs() / windowMs) * windowMs : Math.floor((opts.startMs ?? FAST_START_MS) / windowMs) * windowMs;
     startMs = ws;
     if (realTime) await sleepUntil(ws);

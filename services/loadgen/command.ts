@@ -3,7 +3,7 @@ import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import { z } from "zod";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { connectNats, natsOptions, onShutdownSignal, untilDone, ConfigError, errorMessage } from "../../shared/mod.ts";
+import { connectNats, natsOptions, replicasConfig, replicasOptions, onShutdownSignal, untilDone, ConfigError, errorMessage } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { assertNewRun, runCoordinated } from "./coordinator.ts";
 import { createProgress } from "./progress.ts";
@@ -56,6 +56,7 @@ const schema = z
     user: z.string().optional(),
     password: z.string().optional(),
     token: z.string().optional(),
+    replicas: replicasConfig.shape.replicas,
     workers: num.int().min(1).max(1024).optional(),
     worker: z.boolean().default(false),
     workerId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_'").optional(),
@@ -68,6 +69,7 @@ const schema = z
     if (c.workload && (c.rate === undefined || c.duration === undefined)) ctx.addIssue({ code: "custom", path: [c.rate === undefined ? "rate" : "duration"], message: "a synthetic --workload needs --rate and --duration" });
     if (c.target.length === 0) ctx.addIssue({ code: "custom", path: ["target"], message: "give at least one --target URL" });
     if (c.workers !== undefined && !c.nats) ctx.addIssue({ code: "custom", path: ["nats"], message: "--workers needs --nats" });
+    if (c.replicas !== undefined && !c.nats) ctx.addIssue({ code: "custom", path: ["replicas"], message: "--replicas is for the LOAD stream: it needs --nats" });
     // Options of the other kind of source would be silently ignored (a `--duration 60` trace replay ran for hours).
     if (c.trace) for (const [k, v] of [["duration", c.duration], ["ramp-to", c.rampTo], ["cv", c.cv]] as const) if (v !== undefined) ctx.addIssue({ code: "custom", path: [k], message: `--${k} is for synthetic --workload runs; with --trace use --window MS (trace time) or --limit N` });
     if (c.workload) for (const [k, v] of [["speedup", c.speedup], ["from", c.from], ["window", c.window], ["sample", c.sample], ["format", c.format]] as const) if (v !== undefined) ctx.addIssue({ code: "custom", path: [k], message: `--${k} is for --trace replays` });
@@ -113,6 +115,7 @@ export const loadCommand = defineCommand(
       header: { type: "string", multiple: true, arg: "'K: V'", description: "extra request header" },
       ...natsOptions,
       nats: { ...natsOptions.nats!, description: "NATS URL: publish every result to the LOAD stream (needed by --workers and --worker)", defaultText: "none" },
+      ...replicasOptions,
       workers: { type: "string", arg: "N", description: "coordinate N `--worker` processes over NATS instead of sending from here" },
       worker: { type: "boolean", description: "worker mode: take jobs from a coordinator over NATS" },
       "worker-id": { type: "string", arg: "ID", description: "worker mode: this worker's id", defaultText: "hostname-pid" },
@@ -180,6 +183,7 @@ export const loadCommand = defineCommand(
           job: { runId, source, ...common },
           log,
           signal: abort.signal,
+          ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}),
           ...(total !== undefined ? { expected: total } : {}), // counted already (a strict replay): not read again
           onResult: (r) => {
             count(r);
@@ -199,7 +203,7 @@ export const loadCommand = defineCommand(
         for (const w of combined.workers) process.stdout.write(`worker ${w.id} (shard ${w.shard}): ${w.status}, ${w.results} results, ${w.received} received${w.error ? `, ${w.error}` : ""}\n`);
         return combined.missing > 0 ? 1 : 0;
       }
-      if (nc) await assertNewRun(nc, runId);
+      if (nc) await assertNewRun(nc, runId, { ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}), log });
       const publisher = nc ? createLoadPublisher(nc, { onError: (_r, err) => log(errorMessage(err)) }) : undefined;
       log(`run ${runId}: sending to ${cfg.target.join(", ")}`);
       const summary = await runLoad({

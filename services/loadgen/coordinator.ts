@@ -29,6 +29,8 @@ export interface CoordinatorOptions {
   onProgress?: (p: { sent: number; completed: number; received: number }) => void;
   signal?: AbortSignal;
   log?: (line: string) => void;
+  /** Replicas of LOAD if this run creates it; default: the server's (resolveReplicas). */
+  replicas?: number;
   /** Requests in the workload, where the caller has counted them already (else counted here). */
   expected?: number;
 }
@@ -63,7 +65,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   const lostAfterMs = o.lostAfterMs ?? 5000;
   const expectedP = o.expected !== undefined ? Promise.resolve(o.expected) : countRequests(o.job.source);
   expectedP.catch(() => {}); // awaited below; a bad trace fails the run there
-  await assertNewRun(o.nc, runId);
+  await assertNewRun(o.nc, runId, { ...(o.replicas !== undefined ? { replicas: o.replicas } : {}), log });
 
   // 1. The combined result comes from the stream: subscribe before anyone sends.
   const agg = createAggregator(runId, "all", o.job.slo);
@@ -215,9 +217,9 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
  * A run id that already has results in LOAD would be counted from the old run's results (read from
  * the start), and the new run's results dropped by the server as duplicates of their msgId.
  */
-export async function assertNewRun(nc: NatsConnection, runId: string): Promise<void> {
+export async function assertNewRun(nc: NatsConnection, runId: string, opts: { replicas?: number; log?: (line: string) => void } = {}): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  await ensureStreams(jsm, ["LOAD"]);
+  await ensureStreams(jsm, ["LOAD"], opts);
   const previous = await jsm.streams.getMessage("LOAD", { last_by_subj: subjects.load(runId) }).catch(() => null);
   if (previous) throw new ConfigError("--run-id", `run ${runId} already has results in LOAD: give the run a new id`);
 }
