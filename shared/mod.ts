@@ -9,3 +9,5 @@ export * from "./units.ts";
 export * from "./config.ts";
 export * from "./nats.ts";
 export * from "./influxql.ts";
+export * from "./spool.ts";
+export * from "./outbox.ts";

@@ -1,7 +1,7 @@
 import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { createPublisher, MAX_BATCH_BYTES } from "../services/agent/publisher.ts";
+import { createOutbox as createPublisher, MAX_BATCH_BYTES } from "../shared/outbox.ts";
 import { requestBatcher } from "../services/agent/agent.ts";
 import { ensureStreams, eventsOf, subjects, type RequestBatch } from "../shared/mod.ts";
 import { readStream, startTestNats } from "./helpers/nats-server.ts";

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
-import { createSpool, type SpoolRecord } from "../services/agent/spool.ts";
+import { createSpool, type SpoolRecord } from "../shared/spool.ts";
 
 const rec = (i: number): SpoolRecord => ({ subject: "power.v1.n1", msgId: `m${i}`, data: new Uint8Array([i & 255, (i >> 8) & 255]) });
 

@@ -4,13 +4,13 @@ import { connect } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { natsAuthConfig } from "../infra/nats/auth.ts";
-import { nodeInboxPrefix } from "../shared/subjects.ts";
+import { nodeInboxPrefix, subjectId } from "../shared/subjects.ts";
 import { ensureStreams, encode, decode } from "../shared/mod.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createSpool } from "../services/agent/spool.ts";
-import { createPublisher } from "../services/agent/publisher.ts";
+import { createSpool } from "../shared/spool.ts";
+import { createOutbox } from "../shared/outbox.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
 const pw = () => randomBytes(12).toString("hex");
@@ -179,7 +179,7 @@ test("nats permissions - a spool left by another node id is dropped, counted, in
   await old.close();
   const nc = await connect({ servers: nats.url, user: b.id, pass: b.password, inboxPrefix: nodeInboxPrefix(b.id) });
   t.teardown(() => nc.close());
-  const pub = createPublisher(nc, { dir, publishTimeoutMs: 1000, node: b.id });
+  const pub = createOutbox(nc, { dir, publishTimeoutMs: 1000, ownsSubject: (s) => subjectId(s) === b.id });
   for (let i = 0; i < 5; i++) pub.publish("power.v1.node-b", { msgId: `node-b:power:${i}` });
   t.true(await pub.flush(8000), "node-b's own windows are published");
   const s = pub.stats();

@@ -4,9 +4,8 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { KV_NODES, encode, ensureStreams, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent } from "../../shared/mod.ts";
+import { KV_NODES, subjectId, createOutbox, encode, ensureStreams, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent, type OutboxStats } from "../../shared/mod.ts";
 import type { PowerSource, SourceDescription } from "./power-source.ts";
-import { createPublisher, type PublisherStats } from "./publisher.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
@@ -40,7 +39,7 @@ export interface AgentOptions {
 
 export interface AgentStats {
   sampler: SamplerStats;
-  publisher: PublisherStats;
+  publisher: OutboxStats;
   taps: Record<string, ReturnType<RequestTap["stats"]>>;
 }
 
@@ -59,8 +58,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK", ...(opts.clockBackend ? (["AUDIT"] as const) : [])]);
   const description = await opts.source.describe();
   const requestsSubject = subjects.requests(opts.node);
-  const publisher = createPublisher(opts.nc, {
-    node: opts.node,
+  const publisher = createOutbox(opts.nc, {
+    ownsSubject: (s) => subjectId(s) === opts.node,
     ...(opts.spoolDir ? { dir: opts.spoolDir } : {}),
     batched: [{ subject: requestsSubject, key: "events", envelope: requestBatcher(opts.node) }],
   });

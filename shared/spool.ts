@@ -1,10 +1,10 @@
 import { createWriteStream, mkdirSync, readdirSync, statSync, type WriteStream } from "node:fs";
 import { readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { decode, encode } from "../../shared/mod.ts";
+import { decode, encode } from "./codec.ts";
 
 /**
- * The agent's outbox: a FIFO of messages waiting for NATS, in memory up to `memoryRecords` records
+ * The storage of an outbox (outbox.ts): a FIFO of messages waiting for NATS, in memory up to `memoryRecords` records
  * or `memoryBytes` of data, then spilled to segment files on disk (up to `maxDiskBytes`), so a broker outage of minutes loses
  * nothing. Order is kept: once spilling starts, new records go to disk behind the spilled ones, and
  * segments are read back in order. Writes are asynchronous (the request path never waits on disk).
@@ -115,7 +115,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     const stream = createWriteStream(path, { flags: "a" });
     const seg: Segment = { path, records: 0, messages: 0, bytes: 0, stream, closed: new Promise((resolve) => stream.once("close", () => resolve())) };
     // Disk full, directory gone or read-only: the segment's records are lost and counted, not thrown
-    // as an uncaught 'error' that would end the agent (and the records it holds in memory).
+    // as an uncaught 'error' that would end the process (and the records it holds in memory).
     stream.on("error", () => {
       const i = segments.indexOf(seg);
       if (i < 0) return;
@@ -201,7 +201,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     shift(n = 1) {
       const end = head + Math.min(n, memSize());
       for (let i = head; i < end; i++) memBytes -= mem[i]!.data.length;
-      // Published records are let go now: a long-running agent must not keep thousands of them.
+      // Published records are let go now: a long-running process must not keep thousands of them.
       mem.fill(undefined, head, end);
       head = end;
       if (head === mem.length) {
