@@ -32,6 +32,8 @@ export interface Outbox {
   /** Resolves true when everything queued so far is published, false after `timeoutMs`. */
   flush(timeoutMs?: number): Promise<boolean>;
   stats(): OutboxStats;
+  /** Messages queued, those in segments an earlier run left included (see Spool.countQueued). */
+  countQueued(): Promise<number>;
   /** Stops publishing; what is still queued stays on disk for the next run (with a spool dir). */
   close(): Promise<void>;
 }
@@ -169,7 +171,7 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
     }
     pumping = undefined;
     if (pendingCount() > 0 && !closed) linger(); // what came in on batched subjects meanwhile
-    else if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());
+    else if (spool.empty) idleWaiters.splice(0).forEach((w) => w());
   };
 
   const startPump = () => {
@@ -190,6 +192,9 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
     else lingering = setTimeout(startPump, lingerMs).unref();
   };
 
+  // What an earlier run left in the spool dir goes out now, not at the first new message.
+  if (!spool.empty) startPump();
+
   // After a reconnect, retry at once instead of waiting out the backoff.
   void (async () => {
     for await (const s of nc.status()) if (s.type === "reconnect") wake?.();
@@ -206,7 +211,8 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
       linger();
     },
     async flush(timeoutMs = 10_000) {
-      if (spool.size === 0 && pendingCount() === 0 && !pumping) return true;
+      // `empty`, not `size === 0`: segments an earlier run left are queued too, though not yet counted.
+      if (spool.empty && pendingCount() === 0 && !pumping) return true;
       startPump();
       return await new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), timeoutMs);
@@ -221,6 +227,7 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
       // Dropped: by the spool when memory and disk are full, and here when no retry could send it.
       return { ...sp, dropped: sp.dropped + stats.unsendable, queued: spool.size, published: stats.published, duplicates: stats.duplicates, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) };
     },
+    countQueued: async () => (await spool.countQueued()) + pendingCount(),
     async close() {
       closed = true;
       clearTimeout(lingering);

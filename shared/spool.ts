@@ -50,7 +50,15 @@ export interface Spool {
   peekMany(max: number): Promise<SpoolRecord[]>;
   /** Removes the `n` oldest records (default 1), which `peek`/`peekMany` returned. */
   shift(n?: number): void;
+  /**
+   * Records queued. Segments left by an earlier run count only once read (or counted by
+   * `countQueued`): counting them means reading them.
+   */
   readonly size: number;
+  /** Nothing queued, in memory or on disk (segments of an earlier run included). */
+  readonly empty: boolean;
+  /** Every record queued, segments of an earlier run included (it reads those to count them). */
+  countQueued(): Promise<number>;
   stats(): SpoolStats;
   close(): Promise<void>;
 }
@@ -99,6 +107,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     }
   }
   const memSize = () => mem.length - head;
+  const queued = () => memSize() + segments.reduce((s, g) => s + Math.max(0, g.records), 0);
   const writing = () => {
     const last = segments[segments.length - 1];
     return last?.stream ? last : undefined;
@@ -213,7 +222,23 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       }
     },
     get size() {
-      return memSize() + segments.reduce((s, g) => s + Math.max(0, g.records), 0);
+      return queued();
+    },
+    get empty() {
+      return memSize() === 0 && segments.length === 0;
+    },
+    async countQueued() {
+      for (const seg of segments.filter((g) => g.records < 0)) {
+        const buf = await readFile(seg.path).catch(() => Buffer.alloc(0)); // read back meanwhile: gone
+        let n = 0;
+        for (let off = 0; off + 4 <= buf.length; n++) {
+          const len = buf.readUInt32BE(off);
+          if (off + 4 + len > buf.length) break;
+          off += 4 + len;
+        }
+        seg.records = n;
+      }
+      return queued();
     },
     stats: () => ({ inMemory: memSize(), onDisk: segments.reduce((s, g) => s + Math.max(0, g.records), 0), diskBytes, dropped, spilled }),
     /** Closes the files; records still in memory are saved to disk ahead of the spilled ones. */
