@@ -41,6 +41,8 @@ export interface WorkerReport {
   results: number;
   /** Results of this worker found in LOAD. */
   received: number;
+  /** Results still in the worker's outbox when it reported done (NATS was unreachable for its drain timeout). */
+  held?: number;
   error?: string;
 }
 
@@ -199,6 +201,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
       status: s.done ? (s.done.error ? "failed" : "done") : "lost",
       results: s.done ? s.done.results : s.completed,
       received: receivedBy.get(id) ?? 0,
+      ...(s.done?.held ? { held: s.done.held } : {}),
       ...(s.done?.error ? { error: s.done.error } : {}),
     }));
     return { runId, expected, received: seen.size, duplicates, missing: Math.max(0, expected - seen.size), workers, summary: agg.summary() };
