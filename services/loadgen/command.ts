@@ -16,6 +16,7 @@ import { traceRows, detectFormat } from "./traces.ts";
 import { traceStats } from "./transform.ts";
 import { startWorker } from "./worker.ts";
 import type { LoadResult } from "../../shared/messages/load.ts";
+import { loadgenInboxPrefix } from "../../shared/subjects.ts";
 
 const num = z.coerce.number();
 const DEFAULT_SPOOL = "joulestream-load-outbox";
@@ -165,7 +166,8 @@ export const loadCommand = defineCommand(
     let outbox: ResultsOutbox | undefined;
     let notInLoad: number | undefined;
     try {
-      if (natsCfg) nc = await connectNats(natsCfg, `joulestream-load-${runId}`);
+      // Replies under the role's own inbox prefix: the loadgen-coordinator user may read no other.
+      if (natsCfg) nc = await connectNats(natsCfg, `joulestream-load-${runId}`, { inboxPrefix: loadgenInboxPrefix("coordinator") });
       const common = {
         targets: cfg.target,
         api: cfg.api,
@@ -309,7 +311,7 @@ async function sourceOf(cfg: Config, log: (l: string) => void): Promise<SourceSp
 async function workerMode(cfg: Config, natsCfg: { nats: string } | undefined, log: (l: string) => void): Promise<number> {
   if (!natsCfg) throw new ConfigError("--nats", "worker mode needs --nats");
   const id = cfg.workerId ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, "-")}-${process.pid}`;
-  const nc = await connectNats(natsCfg, `joulestream-load-worker-${id}`);
+  const nc = await connectNats(natsCfg, `joulestream-load-worker-${id}`, { inboxPrefix: loadgenInboxPrefix("worker") });
   const outbox = await openOutbox(cfg, nc, log);
   const worker = startWorker({ nc, id, log, outbox, drainTimeoutMs: cfg.drainTimeout * 1000 });
   log(`worker ${id} waiting for jobs on ${cfg.nats}`);
