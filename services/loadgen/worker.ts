@@ -3,6 +3,7 @@ import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decode, describeIssues, encode } from "../../shared/codec.ts";
 import { errorMessage } from "../../shared/errors.ts";
 import { assignReply, control, job as jobSchema, type Job, type WorkerDone } from "./control.ts";
+import { watchConnection } from "./connection-watch.ts";
 import { openResultsOutbox, type ResultsOutbox } from "./results-outbox.ts";
 import { runLoad } from "./runner.ts";
 import { workloadOf } from "./source-spec.ts";
@@ -91,10 +92,11 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     // The coordinator's heartbeat: without it for coordinatorLostAfterMs, this shard has nobody
     // counting it (the coordinator was killed), and sending on would be load nobody asked for.
     let coordinatorSeenMs = Date.now();
+    const connection = watchConnection(o.nc, () => void (coordinatorSeenMs = Date.now()));
     const coordinatorSub = j.coordinatorLostAfterMs ? o.nc.subscribe(control.coordinator(j.runId), { callback: () => void (coordinatorSeenMs = Date.now()) }) : undefined;
     const hb = setInterval(() => {
       beat();
-      if (j.coordinatorLostAfterMs && Date.now() - coordinatorSeenMs > j.coordinatorLostAfterMs && !runAbort.signal.aborted) {
+      if (j.coordinatorLostAfterMs && !connection.offline && Date.now() - coordinatorSeenMs > j.coordinatorLostAfterMs && !runAbort.signal.aborted) {
         log(`worker ${o.id}: run ${j.runId}: no word from the coordinator for ${Math.round((Date.now() - coordinatorSeenMs) / 1000)} s: stopping`);
         runAbort.abort();
       }
@@ -134,6 +136,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
       const drained = await outbox.drain(o.drainTimeoutMs ?? 60_000, (left, waitedMs) => log(`worker ${o.id}: run ${j.runId}: ${left} results wait for NATS (${Math.round(waitedMs / 1000)} s)${outbox.stats().lastError ? `: ${outbox.stats().lastError}` : ""}`));
       if (!drained) log(`worker ${o.id}: run ${j.runId}: ${outbox.stats().queued} results still wait in the outbox${outbox.dir ? ` (${outbox.dir})` : ""}`);
       clearInterval(hb);
+      connection.stop();
       coordinatorSub?.unsubscribe();
       abortSub.unsubscribe();
       abort.signal.removeEventListener("abort", onStop);
