@@ -11,3 +11,5 @@ export * from "./nats.ts";
 export * from "./influxql.ts";
 export * from "./replicas.ts";
 export * from "./buckets.ts";
+export * from "./spool.ts";
+export * from "./outbox.ts";

@@ -61,3 +61,19 @@ export const KV_NODES = "nodes";
 export function nodeInboxPrefix(node: string): string {
   return `_INBOX_${assertToken("node", node)}`;
 }
+
+/** The load generator's two roles; each has a NATS user of its own (infra/nats/auth.ts). */
+export type LoadgenRole = "worker" | "coordinator";
+
+/** The NATS user of a load generator role (`loadgen-worker`, `loadgen-coordinator`). */
+export function loadgenUser(role: LoadgenRole): string {
+  return `loadgen-${role}`;
+}
+
+/**
+ * The inbox prefix of a load generator connection, by role (see nodeInboxPrefix): a worker's user
+ * may read only workers' replies, a coordinator's only coordinators'.
+ */
+export function loadgenInboxPrefix(role: LoadgenRole): string {
+  return `_INBOX_${loadgenUser(role)}`;
+}

@@ -1,9 +1,13 @@
 import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { createPublisher, MAX_BATCH_BYTES } from "../services/agent/publisher.ts";
+import { createOutbox as createPublisher, MAX_BATCH_BYTES } from "../shared/outbox.ts";
 import { requestBatcher } from "../services/agent/agent.ts";
-import { ensureStreams, eventsOf, subjects, type RequestBatch } from "../shared/mod.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createSpool } from "../shared/spool.ts";
+import { encode, ensureStreams, eventsOf, subjects, type RequestBatch } from "../shared/mod.ts";
 import { readStream, startTestNats } from "./helpers/nats-server.ts";
 
 /**
@@ -82,6 +86,21 @@ test("publisher - NATS down: events are sealed into the spool while publishing r
   const events = eventsIn(await readStream(nats.url, "REQUESTS"));
   t.deepEqual(events.map((e) => e.i), Array.from({ length: 150 }, (_, k) => k));
   t.is(pub.stats().dropped, 0);
+});
+
+test("publisher - what an earlier run left in the spool dir is published at start, and flush waits for it", async (t) => {
+  const { nats, nc } = await setup(t);
+  const dir = mkdtempSync(join(tmpdir(), "outbox-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const old = createSpool({ dir });
+  for (let i = 0; i < 30; i++) old.push({ subject: subjects.power("n1"), msgId: `p${i}`, data: encode({ msgId: `p${i}`, i }) });
+  await old.close();
+  const pub = createPublisher(nc, { dir });
+  t.is(await pub.countQueued(), 30);
+  t.true(await pub.flush(5000));
+  t.is(pub.stats().published, 30);
+  await pub.close();
+  t.deepEqual((await readStream<{ i: number }>(nats.url, "POWER")).map((m) => m.value.i), Array.from({ length: 30 }, (_, i) => i));
 });
 
 test("publisher - a message over the server's max payload is dropped and counted, not retried forever in front of the rest", async (t) => {

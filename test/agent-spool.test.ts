@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
-import { createSpool, type SpoolRecord } from "../services/agent/spool.ts";
+import { createSpool, type SpoolRecord } from "../shared/spool.ts";
 
 const rec = (i: number): SpoolRecord => ({ subject: "power.v1.n1", msgId: `m${i}`, data: new Uint8Array([i & 255, (i >> 8) & 255]) });
 
@@ -71,6 +71,22 @@ test("spool - what is left at close is picked up by the next run, oldest first",
   await a.close();
   const b = createSpool({ dir, memoryRecords: 10 });
   t.deepEqual(await drain(b), Array.from({ length: 39 }, (_, i) => `m${i + 1}`));
+});
+
+test("spool - what an earlier run left is queued: not empty at once, and counted on request by reading the segments", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const a = createSpool({ dir, memoryRecords: 10, segmentRecords: 7 });
+  for (let i = 0; i < 25; i++) a.push(rec(i));
+  await a.close();
+  const b = createSpool({ dir, memoryRecords: 10 });
+  t.false(b.empty);
+  t.is(b.size, 0, "not counted before it is read");
+  t.is(await b.countQueued(), 25);
+  t.is(b.size, 25);
+  t.is((await drain(b)).length, 25);
+  t.true(b.empty);
+  t.is(b.size, 0);
 });
 
 test("spool - when memory and disk are full the newest record is dropped and counted", async (t) => {

@@ -4,13 +4,16 @@ import { connect } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { natsAuthConfig } from "../infra/nats/auth.ts";
-import { nodeInboxPrefix } from "../shared/subjects.ts";
+import { loadgenInboxPrefix, loadgenUser, nodeInboxPrefix, subjectId, subjects } from "../shared/subjects.ts";
+import { execFile, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
 import { ensureStreams, encode, decode } from "../shared/mod.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createSpool } from "../services/agent/spool.ts";
-import { createPublisher } from "../services/agent/publisher.ts";
+import { createSpool } from "../shared/spool.ts";
+import { createOutbox } from "../shared/outbox.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 
 const pw = () => randomBytes(12).toString("hex");
@@ -179,7 +182,7 @@ test("nats permissions - a spool left by another node id is dropped, counted, in
   await old.close();
   const nc = await connect({ servers: nats.url, user: b.id, pass: b.password, inboxPrefix: nodeInboxPrefix(b.id) });
   t.teardown(() => nc.close());
-  const pub = createPublisher(nc, { dir, publishTimeoutMs: 1000, node: b.id });
+  const pub = createOutbox(nc, { dir, publishTimeoutMs: 1000, ownsSubject: (s) => subjectId(s) === b.id });
   for (let i = 0; i < 5; i++) pub.publish("power.v1.node-b", { msgId: `node-b:power:${i}` });
   t.true(await pub.flush(8000), "node-b's own windows are published");
   const s = pub.stats();
@@ -188,4 +191,77 @@ test("nats permissions - a spool left by another node id is dropped, counted, in
   t.is(s.dropped, 3);
   const info = await (await jetstreamManager(operator)).streams.info("POWER", { subjects_filter: ">" });
   t.deepEqual(info.state.subjects, { "power.v1.node-b": 5 });
+});
+
+/** A nats-server with the generated authorization: the load generator's two users and the operator, LOAD and POWER created. */
+async function loadgenNats(t: import("ava").ExecutionContext) {
+  const worker = { user: loadgenUser("worker"), password: pw() };
+  const coordinator = { user: loadgenUser("coordinator"), password: pw() };
+  const op = { user: "operator", password: pw() };
+  const nats = await startTestNats({ config: natsAuthConfig({ nodes: [], operator: op, loadgen: { worker: { password: worker.password }, coordinator: { password: coordinator.password } } }) });
+  t.teardown(() => nats.stop());
+  const operator = await connect({ servers: nats.url, user: op.user, pass: op.password });
+  t.teardown(() => operator.close());
+  // As in production: the analyzer (operator identity) created the streams.
+  await ensureStreams(await jetstreamManager(operator), ["POWER", "LOAD"]);
+  return { nats, operator, worker, coordinator };
+}
+
+test("nats permissions - loadgen-worker and loadgen-coordinator users run a coordinated load through the CLI, every result in LOAD", async (t) => {
+  const { nats, operator, worker, coordinator } = await loadgenNats(t);
+  const server = await startEchoServer({ tokensPerChunk: 1 << 20 });
+  t.teardown(() => server.stop());
+  const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
+  const spool = mkdtempSync(join(tmpdir(), "loadgen-perm-"));
+  t.teardown(() => rmSync(spool, { recursive: true, force: true }));
+  const w = spawn(process.execPath, [bin, "load", "--worker", "--worker-id", "w1", "--nats", nats.url, "--user", worker.user, "--password", worker.password, "--spool-dir", join(spool, "w1")], { stdio: ["ignore", "ignore", "pipe"] });
+  t.teardown(() => void w.kill("SIGKILL"));
+  let werr = "";
+  w.stderr!.on("data", (d) => (werr += d));
+  const run = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+    execFile(process.execPath, [bin, "load", "--workers", "1", "--nats", nats.url, "--user", coordinator.user, "--password", coordinator.password, "--run-id", "perm", "--workload", "short", "--rate", "20", "--duration", "1", "--arrival", "constant", "--target", server.url, "--no-progress"], { timeout: 45_000 }, (e, stdout, stderr) =>
+      resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+  t.log(run.stderr, werr);
+  t.is(run.code, 0, run.stderr);
+  t.regex(run.stdout, /20 results in LOAD \(0 duplicates dropped\), 0 missing/);
+  t.notRegex(werr + run.stderr, /permission/i);
+  const info = await (await jetstreamManager(operator)).streams.info("LOAD", { subjects_filter: ">" });
+  t.deepEqual(info.state.subjects, { "load.v1.perm": 20 });
+});
+
+test("nats permissions - a loadgen user can reach only the load generator's subjects and LOAD: not power.v1.*, not the streams, not the other role's inbox", async (t) => {
+  const { nats, operator, worker, coordinator } = await loadgenNats(t);
+  const ncW = await connect({ servers: nats.url, user: worker.user, pass: worker.password, inboxPrefix: loadgenInboxPrefix("worker") });
+  t.teardown(() => ncW.close());
+  const ncC = await connect({ servers: nats.url, user: coordinator.user, pass: coordinator.password, inboxPrefix: loadgenInboxPrefix("coordinator") });
+  t.teardown(() => ncC.close());
+
+  // Results to LOAD: yes. Power samples, as any node: no, and nothing is stored.
+  t.is((await jetstream(ncW).publish(subjects.load("r1"), encode({ ok: true }), { msgID: "r1.0" })).stream, "LOAD");
+  for (const nc of [ncW, ncC]) await t.throwsAsync(jetstream(nc).publish("power.v1.node-a", encode({ spoof: true }), { timeout: 1000 }));
+  const jsmOp = await jetstreamManager(operator);
+  t.is((await jsmOp.streams.info("POWER")).state.messages, 0);
+
+  // JetStream API: the worker none; the coordinator reads LOAD but cannot delete, purge or create streams.
+  const refused = async (nc: NatsConnection, subject: string) => {
+    try {
+      await nc.request(subject, "{}", { timeout: 800 });
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  for (const s of ["$JS.API.STREAM.INFO.LOAD", "$JS.API.CONSUMER.CREATE.LOAD", "$JS.API.STREAM.DELETE.LOAD"]) t.true(await refused(ncW, s), `worker: ${s}`);
+  for (const s of ["$JS.API.STREAM.DELETE.LOAD", "$JS.API.STREAM.PURGE.LOAD", "$JS.API.STREAM.CREATE.EVIL", "$JS.API.STREAM.INFO.POWER", "$JS.API.CONSUMER.CREATE.POWER"]) t.true(await refused(ncC, s), `coordinator: ${s}`);
+  t.false(await refused(ncC, "$JS.API.STREAM.INFO.LOAD"));
+  t.is((await jsmOp.streams.info("LOAD")).state.messages, 1);
+
+  // Neither role may listen on the other's replies, nor on the nodes' subjects.
+  for (const [nc, subject] of [[ncW, `${loadgenInboxPrefix("coordinator")}.>`], [ncC, `${loadgenInboxPrefix("worker")}.>`], [ncW, "_INBOX.>"], [ncW, "ctl.v1.node-a.>"]] as const) {
+    const sub = nc.subscribe(subject);
+    const closed = await Promise.race([sub.closed, sleep(3000).then(() => "still open")]);
+    t.true(closed instanceof Error && /permission/i.test(closed.message), `${subject}: ${String(closed)}`);
+  }
 });

@@ -4,9 +4,8 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { KV_NODES, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent } from "../../shared/mod.ts";
+import { KV_NODES, subjectId, createOutbox, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent, type OutboxStats } from "../../shared/mod.ts";
 import type { PowerSource, SourceDescription } from "./power-source.ts";
-import { createPublisher, type PublisherStats } from "./publisher.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
@@ -42,7 +41,7 @@ export interface AgentOptions {
 
 export interface AgentStats {
   sampler: SamplerStats;
-  publisher: PublisherStats;
+  publisher: OutboxStats;
   taps: Record<string, ReturnType<RequestTap["stats"]>>;
 }
 
@@ -62,8 +61,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   await ensureStreams(jsm, ["POWER", "REQUESTS", "WORK", ...(opts.clockBackend ? (["AUDIT"] as const) : [])], { replicas, log });
   const description = await opts.source.describe();
   const requestsSubject = subjects.requests(opts.node);
-  const publisher = createPublisher(opts.nc, {
-    node: opts.node,
+  const publisher = createOutbox(opts.nc, {
+    ownsSubject: (s) => subjectId(s) === opts.node,
     ...(opts.spoolDir ? { dir: opts.spoolDir } : {}),
     batched: [{ subject: requestsSubject, key: "events", envelope: requestBatcher(opts.node) }],
   });

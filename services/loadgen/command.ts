@@ -1,13 +1,13 @@
-import { hostname } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { statSync } from "node:fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { connectNats, natsOptions, replicasConfig, replicasOptions, onShutdownSignal, untilDone, ConfigError, errorMessage } from "../../shared/mod.ts";
+import { connectNats, natsOptions, replicasConfig, replicasOptions, untilDone, ConfigError, errorMessage } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { assertNewRun, runCoordinated } from "./coordinator.ts";
 import { createProgress } from "./progress.ts";
-import { createLoadPublisher } from "./publisher.ts";
+import { drainAtExit, openResultsOutbox, type ResultsOutbox } from "./results-outbox.ts";
 import { openResultsFile } from "./results-file.ts";
 import { runLoad } from "./runner.ts";
 import { countRequests, workloadOf, type SourceSpec } from "./source-spec.ts";
@@ -16,8 +16,10 @@ import { traceRows, detectFormat } from "./traces.ts";
 import { traceStats } from "./transform.ts";
 import { startWorker } from "./worker.ts";
 import type { LoadResult } from "../../shared/messages/load.ts";
+import { loadgenInboxPrefix } from "../../shared/subjects.ts";
 
 const num = z.coerce.number();
+const DEFAULT_SPOOL = "joulestream-load-outbox";
 const schema = z
   .object({
     trace: z.string().optional(),
@@ -61,6 +63,8 @@ const schema = z
     worker: z.boolean().default(false),
     workerId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_'").optional(),
     noProgress: z.boolean().default(false),
+    spoolDir: z.string().min(1).optional(),
+    drainTimeout: num.nonnegative().default(60),
   })
   .superRefine((c, ctx) => {
     if (c.worker) return;
@@ -120,6 +124,8 @@ export const loadCommand = defineCommand(
       worker: { type: "boolean", description: "worker mode: take jobs from a coordinator over NATS" },
       "worker-id": { type: "string", arg: "ID", description: "worker mode: this worker's id", defaultText: "hostname-pid" },
       "no-progress": { type: "boolean", description: "no progress bar" },
+      "spool-dir": { type: "string", arg: "DIR", env: "JOULESTREAM_LOAD_SPOOL_DIR", description: "where results wait on disk while NATS is unreachable; a run publishes what an earlier one left there", defaultText: `$TMPDIR/${DEFAULT_SPOOL}` },
+      "drain-timeout": { type: "string", arg: "S", description: "at the end, how long to wait for NATS to take the results still queued (the rest stays in --spool-dir; exit status 1)", defaultText: "60" },
     },
     schema,
     examples: [
@@ -160,8 +166,11 @@ export const loadCommand = defineCommand(
       progress.update({ sent: Math.max(sent, completed), completed, errors, ...(total !== undefined ? { total } : {}) });
     };
     let nc: NatsConnection | undefined;
+    let outbox: ResultsOutbox | undefined;
+    let notInLoad: number | undefined;
     try {
-      if (natsCfg) nc = await connectNats(natsCfg, `joulestream-load-${runId}`);
+      // Replies under the role's own inbox prefix: the loadgen-coordinator user may read no other.
+      if (natsCfg) nc = await connectNats(natsCfg, `joulestream-load-${runId}`, { inboxPrefix: loadgenInboxPrefix("coordinator") });
       const common = {
         targets: cfg.target,
         api: cfg.api,
@@ -200,11 +209,11 @@ export const loadCommand = defineCommand(
         if (fileError) throw fileError.err;
         process.stdout.write(formatSummary(combined.summary));
         process.stdout.write(`\nrequests: ${combined.expected} in the workload, ${combined.received} results in LOAD (${combined.duplicates} duplicates dropped), ${combined.missing} missing\n`);
-        for (const w of combined.workers) process.stdout.write(`worker ${w.id} (shard ${w.shard}): ${w.status}, ${w.results} results, ${w.received} received${w.error ? `, ${w.error}` : ""}\n`);
+        for (const w of combined.workers) process.stdout.write(`worker ${w.id} (shard ${w.shard}): ${w.status}, ${w.results} results, ${w.received} received${w.held ? `, ${w.held} held in its outbox (published by its next run)` : ""}${w.error ? `, ${w.error}` : ""}\n`);
         return combined.missing > 0 ? 1 : 0;
       }
       if (nc) await assertNewRun(nc, runId, { ...(cfg.replicas !== undefined ? { replicas: cfg.replicas } : {}), log });
-      const publisher = nc ? createLoadPublisher(nc, { onError: (_r, err) => log(errorMessage(err)) }) : undefined;
+      if (nc) outbox = await openOutbox(cfg, nc, log);
       log(`run ${runId}: sending to ${cfg.target.join(", ")}`);
       const summary = await runLoad({
         source: workloadOf(source, { onSkip }),
@@ -214,25 +223,26 @@ export const loadCommand = defineCommand(
         onSent: () => void sent++,
         onResult: async (r) => {
           count(r);
+          outbox?.publish(r); // before the file's backpressure wait: LOAD gets results in the order they came
           await file?.write(r);
-          await publisher?.publish(r);
         },
       });
-      await publisher?.flush();
       progress.done();
       process.stdout.write(formatSummary(summary));
       if (skipped) log(`${skipped} bad trace row(s) skipped (--lenient)`);
       if (summary.requests === 0 && !abort.signal.aborted) log(`the workload has no requests${source.kind === "trace" ? ` (${source.path}: no rows${cfg.from !== undefined || cfg.window !== undefined || cfg.sample !== undefined || cfg.limit !== undefined ? " left after --from/--window/--sample/--limit" : ""})` : ""}`);
-      if (publisher) {
-        const s = publisher.stats();
-        log(`published ${s.published} results to ${`load.v1.${runId}`}${s.failed ? `, ${s.failed} FAILED` : ""}`);
-      }
-      return abort.signal.aborted ? 130 : summary.ok === 0 ? 3 : 0;
+      notInLoad = outbox ? await drainAtExit(outbox, cfg.drainTimeout * 1000, log) : 0;
+      return abort.signal.aborted ? 130 : summary.ok === 0 ? 3 : notInLoad > 0 ? 1 : 0;
     } finally {
       try {
         progress.done();
         await file?.close();
       } finally {
+        // A run that failed keeps on disk what it could not publish, and says so.
+        if (outbox && notInLoad === undefined) {
+          const { held } = await outbox.close();
+          if (held > 0) log(`${held} results are NOT in LOAD: held in ${outbox.dir} for the next run with --spool-dir ${outbox.dir}`);
+        }
         // Closed even when --out failed: an open connection kept the process alive after the error.
         await nc?.close();
         signals.done();
@@ -240,6 +250,18 @@ export const loadCommand = defineCommand(
     }
   },
 );
+
+/**
+ * The outbox of this process's results. The default spool dir is shared by the runs on this
+ * machine (a run publishes what an earlier one left); one already in use by a live run gives way to
+ * `<dir>-<pid>`. A --spool-dir in use is an error.
+ */
+async function openOutbox(cfg: Config, nc: NatsConnection, log: (l: string) => void): Promise<ResultsOutbox> {
+  const outbox = openResultsOutbox(nc, cfg.spoolDir ? { dir: cfg.spoolDir } : { dir: join(tmpdir(), DEFAULT_SPOOL), ifBusy: "own-dir" });
+  const left = await outbox.countQueued();
+  if (left > 0) log(`publishing first ${left} results an earlier run left in ${outbox.dir}`);
+  return outbox;
+}
 
 /** The workload of the flags, as data (workers rebuild it from the same spec). */
 async function sourceOf(cfg: Config, log: (l: string) => void): Promise<SourceSpec> {
@@ -293,18 +315,19 @@ async function sourceOf(cfg: Config, log: (l: string) => void): Promise<SourceSp
 async function workerMode(cfg: Config, natsCfg: { nats: string } | undefined, log: (l: string) => void): Promise<number> {
   if (!natsCfg) throw new ConfigError("--nats", "worker mode needs --nats");
   const id = cfg.workerId ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, "-")}-${process.pid}`;
-  const nc = await connectNats(natsCfg, `joulestream-load-worker-${id}`);
-  const worker = startWorker({ nc, id, log });
+  const nc = await connectNats(natsCfg, `joulestream-load-worker-${id}`, { inboxPrefix: loadgenInboxPrefix("worker") });
+  const outbox = await openOutbox(cfg, nc, log);
+  const worker = startWorker({ nc, id, log, outbox, drainTimeoutMs: cfg.drainTimeout * 1000 });
   log(`worker ${id} waiting for jobs on ${cfg.nats}`);
-  const removeSignals = onShutdownSignal(async () => {
-    await worker.stop();
-    await nc.close();
-  }, log);
+  // A signal stops the worker (its job's results still go to the outbox), then waits for the end
+  // below: the outbox drains for --drain-timeout before the process exits.
+  const signals = untilDone(() => worker.stop(), log);
   try {
     await worker.closed();
-    return 0;
+    return (await drainAtExit(outbox, cfg.drainTimeout * 1000, log)) > 0 ? 1 : 0;
   } finally {
-    removeSignals();
+    await outbox.close();
     await nc.close();
+    signals.done();
   }
 }

@@ -47,8 +47,10 @@ export const workerDone = z.object({
   worker: z.string(),
   /** Results produced (one per request sent). */
   results: z.number().int().nonnegative(),
-  /** Results that could not be published (they are missing from LOAD). */
+  /** Results that could not be published (dropped: the outbox's memory and disk were full). */
   publishFailed: z.number().int().nonnegative(),
+  /** Results still in the worker's outbox when it reported (NATS unreachable): they come later, or with its next run. */
+  held: z.number().int().nonnegative().optional(),
   error: z.string().optional(),
 });
 export type WorkerDone = z.infer<typeof workerDone>;

@@ -6,6 +6,7 @@ import { loadResult, type LoadResult } from "../../shared/messages/load.ts";
 import { ensureStreams } from "../../shared/streams.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { assignReply, control, heartbeat, hello, workerDone, type JobInput, type WorkerDone } from "./control.ts";
+import { watchConnection, type ConnectionWatch } from "./connection-watch.ts";
 import { countRequests } from "./source-spec.ts";
 import { createAggregator, type LoadSummary } from "./summary.ts";
 
@@ -43,6 +44,8 @@ export interface WorkerReport {
   results: number;
   /** Results of this worker found in LOAD. */
   received: number;
+  /** Results still in the worker's outbox when it reported done (NATS was unreachable for its drain timeout). */
+  held?: number;
   error?: string;
 }
 
@@ -102,6 +105,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   // failed (a refused assignment, an error) or gave up on a worker as lost leaves none sending.
   let assigned = false;
   let coordinatorBeat: NodeJS.Timeout | undefined;
+  let connection: ConnectionWatch | undefined;
   const abortRun = () => {
     if (!o.nc.isClosed()) o.nc.publish(control.abort(runId), encode({}));
   };
@@ -169,8 +173,12 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
       s.lastMs = Date.now();
     }
 
-    // 4. Watch until every worker is done or lost.
+    // 4. Watch until every worker is done or lost (judged only while connected: see watchConnection).
+    connection = watchConnection(o.nc, () => {
+      for (const s of state.values()) s.lastMs = Date.now();
+    });
     const watchdog = setInterval(() => {
+      if (connection!.offline) return;
       for (const [id, s] of state) {
         if (!s.done && !s.lost && Date.now() - s.lastMs > lostAfterMs) {
           s.lost = true;
@@ -201,11 +209,13 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
       status: s.done ? (s.done.error ? "failed" : "done") : "lost",
       results: s.done ? s.done.results : s.completed,
       received: receivedBy.get(id) ?? 0,
+      ...(s.done?.held ? { held: s.done.held } : {}),
       ...(s.done?.error ? { error: s.done.error } : {}),
     }));
     return { runId, expected, received: seen.size, duplicates, missing: Math.max(0, expected - seen.size), workers, summary: agg.summary() };
   } finally {
     clearInterval(coordinatorBeat);
+    connection?.stop();
     if (assigned) abortRun();
     for (const s of subs) s.unsubscribe();
     await messages.close();

@@ -3,14 +3,17 @@ import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decode, describeIssues, encode } from "../../shared/codec.ts";
 import { errorMessage } from "../../shared/errors.ts";
 import { assignReply, control, job as jobSchema, type Job, type WorkerDone } from "./control.ts";
-import { createLoadPublisher } from "./publisher.ts";
+import { watchConnection } from "./connection-watch.ts";
+import { openResultsOutbox, type ResultsOutbox } from "./results-outbox.ts";
 import { runLoad } from "./runner.ts";
 import { workloadOf } from "./source-spec.ts";
 
 /**
  * A load worker: announces itself while idle, takes one job at a time from a coordinator, sends
  * its share of the run (index ≡ shard.index mod shard.count) from the shared start time, publishes
- * each result to LOAD, heartbeats with its progress, and reports `done` with its counts.
+ * each result to LOAD through its outbox (a NATS outage delays results, it does not lose them),
+ * heartbeats with its progress, and reports `done` with its counts once its results are in LOAD
+ * (or `drainTimeoutMs` passed: then `held` says how many still wait in its outbox).
  */
 export interface LoadWorker {
   readonly id: string;
@@ -27,6 +30,10 @@ export interface WorkerOptions {
   /** Stop after one job (the CLI's default); otherwise serve jobs until stopped. */
   once?: boolean;
   log?: (line: string) => void;
+  /** Where results wait for NATS (the CLI's has a spool dir); default: one in memory, closed at stop. */
+  outbox?: ResultsOutbox;
+  /** After a job, how long to wait for its results to be in LOAD before reporting done (default 60 s). */
+  drainTimeoutMs?: number;
 }
 
 export function startWorker(o: WorkerOptions): LoadWorker {
@@ -37,6 +44,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
   const closedP = new Promise<void>((r) => (finished = r));
   let running: Promise<void> | undefined;
   const instance = randomUUID();
+  const outbox = o.outbox ?? openResultsOutbox(o.nc);
 
   const announce = () => {
     if (!busy && !abort.signal.aborted && !o.nc.isClosed()) o.nc.publish(control.hello, encode({ worker: o.id, instance }));
@@ -76,7 +84,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     const onStop = () => runAbort.abort();
     abort.signal.addEventListener("abort", onStop, { once: true });
     const abortSub = o.nc.subscribe(control.abort(j.runId), { callback: () => runAbort.abort() });
-    const publisher = createLoadPublisher(o.nc, { onError: (_r, err) => log(`worker ${o.id}: ${errorMessage(err)}`) });
+    const droppedBefore = outbox.stats().dropped;
     let sent = 0, completed = 0;
     const beat = () => {
       if (!o.nc.isClosed()) o.nc.publish(control.heartbeat(j.runId), encode({ worker: o.id, sent, completed, tMs: Date.now() }));
@@ -84,10 +92,11 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     // The coordinator's heartbeat: without it for coordinatorLostAfterMs, this shard has nobody
     // counting it (the coordinator was killed), and sending on would be load nobody asked for.
     let coordinatorSeenMs = Date.now();
+    const connection = watchConnection(o.nc, () => void (coordinatorSeenMs = Date.now()));
     const coordinatorSub = j.coordinatorLostAfterMs ? o.nc.subscribe(control.coordinator(j.runId), { callback: () => void (coordinatorSeenMs = Date.now()) }) : undefined;
     const hb = setInterval(() => {
       beat();
-      if (j.coordinatorLostAfterMs && Date.now() - coordinatorSeenMs > j.coordinatorLostAfterMs && !runAbort.signal.aborted) {
+      if (j.coordinatorLostAfterMs && !connection.offline && Date.now() - coordinatorSeenMs > j.coordinatorLostAfterMs && !runAbort.signal.aborted) {
         log(`worker ${o.id}: run ${j.runId}: no word from the coordinator for ${Math.round((Date.now() - coordinatorSeenMs) / 1000)} s: stopping`);
         runAbort.abort();
       }
@@ -107,7 +116,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
         signal: runAbort.signal,
         onResult: async (r) => {
           completed++;
-          await publisher.publish(r);
+          outbox.publish(r);
         },
         ...(j.api ? { api: j.api } : {}),
         ...(j.model ? { model: j.model } : {}),
@@ -123,13 +132,17 @@ export function startWorker(o: WorkerOptions): LoadWorker {
       error = errorMessage(err);
       log(`worker ${o.id}: run ${j.runId} failed: ${error}`);
     } finally {
-      await publisher.flush();
+      // Heartbeats go on meanwhile: the coordinator waits for a worker whose results wait for NATS.
+      const drained = await outbox.drain(o.drainTimeoutMs ?? 60_000, (left, waitedMs) => log(`worker ${o.id}: run ${j.runId}: ${left} results wait for NATS (${Math.round(waitedMs / 1000)} s)${outbox.stats().lastError ? `: ${outbox.stats().lastError}` : ""}`));
+      if (!drained) log(`worker ${o.id}: run ${j.runId}: ${outbox.stats().queued} results still wait in the outbox${outbox.dir ? ` (${outbox.dir})` : ""}`);
       clearInterval(hb);
+      connection.stop();
       coordinatorSub?.unsubscribe();
       abortSub.unsubscribe();
       abort.signal.removeEventListener("abort", onStop);
     }
-    const done: WorkerDone = { worker: o.id, results: completed, publishFailed: publisher.stats().failed, ...(error ? { error } : {}) };
+    const held = outbox.stats().queued;
+    const done: WorkerDone = { worker: o.id, results: completed, publishFailed: outbox.stats().dropped - droppedBefore, ...(held > 0 ? { held } : {}), ...(error ? { error } : {}) };
     if (!o.nc.isClosed()) {
       beat();
       o.nc.publish(control.done(j.runId), encode(done));
@@ -145,6 +158,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
       clearInterval(helloTimer);
       sub.unsubscribe();
       await running;
+      if (!o.outbox) await outbox.close();
       finished();
     })());
 

@@ -1,11 +1,12 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
-import { encode, encodeWithEncodedArray, subjectId } from "../../shared/mod.ts";
+import { encode, encodeWithEncodedArray } from "./codec.ts";
 import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
 
 /**
- * Publishes to JetStream in order, off the caller's path: `publish` only enqueues into the spool
- * (memory, then disk), so the request tap never waits on NATS. What is queued goes out as one
+ * An outbox: publishes to JetStream in order, off the caller's path. `publish` only enqueues into
+ * the spool (memory, then disk), so the caller (the agent's request tap, the load generator's
+ * runner) never waits on NATS, and a broker outage of minutes loses nothing. What is queued goes out as one
  * pipelined batch (up to `window` publishes in flight, written together, acks read together), so a
  * request's events cost one round trip, not one each. Records leave the spool only up to the first
  * failed publish; from there the batch is retried with backoff, and the Nats-Msg-Id header makes a
@@ -17,23 +18,27 @@ import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
  * they enter the spool: one publish, one ack, one spool record for a few hundred request events.
  * A batch is sealed once, so a retry re-publishes the same bytes under the same Nats-Msg-Id.
  */
-export interface PublisherStats extends SpoolStats {
+export interface OutboxStats extends SpoolStats {
   queued: number;
   published: number;
+  /** Of `published`, those the server acknowledged as duplicates of a msgId it had (a republish after a lost ack, a re-run). */
+  duplicates: number;
   retries: number;
   lastError?: string;
 }
 
-export interface Publisher {
+export interface Outbox {
   publish(subject: string, msg: { msgId: string }): void;
   /** Resolves true when everything queued so far is published, false after `timeoutMs`. */
   flush(timeoutMs?: number): Promise<boolean>;
-  stats(): PublisherStats;
+  stats(): OutboxStats;
+  /** Messages queued, those in segments an earlier run left included (see Spool.countQueued). */
+  countQueued(): Promise<number>;
   /** Stops publishing; what is still queued stays on disk for the next run (with a spool dir). */
   close(): Promise<void>;
 }
 
-export interface PublisherOptions extends SpoolOptions {
+export interface OutboxOptions extends SpoolOptions {
   publishTimeoutMs?: number;
   /** Most publishes in flight at once (default 256). */
   window?: number;
@@ -46,11 +51,12 @@ export interface PublisherOptions extends SpoolOptions {
   /** Subjects whose messages of one linger go out as one message (see BatchedSubject). */
   batched?: BatchedSubject[];
   /**
-   * The node this agent publishes as. A record on another node's subject that the server refuses
-   * (a spool left by a run under another node id) is dropped, counted; one on its own subjects is
-   * held and retried, so a permission fixed on the server loses nothing.
+   * Whether a subject is this process's own (the agent: its node's subjects). A record on a subject
+   * not its own that the server refuses (a spool left by a run under another node id) is dropped,
+   * counted; one on its own subjects is held and retried, so a permission fixed on the server loses
+   * nothing. Default: no subject is its own (every refused record is dropped).
    */
-  node?: string;
+  ownsSubject?: (subject: string) => boolean;
 }
 
 export interface BatchedSubject {
@@ -80,10 +86,10 @@ const FORBIDDEN = /permissions violation/i;
 /** Largest batch sealed as one message; a larger one is split (the server's default max_payload is 1 MiB). */
 export const MAX_BATCH_BYTES = 512 * 1024;
 
-export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
+export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outbox {
   const js: JetStreamClient = jetstream(nc, { timeout: opts.publishTimeoutMs ?? 5000 });
   const spool = createSpool(opts);
-  const stats = { published: 0, retries: 0, unsendable: 0, lastError: undefined as string | undefined };
+  const stats = { published: 0, duplicates: 0, retries: 0, unsendable: 0, lastError: undefined as string | undefined };
   let pumping: Promise<void> | undefined;
   let lingering: NodeJS.Timeout | undefined;
   const lingerMs = opts.lingerMs ?? 50;
@@ -135,6 +141,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       const landed = failed < 0 ? batch.length : failed;
       spool.shift(landed);
       stats.published += landed;
+      for (let i = 0; i < landed; i++) if ((results[i] as PromiseFulfilledResult<{ duplicate: boolean }>).value.duplicate) stats.duplicates++;
       if (failed < 0) {
         backoffMs = 100;
         continue;
@@ -144,7 +151,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       // What no retry can ever send must not hold up everything queued behind it.
       const unsendable = TOO_LARGE.test(reason.message)
         ? `dropped a message over the server's max payload (${rec.data.length} bytes, ${rec.subject})`
-        : FORBIDDEN.test(reason.message) && (opts.node === undefined || subjectId(rec.subject) !== opts.node)
+        : FORBIDDEN.test(reason.message) && !(opts.ownsSubject?.(rec.subject) ?? false)
           ? `dropped a message this user may not publish (${rec.subject}): ${reason.message}`
           : undefined;
       if (unsendable) {
@@ -164,7 +171,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     }
     pumping = undefined;
     if (pendingCount() > 0 && !closed) linger(); // what came in on batched subjects meanwhile
-    else if (spool.size === 0) idleWaiters.splice(0).forEach((w) => w());
+    else if (spool.empty) idleWaiters.splice(0).forEach((w) => w());
   };
 
   const startPump = () => {
@@ -173,7 +180,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     seal();
     pumping ??= pump().catch((err: unknown) => {
       // Nothing in the pump should throw (the spool reads damaged files as far as they go), but an
-      // unhandled rejection would end the agent: record it and try again shortly.
+      // unhandled rejection would end the process: record it and try again shortly.
       stats.lastError = `publishing stopped: ${(err as Error).message}`;
       pumping = undefined;
       if (!closed) lingering ??= setTimeout(startPump, 1000).unref();
@@ -184,6 +191,9 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (lingerMs <= 0) startPump();
     else lingering = setTimeout(startPump, lingerMs).unref();
   };
+
+  // What an earlier run left in the spool dir goes out now, not at the first new message.
+  if (!spool.empty) startPump();
 
   // After a reconnect, retry at once instead of waiting out the backoff.
   void (async () => {
@@ -201,7 +211,8 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       linger();
     },
     async flush(timeoutMs = 10_000) {
-      if (spool.size === 0 && pendingCount() === 0 && !pumping) return true;
+      // `empty`, not `size === 0`: segments an earlier run left are queued too, though not yet counted.
+      if (spool.empty && pendingCount() === 0 && !pumping) return true;
       startPump();
       return await new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), timeoutMs);
@@ -214,8 +225,9 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     stats: () => {
       const sp = spool.stats();
       // Dropped: by the spool when memory and disk are full, and here when no retry could send it.
-      return { ...sp, dropped: sp.dropped + stats.unsendable, queued: spool.size, published: stats.published, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) };
+      return { ...sp, dropped: sp.dropped + stats.unsendable, queued: spool.size, published: stats.published, duplicates: stats.duplicates, retries: stats.retries, ...(stats.lastError ? { lastError: stats.lastError } : {}) };
     },
+    countQueued: async () => (await spool.countQueued()) + pendingCount(),
     async close() {
       closed = true;
       clearTimeout(lingering);

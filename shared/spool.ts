@@ -1,10 +1,10 @@
 import { createWriteStream, mkdirSync, readdirSync, statSync, type WriteStream } from "node:fs";
 import { readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { decode, encode } from "../../shared/mod.ts";
+import { decode, encode } from "./codec.ts";
 
 /**
- * The agent's outbox: a FIFO of messages waiting for NATS, in memory up to `memoryRecords` records
+ * The storage of an outbox (outbox.ts): a FIFO of messages waiting for NATS, in memory up to `memoryRecords` records
  * or `memoryBytes` of data, then spilled to segment files on disk (up to `maxDiskBytes`), so a broker outage of minutes loses
  * nothing. Order is kept: once spilling starts, new records go to disk behind the spilled ones, and
  * segments are read back in order. Writes are asynchronous (the request path never waits on disk).
@@ -50,7 +50,15 @@ export interface Spool {
   peekMany(max: number): Promise<SpoolRecord[]>;
   /** Removes the `n` oldest records (default 1), which `peek`/`peekMany` returned. */
   shift(n?: number): void;
+  /**
+   * Records queued. Segments left by an earlier run count only once read (or counted by
+   * `countQueued`): counting them means reading them.
+   */
   readonly size: number;
+  /** Nothing queued, in memory or on disk (segments of an earlier run included). */
+  readonly empty: boolean;
+  /** Every record queued, segments of an earlier run included (it reads those to count them). */
+  countQueued(): Promise<number>;
   stats(): SpoolStats;
   close(): Promise<void>;
 }
@@ -99,6 +107,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     }
   }
   const memSize = () => mem.length - head;
+  const queued = () => memSize() + segments.reduce((s, g) => s + Math.max(0, g.records), 0);
   const writing = () => {
     const last = segments[segments.length - 1];
     return last?.stream ? last : undefined;
@@ -115,7 +124,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     const stream = createWriteStream(path, { flags: "a" });
     const seg: Segment = { path, records: 0, messages: 0, bytes: 0, stream, closed: new Promise((resolve) => stream.once("close", () => resolve())) };
     // Disk full, directory gone or read-only: the segment's records are lost and counted, not thrown
-    // as an uncaught 'error' that would end the agent (and the records it holds in memory).
+    // as an uncaught 'error' that would end the process (and the records it holds in memory).
     stream.on("error", () => {
       const i = segments.indexOf(seg);
       if (i < 0) return;
@@ -201,7 +210,7 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
     shift(n = 1) {
       const end = head + Math.min(n, memSize());
       for (let i = head; i < end; i++) memBytes -= mem[i]!.data.length;
-      // Published records are let go now: a long-running agent must not keep thousands of them.
+      // Published records are let go now: a long-running process must not keep thousands of them.
       mem.fill(undefined, head, end);
       head = end;
       if (head === mem.length) {
@@ -213,7 +222,23 @@ export function createSpool(opts: SpoolOptions = {}): Spool {
       }
     },
     get size() {
-      return memSize() + segments.reduce((s, g) => s + Math.max(0, g.records), 0);
+      return queued();
+    },
+    get empty() {
+      return memSize() === 0 && segments.length === 0;
+    },
+    async countQueued() {
+      for (const seg of segments.filter((g) => g.records < 0)) {
+        const buf = await readFile(seg.path).catch(() => Buffer.alloc(0)); // read back meanwhile: gone
+        let n = 0;
+        for (let off = 0; off + 4 <= buf.length; n++) {
+          const len = buf.readUInt32BE(off);
+          if (off + 4 + len > buf.length) break;
+          off += 4 + len;
+        }
+        seg.records = n;
+      }
+      return queued();
     },
     stats: () => ({ inMemory: memSize(), onDisk: segments.reduce((s, g) => s + Math.max(0, g.records), 0), diskBytes, dropped, spilled }),
     /** Closes the files; records still in memory are saved to disk ahead of the spilled ones. */
