@@ -49,7 +49,7 @@ test("tap - streaming completion: tokens pass through, lifecycle and token count
   const res = await fetch(`${tap.url}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-request-id": "req-1", "x-joulestream-run": "run9", "x-joulestream-class": "short-short" },
-    body: JSON.stringify({ model: "m", prompt: Array.from({ length: 100 }, (_, i) => i), max_tokens: 12, ignore_eos: true, stream: true }),
+    body: JSON.stringify({ model: "llama-3-8b", prompt: Array.from({ length: 100 }, (_, i) => i), max_tokens: 12, ignore_eos: true, stream: true }),
   });
   t.is(res.headers.get("x-request-id"), "req-1");
   const data = sseEvents(await res.text());
@@ -129,7 +129,7 @@ test("tap - a client that asked for usage gets it; requests without an id get on
   const res = await fetch(`${tap.url}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "x".repeat(400) }], max_tokens: 5, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+    body: JSON.stringify({ model: "llama-3-8b", messages: [{ role: "user", content: "x".repeat(400) }], max_tokens: 5, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
   });
   const id = res.headers.get("x-request-id");
   t.truthy(id);
@@ -144,7 +144,7 @@ test("tap - a client id no message could carry is replaced by the tap's own, whi
     const res = await fetch(`${tap.url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-request-id": id },
-      body: JSON.stringify({ model: "m", prompt: [1, 2, 3], max_tokens: 2, ignore_eos: true, stream: true }),
+      body: JSON.stringify({ model: "llama-3-8b", prompt: [1, 2, 3], max_tokens: 2, ignore_eos: true, stream: true }),
     });
     await res.text();
     return res.headers.get("x-request-id")!;
@@ -192,7 +192,7 @@ test("tap - non-streaming requests are recorded from the response's usage", asyn
   const res = await fetch(`${tap.url}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-request-id": "ns" },
-    body: JSON.stringify({ model: "m", prompt: Array.from({ length: 30 }, () => 7), max_tokens: 9, ignore_eos: true }),
+    body: JSON.stringify({ model: "llama-3-8b", prompt: Array.from({ length: 30 }, () => 7), max_tokens: 9, ignore_eos: true }),
   });
   const body = (await res.json()) as { usage: { completion_tokens: number } };
   t.is(body.usage.completion_tokens, 9);
