@@ -124,6 +124,16 @@ test("simnode server - usage in a stream as vLLM decides it: per chunk only with
   t.deepEqual(await shape({ continuous_usage_stats: true }), [4, 4, 1]);
 });
 
+test("simnode server - stream_options without a stream is refused as vLLM refuses it; empty or null ones are not", async (t) => {
+  const sim = await withSim(t);
+  for (const so of [{ include_usage: true }, { include_usage: false }]) {
+    const res = await post(`${sim.url}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream_options: so });
+    t.is(res.status, 400);
+    t.deepEqual(await json(res), { error: { message: "Stream options can only be defined when `stream=True`.", type: "BadRequestError", param: "stream_options", code: 400 } });
+  }
+  for (const so of [{}, null]) t.is((await post(`${sim.url}/v1/completions`, { prompt: "hi", max_tokens: 2, stream: false, stream_options: so })).status, 200);
+});
+
 test("simnode server - /metrics speaks dcgm-exporter: names, labels, HELP/TYPE, an energy counter that integrates power", async (t) => {
   const sim = await withSim(t, { hostname: "sim-host" });
   const scrape = async () => parsePrometheusText(await (await fetch(sim.metricsUrl)).text());

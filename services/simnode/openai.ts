@@ -89,7 +89,14 @@ export function promptTokensOfChat(r: ChatRequest): number {
   return Math.max(1, Math.ceil(chars / CHARS_PER_TOKEN)) + CHAT_TOKENS_PER_MESSAGE * r.messages.length;
 }
 
-export function parseOpenAi(kind: "completion" | "chat", body: unknown): { ok: true; req: ParsedRequest } | { ok: false; message: string } {
+/** Python's truth of a JSON value, which vLLM's request validators test with `data.get(…)`. */
+const pyTruthy = (x: unknown): boolean =>
+  !(x === undefined || x === null || x === false || x === 0 || x === "" || (Array.isArray(x) ? x.length === 0 : typeof x === "object" && Object.keys(x).length === 0));
+
+export function parseOpenAi(kind: "completion" | "chat", body: unknown): { ok: true; req: ParsedRequest } | { ok: false; message: string; type?: string; param?: string } {
+  // vLLM's validate_stream_options, a "before" validator: it runs ahead of the fields' own checks.
+  const raw = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : {};
+  if (pyTruthy(raw.stream_options) && !pyTruthy(raw.stream)) return { ok: false, message: "Stream options can only be defined when `stream=True`.", type: "BadRequestError", param: "stream_options" };
   const res = kind === "completion" ? completionRequest.safeParse(body) : chatRequest.safeParse(body);
   if (!res.success) {
     const issue = res.error.issues[0]!;

@@ -128,7 +128,7 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
 
   function handleGenerate(kind: "completion" | "chat", instanceId: string | undefined, body: unknown, req: IncomingMessage, res: ServerResponse, requestId: string): void {
     const p = parseOpenAi(kind, body);
-    if (!p.ok) return sendJson(res, 400, openAiError(p.message));
+    if (!p.ok) return sendJson(res, 400, openAiError(p.message, p.type, 400, p.param ?? null));
     const r = p.req;
     // After the body's validation, as in vLLM (FastAPI validates the request before `_check_model`).
     if (r.model && r.model !== node.model.id) return sendJson(res, 404, modelNotFound(r.model));
