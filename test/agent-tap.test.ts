@@ -212,6 +212,21 @@ test("tap - upstream down: a clear 502 JSON error, recorded as an upstream error
   t.is(tap.stats().upstreamErrors, 1);
 });
 
+test("tap - its own 502 has the server's error shape (message, type, param, code) and the request's x-request-id", async (t) => {
+  const port = await freePort();
+  const { tap, events } = await setup(t, `http://127.0.0.1:${port}`);
+  for (const [clientId, stream] of [["mine-1", true], [undefined, false]] as const) {
+    const res = await fetch(`${tap.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...(clientId ? { "x-request-id": clientId } : {}) }, body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], stream }) });
+    t.is(res.status, 502);
+    const id = res.headers.get("x-request-id");
+    t.is(id, events.filter((e) => e.event === "end").at(-1)!.requestId, "the id the request is recorded under");
+    if (clientId) t.is(id, clientId);
+    const body = (await res.json()) as { error: Record<string, unknown> };
+    t.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
+    t.like(body.error, { type: "upstream_unavailable", param: null, code: 502 });
+  }
+});
+
 test("tap - a server that dies mid-response: the client's connection ends as it would direct (no hang), recorded as an upstream error", async (t) => {
   const server = createServer((req, res) => {
     req.resume();

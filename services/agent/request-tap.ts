@@ -65,10 +65,17 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   const tapContinuous = opts.continuousUsage !== false;
   const usageOptions = { include_usage: true, ...(tapContinuous ? { continuous_usage_stats: true } : {}) };
 
-  const jsonError = (res: ServerResponse, status: number, type: string, message: string) => {
+  /**
+   * The tap's own answer, in the shape of the server's errors (vLLM's ErrorResponse: message, type,
+   * param, code), so a client parses it as it parses theirs; with the request's id when it has one,
+   * as every response of a tracked request does.
+   */
+  const jsonError = (res: ServerResponse, status: number, type: string, message: string, requestId?: string) => {
     if (res.headersSent) return res.destroy();
-    const body = JSON.stringify({ error: { message, type, code: status } });
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    const body = JSON.stringify({ error: { message, type, param: null, code: status } });
+    const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+    if (requestId !== undefined) headers["x-request-id"] = requestId;
+    res.writeHead(status, headers);
     res.end(body);
   };
 
@@ -199,7 +206,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
         stats.upstreamErrors++;
         finish(track, "error", 502, 0, 0, `upstream unreachable: ${err.message}`);
       }
-      jsonError(res, 502, "upstream_unavailable", `inference server at ${opts.instance.upstream} is unreachable: ${err.message}`);
+      jsonError(res, 502, "upstream_unavailable", `inference server at ${opts.instance.upstream} is unreachable: ${err.message}`, track?.requestId);
     });
     res.on("close", () => {
       if (res.writableFinished) return;
