@@ -134,6 +134,52 @@ const isSpace = (c: number | undefined) => c === 0x20 || c === 0x09 || c === 0x0
  * object is never touched.
  */
 export function usageMember(event: Buffer): [number, number] | undefined {
+  return lastUsageMember(event) ?? scanUsageMember(event);
+}
+
+const COMMA_USAGE = Buffer.from(',"usage":');
+
+/**
+ * The common case, found without scanning the chunk's text: usage as the last member, where vLLM's
+ * chunk models put it (after choices). A raw `,"usage":` is a comma and a member's name wherever it
+ * is in valid JSON (a quote inside a string is escaped); when its value is followed by the `}` that
+ * ends the line, the member is the top-level object's.
+ */
+function lastUsageMember(event: Buffer): [number, number] | undefined {
+  const at = event.lastIndexOf(COMMA_USAGE);
+  if (at < 0) return undefined;
+  const end = valueEnd(event, at + COMMA_USAGE.length);
+  if (end < 0) return undefined;
+  let i = end;
+  while (isSpace(event[i]) && event[i] !== 0x0a) i++;
+  if (event[i] !== 0x7d) return undefined; // "}"
+  for (i++; i < event.length && event[i] !== 0x0a; i++) if (!isSpace(event[i])) return undefined;
+  return [at, end];
+}
+
+/** Index just past the JSON value (null, a number or an object, as usage is) that starts at `i`; -1 otherwise. */
+function valueEnd(buf: Buffer, i: number): number {
+  while (isSpace(buf[i])) i++;
+  if (buf[i] !== 0x7b) {
+    // null or a number: up to the next delimiter
+    const s = i;
+    while (i < buf.length && buf[i] !== 0x2c && buf[i] !== 0x7d && buf[i] !== 0x5d && !isSpace(buf[i])) i++;
+    return i > s ? i : -1;
+  }
+  let depth = 0;
+  for (; i < buf.length; i++) {
+    const c = buf[i];
+    if (c === 0x22) {
+      for (i++; i < buf.length && buf[i] !== 0x22; i++) if (buf[i] === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if ((c === 0x7d || c === 0x5d) && --depth === 0) return i + 1;
+    else if (c === 0x0a) return -1;
+  }
+  return -1;
+}
+
+/** Any other place of the member: one scan of the line. */
+function scanUsageMember(event: Buffer): [number, number] | undefined {
   let i = event.indexOf("data:");
   if (i < 0) return undefined;
   const lineEnd = event.indexOf(0x0a, i);
