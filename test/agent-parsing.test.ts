@@ -139,21 +139,22 @@ test("usage filter - drops only the usage-only event, wherever the server's read
 });
 
 test("usage filter - takes usage out of every chunk and drops the usage-only one, wherever the reads split the stream; the rest byte for byte", (t) => {
-  const nl = "\n";
-  const ev = (data: string) => `data: ${data}${nl}${nl}`;
-  // As vLLM writes them with continuous_usage_stats: usage last, after choices.
-  const chunk = (i: number, usage: boolean) => `{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"t\\"usage\\":{${i}}","logprobs":null,"finish_reason":null}]${usage ? `,"usage":{"prompt_tokens":4,"total_tokens":${4 + i},"completion_tokens":${i},"prompt_tokens_details":null}` : ""}}`;
-  const final = '{"id":"c","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":4,"total_tokens":7,"completion_tokens":3}}';
-  const stream = Buffer.from([1, 2, 3].map((i) => ev(chunk(i, true))).join("") + ev(final) + ev("[DONE]"));
-  const plain = [1, 2, 3].map((i) => ev(chunk(i, false))).join("");
-  for (const [strip, want] of [[{ usageOnly: true, chunkUsage: true }, plain + ev("[DONE]")], [{ usageOnly: false, chunkUsage: true }, plain + ev(final) + ev("[DONE]")]] as const) {
-    for (let a = 0; a <= stream.length; a++) {
-      for (let b = a; b <= stream.length; b += a % 5 === 0 ? 1 : 17) {
-        const f = createUsageFilter(strip);
-        const parts = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].map((c) => f.push(c));
-        if (parts.some((p) => p.length > 1)) return t.fail(`split at ${a},${b}: more than one write for a read`);
-        const out = parts.flat().concat(f.end()).map(String).join("");
-        if (out !== want) return t.fail(`split at ${a},${b} (${JSON.stringify(strip)}): ${JSON.stringify(out)}`);
+  for (const nl of ["\n", "\r\n"]) {
+    const ev = (data: string) => `data: ${data}${nl}${nl}`;
+    // As vLLM writes them with continuous_usage_stats: usage last, after choices.
+    const chunk = (i: number, usage: boolean) => `{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"t\\"usage\\":{${i}}","logprobs":null,"finish_reason":null}]${usage ? `,"usage":{"prompt_tokens":4,"total_tokens":${4 + i},"completion_tokens":${i},"prompt_tokens_details":null}` : ""}}`;
+    const final = '{"id":"c","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":4,"total_tokens":7,"completion_tokens":3}}';
+    const stream = Buffer.from([1, 2, 3].map((i) => ev(chunk(i, true))).join("") + ev(final) + ev("[DONE]"));
+    const plain = [1, 2, 3].map((i) => ev(chunk(i, false))).join("");
+    for (const [strip, want] of [[{ usageOnly: true, chunkUsage: true }, plain + ev("[DONE]")], [{ usageOnly: false, chunkUsage: true }, plain + ev(final) + ev("[DONE]")]] as const) {
+      for (let a = 0; a <= stream.length; a++) {
+        for (let b = a; b <= stream.length; b += a % 5 === 0 ? 1 : 17) {
+          const f = createUsageFilter(strip);
+          const parts = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].map((c) => f.push(c));
+          if (parts.some((p) => p.length > 1)) return t.fail(`split at ${a},${b}: more than one write for a read`);
+          const out = parts.flat().concat(f.end()).map(String).join("");
+          if (out !== want) return t.fail(`split at ${a},${b} (${JSON.stringify(strip)}, ${JSON.stringify(nl)}): ${JSON.stringify(out)}`);
+        }
       }
     }
   }
@@ -173,6 +174,7 @@ test("usage filter - only the top-level usage member goes, with its comma, null 
   t.is(strip('{"a": 1, "usage": {"p": 1}, "b": [2]}'), '{"a": 1, "b": [2]}', "Python's json.dumps spacing");
   t.is(strip('{"a":{"usage":1},"b":"\\"usage\\":1"}'), undefined, "nested, or inside a string: not the chunk's usage");
   t.is(strip('{"a":"x\\\\","usage":2}'), '{"a":"x\\\\"}', "a string ending in a backslash");
+  t.is(strip('{"a":{"b":1,"usage":2}}'), undefined, "last, but in a nested object");
   t.is(strip("[1]"), undefined);
   t.is(strip('{"a":1,"usage":{"p":'), undefined, "a broken event passes as it is");
 });
