@@ -34,7 +34,7 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
     const res = await fetch(`${tap}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-request-id": `r${sent++}` },
-      body: JSON.stringify({ model: "m", prompt: Array.from({ length: 64 }, (_, i) => i), max_tokens: 8, ignore_eos: true, stream: true }),
+      body: JSON.stringify({ model: "llama-3-8b", prompt: Array.from({ length: 64 }, (_, i) => i), max_tokens: 8, ignore_eos: true, stream: true }),
     });
     await res.text();
     if (!res.ok) failed++;

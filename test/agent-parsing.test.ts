@@ -1,6 +1,7 @@
 import test from "ava";
 import { parsePrometheusText } from "../services/agent/prometheus.ts";
-import { createSseCounter, createUsageFilter } from "../services/agent/sse-counter.ts";
+import { createSseCounter } from "../services/agent/sse-counter.ts";
+import { createUsageFilter, usageAsked, usageMember, usageStrip } from "../services/agent/usage-filter.ts";
 import { withUsageOptions } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { parseInstance, parseGpuList } from "../services/agent/instances.ts";
@@ -112,6 +113,8 @@ test("sse counter - events split across TCP chunks", (t) => {
   t.is(c.push(whole.subarray(9)).newTokens, 1);
 });
 
+const DROP_USAGE_ONLY = { usageOnly: true, chunkUsage: false };
+
 test("usage filter - drops only the usage-only event, wherever the server's reads split the stream", (t) => {
   for (const nl of ["\n", "\r\n"]) {
     const ev = (data: string) => `data: ${data}${nl}${nl}`;
@@ -122,21 +125,77 @@ test("usage filter - drops only the usage-only event, wherever the server's read
     // Every single split point, and every pair of split points.
     for (let a = 0; a <= stream.length; a++) {
       for (let b = a; b <= stream.length; b += a % 7 === 0 ? 1 : 13) {
-        const f = createUsageFilter();
+        const f = createUsageFilter(DROP_USAGE_ONLY);
         const out = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].flatMap((c) => f.push(c)).concat(f.end()).map(String).join("");
         if (out !== want) return t.fail(`split at ${a},${b} (${JSON.stringify(nl)}): ${JSON.stringify(out)}`);
       }
     }
     // Whole events with no usage-only one go through as the same buffer.
     const whole = Buffer.from(tokens[0]!);
-    t.deepEqual(createUsageFilter().push(whole), [whole]);
-    t.is(createUsageFilter().push(whole)[0], whole, "the same buffer, not a copy");
+    t.deepEqual(createUsageFilter(DROP_USAGE_ONLY).push(whole), [whole]);
+    t.is(createUsageFilter(DROP_USAGE_ONLY).push(whole)[0], whole, "the same buffer, not a copy");
   }
   t.pass();
 });
 
+test("usage filter - takes usage out of every chunk and drops the usage-only one, wherever the reads split the stream; the rest byte for byte", (t) => {
+  for (const nl of ["\n", "\r\n"]) {
+    const ev = (data: string) => `data: ${data}${nl}${nl}`;
+    // As vLLM writes them with continuous_usage_stats: usage last, after choices.
+    const chunk = (i: number, usage: boolean) => `{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"t\\"usage\\":{${i}}","logprobs":null,"finish_reason":null}]${usage ? `,"usage":{"prompt_tokens":4,"total_tokens":${4 + i},"completion_tokens":${i},"prompt_tokens_details":null}` : ""}}`;
+    const final = '{"id":"c","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":4,"total_tokens":7,"completion_tokens":3}}';
+    const stream = Buffer.from([1, 2, 3].map((i) => ev(chunk(i, true))).join("") + ev(final) + ev("[DONE]"));
+    const plain = [1, 2, 3].map((i) => ev(chunk(i, false))).join("");
+    for (const [strip, want] of [[{ usageOnly: true, chunkUsage: true }, plain + ev("[DONE]")], [{ usageOnly: false, chunkUsage: true }, plain + ev(final) + ev("[DONE]")]] as const) {
+      for (let a = 0; a <= stream.length; a++) {
+        for (let b = a; b <= stream.length; b += a % 5 === 0 ? 1 : 17) {
+          const f = createUsageFilter(strip);
+          const parts = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].map((c) => f.push(c));
+          if (parts.some((p) => p.length > 1)) return t.fail(`split at ${a},${b}: more than one write for a read`);
+          const out = parts.flat().concat(f.end()).map(String).join("");
+          if (out !== want) return t.fail(`split at ${a},${b} (${JSON.stringify(strip)}, ${JSON.stringify(nl)}): ${JSON.stringify(out)}`);
+        }
+      }
+    }
+  }
+  t.pass();
+});
+
+test("usage filter - only the top-level usage member goes, with its comma, null or object, first, last or alone", (t) => {
+  const strip = (json: string) => {
+    const event = Buffer.from(`data: ${json}\n\n`);
+    const cut = usageMember(event);
+    return cut ? Buffer.concat([event.subarray(0, cut[0]), event.subarray(cut[1])]).toString().slice(6, -2) : undefined;
+  };
+  t.is(strip('{"a":1,"usage":{"x":{"y":[1,{"z":2}]}}}'), '{"a":1}');
+  t.is(strip('{"usage":null,"a":1}'), '{"a":1}');
+  t.is(strip('{"a":1,"usage":null,"b":2}'), '{"a":1,"b":2}');
+  t.is(strip('{"usage":{"p":1}}'), "{}");
+  t.is(strip('{"a": 1, "usage": {"p": 1}, "b": [2]}'), '{"a": 1, "b": [2]}', "Python's json.dumps spacing");
+  t.is(strip('{"a":{"usage":1},"b":"\\"usage\\":1"}'), undefined, "nested, or inside a string: not the chunk's usage");
+  t.is(strip('{"a":"x\\\\","usage":2}'), '{"a":"x\\\\"}', "a string ending in a backslash");
+  t.is(strip('{"a":{"b":1,"usage":2}}'), undefined, "last, but in a nested object");
+  t.is(strip("[1]"), undefined);
+  t.is(strip('{"a":1,"usage":{"p":'), undefined, "a broken event passes as it is");
+});
+
+test("usage options - what a client asked for, read as vLLM reads it, decides what the tap takes out", (t) => {
+  t.deepEqual(usageAsked(undefined), { include: false, continuous: false });
+  t.deepEqual(usageAsked(null), { include: false, continuous: false });
+  t.deepEqual(usageAsked({}), { include: true, continuous: false }, "vLLM's StreamOptions: include_usage defaults to true");
+  t.deepEqual(usageAsked({ include_usage: false, continuous_usage_stats: true }), { include: false, continuous: false });
+  t.deepEqual(usageAsked({ include_usage: null }), { include: false, continuous: false });
+  t.deepEqual(usageAsked({ include_usage: true, continuous_usage_stats: true }), { include: true, continuous: true });
+  t.is(usageAsked("yes"), undefined);
+  t.deepEqual(usageStrip({ include: false, continuous: false }, true), { usageOnly: true, chunkUsage: true });
+  t.deepEqual(usageStrip({ include: false, continuous: false }, false), { usageOnly: true, chunkUsage: true });
+  t.deepEqual(usageStrip({ include: true, continuous: false }, true), { usageOnly: false, chunkUsage: true });
+  t.is(usageStrip({ include: true, continuous: false }, false), undefined, "the tap added nothing");
+  t.is(usageStrip({ include: true, continuous: true }, true), undefined);
+});
+
 test("usage filter and counter - a line that never ends is passed on (filter) and given up on (counter), not held", (t) => {
-  const f = createUsageFilter();
+  const f = createUsageFilter(DROP_USAGE_ONLY);
   const c = createSseCounter();
   const piece = Buffer.alloc(1024 * 1024, 0x61); // 1 MiB of "a", no newline
   let passed = 0;

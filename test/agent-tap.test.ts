@@ -49,7 +49,7 @@ test("tap - streaming completion: tokens pass through, lifecycle and token count
   const res = await fetch(`${tap.url}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-request-id": "req-1", "x-joulestream-run": "run9", "x-joulestream-class": "short-short" },
-    body: JSON.stringify({ model: "m", prompt: Array.from({ length: 100 }, (_, i) => i), max_tokens: 12, ignore_eos: true, stream: true }),
+    body: JSON.stringify({ model: "llama-3-8b", prompt: Array.from({ length: 100 }, (_, i) => i), max_tokens: 12, ignore_eos: true, stream: true }),
   });
   t.is(res.headers.get("x-request-id"), "req-1");
   const data = sseEvents(await res.text());
@@ -129,7 +129,7 @@ test("tap - a client that asked for usage gets it; requests without an id get on
   const res = await fetch(`${tap.url}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "x".repeat(400) }], max_tokens: 5, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+    body: JSON.stringify({ model: "llama-3-8b", messages: [{ role: "user", content: "x".repeat(400) }], max_tokens: 5, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
   });
   const id = res.headers.get("x-request-id");
   t.truthy(id);
@@ -144,7 +144,7 @@ test("tap - a client id no message could carry is replaced by the tap's own, whi
     const res = await fetch(`${tap.url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-request-id": id },
-      body: JSON.stringify({ model: "m", prompt: [1, 2, 3], max_tokens: 2, ignore_eos: true, stream: true }),
+      body: JSON.stringify({ model: "llama-3-8b", prompt: [1, 2, 3], max_tokens: 2, ignore_eos: true, stream: true }),
     });
     await res.text();
     return res.headers.get("x-request-id")!;
@@ -192,7 +192,7 @@ test("tap - non-streaming requests are recorded from the response's usage", asyn
   const res = await fetch(`${tap.url}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-request-id": "ns" },
-    body: JSON.stringify({ model: "m", prompt: Array.from({ length: 30 }, () => 7), max_tokens: 9, ignore_eos: true }),
+    body: JSON.stringify({ model: "llama-3-8b", prompt: Array.from({ length: 30 }, () => 7), max_tokens: 9, ignore_eos: true }),
   });
   const body = (await res.json()) as { usage: { completion_tokens: number } };
   t.is(body.usage.completion_tokens, 9);
@@ -210,6 +210,21 @@ test("tap - upstream down: a clear 502 JSON error, recorded as an upstream error
   t.regex(body.error.message, /unreachable/);
   t.like(events.at(-1)!, { event: "end", status: "error", httpStatus: 502 });
   t.is(tap.stats().upstreamErrors, 1);
+});
+
+test("tap - its own 502 has the server's error shape (message, type, param, code) and the request's x-request-id", async (t) => {
+  const port = await freePort();
+  const { tap, events } = await setup(t, `http://127.0.0.1:${port}`);
+  for (const [clientId, stream] of [["mine-1", true], [undefined, false]] as const) {
+    const res = await fetch(`${tap.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...(clientId ? { "x-request-id": clientId } : {}) }, body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], stream }) });
+    t.is(res.status, 502);
+    const id = res.headers.get("x-request-id");
+    t.is(id, events.filter((e) => e.event === "end").at(-1)!.requestId, "the id the request is recorded under");
+    if (clientId) t.is(id, clientId);
+    const body = (await res.json()) as { error: Record<string, unknown> };
+    t.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
+    t.like(body.error, { type: "upstream_unavailable", param: null, code: 502 });
+  }
 });
 
 test("tap - a server that dies mid-response: the client's connection ends as it would direct (no hang), recorded as an upstream error", async (t) => {

@@ -10,7 +10,8 @@ import { startTestNats } from "./helpers/nats-server.ts";
 /** `joulestream tail` against a real nats-server: messages as JSON lines, batches unrolled with --events. */
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
 
-test("tail - prints each message as a JSON line; --events prints a REQUESTS batch one event per line", async (t) => {
+/** A nats-server whose REQUESTS stream holds a batch of three events (r0-r2), then one lone event (r3). */
+async function requestsStored(t: import("ava").ExecutionContext) {
   const nats = await startTestNats();
   t.teardown(() => nats.stop());
   const nc = await connect({ servers: nats.url });
@@ -21,13 +22,24 @@ test("tail - prints each message as a JSON line; --events prints a REQUESTS batc
   await js.publish(subjects.requests("n1"), encode(batch), { msgID: batch.msgId });
   await js.publish(subjects.requests("n1"), encode(ev(3)), { msgID: ev(3).msgId });
   await nc.close();
-
-  const run = async (...extra: string[]) => {
-    const { stdout } = await promisify(execFile)(process.execPath, [bin, "tail", "req.v1.n1", "--nats", nats.url, "--all", "--count", "2", ...extra]);
+  // --timeout: a run that waits for more than the stream holds ends instead of hanging the test.
+  return async (...extra: string[]) => {
+    const { stdout } = await promisify(execFile)(process.execPath, [bin, "tail", "req.v1.n1", "--nats", nats.url, "--all", "--timeout", "5", ...extra]);
     return stdout.trim().split("\n").map((l) => JSON.parse(l) as { seq: number; batch?: string; data: { kind: string; requestId?: string } });
   };
-  const plain = await run();
+}
+
+test("tail - prints each message as a JSON line; --events prints a REQUESTS batch one event per line", async (t) => {
+  const run = await requestsStored(t);
+  const plain = await run("--count", "2");
   t.deepEqual(plain.map((l) => [l.seq, l.data.kind]), [[1, "request_batch"], [2, "request"]]);
-  const events = await run("--events");
+  const events = await run("--events", "--count", "4");
   t.deepEqual(events.map((l) => [l.seq, l.batch, l.data.requestId]), [[1, "n1:reqs:run:0", "r0"], [1, "n1:reqs:run:0", "r1"], [1, "n1:reqs:run:0", "r2"], [2, undefined, "r3"]]);
+});
+
+test("tail - with --events, --count N stops after N events, inside a batch too, and --help says so", async (t) => {
+  const run = await requestsStored(t);
+  t.deepEqual((await run("--events", "--count", "2")).map((l) => [l.seq, l.data.requestId]), [[1, "r0"], [1, "r1"]]);
+  const { stdout: help } = await promisify(execFile)(process.execPath, [bin, "tail", "--help"]);
+  t.regex(help, /--count N\s+exit after N messages \(with --events: after N events/);
 });

@@ -88,6 +88,52 @@ test("simnode server - /i/<instance>/v1 pins a request; unknown instances and ov
   t.is((await fetch(`${sim.url}/health`)).status, 200);
 });
 
+test("simnode server - a model it does not serve is refused with vLLM's 404; its own name or none is served", async (t) => {
+  const sim = await withSim(t);
+  for (const path of ["/v1/completions", "/v1/chat/completions"]) {
+    const body = path.includes("chat") ? { model: "gpt-4", messages: [{ role: "user", content: "hi" }], max_tokens: 2 } : { model: "gpt-4", prompt: "hi", max_tokens: 2, stream: true };
+    const res = await post(`${sim.url}${path}`, body);
+    t.is(res.status, 404, path);
+    t.deepEqual(await json(res), { error: { message: "The model `gpt-4` does not exist.", type: "NotFoundError", param: "model", code: 404 } });
+  }
+  const own = await post(`${sim.url}/v1/completions`, { model: "llama-3-8b", prompt: "hi", max_tokens: 2 });
+  t.is(own.status, 200);
+  t.is((await json(own)).model, "llama-3-8b");
+  const none = await post(`${sim.url}/v1/completions`, { prompt: "hi", max_tokens: 2 });
+  t.is((await json(none)).model, "llama-3-8b");
+});
+
+test("simnode server - usage in a stream as vLLM decides it: per chunk only with include_usage, no `usage` key otherwise", async (t) => {
+  const sim = await withSim(t);
+  // What each stream_options gives: [content chunks with a usage object, content chunks with a `usage` key, a final usage-only chunk].
+  const shape = async (streamOptions: unknown) => {
+    const res = await post(`${sim.url}/v1/completions`, { prompt: [1, 2, 3], max_tokens: 4, ignore_eos: true, stream: true, ...(streamOptions === undefined ? {} : { stream_options: streamOptions }) });
+    const chunks = (await sseEvents(res)).slice(0, -1).map((e) => JSON.parse(e));
+    const content = chunks.filter((c) => c.choices.length > 0);
+    t.is(content.length, 4);
+    return [content.filter((c) => c.usage?.completion_tokens > 0).length, content.filter((c) => "usage" in c).length, chunks.filter((c) => c.choices.length === 0 && c.usage?.completion_tokens === 4).length];
+  };
+  t.deepEqual(await shape(undefined), [0, 0, 0]);
+  t.deepEqual(await shape(null), [0, 0, 0]);
+  t.deepEqual(await shape({ include_usage: true }), [0, 0, 1]);
+  t.deepEqual(await shape({ include_usage: false, continuous_usage_stats: true }), [0, 0, 0], "continuous_usage_stats alone gives nothing");
+  t.deepEqual(await shape({ include_usage: null, continuous_usage_stats: true }), [0, 0, 0]);
+  t.deepEqual(await shape({ include_usage: true, continuous_usage_stats: true }), [4, 4, 1]);
+  // vLLM's StreamOptions defaults include_usage to true when stream_options is given without it.
+  t.deepEqual(await shape({}), [0, 0, 1]);
+  t.deepEqual(await shape({ continuous_usage_stats: true }), [4, 4, 1]);
+});
+
+test("simnode server - stream_options without a stream is refused as vLLM refuses it; empty or null ones are not", async (t) => {
+  const sim = await withSim(t);
+  for (const so of [{ include_usage: true }, { include_usage: false }]) {
+    const res = await post(`${sim.url}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream_options: so });
+    t.is(res.status, 400);
+    t.deepEqual(await json(res), { error: { message: "Stream options can only be defined when `stream=True`.", type: "BadRequestError", param: "stream_options", code: 400 } });
+  }
+  for (const so of [{}, null]) t.is((await post(`${sim.url}/v1/completions`, { prompt: "hi", max_tokens: 2, stream: false, stream_options: so })).status, 200);
+});
+
 test("simnode server - /metrics speaks dcgm-exporter: names, labels, HELP/TYPE, an energy counter that integrates power", async (t) => {
   const sim = await withSim(t, { hostname: "sim-host" });
   const scrape = async () => parsePrometheusText(await (await fetch(sim.metricsUrl)).text());

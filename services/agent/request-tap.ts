@@ -3,7 +3,8 @@ import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEnd, type RequestEvent, type RequestStart } from "../../shared/mod.ts";
-import { createSseCounter, createUsageFilter, isTokenCount, serverErrorMessage } from "./sse-counter.ts";
+import { createSseCounter, isTokenCount, serverErrorMessage } from "./sse-counter.ts";
+import { createUsageFilter, usageAsked, usageStrip, type UsageStrip } from "./usage-filter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
 
 /**
@@ -61,12 +62,20 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   // window closes.
   const node = opts.node;
   const recentIds = new Set<string>();
-  const usageOptions = { include_usage: true, ...(opts.continuousUsage === false ? {} : { continuous_usage_stats: true }) };
+  const tapContinuous = opts.continuousUsage !== false;
+  const usageOptions = { include_usage: true, ...(tapContinuous ? { continuous_usage_stats: true } : {}) };
 
-  const jsonError = (res: ServerResponse, status: number, type: string, message: string) => {
+  /**
+   * The tap's own answer, in the shape of the server's errors (vLLM's ErrorResponse: message, type,
+   * param, code), so a client parses it as it parses theirs; with the request's id when it has one,
+   * as every response of a tracked request does.
+   */
+  const jsonError = (res: ServerResponse, status: number, type: string, message: string, requestId?: string) => {
     if (res.headersSent) return res.destroy();
-    const body = JSON.stringify({ error: { message, type, code: status } });
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    const body = JSON.stringify({ error: { message, type, param: null, code: status } });
+    const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+    if (requestId !== undefined) headers["x-request-id"] = requestId;
+    res.writeHead(status, headers);
     res.end(body);
   };
 
@@ -119,12 +128,15 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
       parsed = undefined; // the server will answer 400; we pass it through untouched
     }
     let out = body;
-    let clientWantsUsage = true;
+    let strip: UsageStrip | undefined;
     const stream = parsed?.stream === true;
-    if (parsed && stream) {
-      const so = parsed.stream_options;
-      clientWantsUsage = (so as Record<string, unknown> | undefined)?.include_usage === true;
-      out = so === undefined ? withUsageOptions(body, usageOptions) : withMergedUsageOptions(body, { ...(so as object), ...usageOptions });
+    // stream_options that are not an object are the server's to refuse: the body goes as it came.
+    const asked = parsed && stream ? usageAsked(parsed.stream_options) : undefined;
+    if (asked) {
+      const so = parsed!.stream_options;
+      out = so === undefined ? withUsageOptions(body, usageOptions) : withMergedUsageOptions(body, { ...(so as object | null), ...usageOptions });
+      // What the tap's options add to the stream, the client does not get.
+      strip = usageStrip(asked, tapContinuous);
     }
     const endpoint = path.includes("/chat/") ? "chat" : "completions";
     const hint = promptHint(parsed, opts.charsPerToken ?? 4);
@@ -144,13 +156,14 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     if (runId) start.runId = runId;
     if (workloadClass) start.workloadClass = workloadClass;
     opts.emit(start);
-    forward(req, res, path, headers, out, { requestId, stream, clientWantsUsage, hint, outputTokens: 0, finished: false, ended: false });
+    forward(req, res, path, headers, out, { requestId, stream, strip, hint, outputTokens: 0, finished: false, ended: false });
   };
 
   interface Track {
     requestId: string;
     stream: boolean;
-    clientWantsUsage: boolean;
+    /** What the tap's stream_options added, to take out before the client gets it; none: relay as is. */
+    strip: UsageStrip | undefined;
     hint: number | undefined;
     /** Tokens seen so far, for the record of a request that ends early. */
     outputTokens: number;
@@ -193,7 +206,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
         stats.upstreamErrors++;
         finish(track, "error", 502, 0, 0, `upstream unreachable: ${err.message}`);
       }
-      jsonError(res, 502, "upstream_unavailable", `inference server at ${opts.instance.upstream} is unreachable: ${err.message}`);
+      jsonError(res, 502, "upstream_unavailable", `inference server at ${opts.instance.upstream} is unreachable: ${err.message}`, track?.requestId);
     });
     res.on("close", () => {
       if (res.writableFinished) return;
@@ -211,8 +224,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     // What the server sends decides, not what the client asked: a server may stream for `"stream": "true"`.
     if (!t.stream && /^text\/event-stream/i.test(String(ures.headers["content-type"] ?? ""))) t.stream = true;
     const counter = createSseCounter();
-    // The usage-only event the tap asked for is not passed on to a client that did not ask.
-    const filter = t.stream && status < 400 && !t.clientWantsUsage ? createUsageFilter() : undefined;
+    const filter = t.stream && status < 400 && t.strip ? createUsageFilter(t.strip) : undefined;
     let first = false;
     let prefillTokens = 0;
     /** A whole (non-streamed) response, kept to read its usage: up to the body limit, not without end. */

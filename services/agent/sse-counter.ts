@@ -112,7 +112,8 @@ export function isTokenCount(x: unknown): x is number {
 }
 
 const USAGE_KEY = Buffer.from('"usage":{');
-const MAX_LINE_BYTES = 4 * 1024 * 1024;
+/** The longest line (or event) the tap holds back or keeps for later reads. */
+export const MAX_LINE_BYTES = 4 * 1024 * 1024;
 const COMPLETION_KEY = Buffer.from('"completion_tokens":');
 const PROMPT_KEY = Buffer.from('"prompt_tokens":');
 const DATA = Buffer.from("data:");
@@ -144,73 +145,6 @@ function numberAt(buf: Buffer, i: number, keyLength: number, limit: number): num
   const start = j;
   for (let c = buf[j]; c !== undefined && c >= 0x30 && c <= 0x39; c = buf[++j]) n = n * 10 + (c - 0x30);
   return j > start && j <= limit ? n : undefined;
-}
-
-/**
- * Removes the usage-only event (`"choices":[]`) the tap asked for on a client's behalf, at SSE
- * event boundaries, whatever the server's write sizes: an event may span reads and a read may hold
- * several events (the last token, the usage, `[DONE]`). Bytes go through untouched when a read holds
- * whole events and no usage-only one, which is how servers write; only a partial trailing event is
- * held back until its end arrives (a client cannot use half an event anyway). What passes is given
- * as views of the reads (no copies), to be written in order.
- */
-export interface UsageFilter {
-  /** The bytes to pass on for this read, in order (possibly none). */
-  push(chunk: Buffer): Buffer[];
-  /** What is held back at the end of the stream (an unterminated last event). */
-  end(): Buffer[];
-}
-
-const USAGE_ONLY = Buffer.from('"choices":[]');
-
-/** Index just past the next event separator (a blank line, LF or CRLF) at or after `from`, or -1. */
-function nextEventEnd(buf: Buffer, from: number): number {
-  for (let i = buf.indexOf(0x0a, from); i >= 0; i = buf.indexOf(0x0a, i + 1)) {
-    if (buf[i + 1] === 0x0a) return i + 2;
-    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
-  }
-  return -1;
-}
-
-function endsWithSeparator(buf: Buffer): boolean {
-  const n = buf.length;
-  return n >= 2 && buf[n - 1] === 0x0a && (buf[n - 2] === 0x0a || (n >= 3 && buf[n - 2] === 0x0d && buf[n - 3] === 0x0a));
-}
-
-export function createUsageFilter(): UsageFilter {
-  let pending: Buffer | undefined;
-  return {
-    push(chunk) {
-      if (!pending && endsWithSeparator(chunk) && !chunk.includes(USAGE_ONLY)) return [chunk];
-      const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
-      const out: Buffer[] = [];
-      // Kept events are contiguous runs of bytes: pass each run as one view.
-      let runStart = 0;
-      let start = 0;
-      let next = buf.indexOf(USAGE_ONLY);
-      for (let end = nextEventEnd(buf, 0); end >= 0; end = nextEventEnd(buf, start)) {
-        if (next >= 0 && next < start) next = buf.indexOf(USAGE_ONLY, start);
-        if (next >= start && next < end) {
-          if (start > runStart) out.push(buf.subarray(runStart, start));
-          runStart = end;
-        }
-        start = end;
-      }
-      if (start > runStart) out.push(buf.subarray(runStart, start));
-      pending = start < buf.length ? buf.subarray(start) : undefined;
-      // An event that never ends is not held back for ever: past 4 MiB its bytes go through as they are.
-      if (pending && pending.length > MAX_LINE_BYTES) {
-        out.push(pending);
-        pending = undefined;
-      }
-      return out;
-    },
-    end() {
-      const rest = pending && !pending.includes(USAGE_ONLY) ? [pending] : [];
-      pending = undefined;
-      return rest;
-    },
-  };
 }
 
 /**

@@ -7,7 +7,8 @@ import { defineCommand } from "./command.ts";
  * `joulestream tail SUBJECT`: what an operator uses to see what is flowing. Reads the subject's
  * stream with an ephemeral ordered consumer (from now, or from the start with --all) and prints each
  * message decoded as one JSON line. Bytes become base64; undecodable messages are printed as such.
- * With --events, a REQUESTS batch is printed as one line per event (with the batch's msgId).
+ * With --events, a REQUESTS batch is printed as one line per event (with the batch's msgId), and
+ * --count counts those lines: what the operator sees, not how the agent happened to batch it.
  */
 const schema = natsConfig.extend({
   count: z.coerce.number().int().positive().optional(),
@@ -24,7 +25,7 @@ export const tailCommand = defineCommand(
     positionals: "SUBJECT",
     options: {
       ...natsOptions,
-      count: { type: "string", arg: "N", description: "exit after N messages" },
+      count: { type: "string", arg: "N", description: "exit after N messages (with --events: after N events, a batch's counted one by one)" },
       all: { type: "boolean", description: "start from the first stored message instead of new ones" },
       timeout: { type: "string", arg: "SECONDS", description: "exit after this long without a message" },
       events: { type: "boolean", description: "print a request_batch (REQUESTS) as one line per event" },
@@ -65,10 +66,12 @@ export const tailCommand = defineCommand(
           value = { undecodable: Buffer.from(m.data).toString("base64"), error: (err as Error).message };
         }
         const batch = cfg.events ? requestBatch.safeParse(value) : undefined;
-        if (batch?.success) {
-          for (const e of batch.data.events) process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, batch: batch.data.msgId, data: e }, jsonReplacer) + "\n");
-        } else process.stdout.write(JSON.stringify({ subject: m.subject, seq: m.seq, data: value }, jsonReplacer) + "\n");
-        if (cfg.count && ++seen >= cfg.count) break;
+        const lines = batch?.success ? batch.data.events.map((e) => ({ subject: m.subject, seq: m.seq, batch: batch.data.msgId, data: e })) : [{ subject: m.subject, seq: m.seq, data: value }];
+        // --count N: N lines, even when the Nth is in the middle of a batch.
+        const take = cfg.count ? Math.min(lines.length, cfg.count - seen) : lines.length;
+        for (let i = 0; i < take; i++) process.stdout.write(JSON.stringify(lines[i], jsonReplacer) + "\n");
+        seen += take;
+        if (cfg.count && seen >= cfg.count) break;
       }
       return 0;
     } finally {

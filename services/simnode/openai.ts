@@ -19,7 +19,8 @@ export const estimateTextTokens = (text: string): number => Math.max(1, Math.cei
 /** Text of `tokens` prompt tokens under the estimate above (what a load generator should send). */
 export const textOfTokens = (tokens: number): string => "lorem ".repeat(Math.ceil((tokens * CHARS_PER_TOKEN) / 6)).slice(0, tokens * CHARS_PER_TOKEN);
 
-const streamOptions = z.object({ include_usage: z.boolean().optional(), continuous_usage_stats: z.boolean().optional() }).passthrough();
+// Both nullable, as in vLLM's StreamOptions (`bool | None`): an explicit null means "no".
+const streamOptions = z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).passthrough();
 
 const common = {
   model: z.string().optional(),
@@ -55,8 +56,23 @@ export interface ParsedRequest {
   minTokens: number;
   ignoreEos: boolean;
   stream: boolean;
+  /** A final usage-only chunk (`"choices": []`) before [DONE]. */
   includeUsage: boolean;
+  /** Usage in every chunk too; never without includeUsage. */
   continuousUsage: boolean;
+}
+
+/**
+ * What a stream reports of its usage, as vLLM decides it (`should_include_usage()` in its serving
+ * utils, over its `StreamOptions` model): no `stream_options` (or null) → no usage; an object →
+ * `include_usage` defaults to true when the key is absent (vLLM's model default, unlike OpenAI's
+ * API) and null or false means no; per-chunk usage (`continuous_usage_stats`) only with
+ * include_usage. vLLM's `--enable-force-include-usage` is not modelled.
+ */
+export function streamUsage(so: { include_usage?: boolean | null; continuous_usage_stats?: boolean | null } | null | undefined): { includeUsage: boolean; continuousUsage: boolean } {
+  if (so === null || so === undefined) return { includeUsage: false, continuousUsage: false };
+  const includeUsage = so.include_usage === undefined || so.include_usage === true;
+  return { includeUsage, continuousUsage: includeUsage && so.continuous_usage_stats === true };
 }
 
 export function promptTokensOfCompletion(r: CompletionRequest): number {
@@ -73,7 +89,14 @@ export function promptTokensOfChat(r: ChatRequest): number {
   return Math.max(1, Math.ceil(chars / CHARS_PER_TOKEN)) + CHAT_TOKENS_PER_MESSAGE * r.messages.length;
 }
 
-export function parseOpenAi(kind: "completion" | "chat", body: unknown): { ok: true; req: ParsedRequest } | { ok: false; message: string } {
+/** Python's truth of a JSON value, which vLLM's request validators test with `data.get(…)`. */
+const pyTruthy = (x: unknown): boolean =>
+  !(x === undefined || x === null || x === false || x === 0 || x === "" || (Array.isArray(x) ? x.length === 0 : typeof x === "object" && Object.keys(x).length === 0));
+
+export function parseOpenAi(kind: "completion" | "chat", body: unknown): { ok: true; req: ParsedRequest } | { ok: false; message: string; type?: string; param?: string } {
+  // vLLM's validate_stream_options, a "before" validator: it runs ahead of the fields' own checks.
+  const raw = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : {};
+  if (pyTruthy(raw.stream_options) && !pyTruthy(raw.stream)) return { ok: false, message: "Stream options can only be defined when `stream=True`.", type: "BadRequestError", param: "stream_options" };
   const res = kind === "completion" ? completionRequest.safeParse(body) : chatRequest.safeParse(body);
   if (!res.success) {
     const issue = res.error.issues[0]!;
@@ -91,8 +114,7 @@ export function parseOpenAi(kind: "completion" | "chat", body: unknown): { ok: t
       minTokens: r.min_tokens ?? 0,
       ignoreEos: r.ignore_eos ?? false,
       stream: r.stream ?? false,
-      includeUsage: r.stream_options?.include_usage ?? false,
-      continuousUsage: r.stream_options?.continuous_usage_stats ?? false,
+      ...streamUsage(r.stream_options),
     },
   };
 }
@@ -109,6 +131,13 @@ const WORDS = [" the", " energy", " of", " a", " token", " is", " measured", " i
 /** Deterministic text of output token `i` (never empty, so every chunk carries content). */
 export const tokenText = (i: number): string => WORDS[i % WORDS.length]!;
 
-export function openAiError(message: string, type = "invalid_request_error", code = 400): { error: { message: string; type: string; param: null; code: number } } {
-  return { error: { message, type, param: null, code } };
+/** vLLM's error body (`ErrorResponse` → `ErrorInfo`): `param` names the request field at fault, or null. */
+export function openAiError(message: string, type = "invalid_request_error", code = 400, param: string | null = null): { error: { message: string; type: string; param: string | null; code: number } } {
+  return { error: { message, type, param, code } };
 }
+
+/**
+ * vLLM's answer to a model it does not serve (`OpenAIServing._check_model`): 404, type NotFoundError,
+ * param "model". A request without a model is served by the default one, as in vLLM.
+ */
+export const modelNotFound = (model: string) => openAiError(`The model \`${model}\` does not exist.`, "NotFoundError", 404, "model");

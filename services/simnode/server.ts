@@ -6,7 +6,7 @@ import { z } from "zod";
 import { ConfigError, once } from "../../shared/mod.ts";
 import { createGpuTelemetry } from "./metrics.ts";
 import { createSimNode, type NodeConfig, type SimNode } from "./node.ts";
-import { openAiError, parseOpenAi, tokenText, usageOf, type ParsedRequest } from "./openai.ts";
+import { modelNotFound, openAiError, parseOpenAi, tokenText, usageOf, type ParsedRequest } from "./openai.ts";
 import { createRng, hash32, naturalOutputTokens } from "./rng.ts";
 import type { RequestState } from "./engine.ts";
 
@@ -114,7 +114,9 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     if (!l.closed) {
       const choice = l.parsed.kind === "chat" ? { index: 0, delta: i === 0 ? { role: "assistant", content: text } : { content: text }, logprobs: null, finish_reason: finish } : { index: 0, text, logprobs: null, finish_reason: finish };
       const chunk: Record<string, unknown> = { id: l.id, object: l.parsed.kind === "chat" ? "chat.completion.chunk" : "text_completion", created: l.created, model: l.model, choices: [choice] };
-      if (l.parsed.includeUsage || l.parsed.continuousUsage) chunk.usage = l.parsed.continuousUsage ? usageOf(s.req.promptTokens, s.generated) : null;
+      // vLLM sets a chunk's usage only for continuous_usage_stats, and serializes with exclude_unset:
+      // otherwise the chunk has no `usage` key at all (not null).
+      if (l.parsed.continuousUsage) chunk.usage = usageOf(s.req.promptTokens, s.generated);
       l.res.write(`data: ${JSON.stringify(chunk)}\n\n`);
       if (done) {
         if (l.parsed.includeUsage) l.res.write(`data: ${JSON.stringify({ id: l.id, object: chunk.object, created: l.created, model: l.model, choices: [], usage: usageOf(s.req.promptTokens, s.generated) })}\n\n`);
@@ -126,8 +128,10 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
 
   function handleGenerate(kind: "completion" | "chat", instanceId: string | undefined, body: unknown, req: IncomingMessage, res: ServerResponse, requestId: string): void {
     const p = parseOpenAi(kind, body);
-    if (!p.ok) return sendJson(res, 400, openAiError(p.message));
+    if (!p.ok) return sendJson(res, 400, openAiError(p.message, p.type, 400, p.param ?? null));
     const r = p.req;
+    // After the body's validation, as in vLLM (FastAPI validates the request before `_check_model`).
+    if (r.model && r.model !== node.model.id) return sendJson(res, 404, modelNotFound(r.model));
     const maxCtx = node.model.maxContext;
     const maxTokens = r.maxTokens ?? (kind === "completion" ? 16 : maxCtx - r.promptTokens); // vLLM's defaults
     if (maxTokens < 1) return sendJson(res, 400, openAiError(`This model's maximum context length is ${maxCtx} tokens. However, your messages resulted in ${r.promptTokens} tokens, which leaves no room for a completion.`));
@@ -137,7 +141,7 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     if (r.promptTokens + maxTokens > node.kvCapacityTokens) return sendJson(res, 400, openAiError(`request needs ${r.promptTokens + maxTokens} tokens of KV cache; the instance holds ${node.kvCapacityTokens}`));
     const n = requestCount++;
     const outputTokens = r.ignoreEos ? maxTokens : naturalOutputTokens(createRng(hash32(String(n), seed)), maxTokens, r.minTokens);
-    const l: Live = { parsed: r, res, id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${requestId}`, created: Math.floor(Date.now() / 1000), model: r.model ?? node.model.id, maxTokens, text: [], closed: false };
+    const l: Live = { parsed: r, res, id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${requestId}`, created: Math.floor(Date.now() / 1000), model: r.model || node.model.id, maxTokens, text: [], closed: false };
     const t = simNowMs();
     node.advanceTo(t);
     let submitted: ReturnType<SimNode["submit"]>;
