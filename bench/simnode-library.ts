@@ -2,10 +2,11 @@
  * Library-mode speed: one hour of the Azure 2023 conversation trace on a simulated 8×H100 node,
  * one TP=8 instance of a 70B model.   npm run bench -- simnode-library [trace.csv]
  */
+import { fileURLToPath } from "node:url";
 import { simulate } from "../services/simnode/library.ts";
 import { loadAzureTrace } from "../services/simnode/workloads.ts";
 
-const trace = process.argv[2] ?? new URL("../../shared/traces/azure/AzureLLMInferenceTrace_conv.csv", import.meta.url).pathname;
+const trace = process.argv[2] ?? fileURLToPath(new URL("../load/traces/azure/AzureLLMInferenceTrace_conv.csv", import.meta.url));
 const tLoad = performance.now();
 const workload = loadAzureTrace(trace, { durationMs: 3600_000 });
 const loadMs = performance.now() - tLoad;

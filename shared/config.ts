@@ -29,6 +29,8 @@ export interface CommandSpec<S extends z.ZodType> {
   schema: S;
   /** Positional arguments, described for --help. */
   positionals?: string;
+  /** Paragraphs for --help after the options: what a user must know that no single option says. */
+  notes?: string[];
   examples?: string[];
 }
 
@@ -84,6 +86,7 @@ export function helpText(spec: CommandSpec<z.ZodType>): string {
   rows.push(["  -h, --help", "show this help"]);
   const width = Math.min(40, Math.max(...rows.map((r) => r[0].length)) + 2);
   for (const [l, r] of rows) lines.push(l.length >= width ? `${l}\n${" ".repeat(width)}${r}` : l.padEnd(width) + r);
+  for (const note of spec.notes ?? []) lines.push("", note);
   if (spec.examples?.length) lines.push("", "Examples:", ...spec.examples.map((e) => `  ${e}`));
   return lines.join("\n") + "\n";
 }

@@ -7,8 +7,9 @@ import { azureTrace, mooncakeTrace, runLoad } from "../services/loadgen/mod.ts";
 import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
 
 /**
- * Acceptance: every row of the shared traces replays against a local server (read in place from
- * ../shared/traces, never copied), with the lengths of the row and the send times of the trace.
+ * Acceptance: every row of the carried traces (load/traces: Azure 2023 whole, the first 1,000 rows of
+ * each Mooncake file) replays against a local server, with the lengths of the row and the send
+ * times of the trace.
  */
 const TRACES = TRACES_DIR;
 const AZURE = ["AzureLLMInferenceTrace_conv.csv", "AzureLLMInferenceTrace_code.csv"];

@@ -4,16 +4,14 @@ import { z } from "zod";
 import { connectNats, natsConfig, natsOptions, nodeInboxPrefix, replicasConfig, replicasOptions, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
 import { startAgent } from "./agent.ts";
-import { createDcgmSource } from "./dcgm-source.ts";
 import { parseInstance } from "./instances.ts";
-import type { PowerSource } from "./power-source.ts";
-import { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./clock-control.ts";
+import { openPowerSource } from "./open-source.ts";
 import { DEFAULT_POWERCAP_ROOT, createRaplReader, raplMeter } from "./rapl.ts";
 import type { CpuEnergyMeter } from "./sampler.ts";
 
 const schema = natsConfig.extend(replicasConfig.shape).extend({
   nodeId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_' (one NATS subject token)").default(hostname().replace(/[^A-Za-z0-9_-]/g, "-")),
-  source: z.enum(["dcgm", "nvml", "sim"]).default("dcgm"),
+  source: z.enum(["auto", "nvml", "dcgm", "sim"]).default("auto"),
   dcgmUrl: z.url().default("http://127.0.0.1:9400/metrics"),
   nvmlLibrary: z.string().optional(),
   nvmlCalls: z.enum(["auto", "sync", "async"]).default("auto"),
@@ -40,12 +38,12 @@ export const agentCommand = defineCommand(
       ...natsOptions,
       ...replicasOptions,
       "node-id": { type: "string", arg: "ID", env: "JOULESTREAM_NODE_ID", description: "this node's id (one subject token)", defaultText: "hostname" },
-      source: { type: "string", arg: "dcgm|nvml|sim", env: "JOULESTREAM_POWER_SOURCE", description: "where GPU power comes from", defaultText: "dcgm" },
+      source: { type: "string", arg: "auto|nvml|dcgm|sim", env: "JOULESTREAM_POWER_SOURCE", description: "where GPU power comes from; auto: NVML if the library loads, else the DCGM exporter at --dcgm-url if it answers", defaultText: "auto" },
       "dcgm-url": { type: "string", arg: "URL", env: "JOULESTREAM_DCGM_URL", description: "DCGM exporter (or simnode) /metrics URL", defaultText: "http://127.0.0.1:9400/metrics" },
       "nvml-library": { type: "string", arg: "PATH", env: "JOULESTREAM_NVML_LIBRARY", description: "libnvidia-ml.so.1 to load", defaultText: "libnvidia-ml.so.1" },
       "nvml-calls": { type: "string", arg: "auto|sync|async", description: "NVML calls on the event loop (sync, µs each) or on koffi's threads (async, ~40 µs CPU each); auto moves to async if a driver is slow", defaultText: "auto" },
       instance: { type: "string", multiple: true, arg: "SPEC", env: "JOULESTREAM_INSTANCES", description: "id=i0,listen=127.0.0.1:9000,upstream=http://127.0.0.1:8000,gpus=0-3[,model=M]" },
-      upstream: { type: "string", arg: "URL", env: "JOULESTREAM_UPSTREAM", description: "single instance shorthand: the inference server URL" },
+      upstream: { type: "string", arg: "URL", env: "JOULESTREAM_UPSTREAM", description: "single instance shorthand: the inference server URL (with neither this nor --instance, the agent publishes power only)" },
       listen: { type: "string", arg: "HOST:PORT", env: "JOULESTREAM_LISTEN", description: "single instance shorthand: where the tap listens", defaultText: "127.0.0.1:9000" },
       gpus: { type: "string", arg: "LIST", description: "single instance shorthand: its GPUs (e.g. 0-7)", defaultText: "all" },
       model: { type: "string", description: "single instance shorthand: model label" },
@@ -68,37 +66,27 @@ export const agentCommand = defineCommand(
     const clock = systemClock();
     // Instance specs first: a typo in one is said before any GPU or exporter is touched.
     const instances = cfg.instance.map((s) => parseInstance(s));
-    let source: PowerSource;
-    let clockBackend: ClockBackend | undefined;
-    if (cfg.source === "nvml") {
-      const { createNvmlSource } = await import("./nvml/mod.ts");
-      const say = (line: string) => process.stderr.write(`agent ${cfg.nodeId}: ${line}\n`);
-      const nvml = createNvmlSource({
-        clock,
-        ...(cfg.nvmlLibrary ? { libraryPath: cfg.nvmlLibrary } : {}),
-        calls: cfg.nvmlCalls,
-        onCallsChange: (_calls, ms) => say(`NVML samples held the event loop ${ms.toFixed(1)} ms; sampling moves to async calls`),
-        onGpuError: gpuErrorLog(say),
-        onCounterReset: (gpu, before, after) =>
-          say(`GPU ${gpu}: the energy counter went back from ${before} to ${after} mJ (driver reloaded?); energy counts on from the new value`),
-        onCounterStuck: (gpu, mj, mw) =>
-          say(`GPU ${gpu}: the energy counter stays at ${mj} mJ while power reads ${(mw / 1000).toFixed(0)} W; it is ignored from now on and energy is integrated from power`),
-      });
-      source = nvml;
-      if (cfg.allowClockControl) clockBackend = nvmlClockBackend(nvml.control);
-    } else {
-      source = createDcgmSource({ url: cfg.dcgmUrl, clock, kind: cfg.source === "sim" ? "sim" : "dcgm" });
-      if (cfg.allowClockControl) {
-        if (cfg.source !== "sim") throw new ConfigError("--allow-clock-control", "needs --source nvml (or sim): a DCGM exporter only reads");
-        clockBackend = simnodeClockBackend(cfg.simAdmin ?? new URL(cfg.dcgmUrl).origin);
-      }
-    }
+    const powerOnly = instances.length === 0 && !cfg.upstream;
+    if (powerOnly && (cfg.gpus || cfg.model)) throw new ConfigError(cfg.gpus ? "--gpus" : "--model", "describes the instance --upstream names, and there is no --upstream (without one the agent publishes power only)");
+    const say = (line: string) => process.stderr.write(`agent ${cfg.nodeId}: ${line}\n`);
+    const { source, clockBackend } = await openPowerSource({
+      source: cfg.source,
+      dcgmUrl: cfg.dcgmUrl,
+      ...(cfg.nvmlLibrary ? { nvmlLibrary: cfg.nvmlLibrary } : {}),
+      nvmlCalls: cfg.nvmlCalls,
+      allowClockControl: cfg.allowClockControl,
+      ...(cfg.simAdmin ? { simAdmin: cfg.simAdmin } : {}),
+      clock,
+      say,
+    });
     const described = await source.describe();
     if (described.gpus.length === 0 && !described.unreadableGpus?.length) {
       process.stderr.write(`agent ${cfg.nodeId}: WARNING: ${source.kind} reports no GPUs; POWER windows will be empty (the request tap still works). Is this a GPU node, and is the driver loaded?\n`);
     }
-    if (instances.length === 0) {
-      if (!cfg.upstream) throw new ConfigError("--upstream", "missing: give the inference server URL (--upstream) or one --instance per serving endpoint");
+    if (powerOnly) {
+      // A node without an OpenAI server of its own (training, a server behind another proxy): power only.
+      say("no --upstream or --instance: power only, no request tap");
+    } else if (instances.length === 0) {
       // By default the instance owns every GPU the source reads (not 0..n-1: one may have no handle).
       const gpus = cfg.gpus ?? (described.gpus.length ? described.gpus.map((g) => g.index).join(",") : "0");
       instances.push(parseInstance(`id=i0,listen=${cfg.listen},upstream=${cfg.upstream},gpus=${gpus}${cfg.model ? `,model=${cfg.model}` : ""}`, "--upstream"));
@@ -134,23 +122,8 @@ export const agentCommand = defineCommand(
     const stopped = runUntilSignal(() => agent.stop(), () => nc.drain());
     for (const [id, url] of Object.entries(agent.tapUrls)) process.stderr.write(`agent ${cfg.nodeId}: instance ${id} tap at ${url}\n`);
     const unreadable = described.unreadableGpus?.length ? ` (and GPU ${described.unreadableGpus.join(", ")} it cannot read)` : "";
-    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}${unreadable}${cpuEnergy ? `, CPU energy of ${cpuEnergy.packages} package(s) via RAPL` : ""}, publishing to ${cfg.nats}\n`);
+    process.stderr.write(`agent ${cfg.nodeId}: ${described.gpus.length} GPUs via ${source.kind}${unreadable}${cpuEnergy ? `, CPU energy of ${cpuEnergy.packages} package(s) via RAPL` : ""}${powerOnly ? " (power only)" : ""}, publishing to ${cfg.nats}\n`);
     await stopped;
     return 0;
   },
 );
-
-/**
- * GPU read errors, for the log: a GPU left out for good once, a failing read the 1st, 10th,
- * 100th… time per GPU and error, so a GPU that fails at 10 Hz is seen without flooding the journal.
- */
-function gpuErrorLog(say: (line: string) => void): (gpu: number, err: Error & { nvmlName?: string }, leftOut: boolean) => void {
-  const counts = new Map<string, number>();
-  return (gpu, err, leftOut) => {
-    if (leftOut) return say(`GPU ${gpu} is left out of samples from now on: ${err.message}`);
-    const key = `${gpu}:${err.nvmlName ?? err.message}`;
-    const n = (counts.get(key) ?? 0) + 1;
-    counts.set(key, n);
-    if (/^10*$/.test(String(n))) say(`GPU ${gpu} left out of a sample${n > 1 ? ` (${n}th time)` : ""}: ${err.message}`);
-  };
-}

@@ -1,6 +1,5 @@
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { z } from "zod";
 import { connectNats, onShutdownSignal, stopAll, systemClock } from "../../shared/mod.ts";
 import { startLocalStack } from "../../infra/local-stack.ts";
@@ -14,13 +13,14 @@ import { detectInfluxApi } from "../analyzer/influx-version.ts";
 import { azureTrace, poissonWorkload, runLoad, type LoadSummary } from "../loadgen/mod.ts";
 import { modelSpec } from "../simnode/mod.ts";
 import { defineCommand } from "./command.ts";
+import { packageFile } from "./package-root.ts";
 import { formatSummary, readRunSummary, type RunSummary } from "./summary.ts";
 import { encode, subjects, type InfluxTarget, type LoadResult } from "../../shared/mod.ts";
 import { jetstream } from "@nats-io/jetstream";
 import type { Summary } from "../analyzer/query-service.ts";
 
-/** The Azure conversation trace beside the checkout (../shared/traces), when it is there. */
-export const DEFAULT_TRACE = resolve(fileURLToPath(import.meta.url), "../../../../shared/traces/azure/AzureLLMInferenceTrace_conv.csv");
+/** The Azure 2023 conversation trace the repository carries (load/traces/README.md), package-relative. */
+export const DEFAULT_TRACE = "load/traces/azure/AzureLLMInferenceTrace_conv.csv";
 
 const schema = z.object({
   duration: z.coerce.number().positive().max(24 * 3600).default(60),
@@ -109,7 +109,9 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
     stops.push(() => analyzer.stop());
 
     const runId = `demo-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 17)}`;
-    const trace = cfg.synthetic ? undefined : (cfg.trace ?? (existsSync(DEFAULT_TRACE) ? DEFAULT_TRACE : undefined));
+    const trace = cfg.synthetic ? undefined : (cfg.trace ?? packageFile(DEFAULT_TRACE));
+    // Only a bundle copied away from its checkout lacks the carried trace: said, not silently swapped.
+    if (!cfg.synthetic && !trace) log(`${DEFAULT_TRACE} is not beside this build: synthetic load instead (--trace FILE to replay one)`);
     // The trace's longest prompts exceed a 4k-context model: capped as `load --max-prompt-tokens`
     // would, so the server refuses none (a refused request does no work and would read as 0 J).
     const maxContext = modelSpec(cfg.model).maxContext;
@@ -161,7 +163,7 @@ export const demoCommand = defineCommand(
     summary: "run the whole pipeline locally (NATS, InfluxDB, simulated 8×H100 node, agent, analyzer, load) and print energy per request",
     options: {
       duration: { type: "string", arg: "SECONDS", description: "how long to send load", defaultText: "60" },
-      trace: { type: "string", arg: "FILE", description: "Azure-format trace to replay", defaultText: "../shared/traces/azure/AzureLLMInferenceTrace_conv.csv when present" },
+      trace: { type: "string", arg: "FILE", description: "Azure-format trace to replay", defaultText: `${DEFAULT_TRACE} (carried in the repository)` },
       synthetic: { type: "boolean", description: "synthetic Poisson load instead of a trace" },
       rate: { type: "string", arg: "REQ/S", description: "synthetic: request rate", defaultText: "4" },
       workload: { type: "string", arg: "CLASS", description: "synthetic: workload class (short|medium|long)-(short|medium|long)", defaultText: "medium-medium" },

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { ConfigError, connectNats, decode, natsConfig, natsOptions, requestBatch, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
 import { defineCommand } from "./command.ts";
+import { exitWhenReaderGoes } from "./reader-gone.ts";
 
 /**
  * `joulestream tail SUBJECT`: what an operator uses to see what is flowing. Reads the subject's
@@ -37,6 +38,7 @@ export const tailCommand = defineCommand(
     const subject = positionals[0];
     if (!subject) throw new ConfigError("SUBJECT", "missing: which subject to tail (e.g. 'power.v1.>')");
     const stream = streamOf(subject);
+    exitWhenReaderGoes();
     const nc = await connectNats(cfg, "joulestream-tail", { maxReconnectAttempts: 5 });
     try {
       const jsm = await jetstreamManager(nc); // fails clearly if JetStream is off

@@ -1,7 +1,8 @@
 import { fileURLToPath } from "node:url";
 
 /**
- * The public traces beside the checkout (`../shared/traces`), read in place and never copied into
- * the repo. JOULESTREAM_TRACES points elsewhere (e.g. other traces of the same formats).
+ * The public traces the repository carries (load/traces: Azure 2023 whole, Mooncake excerpts; see
+ * its README for sources and licences). JOULESTREAM_TRACES points elsewhere, e.g. at the full
+ * traces `joulestream traces fetch` downloads, laid out the same way (azure/, mooncake/).
  */
-export const TRACES_DIR = process.env.JOULESTREAM_TRACES ?? fileURLToPath(new URL("../../../shared/traces", import.meta.url));
+export const TRACES_DIR = process.env.JOULESTREAM_TRACES ?? fileURLToPath(new URL("../../load/traces", import.meta.url));
