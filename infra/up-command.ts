@@ -3,6 +3,7 @@ import { onShutdownSignal } from "../shared/lifecycle.ts";
 import { defineCommand } from "../services/cli/command.ts";
 import { startLocalClusterStack, type LocalClusterStack } from "./local-cluster-stack.ts";
 import { startLocalStack, type LocalStack } from "./local-stack.ts";
+import { ensureRollups } from "../services/analyzer/rollups.ts";
 
 const port = z.coerce.number().int().min(0).max(65535).default(0);
 
@@ -49,6 +50,8 @@ export const upCommand = defineCommand(
           install: !cfg.noInstall,
           log,
         });
+    // Raw data kept 7 days, 1-min rollups 400 days (the dashboards' long ranges read them).
+    await ensureRollups({ url: stack.influxUrl, database: stack.database });
     // On SIGINT/SIGTERM onShutdownSignal stops the stack and exits the process. The servers'
     // handles are unref'd (they must not keep a forgetful owner alive), so this timer keeps the
     // CLI running meanwhile. Both before the stack is announced: whoever reads the env lines may

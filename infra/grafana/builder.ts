@@ -122,5 +122,5 @@ export function dashboard(o: DashboardOptions): Dashboard {
 
 /** Measurements an InfluxQL query reads (`FROM "x"`, also inside subqueries). */
 export function measurementsOf(query: string): string[] {
-  return [...new Set([...query.matchAll(/FROM\s+"([A-Za-z0-9_]+)"/gi)].map((m) => m[1]!))];
+  return [...new Set([...query.matchAll(/FROM\s+(?:"[A-Za-z0-9_]+"\.)?"([A-Za-z0-9_]+)"/gi)].map((m) => m[1]!))]; // "rp"."measurement" too
 }

@@ -33,6 +33,8 @@ export const fleet = dashboard({
     { title: "Idle share", type: "stat", unit: "percent", w: 6, h: 5, description: "Energy of windows in which an instance did no work, over all measured energy.", queries: [{ query: `SELECT sum("idle_j") / sum("measured_j") * 100 AS "idle" FROM "node_energy" WHERE $timeFilter AND ${node}` }] },
     { title: "Mean GPU power", type: "stat", unit: "watt", w: 6, h: 5, queries: [{ query: `SELECT mean("power_w") FROM "gpu_energy" WHERE $timeFilter AND ${node}` }] },
     { title: "Energy per interval: measured, attributed, idle", unit: "joule", w: 12, queries: [{ query: `SELECT sum("measured_j") AS "measured", sum("attributed_j") AS "attributed", sum("idle_j") AS "idle", sum("unassigned_j") AS "unassigned" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval) fill(none)` }] },
+    // Long ranges (weeks, months): the 1-min rollups the continuous queries keep 400 days (services/analyzer/rollups.ts).
+    { title: "Fleet energy per interval, from 1-min rollups (long ranges)", unit: "joule", w: 12, description: "From the rollup_1m retention policy, filled each minute by continuous queries (analyzer --influx-rollups, joulestream up): use it past the 7 days raw data is kept.", queries: [{ query: `SELECT sum("measured_j") AS "measured", sum("attributed_j") AS "attributed", sum("idle_j") AS "idle" FROM "rollup_1m"."node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval) fill(none)` }] },
     { title: "Idle share over time", unit: "percent", w: 12, queries: [{ query: `SELECT sum("idle_j") / sum("measured_j") * 100 AS "idle share" FROM "node_energy" WHERE $timeFilter AND ${node} GROUP BY time($__interval), "node" fill(none)`, alias: "$tag_node" }] },
   ],
 });

@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
-import { Kvm } from "@nats-io/kv";
-import { ensureStreams, errorMessage, KV_NODES, type InfluxTarget } from "../../shared/mod.ts";
+import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, type InfluxTarget } from "../../shared/mod.ts";
 import { openCheckpointStore } from "./checkpoint.ts";
 import type { InfluxSink } from "./influx-sink.ts";
 import type { JoinStats } from "./join.ts";
@@ -15,6 +14,7 @@ import { createPointWriter } from "./point-writer.ts";
 import { analyzerStatsPoint } from "./points.ts";
 import { startQueryService } from "./query-service.ts";
 import { retrying } from "./retry.ts";
+import { ensureRollups, type RollupOptions } from "./rollups.ts";
 
 /**
  * The analyzer service, wired from small stages (each in its own file): per partition, durable
@@ -33,11 +33,20 @@ export interface AnalyzerOptions {
   name?: string;
   /** Number of node partitions the server maps subjects to (0: no partitioning). */
   partitions?: number;
-  /** Replicas of the streams and buckets it creates (1 on one server, 3 on a cluster). */
+  /**
+   * Copies of every stream and KV bucket it creates (join checkpoints, load join, leases, nodes):
+   * default the cluster's size capped at 3, 1 on a single server (resolveReplicas). Not to be
+   * confused with analyzer replicas (processes sharing `name`).
+   */
   replicas?: number;
   prefillWeight?: number;
   allowedLatenessMs?: number;
   slo?: Slo;
+  /**
+   * Create InfluxDB 1.x retention policies and 1-min rollup continuous queries (rollups.ts) at start,
+   * on `influx`. Makes `raw` the database's default retention policy.
+   */
+  rollups?: RollupOptions;
   /** Every 10 Hz sample as its own gpu_power point, instead of one per GPU and window. */
   rawSamples?: boolean;
   /** InfluxDB to answer the query API from (the same the sink writes). */
@@ -74,15 +83,16 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const clock = opts.clock ?? Date.now;
   const name = opts.name ?? "analyzer";
   const replicaId = `${name}-${randomUUID().slice(0, 8)}`;
-  const replicas = opts.replicas ?? 1;
+  const replicas = resolveReplicas(opts.nc, opts.replicas, { log });
   const jsm = await jetstreamManager(opts.nc);
   // AUDIT and the nodes' inventory bucket too: agents run as node identities that may write to them
   // but not create them (infra/nats/auth.ts), so the operator's side does.
-  await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER", "AUDIT"], { replicas });
-  await new Kvm(opts.nc).create(KV_NODES, { history: 1, replicas });
+  await ensureStreams(jsm, ["POWER", "WORK", "REQUESTS", "LOAD", "ENERGY", "DEADLETTER", "AUDIT"], { replicas, log });
+  await openBucket(opts.nc, KV_NODES, { history: 1 }, { replicas, log });
   const js = jetstream(opts.nc);
-  const loadJoin = await openLoadJoin(opts.nc, name, opts.slo ?? {}, { replicas });
-  const checkpoints = await openCheckpointStore(opts.nc, name, { replicas });
+  if (opts.rollups && opts.influx) await ensureRollups(opts.influx, opts.rollups);
+  const loadJoin = await openLoadJoin(opts.nc, name, opts.slo ?? {}, { replicas, log });
+  const checkpoints = await openCheckpointStore(opts.nc, name, { replicas, log });
   const grace = opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
   const count = Math.max(1, opts.partitions ?? 0);
   const live = new Map<number, Partition>();

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
-import { Kvm, type KV } from "@nats-io/kv";
-import { decode, encode } from "../../shared/mod.ts";
+import type { KV } from "@nats-io/kv";
+import { decode, encode, openBucket } from "../../shared/mod.ts";
 import type { JoinSnapshot } from "./join-state.ts";
 
 /**
@@ -53,8 +53,8 @@ const undelta = (ds: readonly number[]) => {
   return out;
 };
 
-export async function openCheckpointStore(nc: NatsConnection, group: string, opts: { replicas?: number } = {}): Promise<CheckpointStore> {
-  const kv: KV = await new Kvm(nc).create(`${CHECKPOINT_BUCKET}-${group}`, { history: 1, replicas: opts.replicas ?? 1 });
+export async function openCheckpointStore(nc: NatsConnection, group: string, opts: { replicas?: number; log?: (line: string) => void } = {}): Promise<CheckpointStore> {
+  const kv: KV = await openBucket(nc, `${CHECKPOINT_BUCKET}-${group}`, { history: 1 }, { ...(opts.replicas !== undefined ? { replicas: opts.replicas } : {}), ...(opts.log ? { log: opts.log } : {}) });
   const heads = new Map<number, Head>();
   const headOf = async (p: number): Promise<Head | undefined> => {
     const e = await kv.get(`p${p}`);

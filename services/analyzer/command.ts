@@ -1,12 +1,12 @@
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, runUntilSignal } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, runUntilSignal } from "../../shared/mod.ts";
 import { defineCommand } from "../cli/command.ts";
-import { startAnalyzer } from "./analyzer.ts";
+import { DEFAULT_STOP_GRACE_MS, startAnalyzer } from "./analyzer.ts";
 import { DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
 import { createInfluxSink } from "./influx-sink.ts";
 import { detectInfluxApi } from "./influx-version.ts";
 
-const schema = natsConfig.extend({
+const schema = natsConfig.extend(replicasConfig.shape).extend({
   influxUrl: z.url().default("http://127.0.0.1:8086"),
   influxDb: z.string().min(1).default("joulestream"),
   influxApi: z.enum(["auto", "v1", "v2"]).default("auto"),
@@ -19,6 +19,11 @@ const schema = natsConfig.extend({
   partitions: z.coerce.number().int().min(0).max(1024).default(0),
   sloTtftMs: z.coerce.number().positive().optional(),
   sloTpotMs: z.coerce.number().positive().optional(),
+  rawSamples: z.boolean().default(false),
+  influxRollups: z.boolean().default(false),
+  rawRetention: z.string().regex(/^\d+[hdw]$/, "an InfluxQL duration such as 7d").default("7d"),
+  rollupRetention: z.string().regex(/^\d+[hdw]$/, "an InfluxQL duration such as 400d").default("400d"),
+  stopGraceMs: z.coerce.number().int().min(0).default(DEFAULT_STOP_GRACE_MS),
 });
 
 export const analyzerCommand = defineCommand(
@@ -27,6 +32,7 @@ export const analyzerCommand = defineCommand(
     summary: "join POWER, WORK and REQUESTS into energy per request; write InfluxDB and the ENERGY stream",
     options: {
       ...natsOptions,
+      ...replicasOptions,
       "influx-url": { type: "string", arg: "URL", env: "JOULESTREAM_INFLUX_URL", description: "InfluxDB base URL", defaultText: "http://127.0.0.1:8086" },
       "influx-db": { type: "string", arg: "NAME", env: "JOULESTREAM_INFLUX_DB", description: "database (1.x) / bucket (2.x, 3.x)", defaultText: "joulestream" },
       "influx-api": { type: "string", arg: "auto|v1|v2", env: "JOULESTREAM_INFLUX_API", description: "write API: v2 = /api/v2/write (1.8+, 2.x, 3.x), v1 = /write (1.x before 1.8)", defaultText: "auto (from /ping)" },
@@ -38,6 +44,11 @@ export const analyzerCommand = defineCommand(
       partitions: { type: "string", arg: "N", env: "JOULESTREAM_PARTITIONS", description: "node partitions the NATS server maps subjects to (subject mappings: partitionMappings() in services/analyzer/partitions.ts); replicas with the same --name share them", defaultText: "0 (one replica does all)" },
       "slo-ttft-ms": { type: "string", arg: "MS", description: "TTFT target for SLO attainment (joined from load results)" },
       "slo-tpot-ms": { type: "string", arg: "MS", description: "TPOT target for SLO attainment" },
+      "raw-samples": { type: "boolean", description: "store every 10 Hz GPU sample as its own gpu_power point (10× the points of the default, one aggregate per GPU and window in gpu_energy)" },
+      "influx-rollups": { type: "boolean", env: "JOULESTREAM_INFLUX_ROLLUPS", description: "InfluxDB 1.x: create the retention policies (raw, the new default, and rollup_1m) and the continuous queries that fill 1-min rollups for long dashboard ranges (2.x/3.x: bucket retention and tasks instead)" },
+      "raw-retention": { type: "string", arg: "DUR", description: "with --influx-rollups: how long raw data is kept", defaultText: "7d" },
+      "rollup-retention": { type: "string", arg: "DUR", description: "with --influx-rollups: how long 1-min rollups are kept", defaultText: "400d" },
+      "stop-grace-ms": { type: "string", arg: "MS", description: "on SIGTERM, how long to store and checkpoint what it holds; the rest is read again at the next start", defaultText: String(DEFAULT_STOP_GRACE_MS) },
       "allowed-lateness-ms": { type: "string", arg: "MS", description: "how long a window waits for late messages", defaultText: "5000" },
     },
     schema,
@@ -54,6 +65,7 @@ export const analyzerCommand = defineCommand(
       ...(cfg.influxBucket ? { bucket: cfg.influxBucket } : {}),
       log: (l) => process.stderr.write(`analyzer: ${l}\n`),
     });
+    if (cfg.influxRollups && api !== "v1") process.stderr.write(`analyzer: --influx-rollups: InfluxDB 2.x/3.x keep retention per bucket and roll up with tasks; nothing created (see infra/influxdb/README.md)\n`);
     const nc = await connectNats(cfg, `joulestream-${cfg.name}`);
     const analyzer = await startAnalyzer({
       nc,
@@ -62,6 +74,10 @@ export const analyzerCommand = defineCommand(
       prefillWeight: cfg.prefillWeight,
       allowedLatenessMs: cfg.allowedLatenessMs,
       partitions: cfg.partitions,
+      replicas: cfg.replicas,
+      rawSamples: cfg.rawSamples,
+      stopGraceMs: cfg.stopGraceMs,
+      ...(cfg.influxRollups ? (api === "v1" ? { rollups: { rawDuration: cfg.rawRetention, rollupDuration: cfg.rollupRetention } } : {}) : {}),
       slo: { ...(cfg.sloTtftMs ? { ttftMs: cfg.sloTtftMs } : {}), ...(cfg.sloTpotMs ? { tpotMs: cfg.sloTpotMs } : {}) },
       influx: { url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) },
       log: (l) => process.stderr.write(`analyzer: ${l}\n`),

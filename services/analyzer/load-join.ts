@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { Kvm, type KV } from "@nats-io/kv";
-import { decode, encode, type LoadResult, type RequestEnergy } from "../../shared/mod.ts";
+import type { KV } from "@nats-io/kv";
+import { decode, encode, openBucket, type LoadResult, type RequestEnergy } from "../../shared/mod.ts";
 
 /**
  * Joins the load generator's client-side view of a request (LOAD) with its energy (ENERGY), by
@@ -36,8 +36,8 @@ export interface LoadJoin {
 export const JOIN_BUCKET = "joulestream-analyzer-join";
 const h = (requestId: string) => createHash("sha1").update(requestId).digest("hex");
 
-export async function openLoadJoin(nc: NatsConnection, group: string, slo: Slo, opts: { ttlMs?: number; replicas?: number } = {}): Promise<LoadJoin> {
-  const kv: KV = await new Kvm(nc).create(`${JOIN_BUCKET}-${group}`, { history: 1, ttl: opts.ttlMs ?? 6 * 3600_000, replicas: opts.replicas ?? 1 });
+export async function openLoadJoin(nc: NatsConnection, group: string, slo: Slo, opts: { ttlMs?: number; replicas?: number; log?: (line: string) => void } = {}): Promise<LoadJoin> {
+  const kv: KV = await openBucket(nc, `${JOIN_BUCKET}-${group}`, { history: 1, ttl: opts.ttlMs ?? 6 * 3600_000 }, { ...(opts.replicas !== undefined ? { replicas: opts.replicas } : {}), ...(opts.log ? { log: opts.log } : {}) });
   const get = async <T>(key: string): Promise<T | undefined> => {
     const e = await kv.get(key);
     return e && e.operation === "PUT" ? (decode(e.value) as T) : undefined;

@@ -1,5 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
-import { Kvm, type KV } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
+import { openBucket } from "../../shared/mod.ts";
 
 /**
  * Partition ownership among analyzer replicas, by leases in a KV bucket whose entries expire
@@ -30,7 +31,7 @@ export async function startPartitionLeases(opts: {
   log?: (line: string) => void;
 }): Promise<PartitionLeases> {
   const ttl = opts.ttlMs ?? 10_000;
-  const kv: KV = await new Kvm(opts.nc).create(`${LEASE_BUCKET}-${opts.group}`, { history: 1, ttl, replicas: opts.replicas ?? 1 });
+  const kv: KV = await openBucket(opts.nc, `${LEASE_BUCKET}-${opts.group}`, { history: 1, ttl }, { ...(opts.replicas !== undefined ? { replicas: opts.replicas } : {}), ...(opts.log ? { log: opts.log } : {}) });
   const owned = new Map<number, number>(); // partition → revision
   let running = true;
   let busy: Promise<void> = Promise.resolve();

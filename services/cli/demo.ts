@@ -104,6 +104,8 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
       sink: createInfluxSink({ url: stack.influxUrl, database: stack.database, api: api.api, log }),
       influx,
       slo: DEMO_SLO,
+      // Its InfluxDB is new: raw data kept 7 days, 1-min rollups 400 days, as `joulestream up` sets it.
+      ...(api.api === "v1" ? { rollups: {} } : {}),
       log,
     });
     stops.push(() => analyzer.stop());
