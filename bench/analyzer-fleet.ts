@@ -1,47 +1,49 @@
 /**
- * How large a fleet one analyzer keeps up with on this machine, with the fleet emulator publishing
- * in real time (nodes × 8 GPUs at 10 Hz, 2 TP=4 instances per node, Poisson requests).
+ * The analyzer at fleet scale (issue 15), on a fresh local stack (nats-server + influxd) per phase,
+ * each analyzer in a child process of its own (its CPU and start-up counted apart):
  *
- *   npm run bench -- analyzer-fleet [sizes=10,25,50,100,200] [seconds=20] [rate=2]
+ *   npm run bench -- analyzer-fleet [--only drain,backlog,realtime,replicas]
+ *       [--drain-nodes 300] [--drain-seconds 30]          drain ratio: analyzer / do-nothing consumer on one recorded backlog
+ *       [--backlog-nodes 1250] [--backlog-seconds 60]     the 10,000-GPU backlog, drained by one analyzer (faster than real time?)
+ *       [--realtime 100,300,600,1250] [--seconds 20]      real time: the largest fleet one analyzer keeps up with
+ *       [--replicas 1,2] [--partitions 8]                 pinned replicas (taskset, one core each) on a partitioned backlog
+ *   (`analyzer-fleet 100,300 15` still means --realtime 100,300 --seconds 15)
  *
- * Per fleet size, on a fresh local stack (nats-server + influxd), the analyzer in a child process:
- *  1. real time for `seconds`: consumer lag (num_pending of the analyzer's durable consumers, every
- *     second), the analyzer's CPU, and the latency from a window's end to its node_energy row being
- *     readable in InfluxDB (polled every 250 ms; add 0.1–1 s for the age of the window's samples);
- *  2. throughput: the backlog the run left, drained once by a do-nothing durable consumer (acks
- *     only) and once by a fresh analyzer (long lateness, empty emitted store): msgs/s, and the ratio;
- *  3. the same real-time run with 2 replicas of one name on 8 node partitions (the NATS server maps
- *     each node's subjects to a partition; the replicas split the partitions through leases).
- * Stops at the first size the single analyzer does not keep up with. Last line: JSON figures.
+ * Backlogs are recorded with the fleet emulator in fast mode, with one REQUESTS batch per node and
+ * 100-ms tick as agents publish (13 messages per node and second: POWER, 2 × WORK, 10 × REQUESTS),
+ * 8 GPUs and 2 TP=4 instances per node at 2 req/s each. Every phase checks what was stored against
+ * the emulator's truth: request count, worst per-request energy error, conservation, incomplete.
+ * Last line: one JSON object, with `drainRatio`, `backlog10kGpuS` and `largestKeptUpGpus`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { startAnalyzer } from "../services/analyzer/analyzer.ts";
 import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
-import { detectInfluxApi } from "../services/analyzer/influx-version.ts";
 import { partitionMappings } from "../services/analyzer/partitions.ts";
-import { startFleet, type FleetReport } from "../services/fleet/emulator.ts";
+import { startFleet, type FleetEmulator, type FleetReport } from "../services/fleet/emulator.ts";
 import { readResults } from "../services/fleet/testing/analyzer-harness.ts";
 import { startLocalStack, type LocalStack } from "../infra/local-stack.ts";
-import { influxQuery } from "../shared/mod.ts";
+import { influxQuery, mjToJ } from "../shared/mod.ts";
 
 const STREAMS = ["POWER", "WORK", "REQUESTS"] as const;
 
-// ---- child: one analyzer replica, driven over stdin/stdout ----------------------------------------
+// ---- child: one analyzer, driven over stdin/stdout; it exits when its parent goes ----------------
 if (process.argv[2] === "--child") {
   const [natsUrl, influxUrl, database, name, latenessMs, partitions] = process.argv.slice(3) as [string, string, string, string, string, string];
+  process.stdin.on("close", () => process.exit(0)); // parent killed (timeout, Ctrl-C): leave nothing behind
   const startedAtMs = Date.now();
-  const nc = await connect({ servers: natsUrl });
-  const { api } = await detectInfluxApi(influxUrl);
-  const analyzer = await startAnalyzer({ nc, sink: createInfluxSink({ url: influxUrl, database, api }), name, allowedLatenessMs: Number(latenessMs), partitions: Number(partitions ?? 0) });
-  const cpu0 = process.cpuUsage();
+  const cpu0 = process.cpuUsage(); // from here: the analyzer's start-up and work, not module loading
+  const nc = await connect({ servers: natsUrl, noAsyncTraces: true });
+  const analyzer = await startAnalyzer({ nc, sink: createInfluxSink({ url: influxUrl, database, api: "v1" }), name, allowedLatenessMs: Number(latenessMs), partitions: Number(partitions ?? 0) });
   console.log(JSON.stringify({ ready: true, startedAtMs }));
   for await (const line of createInterface({ input: process.stdin })) {
     if (line === "stats") console.log(JSON.stringify({ stats: analyzer.stats(), cpu: process.cpuUsage(cpu0) }));
-    if (line.startsWith("idle")) console.log(JSON.stringify({ idle: await analyzer.idle(Number(line.split(" ")[1])) }));
+    if (line.startsWith("idle")) console.log(JSON.stringify({ idle: await analyzer.idle(Number(line.split(" ")[1])), atMs: Date.now(), cpu: process.cpuUsage(cpu0) }));
     if (line === "stop") {
       await analyzer.stop();
       await nc.close();
@@ -52,71 +54,261 @@ if (process.argv[2] === "--child") {
 }
 
 // ---- parent -----------------------------------------------------------------------------------------
-const sizes = (process.argv[2] ?? "10,25,50,100,200").split(",").map(Number);
-const seconds = Number(process.argv[3] ?? 20);
-const rate = Number(process.argv[4] ?? 2);
+const { values: flags, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    only: { type: "string", default: "drain,backlog,realtime,replicas" },
+    "drain-nodes": { type: "string", default: "300" },
+    "drain-seconds": { type: "string", default: "30" },
+    "backlog-nodes": { type: "string", default: "1250" },
+    "backlog-seconds": { type: "string", default: "60" },
+    realtime: { type: "string", default: "100,300,600,1250" },
+    seconds: { type: "string", default: "20" },
+    replicas: { type: "string", default: "1,2" },
+    partitions: { type: "string", default: "8" },
+    rate: { type: "string", default: "2" },
+  },
+});
+if (positionals[0]) flags.realtime = positionals[0];
+if (positionals[1]) flags.seconds = positionals[1];
+const only = new Set(flags.only.split(","));
+const rate = Number(flags.rate);
 const self = fileURLToPath(import.meta.url);
+const children = new Set<ChildProcess>();
+const stacks = new Set<LocalStack>();
+const cleanUp = () => {
+  for (const c of children) c.kill("SIGKILL");
+};
+process.on("exit", cleanUp);
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    cleanUp();
+    void Promise.all([...stacks].map((s) => s.stop())).finally(() => process.exit(130));
+  });
+}
+const log = (line: string) => process.stderr.write(`analyzer-fleet: ${line}\n`);
 
 interface Replica {
   proc: ChildProcess;
-  /** When the replica began connecting (its consumers start pulling right after). */
   startedAtMs: number;
   ask(cmd: string): Promise<Record<string, unknown>>;
+  stop(): Promise<void>;
 }
 
-async function spawnReplica(stack: LocalStack, name: string, latenessMs: number, partitions = 0): Promise<Replica> {
-  const proc = spawn(process.execPath, ["--import=tsx", self, "--child", stack.natsUrl, stack.influxUrl, stack.database, name, String(latenessMs), String(partitions)], { stdio: ["pipe", "pipe", "inherit"] });
+/** An analyzer child; `cpus` pins it with taskset (e.g. "1"). */
+async function spawnReplica(stack: LocalStack, name: string, latenessMs: number, partitions = 0, cpus?: string): Promise<Replica> {
+  const args = ["--import=tsx", self, "--child", stack.natsUrl, stack.influxUrl, stack.database, name, String(latenessMs), String(partitions)];
+  const proc = cpus ? spawn("taskset", ["-c", cpus, process.execPath, ...args], { stdio: ["pipe", "pipe", "inherit"] }) : spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
+  children.add(proc);
+  proc.once("exit", () => children.delete(proc));
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   const next = async () => JSON.parse((await lines.next()).value as string) as Record<string, unknown>;
   const ready = await next();
   let chain: Promise<unknown> = Promise.resolve();
+  const ask = (cmd: string) => {
+    const p = chain.then(async () => {
+      proc.stdin!.write(cmd + "\n");
+      return await next();
+    });
+    chain = p.catch(() => undefined);
+    return p;
+  };
   return {
     proc,
     startedAtMs: Number(ready.startedAtMs),
-    ask: (cmd) => {
-      const p = chain.then(async () => {
-        proc.stdin!.write(cmd + "\n");
-        return await next();
-      });
-      chain = p.catch(() => undefined);
-      return p;
+    ask,
+    stop: async () => {
+      proc.stdin!.write("stop\n");
+      await new Promise((r) => proc.once("exit", r));
     },
   };
 }
 
-const quantile = (xs: number[], q: number) => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
-
-interface RealTimeResult {
-  nodes: number;
-  replicas: number;
-  offeredMsgPerS: number;
-  pendingMax: number;
-  pendingEnd: number;
-  ackPendingEnd: number;
-  latencyP50Ms: number;
-  latencyP99Ms: number;
-  rowsSeen: number;
-  rowsExpected: number;
-  cpuPctOfCore: number;
-  keptUp: boolean;
-  incompleteWindows: number;
-  late: number;
-  requestEnergyRatio: number;
-  requestsStored: number;
-  requestsFinished: number;
-  report: FleetReport;
+async function withStack<T>(opts: Parameters<typeof startLocalStack>[0], fn: (s: LocalStack) => Promise<T>): Promise<T> {
+  const stack = await startLocalStack(opts);
+  stacks.add(stack);
+  try {
+    return await fn(stack);
+  } finally {
+    await stack.stop();
+    stacks.delete(stack);
+  }
 }
 
-async function realTimeRun(stack: LocalStack, nodes: number, replicas: number, partitions = 0): Promise<RealTimeResult> {
-  const reps = await Promise.all(Array.from({ length: replicas }, () => spawnReplica(stack, "analyzer", 5000, partitions)));
-  const nc = await connect({ servers: stack.natsUrl });
+/** CPU seconds a process has used (user + system), from /proc. */
+const cpuS = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+const quantile = (xs: number[], q: number) => (xs.length === 0 ? Number.NaN : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!);
+const median = (xs: number[]) => quantile(xs, 0.5);
+
+async function recordBacklog(stack: LocalStack, nodes: number, seconds: number): Promise<{ fleet: FleetEmulator; report: FleetReport; recordS: number }> {
+  const nc = await connect({ servers: stack.natsUrl, noAsyncTraces: true });
+  const t0 = performance.now();
+  const fleet = startFleet({ nc, nodes, durationS: seconds, ratePerInstanceS: rate, seed: 1, tickBatches: true, maxInFlight: 4096 });
+  const report = await fleet.done();
+  await nc.close();
+  return { fleet, report, recordS: (performance.now() - t0) / 1000 };
+}
+
+/** A do-nothing durable consumer per stream (acks only), all three at once: the transport's pace. */
+async function bareDrain(stack: LocalStack): Promise<{ messages: number; s: number }> {
+  const nc = await connect({ servers: stack.natsUrl, noAsyncTraces: true });
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  let total = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    STREAMS.map(async (s) => {
+      const durable = `null-${s.toLowerCase()}`;
+      await jsm.consumers.add(s, { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+      const n = (await jsm.consumers.info(s, durable)).num_pending;
+      total += n;
+      if (n === 0) return;
+      const msgs = await (await js.consumers.get(s, durable)).consume({ max_messages: 4096 });
+      let got = 0;
+      for await (const m of msgs) {
+        m.ack();
+        if (++got >= n) break;
+      }
+    }),
+  );
+  const s = (performance.now() - t0) / 1000;
+  await nc.close();
+  return { messages: total, s };
+}
+
+interface Check {
+  requestsStored: number;
+  requestsExpected: number;
+  worstRequestRelErr: number;
+  conservationRelErr: number;
+  measuredRelErr: number;
+  incompleteWindows: number;
+  incompleteRequests: number;
+}
+
+/** What the analyzer stored against the emulator's truth. */
+async function check(stack: LocalStack, fleet: FleetEmulator, report: FleetReport): Promise<Check> {
+  const influx = { url: stack.influxUrl, database: stack.database };
+  const stored = await readResults(influx);
+  const expected = fleet.expectedRequests();
+  let worst = 0;
+  for (const r of stored.requests) {
+    const e = expected.get(`${r.node}/${r.requestId}`);
+    worst = Math.max(worst, e ? Math.abs(r.energyJ - mjToJ(e.energyMj)) / Math.max(mjToJ(e.energyMj), 1e-9) : Number.POSITIVE_INFINITY);
+  }
+  const sums = (await influxQuery(influx, `SELECT sum("measured_j") AS m, sum("attributed_j") AS a, sum("idle_j") AS i FROM "node_energy"`))[0]?.rows[0] ?? {};
+  const [m, a, i] = [Number(sums.m), Number(sums.a), Number(sums.i)];
+  return {
+    requestsStored: stored.requests.length,
+    requestsExpected: expected.size,
+    worstRequestRelErr: worst,
+    conservationRelErr: Math.abs(a + i - m) / m,
+    measuredRelErr: Math.abs(m - report.truth.measuredJ) / report.truth.measuredJ,
+    incompleteWindows: stored.incompleteWindows,
+    incompleteRequests: stored.requests.filter((r) => r.incomplete).length,
+  };
+}
+const correct = (c: Check) => c.requestsStored === c.requestsExpected && c.worstRequestRelErr <= 1e-9 && c.conservationRelErr <= 1e-6 && c.measuredRelErr <= 1e-6 && c.incompleteWindows === 0 && c.incompleteRequests === 0;
+
+/** One analyzer drains a recorded backlog: seconds from its start (after module loading) to idle. */
+async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Promise<{ s: number; cpuS: number; natsCpuS: number; influxCpuS: number }> {
+  const n0 = cpuS(stack.pids.nats);
+  const i0 = cpuS(stack.pids.influxd);
+  const rep = await spawnReplica(stack, name, 3600_000, 0, pin);
+  const r = await rep.ask("idle 1800000");
+  if (r.idle !== true) throw new Error(`${name}: the analyzer did not drain the backlog in 30 min`);
+  const s = (Number(r.atMs) - rep.startedAtMs) / 1000;
+  const cpu = r.cpu as NodeJS.CpuUsage;
+  await rep.stop();
+  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0 };
+}
+
+// ---- phases -----------------------------------------------------------------------------------------
+const out: Record<string, unknown> = { bench: "analyzer-fleet", ratePerInstanceS: rate };
+
+if (only.has("drain")) {
+  const nodes = Number(flags["drain-nodes"]);
+  const seconds = Number(flags["drain-seconds"]);
+  await withStack({}, async (stack) => {
+    const { fleet, report, recordS } = await recordBacklog(stack, nodes, seconds);
+    log(`drain: recorded ${report.published.total} messages (${nodes} nodes × ${seconds} s) in ${recordS.toFixed(1)} s`);
+    const bare = [await bareDrain(stack)];
+    const a = await analyzerDrain(stack, "drain");
+    const c = await check(stack, fleet, report);
+    const bareMsgPerS = report.published.total / median(bare.map((b) => b.s));
+    const analyzerMsgPerS = report.published.total / a.s;
+    out.drain = { nodes, seconds, messages: report.published.total, bareMsgPerS: Math.round(bareMsgPerS), analyzerMsgPerS: Math.round(analyzerMsgPerS), analyzerS: +a.s.toFixed(2), analyzerCpuS: +a.cpuS.toFixed(1), natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), correct: correct(c), ...c };
+    out.drainRatio = +(analyzerMsgPerS / bareMsgPerS).toFixed(3);
+    log(`drain: bare ${Math.round(bareMsgPerS)} msg/s, analyzer ${Math.round(analyzerMsgPerS)} msg/s (ratio ${out.drainRatio}), correct ${correct(c)}`);
+  });
+}
+
+if (only.has("backlog")) {
+  const nodes = Number(flags["backlog-nodes"]);
+  const seconds = Number(flags["backlog-seconds"]);
+  await withStack({}, async (stack) => {
+    const { fleet, report, recordS } = await recordBacklog(stack, nodes, seconds);
+    log(`backlog: recorded ${report.published.total} messages (${nodes} nodes = ${report.gpus} GPUs × ${seconds} s) in ${recordS.toFixed(1)} s`);
+    const a = await analyzerDrain(stack, "backlog");
+    const c = await check(stack, fleet, report);
+    out.backlog = { nodes, gpus: report.gpus, seconds, messages: report.published.total, requests: report.requests.finished, drainS: +a.s.toFixed(1), fasterThanRealTime: a.s < seconds, msgPerS: Math.round(report.published.total / a.s), analyzerCpuS: +a.cpuS.toFixed(1), natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), correct: correct(c), ...c };
+    if (report.gpus === 10_000 && seconds === 60) out.backlog10kGpuS = +a.s.toFixed(1);
+    log(`backlog: drained in ${a.s.toFixed(1)} s (${seconds} s of fleet time), correct ${correct(c)}`);
+  });
+}
+
+if (only.has("realtime")) {
+  const seconds = Number(flags.seconds);
+  const sizes: Record<string, unknown>[] = [];
+  for (const nodes of flags.realtime.split(",").map(Number)) {
+    const r = await withStack({}, (stack) => realTimeRun(stack, nodes, seconds));
+    sizes.push(r);
+    log(`realtime: ${nodes} nodes (${nodes * 8} GPUs): kept up ${r.keptUp}, lag max ${r.pendingMax}, window→row p99 ${r.latencyP99Ms} ms, cpu ${r.cpuPctOfCore}% of a core`);
+    if (!r.keptUp) break;
+  }
+  const kept = sizes.filter((s) => s.keptUp).map((s) => Number(s.nodes));
+  out.realtime = sizes;
+  out.largestKeptUpGpus = kept.length ? Math.max(...kept) * 8 : 0;
+}
+
+if (only.has("replicas")) {
+  const nodes = Number(flags["drain-nodes"]);
+  const seconds = Number(flags["drain-seconds"]);
+  const partitions = Number(flags.partitions);
+  const cores = (await import("node:os")).availableParallelism();
+  const rows: Record<string, unknown>[] = [];
+  for (const n of flags.replicas.split(",").map(Number)) {
+    const row = await withStack({ natsExtraConfig: partitionMappings(partitions) }, async (stack) => {
+      const { fleet, report } = await recordBacklog(stack, nodes, seconds);
+      const n0 = cpuS(stack.pids.nats);
+      const i0 = cpuS(stack.pids.influxd);
+      // Replica k on core (cores - 1 - k): away from core 0 where the servers' first threads start.
+      const reps = await Promise.all(Array.from({ length: n }, (_, k) => spawnReplica(stack, "rep", 3600_000, partitions, String((cores - 1 - (k % cores) + cores) % cores))));
+      const t0 = Math.min(...reps.map((r) => r.startedAtMs));
+      // Every replica idle (the partitions settle among them first).
+      const done = await Promise.all(reps.map((r) => r.ask("idle 1800000")));
+      const s = (Math.max(...done.map((d) => Number(d.atMs))) - t0) / 1000;
+      const cpu = done.reduce((acc, d) => acc + ((d.cpu as NodeJS.CpuUsage).user + (d.cpu as NodeJS.CpuUsage).system) / 1e6, 0);
+      await Promise.all(reps.map((r) => r.stop()));
+      const c = await check(stack, fleet, report);
+      return { replicas: n, partitions, messages: report.published.total, s: +s.toFixed(2), msgPerS: Math.round(report.published.total / s), analyzersCpuS: +cpu.toFixed(1), natsCpuS: +(cpuS(stack.pids.nats) - n0).toFixed(1), influxCpuS: +(cpuS(stack.pids.influxd) - i0).toFixed(1), correct: correct(c), ...c };
+    });
+    rows.push(row);
+    log(`replicas: ${n} pinned on ${partitions} partitions: ${row.msgPerS} msg/s, correct ${row.correct}`);
+  }
+  out.replicas = { cores, rows };
+}
+
+// ---- real time ----------------------------------------------------------------------------------------
+async function realTimeRun(stack: LocalStack, nodes: number, seconds: number): Promise<Record<string, unknown> & { keptUp: boolean; nodes: number }> {
+  const rep = await spawnReplica(stack, "analyzer", 5000);
+  const nc = await connect({ servers: stack.natsUrl, noAsyncTraces: true });
   const jsm = await jetstreamManager(nc);
   const influx = { url: stack.influxUrl, database: stack.database };
-  const windowEnds = new Map<number, number>(); // window start → rows seen so far
+  const rowsSeen = new Map<number, number>(); // window start → rows seen so far
   const latencies: number[] = [];
   const pendings: number[] = [];
   let startMs = 0;
@@ -124,7 +316,6 @@ async function realTimeRun(stack: LocalStack, nodes: number, replicas: number, p
   const lagPoll = (async () => {
     while (running) {
       let p = 0;
-      // One durable per stream, or one per stream and partition (analyzer-power-p3).
       for (const s of STREAMS) for await (const ci of jsm.consumers.list(s)) if (ci.name.startsWith("analyzer-")) p += ci.num_pending;
       pendings.push(p);
       await new Promise((r) => setTimeout(r, 1000));
@@ -137,9 +328,9 @@ async function realTimeRun(stack: LocalStack, nodes: number, replicas: number, p
     for (const r of s[0]?.rows ?? []) {
       const ws = Number(r.time);
       const n = Number(r.count);
-      const seen = windowEnds.get(ws) ?? 0;
+      const seen = rowsSeen.get(ws) ?? 0;
       for (let k = seen; k < n; k++) latencies.push(now - (ws + 1000));
-      windowEnds.set(ws, Math.max(seen, n));
+      rowsSeen.set(ws, Math.max(seen, n));
     }
   };
   const latencyPoll = (async () => {
@@ -148,136 +339,48 @@ async function realTimeRun(stack: LocalStack, nodes: number, replicas: number, p
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
+  const c0 = await rep.ask("stats");
   const fleet = startFleet({ nc, nodes, durationS: seconds, realTime: true, ratePerInstanceS: rate, seed: 1, onWindow: (w) => (startMs ||= w.windowStartMs) });
   const report = await fleet.done();
-  // Grace: 5 s for the analyzer to finish what the last windows brought.
   const graceEnd = Date.now() + 5000;
   while (Date.now() < graceEnd && latencies.length < report.truth.nodeWindows) await new Promise((r) => setTimeout(r, 250));
   running = false;
   await Promise.all([lagPoll, latencyPoll]);
-  let pendingEnd = 0;
-  let ackPendingEnd = 0;
-  for (const s of STREAMS) {
-    for await (const ci of jsm.consumers.list(s)) {
-      if (!ci.name.startsWith("analyzer-")) continue;
-      pendingEnd += ci.num_pending;
-      ackPendingEnd += ci.num_ack_pending;
-    }
-  }
-  const stats = await Promise.all(reps.map((r) => r.ask("stats")));
-  const cpuS = stats.reduce((s, x) => s + ((x.cpu as NodeJS.CpuUsage).user + (x.cpu as NodeJS.CpuUsage).system) / 1e6, 0);
-  await Promise.all(reps.map((r) => r.ask(`idle 20000`)));
-  const join = stats.map((x) => (x.stats as { join: { incompleteWindows: number; late: number } }).join);
-  const stored = await readResults(influx);
-  for (const r of reps) {
-    r.proc.stdin!.write("stop\n");
-    await new Promise((res) => r.proc.once("exit", res));
-  }
+  const c1 = await rep.ask("stats");
+  const cpu = (x: Record<string, unknown>) => ((x.cpu as NodeJS.CpuUsage).user + (x.cpu as NodeJS.CpuUsage).system) / 1e6;
+  const usedS = cpu(c1) - cpu(c0);
+  const idle = await rep.ask("idle 60000");
+  await rep.stop();
+  const c = await check(stack, fleet, report);
   await nc.close();
   const p99 = quantile(latencies, 0.99);
-  const offered = (report.published.total / report.wallS);
+  const offered = report.published.total / report.wallS;
+  const pendingEnd = pendings[pendings.length - 1] ?? 0;
   return {
     nodes,
-    replicas,
-    offeredMsgPerS: +offered.toFixed(0),
+    gpus: nodes * 8,
+    offeredMsgPerS: Math.round(offered),
     pendingMax: Math.max(0, ...pendings),
     pendingEnd,
-    ackPendingEnd,
-    latencyP50Ms: +quantile(latencies, 0.5).toFixed(0),
-    latencyP99Ms: +p99.toFixed(0),
+    latencyP50Ms: Math.round(quantile(latencies, 0.5)),
+    latencyP99Ms: Math.round(p99),
     rowsSeen: latencies.length,
     rowsExpected: report.truth.nodeWindows,
-    cpuPctOfCore: +((100 * cpuS) / (seconds + 5)).toFixed(0),
-    // Kept up: nothing undelivered piled up, every window readable in time, p99 under 5 s.
-    keptUp: latencies.length === report.truth.nodeWindows && p99 < 5000 && pendingEnd < offered * 2,
-    incompleteWindows: join.reduce((s, j) => s + j.incompleteWindows, 0),
-    late: join.reduce((s, j) => s + j.late, 0),
-    requestEnergyRatio: +(stored.requests.reduce((s, r) => s + r.energyJ, 0) / report.truth.attributedJ).toFixed(4),
-    requestsStored: stored.requests.length,
-    requestsFinished: report.requests.finished,
-    report,
+    cpuPctOfCore: Math.round((100 * usedS) / (seconds + 5)),
+    // Kept up: every window readable within the run's grace, p99 under 2 s, nothing piled up.
+    keptUp: latencies.length === report.truth.nodeWindows && p99 < 2000 && pendingEnd < offered * 2,
+    idleAfter: idle.idle === true,
+    correct: correct(c),
+    ...c,
   };
 }
 
-/** Drains the streams' backlog with a do-nothing consumer, then with a fresh analyzer: msgs/s each. */
-async function drainRun(stack: LocalStack): Promise<{ messages: number; nullMsgPerS: number; analyzerMsgPerS: number }> {
-  const nc = await connect({ servers: stack.natsUrl });
-  const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
-  let total = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    STREAMS.map(async (s) => {
-      await jsm.consumers.add(s, { durable_name: `null-${s.toLowerCase()}`, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
-      const n = (await jsm.consumers.info(s, `null-${s.toLowerCase()}`)).num_pending;
-      total += n;
-      if (n === 0) return;
-      const msgs = await (await js.consumers.get(s, `null-${s.toLowerCase()}`)).consume({ max_messages: 512 });
-      let got = 0;
-      for await (const m of msgs) {
-        m.ack();
-        if (++got >= n) break;
-      }
-    }),
-  );
-  const nullS = (performance.now() - t0) / 1000;
-  // A fresh analyzer ("drain": its own consumers and emitted store) redoes all the work.
-  const rep = await spawnReplica(stack, "drain", 3600_000);
-  const idle = (await rep.ask("idle 120000")).idle;
-  // From the replica's start (after its module loading) to idle, which polls every 100 ms.
-  const analyzerS = (Date.now() - rep.startedAtMs) / 1000;
-  rep.proc.stdin!.write("stop\n");
-  await new Promise((res) => rep.proc.once("exit", res));
-  await nc.close();
-  return { messages: total, nullMsgPerS: +(total / nullS).toFixed(0), analyzerMsgPerS: idle ? +(total / analyzerS).toFixed(0) : 0 };
-}
-
-const results: { single: RealTimeResult; drain: Awaited<ReturnType<typeof drainRun>>; two?: RealTimeResult }[] = [];
-for (const nodes of sizes) {
-  const stack = await startLocalStack();
-  try {
-    const single = await realTimeRun(stack, nodes, 1);
-    const drain = await drainRun(stack);
-    results.push({ single, drain });
-    process.stderr.write(`${nodes} nodes: kept up ${single.keptUp}, lag max ${single.pendingMax}, p99 ${single.latencyP99Ms} ms, drain ${drain.analyzerMsgPerS}/${drain.nullMsgPerS} msg/s\n`);
-    if (!single.keptUp) break;
-  } finally {
-    await stack.stop();
-  }
-}
-// Two replicas on 8 partitions, at the largest size one kept up with and the first it did not.
-const PARTITIONS = 8;
-for (const r of results.slice(-2)) {
-  const stack = await startLocalStack({ natsExtraConfig: partitionMappings(PARTITIONS) });
-  try {
-    r.two = await realTimeRun(stack, r.single.nodes, 2, PARTITIONS);
-    process.stderr.write(`${r.single.nodes} nodes, 2 replicas: kept up ${r.two.keptUp}, incomplete ${r.two.incompleteWindows}\n`);
-  } finally {
-    await stack.stop();
-  }
-}
-
-const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padStart(i === 0 ? 6 : 11)).join(" ");
-console.log(`analyzer vs fleet emulator in real time, ${seconds} s per size, 8 GPUs × 10 Hz per node, 2 instances, ${rate} req/s per instance\n`);
-console.log(row(["nodes", "replicas", "msg/s in", "lag max", "lag end", "p50 ms", "p99 ms", "rows", "cpu %", "kept up", "incompl.", "late", "req E/true", "drain a/0"]));
-for (const r of results) {
-  for (const x of [r.single, r.two]) {
-    if (!x) continue;
-    console.log(
-      row([x.nodes, x.replicas, x.offeredMsgPerS, x.pendingMax, x.pendingEnd, x.latencyP50Ms, x.latencyP99Ms, `${x.rowsSeen}/${x.rowsExpected}`, x.cpuPctOfCore, x.keptUp ? "yes" : "NO", x.incompleteWindows, x.late, x.requestEnergyRatio, x.replicas === 1 ? `${(r.drain.analyzerMsgPerS / r.drain.nullMsgPerS).toFixed(3)}` : "-"]),
-    );
-  }
-}
-const kept = results.filter((r) => r.single.keptUp).map((r) => r.single.nodes);
-const strip = (x?: RealTimeResult) => (x ? { ...x, report: undefined, publishedMsgs: x.report.published.total, requests: x.report.requests.started } : undefined);
-console.log(
-  JSON.stringify({
-    bench: "analyzer-fleet",
-    seconds,
-    ratePerInstanceS: rate,
-    largestKeptUpNodes: kept.length ? Math.max(...kept) : 0,
-    largestKeptUpGpus: kept.length ? Math.max(...kept) * 8 : 0,
-    sizes: results.map((r) => ({ single: strip(r.single), drain: { ...r.drain, ratio: r.drain.nullMsgPerS ? +(r.drain.analyzerMsgPerS / r.drain.nullMsgPerS).toFixed(3) : 0 }, two: strip(r.two) })),
-  }),
-);
+// ---- report -----------------------------------------------------------------------------------------
+const fmt = (x: unknown) => JSON.stringify(x);
+process.stdout.write(`analyzer-fleet (${(await import("node:os")).availableParallelism()} cores), ${rate} req/s per instance, 8 GPUs × 10 Hz and 2 TP=4 instances per node\n`);
+if (out.drain) process.stdout.write(`drain:    ${fmt(out.drain)}\n`);
+if (out.backlog) process.stdout.write(`backlog:  ${fmt(out.backlog)}\n`);
+if (out.realtime) for (const r of out.realtime as unknown[]) process.stdout.write(`realtime: ${fmt(r)}\n`);
+if (out.replicas) for (const r of (out.replicas as { rows: unknown[] }).rows) process.stdout.write(`replicas: ${fmt(r)}\n`);
+console.log(JSON.stringify(out));
 process.exit(0);

@@ -44,6 +44,12 @@ export interface FleetOptions {
    * (real time) or window (fast). `false`: one message per event, as a third-party publisher may.
    */
   batchRequests?: boolean;
+  /**
+   * Fast mode: one REQUESTS batch per node and sample tick, as an agent publishes in real time (10
+   * per window), instead of one per window. A recorded backlog then has the message count of a real
+   * fleet's, not a third of it.
+   */
+  tickBatches?: boolean;
   /** Replicas of the streams if it creates them; default: the server's (resolveReplicas). */
   replicas?: number;
   /** Where a stream left short of its replicas is reported. */
@@ -164,11 +170,11 @@ export function startFleet(opts: FleetOptions): FleetEmulator {
       const last = i === windows - 1 || stopRequested;
       const out = models.map((m) => m.step(ws, { abortAll: last }));
       const we = ws + windowMs;
-      if (realTime) {
+      if (realTime || opts.tickBatches) {
         const events = out.flatMap((o) => o.events).sort((a, b) => a.tMs - b.tMs);
         let k = 0;
         for (let t = ws + sampleMs; t <= we; t += sampleMs) {
-          await sleepUntil(t);
+          if (realTime) await sleepUntil(t);
           const from = k;
           while (k < events.length && events[k]!.tMs < t) k++;
           await publishEvents(events.slice(from, k), t);
