@@ -1,7 +1,9 @@
 import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
-import { attributeWindow, DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
-import { gpuWindowEnergy, type GpuWindowEnergy } from "./window-energy.ts";
+import { DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
 import { newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
+import { attributeClosedWindow, energyRecord, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";
+
+export type { GpuWindowResult, InstanceWindowResult, NodeWindowResult } from "./window-result.ts";
 
 /**
  * The windowed join of POWER, WORK and REQUESTS, per node. Pure state machine: no I/O, no clock —
@@ -29,42 +31,6 @@ export interface JoinOptions {
   allowedLatenessMs?: number;
   /** A request without an end event is emitted (incomplete) once the watermark is this far past its last work. */
   maxRequestIdleMs?: number;
-}
-
-export interface GpuWindowResult extends GpuWindowEnergy {
-  gpu: number;
-  uuid: string;
-}
-
-export interface NodeWindowResult {
-  node: string;
-  windowStartMs: number;
-  windowEndMs: number;
-  measuredMj: number;
-  attributedMj: number;
-  idleMj: number;
-  /** Energy of GPUs that belong to no instance (counted in idleMj too). */
-  unassignedMj: number;
-  incomplete: boolean;
-  gpus: GpuWindowResult[];
-  power?: PowerBatch;
-}
-
-export interface InstanceWindowResult {
-  node: string;
-  instance: string;
-  model?: string;
-  windowStartMs: number;
-  windowEndMs: number;
-  gpus: number[];
-  energyMj: number;
-  attributedMj: number;
-  idleMj: number;
-  prefillTokens: number;
-  decodeTokens: number;
-  activeRequests: number;
-  inFlight: number;
-  incomplete: boolean;
 }
 
 export interface JoinOutput<T> {
@@ -250,95 +216,27 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     const missingWork = [...expectedInstances(w, ns)].filter((i) => !w.work.has(i));
     const incomplete = !w.power || missingWork.length > 0;
     if (incomplete) stats.incompleteWindows++;
-    const gpuEnergy = new Map<number, GpuWindowResult>();
-    for (const g of w.power?.gpus ?? []) gpuEnergy.set(g.gpu, { gpu: g.gpu, uuid: g.uuid, ...gpuWindowEnergy(g) });
-    let measuredMj = 0;
-    for (const g of gpuEnergy.values()) measuredMj += g.energyMj;
-    const assigned = new Set<number>();
-    let attributed = 0;
-    let idle = 0;
-    for (const work of [...w.work.values()].sort((a, b) => (a.instance < b.instance ? -1 : 1))) {
-      const energyMj = work.gpus.reduce((s, g) => (assigned.has(g) ? s : (assigned.add(g), s + (gpuEnergy.get(g)?.energyMj ?? 0))), 0);
-      const { shares, idleMj } = attributeWindow(energyMj, work.requests, prefillWeight);
-      let prefillTokens = 0;
-      let decodeTokens = 0;
-      for (const s of shares) {
-        prefillTokens += s.prefillTokens;
-        decodeTokens += s.decodeTokens;
-        attributed += s.energyMj;
-        if (isEmitted(w.node, s.requestId)) continue; // a window that came after its request was emitted
-        const a = acc(w.node, s.requestId);
-        a.instance ??= work.instance;
-        a.energyMj += s.energyMj;
-        a.prefillMj += s.prefillMj;
-        a.decodeMj += s.decodeMj;
-        a.windows++;
-        a.lastWorkMs = Math.max(a.lastWorkMs, w.end);
-        if (incomplete) a.incomplete = true;
-      }
-      idle += idleMj;
-      out.instanceWindows.push({
-        node: w.node,
-        instance: work.instance,
-        ...(work.model ? { model: work.model } : {}),
-        windowStartMs: w.start,
-        windowEndMs: w.end,
-        gpus: work.gpus,
-        energyMj,
-        attributedMj: energyMj - idleMj,
-        idleMj,
-        prefillTokens,
-        decodeTokens,
-        activeRequests: shares.length,
-        inFlight: work.inFlight ?? shares.length,
-        incomplete,
-      });
+    const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, prefillWeight);
+    for (const sh of closed.shares) {
+      if (isEmitted(w.node, sh.requestId)) continue; // a window that came after its request was emitted
+      const a = acc(w.node, sh.requestId);
+      a.instance ??= sh.instance;
+      a.energyMj += sh.energyMj;
+      a.prefillMj += sh.prefillMj;
+      a.decodeMj += sh.decodeMj;
+      a.windows++;
+      a.lastWorkMs = Math.max(a.lastWorkMs, w.end);
+      if (incomplete) a.incomplete = true;
     }
-    let unassignedMj = 0;
-    for (const [g, e] of gpuEnergy) if (!assigned.has(g)) unassignedMj += e.energyMj;
-    idle += unassignedMj;
-    out.nodeWindows.push({
-      node: w.node,
-      windowStartMs: w.start,
-      windowEndMs: w.end,
-      measuredMj,
-      attributedMj: attributed,
-      idleMj: idle,
-      unassignedMj,
-      incomplete,
-      gpus: [...gpuEnergy.values()],
-      ...(w.power ? { power: w.power } : {}),
-    });
+    for (const iw of closed.instanceWindows) out.instanceWindows.push(iw);
+    out.nodeWindows.push(closed.nodeWindow);
     // The window's shares are in the open requests' sums now (and so in the next snapshot).
     for (const t of w.tokens) out.ackable.push(t);
   };
 
   const emit = (a: RequestAcc, incomplete: boolean) => {
     const end = a.end;
-    out.requests.push({
-      v: 1,
-      kind: "energy",
-      msgId: `${a.node}:energy:${a.requestId}`,
-      node: a.node,
-      instance: a.instance ?? a.start?.instance ?? end?.instance ?? "unknown",
-      requestId: a.requestId,
-      ...(a.start?.model ? { model: a.start.model } : {}),
-      ...(a.start?.workloadClass ? { workloadClass: a.start.workloadClass } : {}),
-      ...(a.start?.runId ? { runId: a.start.runId } : {}),
-      startMs: a.start?.tMs ?? end?.tMs ?? a.lastWorkMs,
-      endMs: end?.tMs ?? a.lastWorkMs,
-      status: end?.status ?? "error",
-      promptTokens: end?.promptTokens ?? 0,
-      outputTokens: end?.outputTokens ?? 0,
-      energyMj: a.energyMj,
-      prefillEnergyMj: a.prefillMj,
-      decodeEnergyMj: a.decodeMj,
-      idleShareMj: 0,
-      windows: a.windows,
-      // Output tokens but no window that carried them: its energy is missing, not zero.
-      incomplete: incomplete || a.incomplete || !a.start || !end || (a.windows === 0 && (end?.outputTokens ?? 0) > 0),
-      config: {},
-    });
+    out.requests.push(energyRecord(a, incomplete));
     const key = `${a.node}/${a.requestId}`;
     if (openRequests.get(a.node)?.delete(a.requestId)) openRequestCount--;
     const ended = endedRequests.get(a.node);
