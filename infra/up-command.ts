@@ -78,14 +78,7 @@ export function describeStack(stack: LocalStack): string {
     `NATS      ${stack.natsUrl}  (JetStream; monitoring ${stack.natsMonitorUrl})`,
     `InfluxDB  ${stack.influxUrl}  (database ${stack.database})`,
     `Run dir   ${stack.runDir}  (logs: nats-server.log, influxd.log)`,
-    "",
-    "Point services at it:",
-    `export JOULESTREAM_NATS_URL=${stack.natsUrl}`,
-    `export JOULESTREAM_INFLUX_URL=${stack.influxUrl}`,
-    `export JOULESTREAM_INFLUX_DB=${stack.database}`,
-    "",
-    "Ctrl-C stops it.",
-    "",
+    ...pointServicesAt("Point services at it:", stack),
   ].join("\n");
 }
 
@@ -96,13 +89,11 @@ export function describeClusterStack(stack: LocalClusterStack): string {
     `Streams   ${stack.streams.map((s) => s.name).join(", ")}: R${replicas}`,
     `InfluxDB  ${stack.influxUrl}  (database ${stack.database})`,
     `Run dir   ${stack.runDir}  (logs: nats/nats-n1.log .. nats-n3.log, influxd.log)`,
-    "",
-    "Point services at it (they create streams and buckets R3 here by default):",
-    `export JOULESTREAM_NATS_URL=${stack.natsUrl}`,
-    `export JOULESTREAM_INFLUX_URL=${stack.influxUrl}`,
-    `export JOULESTREAM_INFLUX_DB=${stack.database}`,
-    "",
-    "Ctrl-C stops it.",
-    "",
+    ...pointServicesAt("Point services at it (they create streams and buckets R3 here by default):", stack),
   ].join("\n");
+}
+
+/** The env lines a user copies, and how to stop: the same for one server and a cluster. */
+function pointServicesAt(heading: string, stack: { natsUrl: string; influxUrl: string; database: string }): string[] {
+  return ["", heading, `export JOULESTREAM_NATS_URL=${stack.natsUrl}`, `export JOULESTREAM_INFLUX_URL=${stack.influxUrl}`, `export JOULESTREAM_INFLUX_DB=${stack.database}`, "", "Ctrl-C stops it.", ""];
 }
