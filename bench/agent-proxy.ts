@@ -31,7 +31,7 @@ const TOKENS = Number(process.argv[3] ?? 32);
 const WARMUP = Math.max(1, Number(process.argv[4] ?? 3000));
 const root = fileURLToPath(new URL("..", import.meta.url));
 
-const echo = spawn(process.execPath, ["--import=tsx", `${root}/services/loadgen/testing/echo-main.ts`], { stdio: ["ignore", "pipe", "inherit"] });
+const echo = spawn(process.execPath, ["--import=tsx", `${root}/test/helpers/echo-main.ts`], { stdio: ["ignore", "pipe", "inherit"] });
 const echoUrl = await printedUrl(echo.stdout!);
 const bare = spawn(process.execPath, ["--import=tsx", `${root}/bench/helpers/passthrough-proxy.ts`, echoUrl], { stdio: ["ignore", "pipe", "inherit"] });
 const bareUrl = await printedUrl(bare.stdout!);

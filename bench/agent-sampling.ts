@@ -13,8 +13,8 @@
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { systemClock } from "../shared/mod.ts";
-import type { GpuReading } from "../services/agent/power-source.ts";
-import { createNvmlSource } from "../services/agent/nvml/mod.ts";
+import type { GpuReading } from "../services/agent/mod.ts";
+import { createNvmlSource } from "../services/agent/mod.ts";
 import { buildFakeNvml, withFakeNvmlEnv } from "../test/helpers/fake-nvml.ts";
 
 const { values: args } = parseArgs({

@@ -22,11 +22,9 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { startAnalyzer } from "../services/analyzer/analyzer.ts";
-import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
-import { partitionMappings } from "../services/analyzer/partitions.ts";
+import { createInfluxSink, partitionMappings, startAnalyzer } from "../services/analyzer/mod.ts";
 import { startFleet, type FleetEmulator, type FleetReport } from "../services/fleet/emulator.ts";
-import { readResults } from "../services/fleet/testing/analyzer-harness.ts";
+import { readResults } from "../test/helpers/analyzer-harness.ts";
 import { startLocalStack, type LocalStack } from "../infra/local-stack.ts";
 import { influxQuery, mjToJ } from "../shared/mod.ts";
 

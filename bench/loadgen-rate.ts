@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { availableParallelism } from "node:os";
 import { runLoad, syntheticWorkload, type WorkloadRequest } from "../services/loadgen/mod.ts";
-import { createHistogram, histogramFromState, type HistogramState } from "../services/loadgen/histogram.ts";
+import { createHistogram, histogramFromState, type HistogramState } from "../services/loadgen/mod.ts";
 import { firstMatch, printedUrl } from "./helpers/child-output.ts";
 
 const LAG_P99_LIMIT_MS = 2;
@@ -64,7 +64,7 @@ function node(args: string[], env: Record<string, string>): ChildProcess {
 
 const firstLine = async (p: ChildProcess): Promise<string> => (await firstMatch(p.stdout!))[0];
 
-const echo = node([fileURLToPath(new URL("../services/loadgen/testing/echo-main.ts", import.meta.url))], {});
+const echo = node([fileURLToPath(new URL("../test/helpers/echo-main.ts", import.meta.url))], {});
 const url = await printedUrl(echo.stdout!);
 
 async function step(rate: number, workers: number) {

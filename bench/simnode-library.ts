@@ -3,8 +3,7 @@
  * one TP=8 instance of a 70B model.   npm run bench -- simnode-library [trace.csv]
  */
 import { fileURLToPath } from "node:url";
-import { simulate } from "../services/simnode/library.ts";
-import { loadAzureTrace } from "../services/simnode/workloads.ts";
+import { loadAzureTrace, simulate } from "../services/simnode/mod.ts";
 
 const trace = process.argv[2] ?? fileURLToPath(new URL("../load/traces/azure/AzureLLMInferenceTrace_conv.csv", import.meta.url));
 const tLoad = performance.now();

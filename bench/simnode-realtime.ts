@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { poissonClassWorkload } from "../services/simnode/workloads.ts";
+import { poissonClassWorkload } from "../services/simnode/mod.ts";
 
 const rate = Number(process.argv[2] ?? 5);
 const seconds = Number(process.argv[3] ?? 20);

@@ -1,9 +1,9 @@
 import { z } from "zod";
 import { onShutdownSignal } from "../shared/lifecycle.ts";
-import { defineCommand } from "../services/cli/command.ts";
+import { defineCommand } from "../shared/command.ts";
 import { startLocalClusterStack, type LocalClusterStack } from "./local-cluster-stack.ts";
 import { startLocalStack, type LocalStack } from "./local-stack.ts";
-import { ensureRollups } from "../services/analyzer/rollups.ts";
+import { ensureRollups } from "../services/analyzer/mod.ts";
 
 const port = z.coerce.number().int().min(0).max(65535).default(0);
 

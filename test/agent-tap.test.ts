@@ -8,7 +8,7 @@ import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
 import { MAX_REQUEST_ID_CHARS, requestEvent, systemClock, type RequestEvent } from "../shared/mod.ts";
 import { freePort } from "../infra/ports.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 
 /** The request tap in front of the simulated node: what clients see, and what the tap records. */
 async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number; node?: string } = {}) {

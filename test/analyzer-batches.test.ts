@@ -3,7 +3,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { FAST_START_MS, startFleet } from "../services/fleet/emulator.ts";
 import { createNodeModel } from "../services/fleet/node-model.ts";
-import { readResults, startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
+import { readResults, startStackAnalyzer } from "./helpers/analyzer-harness.ts";
 import { sharedToken } from "../services/analyzer/intake.ts";
 import { deadLetter, decode, decodeAs, encode, subjects, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";

@@ -4,7 +4,7 @@ import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { nodeIds, startFleet, type FleetReport } from "../services/fleet/emulator.ts";
 import { createNodeModel } from "../services/fleet/node-model.ts";
-import { readResults, startStackAnalyzer, type StoredRequest } from "../services/fleet/testing/analyzer-harness.ts";
+import { readResults, startStackAnalyzer, type StoredRequest } from "./helpers/analyzer-harness.ts";
 import { createRng } from "../shared/rng.ts";
 import { deadLetter, decodeAs, encode, subjects } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";

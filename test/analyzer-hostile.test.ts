@@ -2,7 +2,7 @@ import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { encode, influxQuery, subjects, type PowerBatch, type RequestEvent, type WorkWindow } from "../shared/mod.ts";
-import { startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
+import { startStackAnalyzer } from "./helpers/analyzer-harness.ts";
 import { withStack } from "./helpers/stack.ts";
 
 const power = (node: string, start: number, end: number): PowerBatch => ({

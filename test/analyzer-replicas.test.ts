@@ -4,7 +4,7 @@ import { startAnalyzer, type Analyzer } from "../services/analyzer/analyzer.ts";
 import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
 import { partitionMappings } from "../services/analyzer/partitions.ts";
 import { startFleet } from "../services/fleet/emulator.ts";
-import { readResults } from "../services/fleet/testing/analyzer-harness.ts";
+import { readResults } from "./helpers/analyzer-harness.ts";
 import type { InfluxTarget } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
 import { until } from "./helpers/until.ts";

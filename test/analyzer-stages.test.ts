@@ -6,7 +6,7 @@ import { startAnalyzer } from "../services/analyzer/analyzer.ts";
 import { createInfluxSink, Point } from "../services/analyzer/influx-sink.ts";
 import { createPointWriter } from "../services/analyzer/point-writer.ts";
 import { startFleet } from "../services/fleet/emulator.ts";
-import { readResults } from "../services/fleet/testing/analyzer-harness.ts";
+import { readResults } from "./helpers/analyzer-harness.ts";
 import { compareWithTruth } from "./helpers/fleet-truth.ts";
 import { withStack } from "./helpers/stack.ts";
 import { until } from "./helpers/until.ts";

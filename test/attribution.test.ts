@@ -1,7 +1,7 @@
 import test from "ava";
 import fc from "fast-check";
-import { attributeWindow } from "../services/analyzer/attribution.ts";
-import { gpuWindowEnergy } from "../services/analyzer/window-energy.ts";
+import { attributeWindow } from "../shared/energy/mod.ts";
+import { gpuWindowEnergy } from "../shared/energy/mod.ts";
 
 const items = fc.array(
   fc.record({ requestId: fc.string({ minLength: 1, maxLength: 6 }), prefillTokens: fc.nat(5000), decodeTokens: fc.nat(300) }),

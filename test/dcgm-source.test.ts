@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createDcgmSource } from "../services/agent/dcgm-source.ts";
 import { createSampler } from "../services/agent/sampler.ts";
-import { gpuWindowEnergy } from "../services/analyzer/window-energy.ts";
+import { gpuWindowEnergy } from "../shared/energy/mod.ts";
 import { systemClock, type PowerBatch } from "../shared/mod.ts";
 
 /** A DCGM exporter stand-in: serves whatever `text()` returns at /metrics. */

@@ -1,7 +1,7 @@
 import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { startFleet } from "../services/fleet/emulator.ts";
-import { readResults, startStackAnalyzer } from "../services/fleet/testing/analyzer-harness.ts";
+import { readResults, startStackAnalyzer } from "./helpers/analyzer-harness.ts";
 import { withStack } from "./helpers/stack.ts";
 
 /**

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { azureTrace, mooncakeTrace } from "../services/loadgen/mod.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 import { TraceError } from "../services/loadgen/trace-error.ts";
 import { detectFormat, guessFormat } from "../services/loadgen/traces.ts";
 import { waitUntil } from "../services/loadgen/wait.ts";

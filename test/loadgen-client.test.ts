@@ -1,7 +1,7 @@
 import test from "ava";
 import type { LoadResult } from "../shared/messages/load.ts";
 import { runLoad, type WorkloadRequest } from "../services/loadgen/mod.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 
 async function* fixed(n: number, o: { everyMs?: number; prompt?: number; output?: number; cls?: string } = {}): AsyncGenerator<WorkloadRequest> {
   for (let i = 0; i < n; i++) yield { index: i, offsetMs: i * (o.everyMs ?? 0), promptTokens: o.prompt ?? 20, outputTokens: o.output ?? 4, workloadClass: o.cls ?? "short-short" };

@@ -8,7 +8,7 @@ import { runLoad } from "../services/loadgen/mod.ts";
 import type { LoadResult } from "../shared/messages/load.ts";
 import { runCoordinated } from "../services/loadgen/coordinator.ts";
 import { startWorker } from "../services/loadgen/worker.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 import { loadCluster } from "./helpers/load-cluster.ts";
 import { encode } from "../shared/codec.ts";
 import { control } from "../services/loadgen/control.ts";

@@ -11,7 +11,7 @@ import { runCoordinated } from "../services/loadgen/coordinator.ts";
 import { runLoad } from "../services/loadgen/runner.ts";
 import { startWorker } from "../services/loadgen/worker.ts";
 import { workloadOf } from "../services/loadgen/source-spec.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 import { ConfigError } from "../shared/errors.ts";
 import type { LoadResult } from "../shared/messages/load.ts";
 import { ensureStreams } from "../shared/streams.ts";

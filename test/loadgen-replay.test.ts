@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { systemClock } from "../shared/units.ts";
 import type { LoadResult } from "../shared/messages/load.ts";
 import { azureTrace, mooncakeTrace, runLoad } from "../services/loadgen/mod.ts";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 
 /**
  * Acceptance: every row of the carried traces (load/traces: Azure 2023 whole, the first 1,000 rows of

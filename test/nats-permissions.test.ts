@@ -7,7 +7,7 @@ import { natsAuthConfig } from "../infra/nats/auth.ts";
 import { loadgenInboxPrefix, loadgenUser, nodeInboxPrefix, subjectId, subjects } from "../shared/subjects.ts";
 import { execFile, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { startEchoServer } from "../services/loadgen/testing/echo-server.ts";
+import { startEchoServer } from "./helpers/echo-server.ts";
 import { ensureStreams, encode, decode } from "../shared/mod.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -4,7 +4,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { rollupStatements } from "../../services/analyzer/rollups.ts";
+import { rollupStatements } from "../../services/analyzer/mod.ts";
 
 export const ROLLUPS_FILE = fileURLToPath(new URL("rollups.influxql", import.meta.url));
 

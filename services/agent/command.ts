@@ -2,7 +2,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { connectNats, natsConfig, natsOptions, nodeInboxPrefix, replicasConfig, replicasOptions, runUntilSignal, systemClock, ConfigError } from "../../shared/mod.ts";
-import { defineCommand } from "../cli/command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { startAgent } from "./agent.ts";
 import { parseInstance } from "./instances.ts";
 import { openPowerSource } from "./open-source.ts";

@@ -1,6 +1,6 @@
 import { RetryableError, type Clock, wToMw } from "../../shared/mod.ts";
 import type { GpuInfo } from "../../shared/mod.ts";
-import { CounterPower, StandingCounter } from "./counter-power.ts";
+import { CounterPower, StandingCounter } from "../../shared/energy/mod.ts";
 import { parsePrometheusText } from "./prometheus.ts";
 import type { GpuReading, PowerSource, SourceDescription } from "./power-source.ts";
 

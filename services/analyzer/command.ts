@@ -1,8 +1,8 @@
 import { z } from "zod";
 import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, runUntilSignal } from "../../shared/mod.ts";
-import { defineCommand } from "../cli/command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { DEFAULT_STOP_GRACE_MS, startAnalyzer } from "./analyzer.ts";
-import { DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
+import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
 import { createInfluxSink } from "./influx-sink.ts";
 import { detectInfluxApi } from "./influx-version.ts";
 

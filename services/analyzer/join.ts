@@ -1,5 +1,5 @@
 import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
-import { DEFAULT_PREFILL_WEIGHT } from "./attribution.ts";
+import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
 import { newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
 import { attributeClosedWindow, energyRecord, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";
 

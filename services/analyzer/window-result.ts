@@ -1,7 +1,7 @@
 import type { PowerBatch, RequestEnergy, WorkWindow } from "../../shared/mod.ts";
-import { attributeWindow } from "./attribution.ts";
+import { attributeWindow } from "../../shared/energy/mod.ts";
 import type { RequestAcc } from "./join-state.ts";
-import { gpuWindowEnergy, type GpuWindowEnergy } from "./window-energy.ts";
+import { gpuWindowEnergy, type GpuWindowEnergy } from "../../shared/energy/mod.ts";
 
 /**
  * What a closed window yields, and what a finished request is: pure functions of their inputs, the

@@ -3,21 +3,15 @@ import { join } from "node:path";
 import { z } from "zod";
 import { connectNats, onShutdownSignal, stopAll, systemClock } from "../../shared/mod.ts";
 import { startLocalStack } from "../../infra/local-stack.ts";
-import { instanceEndpoints, startSimnode } from "../simnode/server.ts";
-import { startAgent } from "../agent/agent.ts";
-import type { CpuEnergyMeter } from "../agent/sampler.ts";
-import { createDcgmSource } from "../agent/dcgm-source.ts";
-import { startAnalyzer } from "../analyzer/analyzer.ts";
-import { createInfluxSink } from "../analyzer/influx-sink.ts";
-import { detectInfluxApi } from "../analyzer/influx-version.ts";
+import { createDcgmSource, startAgent, type CpuEnergyMeter } from "../agent/mod.ts";
+import { createInfluxSink, detectInfluxApi, startAnalyzer, type Summary } from "../analyzer/mod.ts";
 import { azureTrace, poissonWorkload, runLoad, type LoadSummary } from "../loadgen/mod.ts";
-import { modelSpec } from "../simnode/mod.ts";
-import { defineCommand } from "./command.ts";
+import { instanceEndpoints, modelSpec, startSimnode } from "../simnode/mod.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { packageFile } from "./package-root.ts";
 import { formatSummary, readRunSummary, type RunSummary } from "./summary.ts";
 import { encode, subjects, type InfluxTarget, type LoadResult } from "../../shared/mod.ts";
 import { jetstream } from "@nats-io/jetstream";
-import type { Summary } from "../analyzer/query-service.ts";
 
 /** The Azure 2023 conversation trace the repository carries (load/traces/README.md), package-relative. */
 export const DEFAULT_TRACE = "load/traces/azure/AzureLLMInferenceTrace_conv.csv";

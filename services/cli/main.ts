@@ -1,6 +1,6 @@
 import { helpText, parseCommand } from "../../shared/config.ts";
 import { ConfigError, JoulestreamError } from "../../shared/errors.ts";
-import type { CliCommand } from "./command.ts";
+import type { CliCommand } from "../../shared/command.ts";
 
 /**
  * `joulestream <command>`: one binary for every role. Command modules load lazily so `--help` and
@@ -9,10 +9,10 @@ import type { CliCommand } from "./command.ts";
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand> }> = {
   demo: { summary: "run the whole pipeline locally on a simulated GPU node and print energy per request", load: async () => (await import("./demo.ts")).demoCommand as CliCommand },
   up: { summary: "start a local NATS (JetStream) + InfluxDB stack bound to 127.0.0.1", load: async () => (await import("../../infra/up-command.ts")).upCommand as CliCommand },
-  agent: { summary: "node agent: GPU power sampling + request tap, publishing to JetStream", load: async () => (await import("../agent/command.ts")).agentCommand as CliCommand },
-  analyzer: { summary: "join power and requests into energy per request, write to InfluxDB", load: async () => (await import("../analyzer/command.ts")).analyzerCommand as CliCommand },
-  load: { summary: "replay a trace or synthetic workload against OpenAI-compatible endpoints", load: async () => (await import("../loadgen/command.ts")).loadCommand as CliCommand },
-  sim: { summary: "simulated GPU inference node (OpenAI API + DCGM-style /metrics)", load: async () => (await import("../simnode/command.ts")).simCommand as CliCommand },
+  agent: { summary: "node agent: GPU power sampling + request tap, publishing to JetStream", load: async () => (await import("../agent/mod.ts")).agentCommand as CliCommand },
+  analyzer: { summary: "join power and requests into energy per request, write to InfluxDB", load: async () => (await import("../analyzer/mod.ts")).analyzerCommand as CliCommand },
+  load: { summary: "replay a trace or synthetic workload against OpenAI-compatible endpoints", load: async () => (await import("../loadgen/mod.ts")).loadCommand as CliCommand },
+  sim: { summary: "simulated GPU inference node (OpenAI API + DCGM-style /metrics)", load: async () => (await import("../simnode/mod.ts")).simCommand as CliCommand },
   fleet: { summary: "fleet emulator: protocol-level agent traffic of N nodes × 8 GPUs, for load tests", load: async () => (await import("../fleet/command.ts")).fleetCommand as CliCommand },
   sweep: { summary: "run an experiment matrix (clock × batch × TP × workload) and write a tidy table", load: async () => (await import("../lab/command.ts")).sweepCommand as CliCommand },
   report: { summary: "render a sweep's results as one self-contained HTML report with charts", load: async () => (await import("../lab/command.ts")).reportCommand as CliCommand },

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { ConfigError, connectNats, decode, natsConfig, natsOptions, requestBatch, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
-import { defineCommand } from "./command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { exitWhenReaderGoes } from "./reader-gone.ts";
 
 /**

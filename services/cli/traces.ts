@@ -1,9 +1,8 @@
 import { z } from "zod";
 import { ConfigError } from "../../shared/errors.ts";
 import { onShutdownSignal } from "../../shared/lifecycle.ts";
-import { TRACE_CATALOG, type TraceDataset } from "../loadgen/trace-catalog.ts";
-import { CHECKSUMS_FILE, defaultTraceCacheDir, fetchTrace } from "../loadgen/trace-fetch.ts";
-import { defineCommand } from "./command.ts";
+import { CHECKSUMS_FILE, defaultTraceCacheDir, fetchTrace, TRACE_CATALOG, type TraceDataset } from "../loadgen/mod.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { packageFile } from "./package-root.ts";
 
 /**

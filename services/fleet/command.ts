@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, untilDone } from "../../shared/mod.ts";
-import { defineCommand } from "../cli/command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { DEFAULT_NODE_PREFIX, startFleet, type FleetReport } from "./emulator.ts";
 import { DEFAULT_GPUS, DEFAULT_RATE_PER_INSTANCE_S, DEFAULT_TP } from "./node-model.ts";
 

@@ -2,8 +2,8 @@ import type { PowerBatch, RequestEvent, WorkWindow } from "../../shared/mod.ts";
 // The emulator knows the work it generated, so it can state what a correct analyzer must find.
 // It uses the analyzer's own pure functions on purpose (the brief asks for it): the expectation is
 // then exact to the last bit, and the independent check is the counter totals (`counterMj`).
-import { attributeWindow, DEFAULT_PREFILL_WEIGHT } from "../analyzer/attribution.ts";
-import { gpuWindowEnergy } from "../analyzer/window-energy.ts";
+import { attributeWindow, DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
+import { gpuWindowEnergy } from "../../shared/energy/mod.ts";
 
 /**
  * What the analyzer should compute from the messages the emulator published: energy per node (by

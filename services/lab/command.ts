@@ -5,7 +5,7 @@ import { ConfigError } from "../../shared/errors.ts";
 import { onShutdownSignal } from "../../shared/lifecycle.ts";
 import { natsOptions } from "../../shared/config.ts";
 import { connectNats } from "../../shared/nats.ts";
-import { defineCommand } from "../cli/command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { createFleetController, createSimnodeController, parseEndpoint, type KnobController } from "./controllers.ts";
 import { createLibraryRunner, type PointRunner } from "./library-runner.ts";
 import { loadMatrix } from "./matrix.ts";

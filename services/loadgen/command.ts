@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connectNats, natsOptions, replicasConfig, replicasOptions, untilDone, ConfigError, errorMessage } from "../../shared/mod.ts";
-import { defineCommand } from "../cli/command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { assertNewRun, runCoordinated } from "./coordinator.ts";
 import { createProgress } from "./progress.ts";
 import { drainAtExit, openResultsOutbox, type ResultsOutbox } from "./results-outbox.ts";

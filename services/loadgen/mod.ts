@@ -11,3 +11,7 @@ export { parseTimestampMs } from "./timestamp.ts";
 export { createHistogram, type Histogram, type Percentiles } from "./histogram.ts";
 export { tokenIdPrompt, textPrompt, BLOCK_TOKENS } from "./prompt.ts";
 export type { Api, PromptMode } from "./request-body.ts";
+export { histogramFromState, type HistogramState } from "./histogram.ts";
+export { TRACE_CATALOG, type TraceDataset, type TraceFile } from "./trace-catalog.ts";
+export { CHECKSUMS_FILE, defaultTraceCacheDir, fetchTrace, sha256File, ChecksumMismatchError, type FetchTraceOptions, type FetchedFile } from "./trace-fetch.ts";
+export { loadCommand } from "./command.ts";

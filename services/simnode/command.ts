@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { onShutdownSignal } from "../../shared/mod.ts";
-import { defineCommand } from "../cli/command.ts";
+import { defineCommand } from "../../shared/command.ts";
 import { GPUS, MODELS } from "./catalog.ts";
 import { startSimnode } from "./server.ts";
 

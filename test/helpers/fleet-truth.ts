@@ -1,5 +1,5 @@
 import type { ExpectedRequest } from "../../services/fleet/ground-truth.ts";
-import type { StoredRequest } from "../../services/fleet/testing/analyzer-harness.ts";
+import type { StoredRequest } from "./analyzer-harness.ts";
 import { mjToJ } from "../../shared/mod.ts";
 
 export const relErr = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);

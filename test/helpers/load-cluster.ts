@@ -1,7 +1,7 @@
 import type { ExecutionContext } from "ava";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { startEchoServer, type EchoServer } from "../../services/loadgen/testing/echo-server.ts";
+import { startEchoServer, type EchoServer } from "./echo-server.ts";
 import { startTestNats, type TestNats } from "./nats-server.ts";
 
 /**

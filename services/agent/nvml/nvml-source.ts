@@ -10,7 +10,7 @@ import {
   NvmlValueType,
   type NvmlDevice,
 } from "./bindings.ts";
-import { CounterPower, StandingCounter } from "../counter-power.ts";
+import { CounterPower, StandingCounter } from "../../../shared/energy/mod.ts";
 import { createNvmlControl, type NvmlControl } from "./control.ts";
 import { readDriverVersion, readGpuInfo, readUuid } from "./device-info.ts";
 import { NVML_SUCCESS, NvmlError, NvmlReturn } from "./errors.ts";

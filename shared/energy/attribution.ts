@@ -1,4 +1,4 @@
-import type { WorkItem } from "../../shared/mod.ts";
+import type { WorkItem } from "../mod.ts";
 
 /**
  * Splits one instance-window's energy among the requests active in it, in proportion to the work

@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { CommandSpec } from "../../shared/config.ts";
+import type { CommandSpec } from "./config.ts";
 
 /**
  * One subcommand of the `joulestream` CLI. `run` receives the validated config and resolves with

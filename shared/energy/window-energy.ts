@@ -1,4 +1,4 @@
-import { COUNTER_JITTER_MJ, energyMjOf, type GpuSamples } from "../../shared/mod.ts";
+import { COUNTER_JITTER_MJ, energyMjOf, type GpuSamples } from "../mod.ts";
 
 /**
  * Energy of one GPU over one window, from its samples. Pure.

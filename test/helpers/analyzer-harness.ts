@@ -4,11 +4,9 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
-import { startAnalyzer, type Analyzer } from "../../analyzer/analyzer.ts";
-import { createInfluxSink } from "../../analyzer/influx-sink.ts";
-import { detectInfluxApi } from "../../analyzer/influx-version.ts";
-import { influxQuery, type InfluxTarget } from "../../../shared/mod.ts";
-import type { LocalStack } from "../../../infra/local-stack.ts";
+import { createInfluxSink, detectInfluxApi, startAnalyzer, type Analyzer } from "../../services/analyzer/mod.ts";
+import { influxQuery, type InfluxTarget } from "../../shared/mod.ts";
+import type { LocalStack } from "../../infra/local-stack.ts";
 
 /** The real analyzer (InfluxDB sink) on a local stack, for fleet emulator tests and benches. */
 export async function startStackAnalyzer(stack: LocalStack, opts: { name?: string; allowedLatenessMs?: number } = {}): Promise<{ analyzer: Analyzer; nc: NatsConnection; influx: InfluxTarget; close(): Promise<void> }> {
