@@ -21,7 +21,7 @@ function hits(text: string, re: RegExp): string[] {
   return [...text.matchAll(re)].map((m) => text.slice(m.index, m.index + 60).split("\n")[0]!);
 }
 
-/** Paths into this machine's own top-level directories (/work/…, /home/…, /tmp/…, /usr/…). */
+/** Paths into this machine's own top-level directories (the work tree's, the home, temporary and system ones). */
 const machinePath = pathAt(readdirSync("/").map((d) => `/${d}`));
 
 test("repository paths - generated docs name no absolute path of the machine that generated them", (t) => {
