@@ -70,3 +70,47 @@ test.serial("query API - a run's measured and idle energy are its nodes' while i
   t.is(s.idleJ, 15);
   t.is(s.idleShare, 0.25);
 });
+
+test.serial("query API - per class, energy per request and per token and latencies are the served requests'; refused and aborted ones are counted apart, with their energy", async (t) => {
+  const { natsUrl, influxUrl, database } = stack();
+  const t0 = 1_710_000_000_000;
+  const at = (s: number) => (t0 + s * 1000) * 1e6;
+  const req = (status: string, cls: string, fields: string, s: number) => `request_energy,node=n1,instance=i0,model=m,workload_class=${cls},status=${status},run_id=runQ ${fields} ${at(s)}`;
+  const lines = [
+    req("ok", "chat", "energy_j=10,output_tokens=4i,prompt_tokens=6i,ttft_ms=100,tpot_ms=20,e2e_ms=300,slo_met=true", 1),
+    req("ok", "chat", "energy_j=20,output_tokens=6i,prompt_tokens=4i,ttft_ms=200,tpot_ms=30,e2e_ms=500,slo_met=false", 2),
+    // A 400 for a prompt over the context: next to no energy, an instant answer.
+    req("error", "chat", "energy_j=0.5,output_tokens=0i,prompt_tokens=0i,ttft_ms=5,e2e_ms=5,slo_met=false", 3),
+    // The client gave up after 3 tokens.
+    req("aborted", "chat", "energy_j=5,output_tokens=3i,prompt_tokens=8i,ttft_ms=10,tpot_ms=1,e2e_ms=40,slo_met=false", 4),
+    // A class whose every request was refused.
+    req("error", "batch", "energy_j=0.25,output_tokens=0i,prompt_tokens=0i", 5),
+    req("error", "batch", "energy_j=0.25,output_tokens=0i,prompt_tokens=0i", 6),
+  ];
+  t.is((await fetch(`${influxUrl}/write?db=${database}`, { method: "POST", body: lines.join("\n") })).status, 204);
+  const nc = await connect({ servers: natsUrl });
+  t.teardown(() => nc.close());
+  const svc = await startQueryService(nc, { url: influxUrl, database });
+  t.teardown(() => svc.stop());
+  const s = JSON.parse((await ask(nc, JSON.stringify({ runId: "runQ" }))).data) as import("../services/analyzer/query-service.ts").Summary;
+  const chat = s.groups.find((g) => g.workloadClass === "chat")!;
+  t.like(chat, {
+    model: "m",
+    requests: 2,
+    energyJ: 30,
+    outputTokens: 10,
+    promptTokens: 10,
+    jPerRequest: { mean: 15, p50: 10, p99: 20 },
+    jPerOutputToken: 3,
+    jPerToken: 1.5,
+    ttftMs: { p50: 100, p99: 200 },
+    tpotMs: { p50: 20, p99: 30 },
+    e2eMs: { p50: 300, p99: 500 },
+    refused: { requests: 1, energyJ: 0.5 },
+    aborted: { requests: 1, energyJ: 5, outputTokens: 3 },
+  });
+  t.is(chat.sloAttainment, 0.25, "1 met of 4 with a load result: a refused or aborted request missed its SLO");
+  const batch = s.groups.find((g) => g.workloadClass === "batch")!;
+  t.like(batch, { requests: 0, energyJ: 0, jPerOutputToken: 0, ttftMs: { p50: null, p99: null }, refused: { requests: 2, energyJ: 0.5 }, aborted: { requests: 0, energyJ: 0, outputTokens: 0 }, sloAttainment: null });
+  t.is(s.groups.length, 2, "one group per model and class, not per status");
+});

@@ -10,6 +10,7 @@ import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
 import { startClockControl, type ClockBackend, type ClockControl } from "./clock-control.ts";
+import { createWindowCarryFile, type WindowCarryFile } from "./window-carry.ts";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -28,8 +29,13 @@ export interface AgentOptions {
   publishIntervalMs?: number;
   heartbeatMs?: number;
   continuousUsage?: boolean;
-  /** Where the outbox spills when NATS is unreachable (memory only without it). */
+  /**
+   * Where the outbox spills when NATS is unreachable (memory only without it), and where the open
+   * POWER window is kept so that a restart continues it (window-carry.ts).
+   */
   spoolDir?: string;
+  /** How old the last run's open window may be and still be continued (default MAX_CARRY_GAP_MS). */
+  maxCarryGapMs?: number;
   /** Whole-node CPU energy (RAPL) to carry in each POWER window. */
   cpuEnergy?: CpuEnergyMeter;
   /** Opt-in GPU clock / power-limit control (--allow-clock-control), served on ctl.v1.<node>. */
@@ -67,6 +73,16 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     batched: [{ subject: requestsSubject, key: "events", envelope: requestBatcher(opts.node) }],
   });
   const tracker = createWorkTracker(opts.node, opts.instances);
+  let carryFailed = false;
+  const carryFile: WindowCarryFile | undefined = opts.spoolDir
+    ? createWindowCarryFile(join(opts.spoolDir, "power-window.carry"), (err) => {
+        // Said once: a spool dir gone read-only would otherwise say it ten times a second.
+        if (!carryFailed) log(`cannot save the open window (a restart would lose up to a window of energy): ${(err as Error).message}`);
+        carryFailed = true;
+      })
+    : undefined;
+  const carried = carryFile?.load();
+  if (carried && !carried.state && carried.reason !== "none saved") log(`power window: the last run's open window is ${carried.reason}; starting afresh`);
   const emit = (e: RequestEvent) => publisher.publish(requestsSubject, e);
 
   const sampler = createSampler({
@@ -88,6 +104,16 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       log(`sample failed: ${(err as Error).message}`);
     },
     ...(opts.cpuEnergy ? { cpuEnergy: opts.cpuEnergy } : {}),
+    ...(carryFile
+      ? {
+          carry: {
+            ...(carried?.state ? { resumed: carried.state } : {}),
+            ...(opts.maxCarryGapMs !== undefined ? { maxGapMs: opts.maxCarryGapMs } : {}),
+            save: (state) => carryFile.save(state),
+            say: (line) => log(`power window: ${line}`),
+          },
+        }
+      : {}),
     health() {
       const p = publisher.stats();
       return { queued: p.queued, published: p.published, dropped: p.dropped, spilled: p.spilled };
@@ -161,6 +187,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         // Taps first: no new requests; then the sampler closes the last window (and its WORK).
         await Promise.all(Object.values(taps).map((t) => t.close()));
         await sampler.stop();
+        await carryFile?.flush();
         const flushed = await publisher.flush(10_000);
         if (!flushed) log(`stopping with ${publisher.stats().queued} messages unpublished`);
         await publisher.close();

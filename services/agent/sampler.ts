@@ -1,5 +1,6 @@
-import type { Clock, GpuSamples, PowerBatch } from "../../shared/mod.ts";
+import { COUNTER_JITTER_MJ, type Clock, type GpuSamples, type PowerBatch } from "../../shared/mod.ts";
 import type { GpuReading, PowerSource } from "./power-source.ts";
+import { carryVerdict, type CarriedReading, type CarriedWindow } from "./window-carry.ts";
 
 /**
  * Samples a PowerSource on a fixed grid (default 10 Hz) and cuts the samples into windows aligned
@@ -29,6 +30,18 @@ export interface SamplerOptions {
   health?(): { queued: number; published: number; dropped: number; spilled: number };
   /** Whole-node CPU energy (RAPL), read at each window boundary (see PowerBatch.cpu). */
   cpuEnergy?: CpuEnergyMeter;
+  /** The open window carried across restarts (see window-carry.ts). */
+  carry?: SamplerCarry;
+}
+
+export interface SamplerCarry {
+  /** What the previous run saved, continued at start() if recent enough (carryVerdict). */
+  resumed?: CarriedWindow;
+  maxGapMs?: number;
+  /** Called with the state after every sample and every window closed, and at stop. Must not block. */
+  save(state: CarriedWindow): void;
+  /** Says at start() whether the carried window was continued, and if not why. */
+  say?(line: string): void;
 }
 
 /** A cumulative CPU energy meter: mJ since it was created, monotonic, and when it was read. */
@@ -55,6 +68,7 @@ export interface Sampler {
 }
 
 interface Column {
+  gpu: number;
   uuid: string;
   tMs: number[];
   powerMw: number[];
@@ -74,7 +88,10 @@ export function createSampler(opts: SamplerOptions): Sampler {
   let seq = 0;
   let windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
   let columns = new Map<number, Column>();
-  const lastReading = new Map<number, { energyMj: number; tMs: number; powerMw: number }>();
+  const lastReading = new Map<number, CarriedReading>();
+  /** GPUs whose baseline was carried from the last run: their first new reading must be the same GPU, its counter not gone back. */
+  const unchecked = new Set<number>();
+  let lastClosed: PowerBatch | undefined;
   let jitters: number[] = [];
   let sampleMsList: number[] = [];
   let timer: NodeJS.Timeout | undefined;
@@ -96,7 +113,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
   const add = (r: GpuReading) => {
     let c = columns.get(r.gpu);
     if (!c) {
-      c = { uuid: r.uuid, tMs: [], powerMw: [], energyMj: [], hasEnergy: r.energyMj !== undefined, smClockMhz: [], memClockMhz: [], utilPct: [], tempC: [] };
+      c = { gpu: r.gpu, uuid: r.uuid, tMs: [], powerMw: [], energyMj: [], hasEnergy: r.energyMj !== undefined, smClockMhz: [], memClockMhz: [], utilPct: [], tempC: [] };
       columns.set(r.gpu, c);
     }
     c.tMs.push(r.tMs);
@@ -130,7 +147,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
         if (c[key].every((v) => Number.isFinite(v))) g[key] = c[key];
       }
       const lastT = c.tMs[c.tMs.length - 1]!;
-      lastReading.set(gpu, { energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT, powerMw: c.powerMw[c.powerMw.length - 1]! });
+      lastReading.set(gpu, { gpu, uuid: c.uuid, energyMj: energyOk ? c.energyMj[c.energyMj.length - 1]! : Number.NaN, tMs: lastT, powerMw: c.powerMw[c.powerMw.length - 1]! });
       gpus.push(g);
     }
     columns = new Map();
@@ -158,7 +175,65 @@ export function createSampler(opts: SamplerOptions): Sampler {
       ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks, sampleP99Ms: stats.lastSampleP99Ms, ...(missingGpus ? { missingGpus } : {}) } } : {}),
     };
     stats.windows++;
+    lastClosed = batch;
     opts.onWindow(batch);
+    saveCarry(false);
+  };
+
+  const saveCarry = (stopped: boolean) => {
+    if (!opts.carry) return;
+    opts.carry.save({
+      v: 1,
+      node: opts.node,
+      windowMs,
+      windowStartMs: windowStart,
+      seq,
+      last: [...lastReading.values()],
+      columns: [...columns.values()],
+      // After a graceful stop everything closed was flushed: nothing to publish again.
+      ...(lastClosed && !stopped ? { lastClosed } : {}),
+      stopped,
+    });
+  };
+
+  /** A carried baseline only holds for the same GPU whose counter has not restarted since. */
+  const checkCarried = (r: GpuReading) => {
+    unchecked.delete(r.gpu);
+    const prev = lastReading.get(r.gpu);
+    if (!prev) return;
+    if (prev.uuid !== r.uuid) {
+      lastReading.delete(r.gpu);
+      if (columns.get(r.gpu)?.uuid !== r.uuid) columns.delete(r.gpu);
+      opts.carry?.say?.(`GPU ${r.gpu} is ${r.uuid}, was ${prev.uuid}: its window starts afresh`);
+    } else if (Number.isFinite(prev.energyMj) && r.energyMj !== undefined && r.energyMj < prev.energyMj - COUNTER_JITTER_MJ) {
+      lastReading.delete(r.gpu);
+      opts.carry?.say?.(`GPU ${r.gpu}'s energy counter went back since the last run (driver reload?): its window starts afresh`);
+    }
+  };
+
+  /**
+   * Continues the window the last run saved: its seq, its per-GPU baselines, its samples. A window
+   * that ended while the agent was down is published now (its samples are all there were); the
+   * current one then starts from its last readings, so the energy of the gap is counted in it.
+   */
+  const resume = (c: CarriedWindow, now: number) => {
+    const verdict = carryVerdict(c, { node: opts.node, windowMs, nowMs: now, ...(opts.carry?.maxGapMs !== undefined ? { maxGapMs: opts.carry.maxGapMs } : {}) });
+    if (!verdict.ok) {
+      opts.carry?.say?.(`not continuing the window the last run saved: ${verdict.reason}`);
+      return;
+    }
+    seq = c.seq;
+    for (const r of c.last) lastReading.set(r.gpu, { ...r });
+    for (const col of c.columns) columns.set(col.gpu, { ...col });
+    // The window closed last may have died in the outbox's memory: the same message again, same msgId.
+    if (c.lastClosed && !c.stopped) opts.onWindow(c.lastClosed);
+    windowStart = c.windowStartMs;
+    if (now >= windowStart + windowMs) {
+      if (columns.size > 0) closeWindow();
+      windowStart = Math.floor(now / windowMs) * windowMs;
+    }
+    for (const gpu of lastReading.keys()) unchecked.add(gpu);
+    opts.carry?.say?.(`continuing from the window of ${new Date(c.windowStartMs).toISOString()} the last run ${c.stopped ? "stopped in" : "left open"} (seq ${c.seq}, ${new Set([...c.last, ...c.columns].map((x) => x.gpu)).size} GPUs)`);
   };
 
   const sampleOnce = async () => {
@@ -171,9 +246,11 @@ export function createSampler(opts: SamplerOptions): Sampler {
       for (const r of readings) {
         // A GPU whose counter stopped being finite keeps publishing power only.
         if (r.energyMj !== undefined && !Number.isFinite(r.energyMj)) delete r.energyMj;
+        if (unchecked.has(r.gpu)) checkCarried(r);
         add(r);
       }
       stats.samples++;
+      saveCarry(false);
     } catch (err) {
       stats.sampleErrors++;
       opts.onError?.(err);
@@ -211,7 +288,10 @@ export function createSampler(opts: SamplerOptions): Sampler {
     start() {
       if (running) return;
       running = true;
-      windowStart = Math.floor(opts.clock.nowMs() / windowMs) * windowMs;
+      const now = opts.clock.nowMs();
+      windowStart = Math.floor(now / windowMs) * windowMs;
+      // Before the CPU meter is first read: a carried window closed here has no CPU reading of this run.
+      if (opts.carry?.resumed) resume(opts.carry.resumed, now);
       cpuLast = readCpu();
       inFlight = sampleOnce().finally(() => (inFlight = undefined));
       schedule();
@@ -227,6 +307,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
         while (now >= windowStart + windowMs) closeWindow();
         await sampleOnce();
         closeWindow();
+        saveCarry(true);
       })());
     },
     stats: () => ({ ...stats }),

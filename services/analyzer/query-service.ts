@@ -8,6 +8,10 @@ import { MAX_EPOCH_MS, describeIssues, influxQuery, influxString, respondService
  * energy per request and per token by model and workload class (and SM clock when known), latency
  * percentiles, SLO attainment and the idle share, for a time range and/or one load run. Answers
  * come from InfluxDB, so any replica answers for the whole fleet.
+ *
+ * Per-request figures are over served requests only (status ok): a refused request did next to no
+ * work and an aborted one stopped early, so counted with the served they pulled the joules per
+ * request and the latency percentiles down. They are counted apart, with their energy.
  */
 export const summaryRequest = z.object({
   runId: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
@@ -21,6 +25,7 @@ export type SummaryRequest = z.infer<typeof summaryRequest>;
 export interface GroupSummary {
   model: string;
   workloadClass: string;
+  /** Served requests (status ok): the energy, tokens, per-request figures and latencies below are theirs. */
   requests: number;
   energyJ: number;
   outputTokens: number;
@@ -31,6 +36,11 @@ export interface GroupSummary {
   ttftMs: { p50: number | null; p99: number | null };
   tpotMs: { p50: number | null; p99: number | null };
   e2eMs: { p50: number | null; p99: number | null };
+  /** Requests the server answered with an error instead of a completion (status error: a 4xx such as a prompt over the context, a 5xx). */
+  refused: { requests: number; energyJ: number };
+  /** Requests the client gave up on before the end (status aborted), with what they had generated. */
+  aborted: { requests: number; energyJ: number; outputTokens: number };
+  /** Of every request with a load result (refused and aborted ones included: they missed), the share that met the SLO. */
   sloAttainment: number | null;
 }
 
@@ -76,12 +86,22 @@ const num = (v: unknown): number | null => (typeof v === "number" && Number.isFi
 
 export async function querySummary(influx: InfluxTarget, r: SummaryRequest): Promise<Summary> {
   const w = where(r, true);
-  const groups = await influxQuery(
+  const series = await influxQuery(
     influx,
-    `SELECT COUNT(energy_j) AS n, SUM(energy_j) AS e, SUM(output_tokens) AS o, SUM(prompt_tokens) AS p, MEAN(energy_j) AS em, PERCENTILE(energy_j, 50) AS e50, PERCENTILE(energy_j, 99) AS e99, PERCENTILE(ttft_ms, 50) AS t50, PERCENTILE(ttft_ms, 99) AS t99, PERCENTILE(tpot_ms, 50) AS tp50, PERCENTILE(tpot_ms, 99) AS tp99, PERCENTILE(e2e_ms, 50) AS e2e50, PERCENTILE(e2e_ms, 99) AS e2e99, COUNT(slo_met) AS joined FROM request_energy ${w} GROUP BY model, workload_class`,
+    `SELECT COUNT(energy_j) AS n, SUM(energy_j) AS e, SUM(output_tokens) AS o, SUM(prompt_tokens) AS p, MEAN(energy_j) AS em, PERCENTILE(energy_j, 50) AS e50, PERCENTILE(energy_j, 99) AS e99, PERCENTILE(ttft_ms, 50) AS t50, PERCENTILE(ttft_ms, 99) AS t99, PERCENTILE(tpot_ms, 50) AS tp50, PERCENTILE(tpot_ms, 99) AS tp99, PERCENTILE(e2e_ms, 50) AS e2e50, PERCENTILE(e2e_ms, 99) AS e2e99, COUNT(slo_met) AS joined FROM request_energy ${w} GROUP BY model, workload_class, status`,
   );
+  // One series per (model, class, status): the served one gives the figures, the others their counts.
+  const byGroup = new Map<string, { model: string; workloadClass: string; rows: Map<string, Record<string, unknown>> }>();
+  for (const s of series) {
+    const model = s.tags.model ?? "unknown";
+    const workloadClass = s.tags.workload_class ?? "none";
+    const key = `${model}|${workloadClass}`;
+    let g = byGroup.get(key);
+    if (!g) byGroup.set(key, (g = { model, workloadClass, rows: new Map() }));
+    g.rows.set(s.tags.status ?? "ok", s.rows[0] ?? {});
+  }
   const met = await influxQuery(influx, `SELECT COUNT(slo_met) AS met FROM request_energy ${w ? `${w} AND` : "WHERE"} slo_met = true GROUP BY model, workload_class`);
-  const metBy = new Map(met.map((s) => [`${s.tags.model}|${s.tags.workload_class}`, Number(s.rows[0]?.met ?? 0)]));
+  const metBy = new Map(met.map((s) => [`${s.tags.model ?? "unknown"}|${s.tags.workload_class ?? "none"}`, Number(s.rows[0]?.met ?? 0)]));
   const ew = await energyWhere(influx, r);
   const energy = ew === undefined ? [] : await influxQuery(influx, `SELECT SUM(measured_j) AS m, SUM(attributed_j) AS a, SUM(idle_j) AS i FROM node_energy ${ew}`);
   const e = energy[0]?.rows[0] ?? {};
@@ -89,16 +109,19 @@ export async function querySummary(influx: InfluxTarget, r: SummaryRequest): Pro
   const idleJ = Number(e.i ?? 0);
   return {
     request: r,
-    groups: groups.map((s) => {
-      const row = s.rows[0] ?? {};
+    groups: [...byGroup.values()].map(({ model, workloadClass, rows }) => {
+      const row = rows.get("ok") ?? {};
+      const refused = rows.get("error") ?? {};
+      const aborted = rows.get("aborted") ?? {};
       const n = Number(row.n ?? 0);
       const eJ = Number(row.e ?? 0);
       const o = Number(row.o ?? 0);
       const p = Number(row.p ?? 0);
-      const joined = Number(row.joined ?? 0);
+      let joined = 0;
+      for (const r of rows.values()) joined += Number(r.joined ?? 0);
       return {
-        model: s.tags.model ?? "unknown",
-        workloadClass: s.tags.workload_class ?? "none",
+        model,
+        workloadClass,
         requests: n,
         energyJ: eJ,
         outputTokens: o,
@@ -109,7 +132,9 @@ export async function querySummary(influx: InfluxTarget, r: SummaryRequest): Pro
         ttftMs: { p50: num(row.t50), p99: num(row.t99) },
         tpotMs: { p50: num(row.tp50), p99: num(row.tp99) },
         e2eMs: { p50: num(row.e2e50), p99: num(row.e2e99) },
-        sloAttainment: joined > 0 ? (metBy.get(`${s.tags.model}|${s.tags.workload_class}`) ?? 0) / joined : null,
+        refused: { requests: Number(refused.n ?? 0), energyJ: Number(refused.e ?? 0) },
+        aborted: { requests: Number(aborted.n ?? 0), energyJ: Number(aborted.e ?? 0), outputTokens: Number(aborted.o ?? 0) },
+        sloAttainment: joined > 0 ? (metBy.get(`${model}|${workloadClass}`) ?? 0) / joined : null,
       };
     }),
     measuredJ,

@@ -88,12 +88,16 @@ export async function readRunSummary(target: InfluxTarget, runId: string, node: 
 export function formatSummary(s: RunSummary, extra: { influxUrl: string; loadLine?: string; byClass?: Summary }): string {
   const f = (x: number, d = 2) => x.toFixed(d);
   const t = s.totals;
+  const count = (status: string) => s.requests.filter((r) => r.status === status).length;
+  const [served, refused, aborted] = [count("ok"), count("error"), count("aborted")];
   const conservation = t.measuredEnergyJ > 0 ? Math.abs(t.measuredEnergyJ - (t.attributedEnergyJ + t.idleEnergyJ)) / t.measuredEnergyJ : 0;
   const lines = [
     "",
     `joulestream demo — run ${s.runId} on node ${s.node}`,
     "",
     `  requests measured        ${s.requests.length}${s.requests.some((r) => r.incomplete) ? ` (${s.requests.filter((r) => r.incomplete).length} incomplete)` : ""}`,
+    // The per-request figures below are the served requests' (as the query API's per class are).
+    ...(refused + aborted > 0 ? [`    served / refused / aborted  ${served} / ${refused} / ${aborted}`] : []),
     ...(extra.loadLine ? [`  load generator           ${extra.loadLine}`] : []),
     `  measured GPU energy      ${f(t.measuredEnergyJ, 1)} J  (${f(t.measuredEnergyJ / 3600, 3)} Wh over ${t.windows} windows)`,
     `  attributed to requests   ${f(t.attributedEnergyJ, 1)} J  (${f((100 * t.attributedEnergyJ) / (t.measuredEnergyJ || 1), 1)}%)`,
@@ -106,10 +110,10 @@ export function formatSummary(s: RunSummary, extra: { influxUrl: string; loadLin
     "",
     ...(extra.byClass && extra.byClass.groups.length > 0
       ? [
-          "  by workload class    requests   J/out-token   TTFT p50/p99 ms     TPOT p50 ms   SLO met",
+          "  by workload class      served  refused/aborted   J/out-token   TTFT p50/p99 ms     TPOT p50 ms   SLO met",
           ...extra.byClass.groups.map(
             (g) =>
-              `  ${g.workloadClass.padEnd(20)} ${String(g.requests).padStart(8)} ${f(g.jPerOutputToken, 3).padStart(13)} ${`${f(g.ttftMs.p50 ?? NaN, 0)}/${f(g.ttftMs.p99 ?? NaN, 0)}`.padStart(17)} ${f(g.tpotMs.p50 ?? NaN, 1).padStart(15)} ${g.sloAttainment === null ? "     n/a" : `${f(100 * g.sloAttainment, 0)}%`.padStart(8)}`,
+              `  ${g.workloadClass.padEnd(20)} ${String(g.requests).padStart(8)} ${`${g.refused.requests}/${g.aborted.requests}`.padStart(16)} ${f(g.jPerOutputToken, 3).padStart(13)} ${`${f(g.ttftMs.p50 ?? NaN, 0)}/${f(g.ttftMs.p99 ?? NaN, 0)}`.padStart(17)} ${f(g.tpotMs.p50 ?? NaN, 1).padStart(15)} ${g.sloAttainment === null ? "     n/a" : `${f(100 * g.sloAttainment, 0)}%`.padStart(8)}`,
           ),
           "",
         ]
