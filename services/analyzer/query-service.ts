@@ -1,7 +1,8 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service } from "@nats-io/services";
-import { z } from "zod";
-import { MAX_EPOCH_MS, describeIssues, influxQuery, influxString, respondServiceError, subjects, type InfluxTarget } from "../../shared/mod.ts";
+import { describeIssues, errorMessage, influxQuery, influxString, respondServiceError, subjects, type InfluxTarget, summaryRequest, type GroupSummary, type Summary, type SummaryRequest } from "../../shared/mod.ts";
+
+export { summaryRequest, type GroupSummary, type Summary, type SummaryRequest };
 
 /**
  * The analyzer's query API, a NATS service (`joulestream.query.v1.summary`, JSON request/reply):
@@ -13,46 +14,6 @@ import { MAX_EPOCH_MS, describeIssues, influxQuery, influxString, respondService
  * work and an aborted one stopped early, so counted with the served they pulled the joules per
  * request and the latency percentiles down. They are counted apart, with their energy.
  */
-export const summaryRequest = z.object({
-  runId: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
-  // InfluxDB's times end in 2262 (int64 ns); a larger number would print as 1e+21 and fail to parse.
-  fromMs: z.number().nonnegative().max(MAX_EPOCH_MS).optional(),
-  toMs: z.number().nonnegative().max(MAX_EPOCH_MS).optional(),
-  node: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
-});
-export type SummaryRequest = z.infer<typeof summaryRequest>;
-
-export interface GroupSummary {
-  model: string;
-  workloadClass: string;
-  /** Served requests (status ok): the energy, tokens, per-request figures and latencies below are theirs. */
-  requests: number;
-  energyJ: number;
-  outputTokens: number;
-  promptTokens: number;
-  jPerRequest: { mean: number; p50: number; p99: number };
-  jPerOutputToken: number;
-  jPerToken: number;
-  ttftMs: { p50: number | null; p99: number | null };
-  tpotMs: { p50: number | null; p99: number | null };
-  e2eMs: { p50: number | null; p99: number | null };
-  /** Requests the server answered with an error instead of a completion (status error: a 4xx such as a prompt over the context, a 5xx). */
-  refused: { requests: number; energyJ: number };
-  /** Requests the client gave up on before the end (status aborted), with what they had generated. */
-  aborted: { requests: number; energyJ: number; outputTokens: number };
-  /** Of every request with a load result (refused and aborted ones included: they missed), the share that met the SLO. */
-  sloAttainment: number | null;
-}
-
-export interface Summary {
-  request: SummaryRequest;
-  groups: GroupSummary[];
-  measuredJ: number;
-  attributedJ: number;
-  idleJ: number;
-  idleShare: number;
-}
-
 function where(r: SummaryRequest, withRun: boolean): string {
   const c: string[] = [];
   if (r.fromMs !== undefined) c.push(`time >= ${Math.floor(r.fromMs)}ms`);
@@ -150,13 +111,19 @@ export async function startQueryService(nc: NatsConnection, influx: InfluxTarget
     subject: `${subjects.query}.summary`,
     handler: (_err, m) => {
       void (async () => {
-        let req: SummaryRequest;
+        let raw: unknown;
         try {
-          req = summaryRequest.parse(m.data.length ? JSON.parse(new TextDecoder().decode(m.data)) : {});
+          raw = m.data.length ? JSON.parse(new TextDecoder().decode(m.data)) : {};
         } catch (err) {
-          respondServiceError(m, 400, `bad request: ${err instanceof z.ZodError ? describeIssues(err) : (err as Error).message}`);
+          respondServiceError(m, 400, `bad request: ${errorMessage(err)}`);
           return;
         }
+        const parsed = summaryRequest.safeParse(raw);
+        if (!parsed.success) {
+          respondServiceError(m, 400, `bad request: ${describeIssues(parsed.error)}`);
+          return;
+        }
+        const req: SummaryRequest = parsed.data;
         try {
           m.respond(JSON.stringify(await querySummary(influx, req)));
         } catch (err) {

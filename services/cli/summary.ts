@@ -1,5 +1,5 @@
 import { influxQuery, influxString, type InfluxTarget } from "../../shared/mod.ts";
-import type { Summary } from "../analyzer/mod.ts";
+import type { Summary } from "../../shared/mod.ts";
 
 /**
  * The run summary, read back from InfluxDB (what a dashboard would see, not the analyzer's memory):

@@ -6,3 +6,4 @@ export * from "./load.ts";
 export * from "./energy.ts";
 export * from "./inventory.ts";
 export * from "./dead-letter.ts";
+export * from "./query.ts";
