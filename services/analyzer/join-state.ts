@@ -1,4 +1,5 @@
 import type { RequestEnd, RequestStart } from "../../shared/mod.ts";
+import { ClosedWindows } from "./closed-windows.ts";
 
 /**
  * The join's state that outlives a window: per node, how far each stream has come and which windows
@@ -17,8 +18,8 @@ export interface NodeState {
   firstStart: number;
   /** Window length on this node (from its messages). */
   windowMs: number;
-  /** Starts of closed windows at or after `closedFloor`; every window starting before it counts as closed. */
-  closed: Set<number>;
+  /** Starts of closed windows at or after `closedFloor`; every window starting before it counts as closed. Made with the node's first window (its grid). */
+  closed: ClosedWindows;
   closedFloor: number;
   /** Latest time of any request event: the node's only clock while it has sent no window. */
   requestMark: number;
@@ -46,7 +47,7 @@ export interface RequestAcc {
 }
 
 export function newNodeState(): NodeState {
-  return { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new Set(), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0, seen: 0, lastSeen: new Map(), idleSweptAt: Number.NEGATIVE_INFINITY };
+  return { instances: new Set(), powerMark: 0, workMarks: new Map(), firstStart: Number.POSITIVE_INFINITY, windowMs: 0, closed: new ClosedWindows(0), closedFloor: Number.NEGATIVE_INFINITY, requestMark: 0, seen: 0, lastSeen: new Map(), idleSweptAt: Number.NEGATIVE_INFINITY };
 }
 
 /** A snapshot as plain data (msgpack-able: no Map, Set or ±Infinity). Version it if its shape changes. */
@@ -146,7 +147,7 @@ export function snapshotNodes(nodes: Map<string, NodeState>): NodeSnapshot[] {
     firstStart: finite(ns.firstStart),
     windowMs: ns.windowMs,
     closedFloor: finite(ns.closedFloor),
-    closedRuns: runsOf([...ns.closed].sort((a, b) => a - b), ns.windowMs),
+    closedRuns: ns.closed.runs(),
     requestMark: ns.requestMark,
     seen: ns.seen,
     lastSeen: [...ns.lastSeen],
@@ -156,8 +157,7 @@ export function snapshotNodes(nodes: Map<string, NodeState>): NodeSnapshot[] {
 export function restoreNodes(snap: readonly NodeSnapshot[]): Map<string, NodeState> {
   const nodes = new Map<string, NodeState>();
   for (const s of snap) {
-    const closed = new Set<number>();
-    for (const [first, count] of s.closedRuns) for (let i = 0; i < count; i++) closed.add(first + i * s.windowMs);
+    const closed = ClosedWindows.fromRuns(s.windowMs, s.closedRuns);
     nodes.set(s.node, {
       ...newNodeState(),
       instances: new Set(s.instances),
@@ -173,15 +173,4 @@ export function restoreNodes(snap: readonly NodeSnapshot[]): Map<string, NodeSta
     });
   }
   return nodes;
-}
-
-/** Sorted grid points → runs of consecutive points ([first, count]); off-grid points are runs of one. */
-function runsOf(sorted: readonly number[], stepMs: number): [number, number][] {
-  const runs: [number, number][] = [];
-  for (const x of sorted) {
-    const last = runs[runs.length - 1];
-    if (last && stepMs > 0 && x === last[0] + last[1] * stepMs) last[1]++;
-    else runs.push([x, 1]);
-  }
-  return runs;
 }

@@ -1,5 +1,6 @@
 import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
 import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
+import { ClosedWindows } from "./closed-windows.ts";
 import { newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
 import { attributeClosedWindow, energyRecord, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";
 
@@ -179,7 +180,10 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     }
     w.tokens.push(token);
     if (start < ns.firstStart) ns.firstStart = start;
-    if (ns.windowMs === 0 && end > start) ns.windowMs = end - start;
+    if (ns.windowMs === 0 && end > start) {
+      ns.windowMs = end - start;
+      ns.closed = new ClosedWindows(ns.windowMs);
+    }
     return w;
   };
   const requestsOf = (node: string) => {
@@ -202,7 +206,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       const floor = watermark(ns) - keepClosedMs;
       if (floor > ns.closedFloor) {
         ns.closedFloor = floor;
-        for (const start of ns.closed) if (start < floor) ns.closed.delete(start);
+        ns.closed.prune(floor);
       }
     }
   };
