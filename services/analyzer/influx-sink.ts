@@ -1,5 +1,6 @@
 import { InfluxDB, Point, setLogger, type Transport } from "@influxdata/influxdb-client";
 import { errorMessage, RetryableError } from "../../shared/mod.ts";
+import type { LineProtocolPoint } from "./line-protocol.ts";
 
 /**
  * Writes points to InfluxDB through @influxdata/influxdb-client's transport: the points' own line
@@ -8,6 +9,7 @@ import { errorMessage, RetryableError } from "../../shared/mod.ts";
  * `/write?db=&rp=&precision=` (Debian ships 1.6.7, which has no v2 endpoint); note that 1.6.7 reads
  * `precision=us` as nanoseconds, so precisions are translated to the v1 spellings (n, u, ms, s).
  *
+ * Points are anything that writes its own line (line-protocol.ts; the client's Point too).
  * `write()` resolves only when InfluxDB accepted the batch, so the caller can acknowledge the inputs
  * after it, and rejects at the first failure with the HTTP status on the error: retrying, and
  * telling a refusal for good (4xx) from an outage, is the caller's (point-writer.ts). The client's
@@ -33,7 +35,7 @@ export interface InfluxSinkOptions {
 }
 
 export interface InfluxSink {
-  write(points: Point[]): Promise<void>;
+  write(points: readonly LineProtocolPoint[]): Promise<void>;
   stats(): { written: number; batches: number; failures: number };
   close(): Promise<void>;
 }

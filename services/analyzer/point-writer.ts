@@ -1,5 +1,6 @@
 import { errorMessage } from "../../shared/mod.ts";
-import type { InfluxSink, Point } from "./influx-sink.ts";
+import type { InfluxSink } from "./influx-sink.ts";
+import type { LineProtocolPoint as Point } from "./line-protocol.ts";
 import { retrying, StoppedError, type Retry } from "./retry.ts";
 
 /**

@@ -1,4 +1,4 @@
-import { Point } from "@influxdata/influxdb-client";
+import { Line } from "./line-protocol.ts";
 import { mjToJ, mwToW, type GpuSamples, type RequestEnergy } from "../../shared/mod.ts";
 import type { InstanceWindowResult, NodeWindowResult } from "./join.ts";
 import type { JoinedRequest } from "./load-join.ts";
@@ -52,9 +52,9 @@ export interface NodeWindowPointOptions {
   rawSamples?: boolean;
 }
 
-export function nodeWindowPoints(w: NodeWindowResult, opts: NodeWindowPointOptions = {}): Point[] {
-  const pts: Point[] = [
-    new Point("node_energy")
+export function nodeWindowPoints(w: NodeWindowResult, opts: NodeWindowPointOptions = {}): Line[] {
+  const pts: Line[] = [
+    new Line("node_energy")
       .tag("node", w.node)
       .floatField("measured_j", mjToJ(w.measuredMj))
       .floatField("attributed_j", mjToJ(w.attributedMj))
@@ -67,7 +67,7 @@ export function nodeWindowPoints(w: NodeWindowResult, opts: NodeWindowPointOptio
   if (cpu) pts[0]!.floatField("cpu_j", mjToJ(cpu.energyEndMj - cpu.energyStartMj));
   const a = w.power?.agent;
   if (a) {
-    const p = new Point("agent_stats")
+    const p = new Line("agent_stats")
       .tag("node", w.node)
       .intField("queued", a.queued)
       .intField("published", a.published)
@@ -82,7 +82,7 @@ export function nodeWindowPoints(w: NodeWindowResult, opts: NodeWindowPointOptio
   }
   const samples = new Map((w.power?.gpus ?? []).map((g) => [g.gpu, g]));
   for (const g of w.gpus) {
-    const p = new Point("gpu_energy").tag("node", w.node).tag("gpu", String(g.gpu)).floatField("energy_j", mjToJ(g.energyMj)).intField("resets", g.resets).stringField("method", g.method);
+    const p = new Line("gpu_energy").tag("node", w.node).tag("gpu", String(g.gpu)).floatField("energy_j", mjToJ(g.energyMj)).intField("resets", g.resets).stringField("method", g.method);
     const s = samples.get(g.gpu);
     if (s) addSampleAggregates(p, s);
     pts.push(p.timestamp(nsTime(w.windowStartMs)));
@@ -92,10 +92,10 @@ export function nodeWindowPoints(w: NodeWindowResult, opts: NodeWindowPointOptio
 }
 
 /** Every sample of a GPU's window as its own gpu_power point (`--raw-samples`). */
-function gpuSamplePoints(node: string, g: GpuSamples): Point[] {
-  const pts: Point[] = [];
+function gpuSamplePoints(node: string, g: GpuSamples): Line[] {
+  const pts: Line[] = [];
   for (let i = 0; i < g.tMs.length; i++) {
-    const p = new Point("gpu_power").tag("node", node).tag("gpu", String(g.gpu)).tag("uuid", tagValue(g.uuid)).floatField("power_w", mwToW(g.powerMw[i]!));
+    const p = new Line("gpu_power").tag("node", node).tag("gpu", String(g.gpu)).tag("uuid", tagValue(g.uuid)).floatField("power_w", mwToW(g.powerMw[i]!));
     if (g.energyMj) p.floatField("energy_mj", g.energyMj[i]!);
     if (g.smClockMhz) p.floatField("sm_clock_mhz", g.smClockMhz[i]!);
     if (g.memClockMhz) p.floatField("mem_clock_mhz", g.memClockMhz[i]!);
@@ -115,7 +115,7 @@ const max = (xs: readonly number[]) => xs.reduce((m, x) => (x > m ? x : m), Numb
  * Means of windows with equal sample counts average to the mean of the samples, so dashboards read
  * the same power from these as from raw samples, at a tenth of the points.
  */
-function addSampleAggregates(p: Point, g: GpuSamples): void {
+function addSampleAggregates(p: Line, g: GpuSamples): void {
   if (g.tMs.length === 0) return;
   p.floatField("power_w", mwToW(mean(g.powerMw))).floatField("power_max_w", mwToW(max(g.powerMw))).intField("samples", g.tMs.length);
   if (g.energyMj) p.floatField("energy_mj", g.energyMj[g.energyMj.length - 1]!);
@@ -125,10 +125,10 @@ function addSampleAggregates(p: Point, g: GpuSamples): void {
   if (g.tempC) p.floatField("temp_c", max(g.tempC));
 }
 
-export function instanceWindowPoint(w: InstanceWindowResult): Point {
+export function instanceWindowPoint(w: InstanceWindowResult): Line {
   const tokens = w.prefillTokens + w.decodeTokens;
   const secs = (w.windowEndMs - w.windowStartMs) / 1000;
-  const p = new Point("instance_energy")
+  const p = new Line("instance_energy")
     .tag("node", w.node)
     .tag("instance", w.instance)
     .tag("model", tagValue(w.model ?? "unknown"))
@@ -146,8 +146,8 @@ export function instanceWindowPoint(w: InstanceWindowResult): Point {
 }
 
 /** The request_energy series and time of a request: a second write with more fields merges into it. */
-function requestBase(r: RequestEnergy): Point {
-  return new Point("request_energy")
+function requestBase(r: RequestEnergy): Line {
+  return new Line("request_energy")
     .tag("node", r.node)
     .tag("instance", r.instance)
     .tag("model", tagValue(r.model ?? "unknown"))
@@ -157,7 +157,7 @@ function requestBase(r: RequestEnergy): Point {
     .timestamp(nsTime(r.startMs, idHash(r.requestId)));
 }
 
-export function requestPoint(r: RequestEnergy): Point {
+export function requestPoint(r: RequestEnergy): Line {
   const j = mjToJ(r.energyMj);
   const p = requestBase(r)
     .stringField("request_id", r.requestId)
@@ -176,7 +176,7 @@ export function requestPoint(r: RequestEnergy): Point {
 }
 
 /** Client-side latency and SLO attainment, merged into the request's energy point. */
-export function requestLoadPoint(j: JoinedRequest): Point {
+export function requestLoadPoint(j: JoinedRequest): Line {
   const p = requestBase(j.energy).booleanField("slo_met", j.sloMet).floatField("lag_ms", Math.max(0, j.load.sentMs - j.load.scheduledMs));
   if (j.load.ttftMs !== undefined) p.floatField("ttft_ms", j.load.ttftMs);
   if (j.load.tpotMs !== undefined) p.floatField("tpot_ms", j.load.tpotMs);
@@ -202,8 +202,8 @@ export interface AnalyzerStatsFields {
  * run since each one's start, and in one series they would interleave (a sawtooth whose
  * non_negative_difference reads as bursts of retries and refused points).
  */
-export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFields, replica?: string): Point {
-  const p = new Point("analyzer_stats").tag("analyzer", name);
+export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFields, replica?: string): Line {
+  const p = new Line("analyzer_stats").tag("analyzer", name);
   if (replica !== undefined) p.tag("replica", tagValue(replica));
   return p
     .intField("received", s.received)

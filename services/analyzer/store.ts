@@ -1,6 +1,6 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { encode, errorMessage, subjects, type RequestEnergy } from "../../shared/mod.ts";
-import type { Point } from "./influx-sink.ts";
+import type { LineProtocolPoint as Point } from "./line-protocol.ts";
 import type { JoinOutput } from "./join.ts";
 import type { LoadJoin } from "./load-join.ts";
 import type { PointWriter } from "./point-writer.ts";
