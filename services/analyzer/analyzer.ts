@@ -3,6 +3,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
 import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, type InfluxTarget } from "../../shared/mod.ts";
+import { createAckedPublisher } from "./acked-publisher.ts";
 import { openCheckpointStore } from "./checkpoint.ts";
 import type { InfluxSink } from "./influx-sink.ts";
 import type { JoinStats } from "./join.ts";
@@ -91,6 +92,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   await openBucket(opts.nc, KV_NODES, { history: 1 }, { replicas, log });
   const js = jetstream(opts.nc);
   if (opts.rollups && opts.influx) await ensureRollups(opts.influx, opts.rollups);
+  const publisher = createAckedPublisher(opts.nc);
   const loadJoin = await openLoadJoin(opts.nc, name, opts.slo ?? {}, { replicas, log });
   const checkpoints = await openCheckpointStore(opts.nc, name, { replicas, log });
   const grace = opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
@@ -111,7 +113,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     log,
     onAcquire: async (p) => {
       const join = { ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}), ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}) };
-      const part = await startPartition({ partition: p, filtered: count > 1, name, jsm, js, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
+      const part = await startPartition({ partition: p, filtered: count > 1, name, jsm, js, publisher, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
       live.set(p, part);
     },
     onRelease: async (p) => {
@@ -185,6 +187,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         clearInterval(statsTimer);
         await query?.stop();
         await leases.stop(); // stops each partition (onRelease), within its grace
+        publisher.close();
         await load.close();
         loadRetry.stop();
         await loadWriter.close();

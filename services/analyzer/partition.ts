@@ -1,5 +1,6 @@
 import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import { errorMessage, STREAM_SUBJECTS } from "../../shared/mod.ts";
+import type { AckedPublisher } from "./acked-publisher.ts";
 import type { CheckpointStore } from "./checkpoint.ts";
 import { bindConsumer, type BoundConsumer, type Token } from "./consumers.ts";
 import type { InfluxSink } from "./influx-sink.ts";
@@ -27,6 +28,7 @@ export interface PartitionOptions {
   name: string;
   jsm: JetStreamManager;
   js: JetStreamClient;
+  publisher: AckedPublisher;
   sink: InfluxSink;
   checkpoints: CheckpointStore;
   loadJoin: LoadJoin;
@@ -81,7 +83,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
   const onRetry = () => stats.sinkRetries++;
   const retry = retrying({ log, onRetry });
   const writer = createPointWriter(opts.sink, { log, onRetry });
-  const store = createStore<Token>({ writer, js: opts.js, loadJoin: opts.loadJoin, retry, rawSamples: opts.rawSamples ?? false, log });
+  const store = createStore<Token>({ writer, publisher: opts.publisher, loadJoin: opts.loadJoin, retry, rawSamples: opts.rawSamples ?? false, log });
   const intake = createIntake({ next: join, js: opts.js, retry, ...(opts.clock ? { clock: opts.clock } : {}) });
 
   const drain = () => {

@@ -1,6 +1,6 @@
-import type { JetStreamClient } from "@nats-io/jetstream";
 import { encode, errorMessage, subjects, type RequestEnergy } from "../../shared/mod.ts";
 import type { LineProtocolPoint as Point } from "./line-protocol.ts";
+import type { AckedPublisher } from "./acked-publisher.ts";
 import type { JoinOutput } from "./join.ts";
 import type { LoadJoin } from "./load-join.ts";
 import type { PointWriter } from "./point-writer.ts";
@@ -17,7 +17,8 @@ import type { Retry } from "./retry.ts";
  */
 export interface StoreOptions {
   writer: PointWriter;
-  js: JetStreamClient;
+  /** ENERGY goes out through it (pipelined JetStream publishes). */
+  publisher: AckedPublisher;
   loadJoin: LoadJoin;
   retry: Retry;
   /** Every 10 Hz sample as its own gpu_power point (default: one aggregate per GPU and window). */
@@ -84,7 +85,7 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
   const request = async (r: RequestEnergy) => {
     inFlight++;
     try {
-      await opts.retry("publishing ENERGY", () => opts.js.publish(subjects.energy(r.node), encode(r), { msgID: r.msgId }));
+      await opts.retry("publishing ENERGY", () => opts.publisher.publish(subjects.energy(r.node), encode(r), r.msgId));
       // A load generator's requests carry its run id (x-joulestream-run): one without came from
       // elsewhere (production traffic), and no LOAD result will ever meet it.
       if (r.runId === undefined) return;
