@@ -4,6 +4,7 @@ import { z } from "zod";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { describeIssues, encode, respondServiceError, subjects, type GpuInfo } from "../../shared/mod.ts";
 import type { NvmlControl } from "./nvml/control.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * Guarded GPU clock and power-limit control, off unless the operator passes --allow-clock-control.
@@ -72,7 +73,7 @@ export async function startClockControl(opts: {
       writeFileSync(`${opts.stateFile}.tmp`, JSON.stringify([...changed]));
       renameSync(`${opts.stateFile}.tmp`, opts.stateFile);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") log(`clock control: cannot keep its state in ${opts.stateFile}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") log(`clock control: cannot keep its state in ${opts.stateFile}: ${errorMessage(err)}`);
     }
   };
   /** One lease per holder: a holder that stops renewing gets its own changes undone, nobody else's. */
@@ -92,7 +93,7 @@ export async function startClockControl(opts: {
       opts.nc.publish(subjects.audit(opts.node), encode({ v: 1, kind: "audit", node: opts.node, tMs: now(), action, ...detail }));
     } catch (err) {
       // A closed connection must not stop a restore half-way: the GPUs matter more than the trail.
-      log(`clock control: audit ${action} not published: ${(err as Error).message}`);
+      log(`clock control: audit ${action} not published: ${errorMessage(err)}`);
     }
   };
 
@@ -128,7 +129,7 @@ export async function startClockControl(opts: {
     clearTimeout(leases.get(by));
     const timer = setTimeout(() => {
       leases.delete(by);
-      void exclusive(() => restore(heldBy(by), `lease of ${by} expired`)).catch((err) => log(`clock control: restore failed: ${(err as Error).message}`));
+      void exclusive(() => restore(heldBy(by), `lease of ${by} expired`)).catch((err) => log(`clock control: restore failed: ${errorMessage(err)}`));
     }, ms);
     timer.unref();
     leases.set(by, timer);
@@ -189,7 +190,7 @@ export async function startClockControl(opts: {
     try {
       left = JSON.parse(readFileSync(opts.stateFile, "utf8")) as [number, Changed][];
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") log(`clock control: ${opts.stateFile} unreadable (${(err as Error).message}); GPUs a killed run changed may still be locked`);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") log(`clock control: ${opts.stateFile} unreadable (${errorMessage(err)}); GPUs a killed run changed may still be locked`);
     }
     for (const [gpu, c] of Array.isArray(left) ? left : []) if (Number.isInteger(gpu) && c && typeof c === "object") changed.set(gpu, c);
     if (changed.size > 0) await restore([...changed.keys()], "left in force by a previous run that did not stop (killed?)");
@@ -248,10 +249,10 @@ export async function startClockControl(opts: {
           reply(m, { ok: true, changed: Object.fromEntries(changed), leaseExpiresMs: now() + req.leaseMs });
         } catch (err) {
           // Undo what this request changed on GPUs it did not hold; GPUs it held stay under its lease.
-          audit("set_failed", { gpus: req.gpus, by: req.by, error: (err as Error).message });
+          audit("set_failed", { gpus: req.gpus, by: req.by, error: errorMessage(err) });
           await restore(fresh, "set failed");
           if (heldBy(req.by).length > 0) armLease(req.by, req.leaseMs);
-          fail(m, 500, (err as Error).message);
+          fail(m, 500, errorMessage(err));
         }
       });
     },

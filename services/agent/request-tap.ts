@@ -6,6 +6,7 @@ import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEnd, t
 import { createSseCounter, isTokenCount, serverErrorMessage } from "./sse-counter.ts";
 import { createUsageFilter, usageAsked, usageStrip, type UsageStrip } from "./usage-filter.ts";
 import type { WorkTracker } from "./work-tracker.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * The request tap: an OpenAI-compatible reverse proxy in front of one inference server instance.
@@ -320,7 +321,7 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
   };
 
   const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err) => jsonError(res, 500, "tap_error", (err as Error).message));
+    handle(req, res).catch((err) => jsonError(res, 500, "tap_error", errorMessage(err)));
   });
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {

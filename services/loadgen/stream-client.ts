@@ -1,6 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { Clock } from "../../shared/units.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * One streamed OpenAI-style request over node:http with keep-alive agents, timed on the injected
@@ -118,7 +119,7 @@ export function createStreamClient(clock: Clock, opts: { maxSockets?: number } =
       if (o.signal?.aborted) return onAbort();
       o.signal?.addEventListener("abort", onAbort, { once: true });
 
-      req.on("error", (err) => finish("error", (err as Error).message || String(err)));
+      req.on("error", (err) => finish("error", errorMessage(err) || String(err)));
       req.on("response", (res) => {
         httpStatus = res.statusCode;
         res.setEncoding("utf8");
