@@ -2,7 +2,8 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConfigError, errorMessage } from "../../shared/errors.ts";
-import { gpuSpec, modelSpec, WORKLOAD_CLASSES, type WorkloadClass } from "../simnode/mod.ts";
+import { gpuSpec, modelSpec } from "../simnode/mod.ts";
+import { CLASSES, type WorkloadClass } from "../../shared/workload-classes.ts";
 
 /**
  * An experiment matrix: the paper's knobs (GPU clock × max batch × tensor parallelism × workload
@@ -11,7 +12,7 @@ import { gpuSpec, modelSpec, WORKLOAD_CLASSES, type WorkloadClass } from "../sim
  * experiment named after the matrix.
  */
 const positiveInt = z.number().int().positive();
-const workloadClass = z.string().refine((s): s is WorkloadClass => (WORKLOAD_CLASSES as readonly string[]).includes(s), { message: `must be one of ${WORKLOAD_CLASSES.join(", ")}` });
+const workloadClass = z.string().refine((s): s is WorkloadClass => (CLASSES as readonly string[]).includes(s), { message: `must be one of ${CLASSES.join(", ")}` });
 
 /** Offered load: prompt + output tokens per second (DynamoLLM's "2K tokens/s"), or requests per second. */
 export const loadSpec = z.union([z.object({ tokensPerS: z.number().positive() }).strict(), z.object({ requestsPerS: z.number().positive() }).strict()]);
