@@ -3,12 +3,26 @@
  * one TP=8 instance of a 70B model.   npm run bench -- simnode-library [trace.csv]
  */
 import { fileURLToPath } from "node:url";
-import { loadAzureTrace, simulate } from "../services/simnode/mod.ts";
+import { simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
+import { traceRows } from "../services/loadgen/mod.ts";
 
 const trace = process.argv[2] ?? fileURLToPath(new URL("../load/traces/azure/AzureLLMInferenceTrace_conv.csv", import.meta.url));
 const tLoad = performance.now();
-const workload = loadAzureTrace(trace, { durationMs: 3600_000 });
+const workload = await azureHour(trace);
 const loadMs = performance.now() - tLoad;
+
+/** The trace's first hour as simulator requests, read by the load generator's Azure parser (zero-length rows cannot be served). */
+async function azureHour(path: string): Promise<WorkloadRequest[]> {
+  const out: WorkloadRequest[] = [];
+  let t0: number | undefined;
+  for await (const row of traceRows(path, "azure")) {
+    t0 ??= row.tMs;
+    const arrivalMs = row.tMs - t0;
+    if (arrivalMs >= 3600_000) break;
+    if (row.promptTokens >= 1 && row.outputTokens >= 1) out.push({ id: `row${row.line}`, arrivalMs, promptTokens: row.promptTokens, outputTokens: row.outputTokens });
+  }
+  return out;
+}
 const rows: Record<string, number | string>[] = [];
 for (const model of ["llama-2-70b", "llama-3-70b"]) {
   const t0 = performance.now();

@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { PermanentError, RetryableError } from "../shared/errors.ts";
+import { PermanentError, RetryableError, errorMessage } from "../shared/errors.ts";
 import { LOOPBACK, ownsPorts } from "./ports.ts";
 import { httpStatus, waitUntilReady } from "./readiness.ts";
 import { spawnSupervised, type SupervisedProcess } from "./supervise.ts";
@@ -70,7 +70,7 @@ export async function createDatabase(url: string, database: string): Promise<voi
   try {
     res = await fetch(`${url}/query`, { method: "POST", body, signal: AbortSignal.timeout(10_000) });
   } catch (err) {
-    throw new RetryableError("UNAVAILABLE", `cannot reach InfluxDB at ${url}: ${(err as Error).message}`, err);
+    throw new RetryableError("UNAVAILABLE", `cannot reach InfluxDB at ${url}: ${errorMessage(err)}`, err);
   }
   const text = await res.text();
   // 1.x answers 200 with {"results":[{"statement_id":0,"error":"..."}]} when a statement fails.

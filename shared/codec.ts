@@ -1,5 +1,6 @@
 import { Packr } from "msgpackr";
 import type { z } from "zod";
+import { errorMessage } from "./errors.ts";
 
 /**
  * The one msgpackr configuration of the project. Plain maps (no record extension), so any msgpack
@@ -65,7 +66,7 @@ export function decodeAs<S extends z.ZodType>(schema: S, bytes: Uint8Array): Dec
   try {
     raw = packr.unpack(bytes);
   } catch (err) {
-    return { ok: false, reason: "decode", detail: err instanceof Error ? err.message : String(err) };
+    return { ok: false, reason: "decode", detail: errorMessage(err) };
   }
   return validate(schema, raw);
 }

@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import type { z } from "zod";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, errorMessage } from "./errors.ts";
 
 /**
  * Command-line and environment configuration, validated with zod. Each option names its flag and
@@ -47,7 +47,7 @@ export function parseCommand<S extends z.ZodType>(spec: CommandSpec<S>, argv: st
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new ConfigError(spec.name, `${(err as Error).message} (see joulestream ${spec.name} --help)`);
+    throw new ConfigError(spec.name, `${errorMessage(err)} (see joulestream ${spec.name} --help)`);
   }
   if (parsed.values.help) return { help: true };
 

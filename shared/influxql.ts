@@ -1,4 +1,4 @@
-import { RetryableError, PermanentError } from "./errors.ts";
+import { RetryableError, PermanentError, errorMessage } from "./errors.ts";
 
 /**
  * InfluxQL over HTTP `/query` — the query language our dashboards use, served by InfluxDB 1.x,
@@ -36,7 +36,7 @@ export async function influxQuery(target: InfluxTarget, q: string, opts: { timeo
   try {
     res = await fetch(url, { method: "POST", headers, signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000) });
   } catch (err) {
-    throw new RetryableError("UNAVAILABLE", `InfluxDB at ${target.url} unreachable: ${(err as Error).message}`, err);
+    throw new RetryableError("UNAVAILABLE", `InfluxDB at ${target.url} unreachable: ${errorMessage(err)}`, err);
   }
   const text = await res.text();
   if (!res.ok) {

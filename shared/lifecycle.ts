@@ -1,3 +1,4 @@
+import { errorMessage } from "./errors.ts";
 /**
  * Lifecycle helpers. Every long-lived component exposes `start()` and an idempotent `stop()` that
  * drains, flushes and closes downstream in order.
@@ -44,7 +45,7 @@ export function onShutdownSignal(stop: (signal: NodeJS.Signals) => Promise<void>
     stop(signal).then(
       () => process.exit(signal === "SIGINT" ? 130 : 143),
       (err) => {
-        log(`error while stopping: ${err instanceof Error ? err.message : String(err)}`);
+        log(`error while stopping: ${errorMessage(err)}`);
         process.exit(1);
       },
     );

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { connect } from "@nats-io/transport-node";
 import { credsAuthenticator, type NatsConnection } from "@nats-io/nats-core";
-import { ConfigError, RetryableError } from "./errors.ts";
+import { ConfigError, RetryableError, errorMessage } from "./errors.ts";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
@@ -26,7 +26,7 @@ export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReco
     try {
       bytes = readFileSync(cfg.creds);
     } catch (err) {
-      throw new ConfigError("--creds", `cannot read ${cfg.creds}: ${(err as Error).message}`);
+      throw new ConfigError("--creds", `cannot read ${cfg.creds}: ${errorMessage(err)}`);
     }
     authenticator = credsAuthenticator(bytes);
   }
@@ -46,7 +46,7 @@ export async function connectNats(cfg: NatsConfig, name: string, opts: { maxReco
       noAsyncTraces: process.env.JOULESTREAM_DEBUG !== "1",
     });
   } catch (err) {
-    throw new RetryableError("UNAVAILABLE", `cannot connect to NATS at ${cfg.nats}: ${(err as Error).message}`, err);
+    throw new RetryableError("UNAVAILABLE", `cannot connect to NATS at ${cfg.nats}: ${errorMessage(err)}`, err);
   }
 }
 

@@ -2,7 +2,7 @@ import test from "ava";
 import { parsePrometheusText } from "../services/agent/prometheus.ts";
 import { createSseCounter } from "../services/agent/sse-counter.ts";
 import { createUsageFilter, usageAsked, usageMember, usageStrip } from "../services/agent/usage-filter.ts";
-import { withUsageOptions } from "../services/agent/request-tap.ts";
+import { withUsageOptions } from "../services/agent/tap-http.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { parseInstance, parseGpuList } from "../services/agent/instances.ts";
 import { ConfigError } from "../shared/mod.ts";

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { createSpool } from "../shared/spool.ts";
 import { createOutbox } from "../shared/outbox.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
+import { errorMessage } from "../shared/errors.ts";
 
 const pw = () => randomBytes(12).toString("hex");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -126,7 +127,7 @@ test("nats permissions - a node cannot read the fleet's replies through _INBOX.>
       const r = await ncA.request(subj, "{}", { timeout: 800 });
       probes[subj] = new TextDecoder().decode(r.data).slice(0, 100);
     } catch (e) {
-      probes[subj] = `refused/timeout: ${(e as Error).message}`;
+      probes[subj] = `refused/timeout: ${errorMessage(e)}`;
     }
   }
   t.log(JSON.stringify(probes, null, 1));

@@ -8,6 +8,7 @@ import { parseInstance } from "./instances.ts";
 import { openPowerSource } from "./open-source.ts";
 import { DEFAULT_POWERCAP_ROOT, createRaplReader, raplMeter } from "./rapl.ts";
 import type { CpuEnergyMeter } from "./sampler.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 const schema = natsConfig.extend(replicasConfig.shape).extend({
   nodeId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be letters, digits, '-' or '_' (one NATS subject token)").default(hostname().replace(/[^A-Za-z0-9_-]/g, "-")),
@@ -96,8 +97,8 @@ export const agentCommand = defineCommand(
       try {
         cpuEnergy = raplMeter(createRaplReader({ clock, root: cfg.powercapRoot }));
       } catch (err) {
-        if (cfg.rapl === "on") throw new ConfigError("--rapl", `on, but ${(err as Error).message}`);
-        process.stderr.write(`agent ${cfg.nodeId}: no CPU energy (RAPL): ${(err as Error).message}\n`);
+        if (cfg.rapl === "on") throw new ConfigError("--rapl", `on, but ${errorMessage(err)}`);
+        process.stderr.write(`agent ${cfg.nodeId}: no CPU energy (RAPL): ${errorMessage(err)}\n`);
       }
     }
     // Replies come under the node's own inbox prefix: its NATS user may subscribe to no other (infra/nats/auth.ts).

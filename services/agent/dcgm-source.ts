@@ -3,6 +3,7 @@ import type { GpuInfo } from "../../shared/mod.ts";
 import { CounterPower, StandingCounter } from "../../shared/energy/mod.ts";
 import { parsePrometheusText } from "./prometheus.ts";
 import type { GpuReading, PowerSource, SourceDescription } from "./power-source.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * Reads GPUs from a DCGM exporter's Prometheus endpoint (and from the simulated node, which speaks
@@ -55,7 +56,7 @@ export function createDcgmSource(opts: DcgmSourceOptions): PowerSource {
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       text = await res.text();
     } catch (err) {
-      throw new RetryableError("UNAVAILABLE", `cannot scrape ${opts.url}: ${(err as Error).message}`, err);
+      throw new RetryableError("UNAVAILABLE", `cannot scrape ${opts.url}: ${errorMessage(err)}`, err);
     }
     const tMs = opts.clock.nowMs();
     const byGpu = new Map<number, Partial<GpuReading> & Pick<GpuReading, "gpu" | "uuid" | "tMs">>();

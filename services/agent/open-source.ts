@@ -1,5 +1,5 @@
 import { ConfigError, errorMessage, type Clock } from "../../shared/mod.ts";
-import { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./clock-control.ts";
+import { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./clock-backends.ts";
 import { createDcgmSource } from "./dcgm-source.ts";
 import type { PowerSource } from "./power-source.ts";
 

@@ -2,6 +2,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { PermanentError, type Clock } from "../../shared/mod.ts";
 import type { CpuEnergyMeter } from "./sampler.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * CPU package energy from Linux powercap (RAPL): /sys/class/powercap/intel-rapl:<pkg>[:<sub>]/
@@ -68,7 +69,7 @@ function readNumber(path: string): number {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "EACCES" || code === "EPERM") throw new PermanentError("PERMISSION", `${path}: not readable (RAPL energy needs root since Linux 5.10)`, err);
-    throw new PermanentError("NOT_FOUND", `${path}: ${(err as Error).message}`, err);
+    throw new PermanentError("NOT_FOUND", `${path}: ${errorMessage(err)}`, err);
   }
   const v = Number(text.trim());
   if (!Number.isFinite(v) || v < 0) throw new PermanentError("DECODE", `${path}: not a counter: ${JSON.stringify(text.trim())}`);
@@ -82,7 +83,7 @@ export function createRaplReader(opts: RaplOptions): RaplReader {
   try {
     entries = readdirSync(root);
   } catch (err) {
-    throw new PermanentError("NOT_FOUND", `${root}: no powercap interface: ${(err as Error).message}`, err);
+    throw new PermanentError("NOT_FOUND", `${root}: no powercap interface: ${errorMessage(err)}`, err);
   }
   const ids = entries.filter((e) => ZONE_RE.test(e) && (opts.subzones || isPackage(e))).sort();
   if (ids.length === 0) throw new PermanentError("NOT_FOUND", `${root}: no intel-rapl zones`);

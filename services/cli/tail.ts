@@ -3,6 +3,7 @@ import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } fro
 import { ConfigError, connectNats, decode, natsConfig, natsOptions, requestBatch, STREAM_SUBJECTS, type StreamName } from "../../shared/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { exitWhenReaderGoes } from "./reader-gone.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * `joulestream tail SUBJECT`: what an operator uses to see what is flowing. Reads the subject's
@@ -65,7 +66,7 @@ export const tailCommand = defineCommand(
         try {
           value = decode(m.data);
         } catch (err) {
-          value = { undecodable: Buffer.from(m.data).toString("base64"), error: (err as Error).message };
+          value = { undecodable: Buffer.from(m.data).toString("base64"), error: errorMessage(err) };
         }
         const batch = cfg.events ? requestBatch.safeParse(value) : undefined;
         const lines = batch?.success ? batch.data.events.map((e) => ({ subject: m.subject, seq: m.seq, batch: batch.data.msgId, data: e })) : [{ subject: m.subject, seq: m.seq, data: value }];

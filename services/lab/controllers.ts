@@ -1,5 +1,5 @@
 import type { NatsConnection } from "@nats-io/nats-core";
-import { ConfigError, PermanentError, RetryableError } from "../../shared/errors.ts";
+import { ConfigError, PermanentError, RetryableError, errorMessage } from "../../shared/errors.ts";
 import { subjects } from "../../shared/subjects.ts";
 import type { PointSpec } from "./matrix.ts";
 import { modelSpec } from "../simnode/mod.ts";
@@ -35,7 +35,7 @@ export function createSimnodeController(o: { adminUrl: string; targets: string[]
     try {
       res = await fetch(new URL(path, o.adminUrl), { method, headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(10_000) });
     } catch (err) {
-      throw new RetryableError("UNAVAILABLE", `simnode at ${o.adminUrl} unreachable: ${(err as Error).message}`, err);
+      throw new RetryableError("UNAVAILABLE", `simnode at ${o.adminUrl} unreachable: ${errorMessage(err)}`, err);
     }
     const text = await res.text();
     if (!res.ok) throw new PermanentError("CONFIG", `simnode ${method} ${path} → HTTP ${res.status}: ${text.slice(0, 200)}`);

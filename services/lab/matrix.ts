@@ -1,8 +1,9 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { ConfigError } from "../../shared/errors.ts";
-import { gpuSpec, modelSpec, WORKLOAD_CLASSES, type WorkloadClass } from "../simnode/mod.ts";
+import { ConfigError, errorMessage } from "../../shared/errors.ts";
+import { gpuSpec, modelSpec } from "../simnode/mod.ts";
+import { CLASSES, type WorkloadClass } from "../../shared/workload-classes.ts";
 
 /**
  * An experiment matrix: the paper's knobs (GPU clock × max batch × tensor parallelism × workload
@@ -11,7 +12,7 @@ import { gpuSpec, modelSpec, WORKLOAD_CLASSES, type WorkloadClass } from "../sim
  * experiment named after the matrix.
  */
 const positiveInt = z.number().int().positive();
-const workloadClass = z.string().refine((s): s is WorkloadClass => (WORKLOAD_CLASSES as readonly string[]).includes(s), { message: `must be one of ${WORKLOAD_CLASSES.join(", ")}` });
+const workloadClass = z.string().refine((s): s is WorkloadClass => (CLASSES as readonly string[]).includes(s), { message: `must be one of ${CLASSES.join(", ")}` });
 
 /** Offered load: prompt + output tokens per second (DynamoLLM's "2K tokens/s"), or requests per second. */
 export const loadSpec = z.union([z.object({ tokensPerS: z.number().positive() }).strict(), z.object({ requestsPerS: z.number().positive() }).strict()]);
@@ -116,7 +117,7 @@ export function parseMatrix(raw: unknown, source = "matrix"): Matrix {
   try {
     gpu = gpuSpec(r.data.gpu);
   } catch (err) {
-    throw new ConfigError(`${source}.gpu`, (err as Error).message.replace(/^gpuModel: /, ""));
+    throw new ConfigError(`${source}.gpu`, errorMessage(err).replace(/^gpuModel: /, ""));
   }
   const clocks = gpu.supportedSmClocksMhz;
   r.data.experiments.forEach((e, i) => {
@@ -131,7 +132,7 @@ export function parseMatrix(raw: unknown, source = "matrix"): Matrix {
       try {
         modelSpec(m);
       } catch (err) {
-        throw new ConfigError(`${at}.model[${k}]`, (err as Error).message.replace(/^model: /, ""));
+        throw new ConfigError(`${at}.model[${k}]`, errorMessage(err).replace(/^model: /, ""));
       }
     });
     // The driver locks only supported clocks: a value off the grid or out of range would be measured
@@ -150,13 +151,13 @@ export function loadMatrix(path: string): Matrix {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new ConfigError("--matrix", `cannot read ${path}: ${(err as Error).message}`);
+    throw new ConfigError("--matrix", `cannot read ${path}: ${errorMessage(err)}`);
   }
   let raw: unknown;
   try {
     raw = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new ConfigError("--matrix", `${path} is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${(err as Error).message}`);
+    throw new ConfigError("--matrix", `${path} is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${errorMessage(err)}`);
   }
   return parseMatrix(raw, "matrix");
 }

@@ -1,5 +1,5 @@
 import { simulate } from "../simnode/mod.ts";
-import type { WorkloadClass } from "../simnode/mod.ts";
+import type { WorkloadClass } from "../../shared/workload-classes.ts";
 import type { SloSpec } from "./matrix.ts";
 import type { SloThresholds } from "./metrics.ts";
 import { classMedianTokens } from "./workload.ts";

@@ -1,5 +1,5 @@
 import { ConfigError, errorMessage } from "../../shared/errors.ts";
-import type { WorkloadClass } from "../simnode/mod.ts";
+import type { WorkloadClass } from "../../shared/workload-classes.ts";
 import type { PointRunner } from "./library-runner.ts";
 import { expandMatrix, pointId, type Matrix, type PointSpec } from "./matrix.ts";
 import { pointMeetsSlo, pointRow, type PointRow, type SloThresholds } from "./metrics.ts";

@@ -1,4 +1,5 @@
-import { CLASS_MEDIAN_TOKENS, poissonClassWorkload, type WorkloadClass, type WorkloadRequest } from "../simnode/mod.ts";
+import { CLASS_MEDIAN_TOKENS, poissonClassWorkload, type WorkloadRequest } from "../simnode/mod.ts";
+import type { Length, WorkloadClass } from "../../shared/workload-classes.ts";
 import type { PointSpec } from "./matrix.ts";
 
 /**
@@ -8,7 +9,7 @@ import type { PointSpec } from "./matrix.ts";
  * random numbers: differences between points are the knob's, not the draw's).
  */
 export function classMedianTokens(cls: WorkloadClass): { prompt: number; output: number } {
-  const [i, o] = cls.split("-") as ["short" | "medium" | "long", "short" | "medium" | "long"];
+  const [i, o] = cls.split("-") as [Length, Length];
   return { prompt: CLASS_MEDIAN_TOKENS.input[i], output: CLASS_MEDIAN_TOKENS.output[o] };
 }
 

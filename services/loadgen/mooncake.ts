@@ -1,6 +1,7 @@
 import { readLines } from "./lines.ts";
 import { reject, TraceError, type ParseOptions } from "./trace-error.ts";
 import type { TraceRow } from "./trace-row.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * Mooncake traces (JSONL): `{"timestamp": ms, "input_length": n, "output_length": m, "hash_ids": [...]}`,
@@ -17,7 +18,7 @@ export async function* parseMooncake(path: string, opts: ParseOptions = {}): Asy
     try {
       o = JSON.parse(text);
     } catch (err) {
-      reject(opts, new TraceError(path, line, `not JSON: ${(err as Error).message}`));
+      reject(opts, new TraceError(path, line, `not JSON: ${errorMessage(err)}`));
       continue;
     }
     const why = check(o);

@@ -1,6 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { Clock } from "../../shared/units.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * One streamed OpenAI-style request over node:http with keep-alive agents, timed on the injected
@@ -25,6 +26,13 @@ export interface StreamOutcome {
 
 export interface StreamClient {
   send(url: URL, body: string, headers: Record<string, string>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<StreamOutcome>;
+  /**
+   * Opens a keep-alive connection to each URL's server and runs the request code once (a GET, its
+   * answer read and dropped), so that a run's first request neither connects nor compiles on its
+   * way out. Never rejects: a server that fails here is the run's to report; one that does not
+   * answer is not waited for past `timeoutMs`.
+   */
+  warm(urls: URL[], timeoutMs: number): Promise<void>;
   close(): void;
 }
 
@@ -118,7 +126,7 @@ export function createStreamClient(clock: Clock, opts: { maxSockets?: number } =
       if (o.signal?.aborted) return onAbort();
       o.signal?.addEventListener("abort", onAbort, { once: true });
 
-      req.on("error", (err) => finish("error", (err as Error).message || String(err)));
+      req.on("error", (err) => finish("error", errorMessage(err) || String(err)));
       req.on("response", (res) => {
         httpStatus = res.statusCode;
         res.setEncoding("utf8");
@@ -155,8 +163,30 @@ export function createStreamClient(clock: Clock, opts: { maxSockets?: number } =
       req.end(body);
     });
 
+  const warmOne = (url: URL, timeoutMs: number) =>
+    new Promise<void>((resolve) => {
+      const lib = url.protocol === "https:" ? https : http;
+      const req = lib.request(url, { method: "GET", agent: url.protocol === "https:" ? httpsAgent : httpAgent, headers: { accept: "application/json" } });
+      const timer = setTimeout(() => req.destroy(), timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      req.on("error", done);
+      req.on("response", (res) => {
+        res.resume(); // read to the end, so the socket goes back to the agent's pool
+        res.on("end", done);
+        res.on("error", done);
+        res.on("aborted", done);
+      });
+      req.end();
+    });
+
   return {
     send,
+    warm: async (urls, timeoutMs) => {
+      await Promise.all(urls.map((u) => warmOne(u, timeoutMs)));
+    },
     close() {
       httpAgent.destroy();
       httpsAgent.destroy();

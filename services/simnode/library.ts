@@ -1,4 +1,5 @@
 import { createSimNode, type Knobs, type NodeConfig, type SimNode } from "./node.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * Library mode: a workload and a node configuration in, per-request timings and the per-GPU
@@ -122,7 +123,7 @@ export function simulate(workload: readonly WorkloadRequest[], opts: SimulationO
       const { instance } = node.submit({ id, promptTokens: w.promptTokens, outputTokens: w.outputTokens, tag: i }, w.arrivalMs, w.instanceId);
       timings[i] = { id, instanceId: instance.id, arrivalMs: w.arrivalMs, admitMs: NaN, firstTokenMs: NaN, endMs: NaN, promptTokens: w.promptTokens, outputTokens: w.outputTokens, ttftMs: NaN, meanItlMs: NaN, ...(opts.recordTokenTimes ? { tokenTimesMs: [] } : {}) };
     } catch (err) {
-      rejected.push({ id, reason: err instanceof Error ? err.message : String(err) });
+      rejected.push({ id, reason: errorMessage(err) });
     }
   }
   for (let next = node.nextEventMs(); next !== undefined; next = node.nextEventMs()) advance(next);

@@ -7,7 +7,7 @@ export { GPUS, MODELS, H100_SUPPORTED_SM_CLOCKS_MHZ, gpuSpec, modelSpec, snapSmC
 export { stepPhases, type StepWork, type Phase } from "./perf-model.ts";
 export { stepCost, dynamicScale, powerParams, type StepCost, type PowerParams } from "./power-model.ts";
 export { CHARS_PER_TOKEN, CHAT_TOKENS_PER_MESSAGE, estimateTextTokens, textOfTokens } from "./openai.ts";
-export { parseAzureTrace, loadAzureTrace, poissonClassWorkload, burstWorkload, WORKLOAD_CLASSES, CLASS_MEDIAN_TOKENS, type WorkloadClass } from "./workloads.ts";
+export { poissonClassWorkload, burstWorkload, CLASS_MEDIAN_TOKENS, type PoissonOptions } from "./workloads.ts";
 export { ML_ENERGY_H100, measureSteadyState, type MeasuredPoint, type SteadyState } from "./calibration.ts";
 export { gpuUuid } from "./metrics.ts";
 export { simCommand } from "./command.ts";

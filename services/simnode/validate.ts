@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { ML_ENERGY_H100, measureSteadyState, CHAT_PROMPT_MEDIAN, CHAT_OUTPUT_MEDIAN } from "./calibration.ts";
 import { simulate, type SimulationResult } from "./library.ts";
-import { poissonClassWorkload, WORKLOAD_CLASSES, CLASS_MEDIAN_TOKENS, type WorkloadClass } from "./workloads.ts";
+import { poissonClassWorkload, CLASS_MEDIAN_TOKENS } from "./workloads.ts";
+import { CLASSES, type WorkloadClass } from "../../shared/workload-classes.ts";
 import { snapSmClock, GPUS } from "./catalog.ts";
 
 const H100 = GPUS["h100-sxm"]!;
@@ -163,7 +164,7 @@ export function buildReport(): string {
   // 5. Optimal configuration per class.
   out.push("## 5. Energy-optimal configuration per workload class (finding 5)", "", "Llama-2-70B at 2K tokens/s; grid TP {2,4,8} × clock {" + CLOCKS.join(", ") + "} MHz; SLO: p90 TTFT and p90 TBT ≤ 5× those of the class at TP8/1980 MHz under the same load (DynamoLLM uses 5× a request served alone). Wh/request counts the instance's GPUs.", "");
   const optRows: (string | number)[][] = [];
-  for (const cls of WORKLOAD_CLASSES) {
+  for (const cls of CLASSES) {
     const ref = runClass(cls, 8, 1980);
     let best: { tp: number; f: number; wh: number } | undefined;
     for (const tp of [2, 4, 8]) {

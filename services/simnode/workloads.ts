@@ -1,48 +1,16 @@
-import { readFileSync } from "node:fs";
 import type { WorkloadRequest } from "./library.ts";
 import { createRng } from "./rng.ts";
+import type { Length, WorkloadClass } from "../../shared/workload-classes.ts";
 
 /**
- * Workloads for library mode: the Azure LLM inference trace format and the paper's nine workload
- * classes (input × output length, short/medium/long) as seeded synthetic Poisson arrivals.
+ * Workloads for library mode: the paper's nine workload classes (shared/workload-classes.ts) as
+ * seeded synthetic Poisson arrivals, and closed bursts. Recorded traces (Azure, Mooncake, BurstGPT)
+ * are read by the load generator's parsers (loadgen's traceRows), the one place that reads them.
  */
-
-/** Parses `TIMESTAMP,ContextTokens,GeneratedTokens` rows (timestamps like `2023-11-16 18:15:46.6805900`, UTC). */
-export function parseAzureTrace(text: string, opts: { startMs?: number; durationMs?: number; speedup?: number } = {}): WorkloadRequest[] {
-  const out: WorkloadRequest[] = [];
-  const speedup = opts.speedup ?? 1;
-  let t0: number | undefined;
-  let row = 0;
-  for (const line of text.split("\n")) {
-    row++;
-    if (row === 1 || line.trim() === "") continue;
-    const [ts, ctx, gen] = line.split(",");
-    const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?/.exec(ts ?? "");
-    if (!m) throw new RangeError(`trace row ${row}: bad timestamp "${ts}"`);
-    const frac = m[7] ? Number(`0.${m[7]}`) * 1000 : 0;
-    const tMs = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!) + frac;
-    t0 ??= tMs;
-    const rel = tMs - t0 - (opts.startMs ?? 0);
-    if (rel < 0) continue;
-    if (opts.durationMs !== undefined && rel >= opts.durationMs) break;
-    const promptTokens = Number(ctx);
-    const outputTokens = Number(gen);
-    if (!(promptTokens >= 1) || !(outputTokens >= 1)) continue; // zero-length rows cannot be served
-    out.push({ id: `row${row}`, arrivalMs: rel / speedup, promptTokens, outputTokens });
-  }
-  return out;
-}
-
-export const loadAzureTrace = (path: string, opts?: Parameters<typeof parseAzureTrace>[1]): WorkloadRequest[] => parseAzureTrace(readFileSync(path, "utf8"), opts);
-
-export type LengthClass = "short" | "medium" | "long";
-export type WorkloadClass = `${LengthClass}-${LengthClass}`;
-export const LENGTH_CLASSES: readonly LengthClass[] = ["short", "medium", "long"];
-export const WORKLOAD_CLASSES: readonly WorkloadClass[] = LENGTH_CLASSES.flatMap((i) => LENGTH_CLASSES.map((o) => `${i}-${o}` as WorkloadClass));
 
 /**
  * Median tokens of each class on the Azure 2023 conversation trace, classes cut at its 33rd/66th
- * percentiles (input 408 / 1,102, output 94 / 237 tokens — PAPER.md, DynamoLLM's method).
+ * percentiles (INPUT_CUTS / OUTPUT_CUTS in shared/workload-classes.ts — PAPER.md, DynamoLLM's method).
  */
 export const CLASS_MEDIAN_TOKENS = { input: { short: 376, medium: 1018, long: 1510 }, output: { short: 71, medium: 129, long: 407 } } as const;
 
@@ -58,7 +26,7 @@ export interface PoissonOptions {
 /** Seeded Poisson arrivals of one workload class. */
 export function poissonClassWorkload(o: PoissonOptions): WorkloadRequest[] {
   const rng = createRng(o.seed);
-  const [i, out] = o.cls.split("-") as [LengthClass, LengthClass];
+  const [i, out] = o.cls.split("-") as [Length, Length];
   const sigma = o.spread ?? 0.25;
   const draw = (median: number) => Math.max(1, Math.round(median * Math.exp(sigma * rng.normal())));
   const w: WorkloadRequest[] = [];

@@ -6,6 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { decode } from "../../shared/mod.ts";
 import { freePort } from "../../infra/ports.ts";
+import { errorMessage } from "../../shared/errors.ts";
 
 /**
  * A real nats-server (JetStream) on a free loopback port, for tests that need only the broker.
@@ -43,7 +44,7 @@ export async function startTestNats(opts: { config?: string } = {}): Promise<Tes
         return;
       } catch (err) {
         // With auth configured, an authorization error still proves the server is up.
-        if (/authorization|Authorization/.test(String((err as Error).message))) return;
+        if (/authorization|Authorization/.test(errorMessage(err))) return;
         if (proc.exitCode !== null) throw new Error(`nats-server exited: ${stderr.slice(-500)}`);
         if (Date.now() > deadline) throw new Error(`nats-server did not start: ${stderr.slice(-500)}`);
         await new Promise((r) => setTimeout(r, 50));

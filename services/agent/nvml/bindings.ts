@@ -1,5 +1,6 @@
 import koffi from "koffi";
 import { NVML_SUCCESS, NvmlError, NvmlReturn } from "./errors.ts";
+import { errorMessage } from "../../../shared/errors.ts";
 
 /**
  * The NVML C API through koffi: each function bound with its nvml.h prototype. Out-parameters are
@@ -124,7 +125,7 @@ export function loadNvml(path: string): NvmlBinding {
   try {
     lib = koffi.load(path);
   } catch (err) {
-    throw new NvmlError(NvmlReturn.LIBRARY_NOT_FOUND, "dlopen", { detail: `${path}: ${(err as Error).message}`, cause: err });
+    throw new NvmlError(NvmlReturn.LIBRARY_NOT_FOUND, "dlopen", { detail: `${path}: ${errorMessage(err)}`, cause: err });
   }
   const bind = (proto: string): unknown => {
     try {

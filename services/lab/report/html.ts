@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError } from "../../../shared/errors.ts";
+import { ConfigError, errorMessage } from "../../../shared/errors.ts";
 import { checkFindings, type Finding } from "../findings.ts";
 import type { PointRow } from "../metrics.ts";
 import { configLabel, recommend, type Recommendation } from "../recommend.ts";
@@ -32,7 +32,7 @@ export function readSweepDir(dir: string): SweepData {
     try {
       d = JSON.parse(readFileSync(json, "utf8")) as typeof d;
     } catch (err) {
-      throw new ConfigError("--in", `${json} is not valid JSON (${(err as Error).message}); delete it to report from ${POINTS_FILE}`);
+      throw new ConfigError("--in", `${json} is not valid JSON (${errorMessage(err)}); delete it to report from ${POINTS_FILE}`);
     }
     if (!d || typeof d !== "object" || (d.rows !== undefined && !Array.isArray(d.rows))) throw new ConfigError("--in", `${json} is not a sweep's results (expected an object with a rows array)`);
     // null in JSON stands for a non-finite number.
