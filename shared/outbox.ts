@@ -1,6 +1,7 @@
-import type { NatsConnection } from "@nats-io/nats-core";
+import { InvalidArgumentError, PermissionViolationError, type NatsConnection } from "@nats-io/nats-core";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { encode, encodeWithEncodedArray } from "./codec.ts";
+import { errorMessage } from "./errors.ts";
 import { createSpool, type SpoolOptions, type SpoolStats } from "./spool.ts";
 
 /**
@@ -75,13 +76,19 @@ interface OpenBatch {
   pending: Uint8Array[];
 }
 
-/** nats.js refuses a payload over the server's max_payload before sending it. */
-const TOO_LARGE = /max_payload/i;
 /**
- * The server refuses the subject for this connection's user: e.g. a spool left by a run under
- * another node id (its records carry that node's subjects). No retry can send it either.
+ * What no retry can send, told by nats.js's error classes (never by a message's wording):
+ * - too large: nats.js refuses a payload over the server's max_payload before sending it, with an
+ *   InvalidArgumentError (used for other arguments too, hence the size check);
+ * - forbidden: the server refuses the subject for this connection's user (e.g. a spool left by a
+ *   run under another node id, whose records carry that node's subjects); the publish's request
+ *   rejects with a RequestError whose cause is a PermissionViolationError on "publish".
  */
-const FORBIDDEN = /permissions violation/i;
+export function unsendableKind(err: unknown, bytes: number, maxPayload: number | undefined): "too_large" | "forbidden" | undefined {
+  if (err instanceof InvalidArgumentError && bytes > (maxPayload ?? Number.POSITIVE_INFINITY)) return "too_large";
+  const pv = err instanceof PermissionViolationError ? err : err instanceof Error && err.cause instanceof PermissionViolationError ? err.cause : undefined;
+  return pv?.operation === "publish" ? "forbidden" : undefined;
+}
 
 /** Largest batch sealed as one message; a larger one is split (the server's default max_payload is 1 MiB). */
 export const MAX_BATCH_BYTES = 512 * 1024;
@@ -146,14 +153,16 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
         backoffMs = 100;
         continue;
       }
-      const reason = (results[failed] as PromiseRejectedResult).reason as Error;
+      const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
       const rec = batch[failed]!;
       // What no retry can ever send must not hold up everything queued behind it.
-      const unsendable = TOO_LARGE.test(reason.message)
-        ? `dropped a message over the server's max payload (${rec.data.length} bytes, ${rec.subject})`
-        : FORBIDDEN.test(reason.message) && !(opts.ownsSubject?.(rec.subject) ?? false)
-          ? `dropped a message this user may not publish (${rec.subject}): ${reason.message}`
-          : undefined;
+      const kind = unsendableKind(reason, rec.data.length, nc.info?.max_payload);
+      const unsendable =
+        kind === "too_large"
+          ? `dropped a message over the server's max payload (${rec.data.length} bytes, ${rec.subject})`
+          : kind === "forbidden" && !(opts.ownsSubject?.(rec.subject) ?? false)
+            ? `dropped a message this user may not publish (${rec.subject}): ${errorMessage(reason)}`
+            : undefined;
       if (unsendable) {
         stats.unsendable += rec.messages ?? 1;
         stats.lastError = unsendable;
@@ -161,7 +170,7 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
         continue;
       }
       stats.retries++;
-      stats.lastError = reason.message;
+      stats.lastError = errorMessage(reason);
       await new Promise<void>((r) => {
         wake = r;
         setTimeout(r, backoffMs).unref();
@@ -181,7 +190,7 @@ export function createOutbox(nc: NatsConnection, opts: OutboxOptions = {}): Outb
     pumping ??= pump().catch((err: unknown) => {
       // Nothing in the pump should throw (the spool reads damaged files as far as they go), but an
       // unhandled rejection would end the process: record it and try again shortly.
-      stats.lastError = `publishing stopped: ${(err as Error).message}`;
+      stats.lastError = `publishing stopped: ${errorMessage(err)}`;
       pumping = undefined;
       if (!closed) lingering ??= setTimeout(startPump, 1000).unref();
     });
