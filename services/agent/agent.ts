@@ -4,7 +4,7 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { KV_NODES, subjectId, createOutbox, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent, type OutboxStats } from "../../shared/mod.ts";
+import { KV_NODES, errorMessage, subjectId, createOutbox, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent, type OutboxStats } from "../../shared/mod.ts";
 import type { PowerSource, SourceDescription } from "./power-source.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
@@ -77,7 +77,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const carryFile: WindowCarryFile | undefined = opts.spoolDir
     ? createWindowCarryFile(join(opts.spoolDir, "power-window.carry"), (err) => {
         // Said once: a spool dir gone read-only would otherwise say it ten times a second.
-        if (!carryFailed) log(`cannot save the open window (a restart would lose up to a window of energy): ${(err as Error).message}`);
+        if (!carryFailed) log(`cannot save the open window (a restart would lose up to a window of energy): ${errorMessage(err)}`);
         carryFailed = true;
       })
     : undefined;
@@ -101,7 +101,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       publisher.publish(subjects.power(opts.node), batch);
     },
     onError(err) {
-      log(`sample failed: ${(err as Error).message}`);
+      log(`sample failed: ${errorMessage(err)}`);
     },
     ...(opts.cpuEnergy ? { cpuEnergy: opts.cpuEnergy } : {}),
     ...(carryFile
@@ -163,7 +163,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       kv ??= await openBucket(opts.nc, KV_NODES, { history: 1 }, { replicas, log });
       await kv.put(opts.node, encode(inventory()));
     } catch (err) {
-      log(`inventory heartbeat failed: ${(err as Error).message}`);
+      log(`inventory heartbeat failed: ${errorMessage(err)}`);
     }
   };
   await beat();

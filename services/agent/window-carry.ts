@@ -1,7 +1,7 @@
 import { readFileSync, renameSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { z } from "zod";
-import { decode, encode, type PowerBatch } from "../../shared/mod.ts";
+import { decode, encode, errorMessage, type PowerBatch } from "../../shared/mod.ts";
 
 /**
  * The sampler's open window, carried across an agent restart through a file in the spool dir.
@@ -140,7 +140,7 @@ export function createWindowCarryFile(path: string, onError?: (err: unknown) => 
       try {
         raw = decode(readFileSync(path));
       } catch (err) {
-        return { reason: (err as NodeJS.ErrnoException).code === "ENOENT" ? "none saved" : `unreadable: ${(err as Error).message}` };
+        return { reason: (err as NodeJS.ErrnoException).code === "ENOENT" ? "none saved" : `unreadable: ${errorMessage(err)}` };
       }
       const parsed = carriedWindow.safeParse(raw);
       return parsed.success ? { state: parsed.data as CarriedWindow } : { reason: `malformed: ${parsed.error.issues[0]?.message ?? "?"}` };

@@ -1,4 +1,4 @@
-import { RetryableError } from "../../shared/mod.ts";
+import { errorMessage, RetryableError } from "../../shared/mod.ts";
 
 /**
  * Which write API an InfluxDB speaks: `/ping` reports the version (X-Influxdb-Version); 1.8 and
@@ -9,7 +9,7 @@ export async function detectInfluxApi(url: string, timeoutMs = 5000): Promise<{ 
   try {
     res = await fetch(new URL("/ping", url), { signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
-    throw new RetryableError("UNAVAILABLE", `InfluxDB at ${url} unreachable: ${(err as Error).message}`, err);
+    throw new RetryableError("UNAVAILABLE", `InfluxDB at ${url} unreachable: ${errorMessage(err)}`, err);
   }
   const version = res.headers.get("x-influxdb-version") ?? "unknown";
   const m = /^v?(\d+)\.(\d+)/.exec(version);

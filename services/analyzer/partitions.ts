@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { KV } from "@nats-io/kv";
-import { openBucket } from "../../shared/mod.ts";
+import { errorMessage, openBucket } from "../../shared/mod.ts";
 
 /**
  * Partition ownership among analyzer replicas, by leases in a KV bucket whose entries expire
@@ -73,7 +73,7 @@ export async function startPartitionLeases(opts: {
         owned.set(p, rev);
         opts.log?.(`partition ${p}: acquired`);
       } catch (err) {
-        opts.log?.(`partition ${p}: taking it over failed, letting the lease go: ${(err as Error).message}`);
+        opts.log?.(`partition ${p}: taking it over failed, letting the lease go: ${errorMessage(err)}`);
         await opts.onRelease(p).catch(() => {});
         await kv.delete(`p.${p}`).catch(() => {});
       }
@@ -88,7 +88,7 @@ export async function startPartitionLeases(opts: {
   };
 
   const tick = () => {
-    busy = busy.then(round).catch((err) => opts.log?.(`partition leases: ${(err as Error).message}`));
+    busy = busy.then(round).catch((err) => opts.log?.(`partition leases: ${errorMessage(err)}`));
   };
   tick();
   await busy;
@@ -102,10 +102,10 @@ export async function startPartitionLeases(opts: {
       await busy;
       for (const p of [...owned.keys()]) {
         await opts.onRelease(p);
-        await kv.delete(`p.${p}`).catch((err) => opts.log?.(`partition ${p}: releasing the lease failed (it expires by itself): ${(err as Error).message}`));
+        await kv.delete(`p.${p}`).catch((err) => opts.log?.(`partition ${p}: releasing the lease failed (it expires by itself): ${errorMessage(err)}`));
       }
       owned.clear();
-      await kv.delete(`member.${opts.replicaId}`).catch((err) => opts.log?.(`leaving the group failed (the entry expires by itself): ${(err as Error).message}`));
+      await kv.delete(`member.${opts.replicaId}`).catch((err) => opts.log?.(`leaving the group failed (the entry expires by itself): ${errorMessage(err)}`));
     },
   };
 }

@@ -127,7 +127,7 @@ export async function startQueryService(nc: NatsConnection, influx: InfluxTarget
         try {
           m.respond(JSON.stringify(await querySummary(influx, req)));
         } catch (err) {
-          respondServiceError(m, 503, (err as Error).message);
+          respondServiceError(m, 503, errorMessage(err));
         }
       })().catch(() => {}); // a reply that cannot be sent (connection closing) must not end the process
     },
