@@ -62,6 +62,12 @@ export const MAX_STREAM_SKEW_MS = 10 * 60_000;
  * ahead by a glitching clock must not make every stream that is not as far ahead count as stopped.
  */
 export const STALLED_AFTER_MESSAGES = 600;
+/**
+ * Emitted request ids kept per node (oldest forgotten first): a window or event that comes after its
+ * request was stored adds nothing to it. 4,096 is over 15 minutes of a node's requests at 4 a second;
+ * later than that a window is below the node's closed floor anyway, and counted late.
+ */
+export const EMITTED_PER_NODE = 4096;
 /** How often, in a node's event time, its open requests are looked at for the idle limit. */
 export const IDLE_SWEEP_MS = 10_000;
 
@@ -131,8 +137,8 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     if (!set) endedRequests.set(a.node, (set = new Set()));
     set.add(a);
   };
-  const seen = new Set<string>();
-  const emitted = new Set<string>();
+  /** Per node, the ids of requests emitted lately (oldest first): a window that comes after one adds nothing to it. */
+  const emitted = new Map<string, Set<string>>();
   let nodes = new Map<string, NodeState>();
   const dirty = new Set<string>();
   const stats = { duplicates: 0, late: 0, incompleteWindows: 0 };
@@ -144,7 +150,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     if (!n) nodes.set(node, (n = newNodeState()));
     return n;
   };
-  const isEmitted = (node: string, id: string) => emitted.has(`${node}/${id}`);
+  const isEmitted = (node: string, id: string) => emitted.get(node)?.has(id) ?? false;
   const isClosed = (ns: NodeState, start: number) => start < ns.closedFloor || ns.closed.has(start);
   /**
    * How far behind a node's event time closed windows stay listed: past the longest a request may
@@ -152,16 +158,6 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
    * floor the list grew by one entry per node per second for as long as the analyzer ran.
    */
   const keepClosedMs = maxIdle + MAX_STREAM_SKEW_MS + lateness;
-  const dedupe = (msgId: string, token: T): boolean => {
-    if (seen.has(msgId)) {
-      stats.duplicates++;
-      out.ackable.push(token);
-      return true;
-    }
-    seen.add(msgId);
-    if (seen.size > 2_000_000) seen.delete(seen.values().next().value!);
-    return false;
-  };
   const windowFor = (node: string, start: number, end: number, token: T): WindowState<T> | undefined => {
     const ns = nodeState(node);
     dirty.add(node);
@@ -241,12 +237,13 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const emit = (a: RequestAcc, incomplete: boolean) => {
     const end = a.end;
     out.requests.push(energyRecord(a, incomplete));
-    const key = `${a.node}/${a.requestId}`;
     if (openRequests.get(a.node)?.delete(a.requestId)) openRequestCount--;
     const ended = endedRequests.get(a.node);
     if (ended?.delete(a) && ended.size === 0) endedRequests.delete(a.node);
-    emitted.add(key);
-    if (emitted.size > 2_000_000) emitted.delete(emitted.values().next().value!);
+    let done = emitted.get(a.node);
+    if (!done) emitted.set(a.node, (done = new Set()));
+    done.add(a.requestId);
+    if (done.size > EMITTED_PER_NODE) done.delete(done.values().next().value!);
   };
 
   /**
@@ -335,25 +332,26 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
 
   return {
     addPower(batch, token) {
-      if (dedupe(batch.msgId, token)) return;
       const ns = nodeState(batch.node);
       ns.lastSeen.set("power", ++ns.seen);
       if (batch.windowEndMs > ns.powerMark) ns.powerMark = batch.windowEndMs;
       for (const i of batch.instances ?? []) ns.instances.add(i);
       const w = windowFor(batch.node, batch.windowStartMs, batch.windowEndMs, token);
-      if (w) w.power = batch;
+      if (!w) return;
+      if (w.power?.msgId === batch.msgId) stats.duplicates++; // the same message again: nothing changes
+      w.power = batch;
     },
     addWork(work, token) {
-      if (dedupe(work.msgId, token)) return;
       const ns = nodeState(work.node);
       ns.lastSeen.set(`work:${work.instance}`, ++ns.seen);
       ns.instances.add(work.instance);
       if (work.windowEndMs > (ns.workMarks.get(work.instance) ?? 0)) ns.workMarks.set(work.instance, work.windowEndMs);
       const w = windowFor(work.node, work.windowStartMs, work.windowEndMs, token);
-      if (w) w.work.set(work.instance, work);
+      if (!w) return;
+      if (w.work.get(work.instance)?.msgId === work.msgId) stats.duplicates++;
+      w.work.set(work.instance, work);
     },
     addRequest(e, token) {
-      if (dedupe(e.msgId, token)) return;
       // Taken in (or refused as late): either way the event is in the state or needs nothing more.
       out.ackable.push(token);
       if (isEmitted(e.node, e.requestId)) {
@@ -365,8 +363,12 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       if (e.tMs > ns.requestMark) ns.requestMark = e.tMs;
       const a = acc(e.node, e.requestId);
       a.instance ??= e.instance;
-      if (e.event === "start") a.start = e;
-      else if (e.event === "end") {
+      // A duplicate (the same event again) sets what it set before.
+      if (e.event === "start") {
+        if (a.start?.msgId === e.msgId) stats.duplicates++;
+        a.start = e;
+      } else if (e.event === "end") {
+        if (a.end?.msgId === e.msgId) stats.duplicates++;
         a.end = e;
         markEnded(a);
       }
