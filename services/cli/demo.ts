@@ -6,13 +6,12 @@ import { startLocalStack } from "../../infra/local-stack.ts";
 import { createDcgmSource, startAgent, type CpuEnergyMeter } from "../agent/mod.ts";
 import { createInfluxSink, detectInfluxApi, startAnalyzer } from "../analyzer/mod.ts";
 import type { Summary } from "../../shared/mod.ts";
-import { azureTrace, poissonWorkload, runLoad, type LoadSummary } from "../loadgen/mod.ts";
+import { azureTrace, openResultsOutbox, poissonWorkload, runLoad, type LoadSummary } from "../loadgen/mod.ts";
 import { instanceEndpoints, modelSpec, startSimnode } from "../simnode/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { packageFile } from "./package-root.ts";
 import { formatSummary, readRunSummary, type RunSummary } from "./summary.ts";
-import { encode, subjects, type InfluxTarget, type LoadResult } from "../../shared/mod.ts";
-import { jetstream } from "@nats-io/jetstream";
+import { subjects, type InfluxTarget, type LoadResult } from "../../shared/mod.ts";
 
 /** The Azure 2023 conversation trace the repository carries (load/traces/README.md), package-relative. */
 export const DEFAULT_TRACE = "load/traces/azure/AzureLLMInferenceTrace_conv.csv";
@@ -123,9 +122,10 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
         : `synthetic ${cfg.workload} load at ${cfg.rate} req/s for ${cfg.duration} s`,
     );
     const results: LoadResult[] = [];
-    // Client-side results go to the LOAD stream too, where the analyzer joins them with energy.
-    const jsLoad = jetstream(ncAgent);
-    const published: Promise<unknown>[] = [];
+    // Client-side results go to the LOAD stream too (through the load generator's own outbox, as
+    // `joulestream load` sends them), where the analyzer joins them with energy.
+    const outbox = openResultsOutbox(ncAgent);
+    stops.push(async () => void (await outbox.close()));
     const load = await runLoad({
       source,
       targets: Object.values(agent.tapUrls),
@@ -134,10 +134,10 @@ export async function runDemo(cfg: DemoOptions): Promise<DemoResult | undefined>
       signal: abort.signal,
       onResult: (r) => {
         results.push(r);
-        published.push(jsLoad.publish(subjects.load(runId), encode(r), { msgID: r.msgId }));
+        outbox.publish(r);
       },
     });
-    await Promise.all(published);
+    if (!(await outbox.drain(30_000))) log("warning: some load results did not reach LOAD within 30 s; their latencies will be missing from the summary");
     if (abort.signal.aborted) return undefined;
 
     log("load done; closing the last window and draining the analyzer …");

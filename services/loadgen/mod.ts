@@ -15,3 +15,4 @@ export { histogramFromState, type HistogramState } from "./histogram.ts";
 export { TRACE_CATALOG, type TraceDataset, type TraceFile } from "./trace-catalog.ts";
 export { CHECKSUMS_FILE, defaultTraceCacheDir, fetchTrace, sha256File, ChecksumMismatchError, type FetchTraceOptions, type FetchedFile } from "./trace-fetch.ts";
 export { loadCommand } from "./command.ts";
+export { openResultsOutbox, drainAtExit, type ResultsOutbox, type ResultsOutboxOptions } from "./results-outbox.ts";
