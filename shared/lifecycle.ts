@@ -1,12 +1,52 @@
 import { errorMessage } from "./errors.ts";
 /**
- * Lifecycle helpers. Every long-lived component exposes `start()` and an idempotent `stop()` that
- * drains, flushes and closes downstream in order.
+ * Lifecycle helpers. Every long-lived component stops through `createLifecycle`: once (a second
+ * call shares the first), with an abort signal its loops and waits watch, its graceful part given a
+ * grace time, and a forced part when that runs out, so a stop always ends.
  */
-export interface Service {
-  start(): Promise<void>;
-  /** Idempotent: the second call returns the first call's promise. */
-  stop(): Promise<void>;
+export interface Lifecycle {
+  /** Aborted when the stop begins: loops, retries and waits end on it. */
+  readonly signal: AbortSignal;
+  readonly stopping: boolean;
+  /**
+   * Runs the stop once (later calls share it); resolves with "graceful", or "forced" when the grace
+   * (`graceMs`, or the options') ran out first.
+   */
+  stop(graceMs?: number): Promise<"graceful" | "forced">;
+}
+
+export interface LifecycleOptions {
+  graceMs: number;
+  /** The orderly part: drain, flush, close downstream. */
+  graceful(signal: AbortSignal): Promise<void>;
+  /** What ends it anyway once the grace passed (destroy sockets, abandon writes); told the grace it had. */
+  force?(graceMs: number): void | Promise<void>;
+}
+
+export function createLifecycle(opts: LifecycleOptions): Lifecycle {
+  const abort = new AbortController();
+  let stopping: Promise<"graceful" | "forced"> | undefined;
+  return {
+    signal: abort.signal,
+    get stopping() {
+      return stopping !== undefined;
+    },
+    stop(graceMs = opts.graceMs) {
+      return (stopping ??= (async () => {
+        abort.abort();
+        let timer: NodeJS.Timeout | undefined;
+        const graceful = opts.graceful(abort.signal);
+        const outcome = await Promise.race([graceful.then(() => "graceful" as const), new Promise<"forced">((r) => (timer = setTimeout(() => r("forced"), graceMs)))]);
+        clearTimeout(timer);
+        if (outcome === "forced") {
+          await opts.force?.(graceMs);
+          // What it waited on has been let go: give it a moment to unwind, not for ever.
+          await Promise.race([graceful.catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
+        }
+        return outcome;
+      })());
+    },
+  };
 }
 
 /** Wraps a stop function so it runs once; later calls share its promise. */

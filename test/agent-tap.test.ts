@@ -473,3 +473,45 @@ test("tap - an https:// upstream is spoken to over TLS; anything else is refused
   t.is(first?.[0], 0x16, "a TLS handshake, not a plain-text POST");
   await t.throwsAsync(() => setup(t, "ftp://127.0.0.1:21"), { message: /http:\/\/ or https:\/\// });
 });
+
+test("tap - close lets a stream in flight finish within its grace, then cuts what is still open", async (t) => {
+  // The server streams 5 chunks 100 ms apart to the first request, and never finishes the second.
+  const upstream = await serve(t, (req, _body, res) => {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    if (req.headers["x-request-id"] === "slow-forever") return void res.write("data: {}\n\n");
+    let n = 0;
+    const tick = setInterval(() => {
+      res.write(`data: {"choices":[{"text":"x${n}"}]}\n\n`);
+      if (++n === 5) {
+        clearInterval(tick);
+        res.end("data: [DONE]\n\n");
+      }
+    }, 100);
+  });
+  const { tap } = await setup(t, upstream, {});
+  const body = JSON.stringify({ model: "m", prompt: "hi", stream: true });
+  const finishing = fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "finishing" }, body }).then((r) => r.text());
+  await sleep(150); // mid-stream
+  const t0 = Date.now();
+  const closing = tap.close();
+  t.is(sseEvents(await finishing).at(-1), "[DONE]", "the stream in flight ended as the server ended it");
+  await closing;
+  t.true(Date.now() - t0 < 1500, "close() returned once it was done, before the grace ran out");
+  await t.throwsAsync(fetch(`${tap.url}/v1/completions`, { method: "POST", body }), undefined, "no new request after close");
+});
+
+test("tap - close cuts a request that does not finish within the grace, and returns", async (t) => {
+  const upstream = await serve(t, (_req, _body, res) => {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.write("data: {}\n\n"); // and nothing more, ever
+  });
+  const inst = { id: "i0", gpus: [0], upstream, listen: "127.0.0.1:0" };
+  const tap = await startRequestTap({ node: "n1", instance: inst, host: "127.0.0.1", port: 0, clock: systemClock(), tracker: createWorkTracker("n1", [inst]), emit: () => {}, closeGraceMs: 300 });
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", body: JSON.stringify({ model: "m", prompt: "hi", stream: true }) });
+  const reading = res.text().then(() => "ended", () => "cut");
+  const t0 = Date.now();
+  await tap.close();
+  const took = Date.now() - t0;
+  t.true(took >= 250 && took < 2000, `close() took ${took} ms with a 300 ms grace`);
+  t.is(await reading, "cut");
+});

@@ -2,7 +2,7 @@ import { createServer, request as httpRequest, Agent, type IncomingMessage, type
 import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import { MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEvent } from "../../shared/mod.ts";
+import { createLifecycle, MAX_REQUEST_ID_CHARS, type Clock, type InstanceInfo, type RequestEvent } from "../../shared/mod.ts";
 import { errorMessage } from "../../shared/errors.ts";
 import { createRequestWatcher, type TapStats, type Track } from "./request-watcher.ts";
 import { holdUntilEnd, HOP_BY_HOP, jsonError, readBody, relayed, REQUEST_DROPPED, REQUEST_DROPPED_TRACKED, RESPONSE_DROPPED_STREAM, RESPONSE_DROPPED_TRACKED } from "./tap-http.ts";
@@ -30,6 +30,8 @@ export interface RequestTapOptions {
   continuousUsage?: boolean;
   /** Text prompts: tokens ≈ chars / this ratio until the server's usage says (default 4). */
   charsPerToken?: number;
+  /** On close, how long requests in flight may finish before their connections are cut (default 2 s). */
+  closeGraceMs?: number;
 }
 
 export interface RequestTap {
@@ -128,15 +130,29 @@ export async function startRequestTap(opts: RequestTapOptions): Promise<RequestT
     server.listen(opts.port, opts.host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
+  // Closing: no new connections, idle keep-alive ones closed now, requests in flight may finish
+  // (a stream ends as the server ends it) within the grace; then their connections are cut.
+  const life = createLifecycle({
+    graceMs: opts.closeGraceMs ?? 2000,
+    graceful: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // A keep-alive connection whose response just ended is idle from then on: close those as
+      // they come (the server waits for every connection).
+      server.closeIdleConnections();
+      const idle = setInterval(() => server.closeIdleConnections(), 25);
+      await closed.finally(() => clearInterval(idle));
+      agent.destroy();
+    },
+    force: () => {
+      server.closeAllConnections();
+      agent.destroy();
+    },
+  });
   return {
     url: `http://${opts.host}:${addr.port}`,
     stats: () => ({ ...stats }),
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      agent.destroy();
+    close: async () => {
+      await life.stop();
     },
   };
 }

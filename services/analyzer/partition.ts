@@ -1,5 +1,5 @@
 import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
-import { errorMessage, STREAM_SUBJECTS } from "../../shared/mod.ts";
+import { createLifecycle, errorMessage, STREAM_SUBJECTS } from "../../shared/mod.ts";
 import type { AckedPublisher } from "./acked-publisher.ts";
 import type { CheckpointStore } from "./checkpoint.ts";
 import { bindConsumer, type BoundConsumer, type Token } from "./consumers.ts";
@@ -64,6 +64,7 @@ export interface Partition {
 }
 
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 1000;
+const DEFAULT_PARTITION_GRACE_MS = 10_000;
 /** Messages between drains while reading fast (a timer drains when it is slow). */
 const DRAIN_EVERY = 1024;
 const INPUTS: InputStream[] = ["POWER", "WORK", "REQUESTS"];
@@ -138,7 +139,25 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
   tick.unref();
   every.unref();
 
-  let stopping: Promise<void> | undefined;
+  // Stopping: stop reading, store and checkpoint what the join holds within the grace; past it,
+  // abandon the writes (InfluxDB down) and let the rest be read again at the next start.
+  const life = createLifecycle({
+    graceMs: DEFAULT_PARTITION_GRACE_MS,
+    graceful: async () => {
+      stopped = true;
+      clearInterval(tick);
+      clearInterval(every);
+      await Promise.all(consumers.map((c) => c.close()));
+      await checkpointing?.catch(() => undefined);
+      await checkpoint();
+      await writer.close();
+    },
+    force: async (graceMs) => {
+      retry.stop();
+      await writer.close();
+      log(`partition ${p}: stopped before its outputs were stored (${graceMs} ms grace); what its last checkpoint does not cover is read again at the next start`);
+    },
+  });
   return {
     stats: () => ({
       ...intake.stats(),
@@ -158,28 +177,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
       await checkpoint();
     },
     stop(graceMs) {
-      return (stopping ??= (async () => {
-        stopped = true;
-        clearInterval(tick);
-        clearInterval(every);
-        await Promise.all(consumers.map((c) => c.close()));
-        let timer: NodeJS.Timeout | undefined;
-        const last = (async () => {
-          await checkpointing?.catch(() => undefined);
-          await checkpoint();
-        })();
-        const outcome = await Promise.race([last.then(() => "done" as const), new Promise<"late">((r) => (timer = setTimeout(() => r("late"), graceMs)))]).catch((err: unknown) => err);
-        clearTimeout(timer);
-        if (outcome !== "done") {
-          retry.stop();
-          await writer.close();
-          await last.catch(() => undefined);
-          const open = consumers.reduce((n, c) => n + c.position().unacked.length, 0);
-          log(`partition ${p}: stopped before its outputs were stored (${outcome === "late" ? `${graceMs} ms grace` : errorMessage(outcome)}); ${open} messages stay unacknowledged and are read again at the next start`);
-          return;
-        }
-        await writer.close();
-      })());
+      return life.stop(graceMs).then(() => undefined);
     },
   };
 }
