@@ -1,4 +1,4 @@
-import { COUNTER_JITTER_MJ, type Clock, type GpuSamples, type PowerBatch } from "../../shared/mod.ts";
+import { COUNTER_JITTER_MJ, powerMessage, type Clock, type GpuSamples, type PowerBatch } from "../../shared/mod.ts";
 import type { GpuReading, PowerSource } from "./power-source.ts";
 import { carryVerdict, type CarriedReading, type CarriedWindow } from "./window-carry.ts";
 
@@ -159,10 +159,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
     stats.lastSampleP99Ms = p99(sampleMsList);
     jitters = [];
     sampleMsList = [];
-    const batch: PowerBatch = {
-      v: 1,
-      kind: "power",
-      msgId: `${opts.node}:power:${start}`,
+    const batch: PowerBatch = powerMessage({
       node: opts.node,
       seq: seq++,
       windowStartMs: start,
@@ -173,7 +170,7 @@ export function createSampler(opts: SamplerOptions): Sampler {
       ...(cpu ? { cpu } : {}),
       jitterP99Ms: stats.lastJitterP99Ms,
       ...(opts.health ? { agent: { ...opts.health(), sampleErrors: stats.sampleErrors, skippedTicks: stats.skippedTicks, sampleP99Ms: stats.lastSampleP99Ms, ...(missingGpus ? { missingGpus } : {}) } } : {}),
-    };
+    });
     stats.windows++;
     lastClosed = batch;
     opts.onWindow(batch);

@@ -1,4 +1,4 @@
-import type { InstanceInfo, WorkWindow } from "../../shared/mod.ts";
+import { workMessage, type InstanceInfo, type WorkWindow } from "../../shared/mod.ts";
 
 /**
  * Counts, per instance, the prefill and decode tokens each request processed in the current
@@ -50,19 +50,18 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       for (const inst of instances) {
         const m = current.get(inst.id)!;
         current.set(inst.id, new Map());
-        out.push({
-          v: 1,
-          kind: "work",
-          msgId: `${node}:work:${inst.id}:${windowStartMs}`,
-          node,
-          instance: inst.id,
-          gpus: inst.gpus,
-          ...(inst.model ? { model: inst.model } : {}),
-          windowStartMs,
-          windowEndMs,
-          requests: [...m].map(([requestId, w]) => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode })),
-          inFlight: inFlight.get(inst.id)!.size,
-        });
+        out.push(
+          workMessage({
+            node,
+            instance: inst.id,
+            gpus: inst.gpus,
+            ...(inst.model ? { model: inst.model } : {}),
+            windowStartMs,
+            windowEndMs,
+            requests: [...m].map(([requestId, w]) => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode })),
+            inFlight: inFlight.get(inst.id)!.size,
+          }),
+        );
       }
       return out;
     },

@@ -1,4 +1,4 @@
-import { energyMjOf, wToMw, type GpuSamples, type PowerBatch, type RequestEvent, type WorkWindow } from "../../shared/mod.ts";
+import { energyMjOf, powerMessage, workMessage, wToMw, type GpuSamples, type PowerBatch, type RequestEvent, type WorkWindow } from "../../shared/mod.ts";
 import { CLASSES, INPUT_RANGES, OUTPUT_RANGES, type Length, type WorkloadClass } from "../../shared/workload-classes.ts";
 import { createRng, hash32, type Rng } from "../../shared/rng.ts";
 
@@ -257,10 +257,7 @@ export function createNodeModel(opts: NodeModelOptions): NodeModel {
         tempC: c.temp,
       };
     });
-    const power: PowerBatch = {
-      v: 1,
-      kind: "power",
-      msgId: `${opts.node}:power:${ws}`,
+    const power: PowerBatch = powerMessage({
       node: opts.node,
       seq: seq++,
       windowStartMs: ws,
@@ -269,20 +266,19 @@ export function createNodeModel(opts: NodeModelOptions): NodeModel {
       gpus: gpuSamples,
       instances: instanceIds,
       jitterP99Ms: 0,
-    };
-    const workWindows: WorkWindow[] = instances.map((inst, ii) => ({
-      v: 1,
-      kind: "work",
-      msgId: `${opts.node}:work:${inst.id}:${ws}`,
-      node: opts.node,
-      instance: inst.id,
-      gpus: inst.gpus,
-      model,
-      windowStartMs: ws,
-      windowEndMs: we,
-      requests: [...work[ii]!].map(([requestId, x]) => ({ requestId, prefillTokens: x.p, decodeTokens: x.d })),
-      inFlight: inst.active.size,
-    }));
+    });
+    const workWindows: WorkWindow[] = instances.map((inst, ii) =>
+      workMessage({
+        node: opts.node,
+        instance: inst.id,
+        gpus: inst.gpus,
+        model,
+        windowStartMs: ws,
+        windowEndMs: we,
+        requests: [...work[ii]!].map(([requestId, x]) => ({ requestId, prefillTokens: x.p, decodeTokens: x.d })),
+        inFlight: inst.active.size,
+      }),
+    );
     events.sort((a, b) => a.tMs - b.tMs);
     return { power, work: workWindows, events };
   };

@@ -101,3 +101,12 @@ export const powerBatch = z.object({
     .optional(),
 }).refine(windowSpan, WINDOW_SPAN_ISSUE);
 export type PowerBatch = z.infer<typeof powerBatch>;
+
+/**
+ * A POWER message: the envelope (version, kind and the message id every publisher of a node's
+ * window must give it, so a re-publish is dropped as a duplicate) around what the caller measured.
+ * The agent's sampler and the fleet emulator both build theirs here.
+ */
+export function powerMessage(body: Omit<PowerBatch, "v" | "kind" | "msgId">): PowerBatch {
+  return { v: 1, kind: "power", msgId: `${body.node}:power:${body.windowStartMs}`, ...body };
+}

@@ -29,3 +29,8 @@ export const workWindow = z.object({
   inFlight: count.optional(),
 }).refine(windowSpan, WINDOW_SPAN_ISSUE);
 export type WorkWindow = z.infer<typeof workWindow>;
+
+/** A WORK message around what the caller counted (see powerMessage): the agent's work tracker and the fleet emulator build theirs here. */
+export function workMessage(body: Omit<WorkWindow, "v" | "kind" | "msgId">): WorkWindow {
+  return { v: 1, kind: "work", msgId: `${body.node}:work:${body.instance}:${body.windowStartMs}`, ...body };
+}
