@@ -33,7 +33,7 @@ export function formatResult(r: ScenarioResult): string {
   const line = (a: string, b: string, c: string, d: string) => `  ${a.padEnd(wc)}  ${b.padEnd(we)}  ${c}${d ? `  ${d}` : ""}`;
   const failed = r.rows.filter((x) => !x.ok).length;
   return [
-    `== ${r.scenario}: ${r.fault} (${r.wallS.toFixed(0)} s) ${failed ? `FAILED (${failed})` : "passed"}`,
+    `== ${r.scenario}: ${r.fault} (${r.wallS.toFixed(0)} s; analyzer caught up ${r.catchUpS.toFixed(1)} s after the agent's last message) ${failed ? `FAILED (${failed})` : "passed"}`,
     line("check", "expected", "observed", ""),
     ...r.rows.map((x) => line(x.check, x.expected, x.observed, x.ok ? "" : "<-- FAIL")),
   ].join("\n");

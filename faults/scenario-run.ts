@@ -27,6 +27,8 @@ export interface ScenarioResult {
   fault: string;
   rows: Row[];
   wallS: number;
+  /** From the agent's stop (every message in JetStream) to the analyzer under test having processed and acknowledged all. */
+  catchUpS: number;
 }
 
 const ANALYZER = "fa";
@@ -97,7 +99,9 @@ export async function runScenario(sc: Scenario, scale: Scale, log: (line: string
     const agentUnpublished = ps.queued + ps.dropped;
 
     mark("agent stopped");
+    const stoppedAt = Date.now();
     const idle = await untilDrained(jsm, ANALYZER, 180_000);
+    const catchUpS = (Date.now() - stoppedAt) / 1000;
     if (!idle) log(`${sc.name}: the analyzer under test did not drain within 180 s`);
     const deadLettered = sc.hostile ? (await jsm.streams.info("DEADLETTER")).state.messages : 0;
     for (const a of analyzers) if (a.running()) await a.stop();
@@ -123,7 +127,7 @@ export async function runScenario(sc: Scenario, scale: Scale, log: (line: string
     };
     const rows = verdict(obs);
     if (!idle) rows.push({ check: "analyzer drained", expected: "yes", observed: "no (180 s)", ok: false });
-    return { scenario: sc.name, fault, rows, wallS: (Date.now() - t0) / 1000 };
+    return { scenario: sc.name, fault, rows, wallS: (Date.now() - t0) / 1000, catchUpS };
   } finally {
     await stopAll(stops).catch((err) => log(`${sc.name}: teardown: ${errorMessage(err)}`));
   }

@@ -98,7 +98,8 @@ export const SCENARIOS: Scenario[] = [
     what: "the analyzer's server down (clean stop), then back",
     durationS: (s) => s.downS,
     async inject(ctx) {
-      const name = (await serverOfClient(ctx.cluster.servers, `joulestream-${ctx.analyzerName}`)) ?? "n1";
+      const name = await serverOfClient(ctx.cluster.servers, `joulestream-${ctx.analyzerName}`);
+      if (!name) throw new Error(`no server lists the analyzer's connection joulestream-${ctx.analyzerName} in its /connz`);
       const server = ctx.cluster.server(name);
       ctx.log(`stopping ${name} for ${ctx.scale.downS} s`);
       await server.stop();

@@ -12,6 +12,7 @@ export interface StoredRequest {
 }
 
 export interface StoredWindow {
+  startMs: number;
   measuredJ: number;
   attributedJ: number;
   idleJ: number;
@@ -77,13 +78,15 @@ export function verdict(o: Observation): Row[] {
   }
   rows.push({ check: "energy per request vs reference", expected: `≤ ${pct(ENERGY_TOLERANCE)}`, observed: `worst ${pct(worst)}${worstId ? ` (${worstId})` : ""}`, ok: worst <= ENERGY_TOLERANCE });
 
+  // The reference reads the same streams, so a message the agent lost is missing from both: it
+  // shows as a window that closed incomplete (POWER or WORK missing) or not at all (a gap).
   const f = totals(o.faulted);
   const r = totals(o.reference);
   rows.push({
     check: "node windows, measured energy",
-    expected: `${r.windows} (${r.incomplete} incomplete), ${r.measuredJ.toFixed(3)} J`,
-    observed: `${f.windows} (${f.incomplete} incomplete), ${f.measuredJ.toFixed(3)} J`,
-    ok: f.windows === r.windows && f.incomplete === r.incomplete && relDiff(f.measuredJ, r.measuredJ) <= CONSERVATION_TOLERANCE,
+    expected: `${r.windows}, 0 incomplete, 0 gaps; ${r.measuredJ.toFixed(3)} J`,
+    observed: `${f.windows}, ${f.incomplete} incomplete, ${f.gaps} gaps; ${f.measuredJ.toFixed(3)} J${r.incomplete || r.gaps ? ` (reference: ${r.incomplete} incomplete, ${r.gaps} gaps)` : ""}`,
+    ok: f.windows === r.windows && f.incomplete === 0 && f.gaps === 0 && r.incomplete === 0 && r.gaps === 0 && relDiff(f.measuredJ, r.measuredJ) <= CONSERVATION_TOLERANCE,
   });
   const cons = Math.max(conservation(o.faulted), conservation(o.reference));
   rows.push({ check: "conservation error", expected: `≤ ${CONSERVATION_TOLERANCE.toExponential(0)}`, observed: cons.toExponential(1), ok: cons <= CONSERVATION_TOLERANCE });
@@ -118,7 +121,16 @@ export function conservation(run: StoredRun): number {
 }
 
 function totals(run: StoredRun) {
-  return { windows: run.windows.length, incomplete: run.windows.filter((w) => w.incomplete).length, measuredJ: run.windows.reduce((s, w) => s + w.measuredJ, 0) };
+  return { windows: run.windows.length, incomplete: run.windows.filter((w) => w.incomplete).length, gaps: gaps(run.windows), measuredJ: run.windows.reduce((s, w) => s + w.measuredJ, 0) };
+}
+
+/** Windows missing between the first and the last (one node; the window length is the smallest step). */
+export function gaps(windows: readonly StoredWindow[]): number {
+  const starts = [...new Set(windows.map((w) => w.startMs))].sort((a, b) => a - b);
+  if (starts.length < 3) return 0;
+  let step = Infinity;
+  for (let i = 1; i < starts.length; i++) step = Math.min(step, starts[i]! - starts[i - 1]!);
+  return Math.round((starts.at(-1)! - starts[0]!) / step) + 1 - starts.length;
 }
 
 function relDiff(a: number, b: number): number {
@@ -134,6 +146,6 @@ export async function readStored(influx: InfluxTarget): Promise<StoredRun> {
   const requests = new Map<string, StoredRequest>();
   for (const s of req) for (const r of s.rows) requests.set(String(r.request_id), { energyJ: Number(r.energy_j), joined: r.slo_met !== null && r.slo_met !== undefined });
   const ne = await influxQuery(influx, "SELECT measured_j, attributed_j, idle_j, incomplete FROM node_energy");
-  const windows = (ne[0]?.rows ?? []).map((r) => ({ measuredJ: Number(r.measured_j), attributedJ: Number(r.attributed_j), idleJ: Number(r.idle_j), incomplete: r.incomplete === true }));
+  const windows = (ne[0]?.rows ?? []).map((r) => ({ startMs: Number(r.time), measuredJ: Number(r.measured_j), attributedJ: Number(r.attributed_j), idleJ: Number(r.idle_j), incomplete: r.incomplete === true }));
   return { requests, windows };
 }

@@ -12,7 +12,7 @@ import { conservation, verdict, type Observation, type StoredRun } from "../faul
 
 const run = (ids: string[], energy: (id: string) => number = () => 10, joined = true): StoredRun => ({
   requests: new Map(ids.map((id) => [id, { energyJ: energy(id), joined }])),
-  windows: [{ measuredJ: 100, attributedJ: ids.length * 10, idleJ: 100 - ids.length * 10, incomplete: false }],
+  windows: [0, 1000, 2000, 3000].map((startMs, k) => ({ startMs, measuredJ: 100, attributedJ: k === 0 ? ids.length * 10 : 0, idleJ: k === 0 ? 100 - ids.length * 10 : 100, incomplete: false })),
 });
 
 const ids = ["r-0", "r-1", "r-2"];
@@ -38,12 +38,18 @@ test("faults verdict - a lost request, a lost LOAD join, energy off by 3 %, a cr
   t.deepEqual(failing({ ...clean, crashes: ["nats-n2 (signal SIGSEGV)"] }), ["processes crashed"]);
   t.deepEqual(failing({ ...clean, streams: [{ name: "KV_x", replicas: 1 }] }), ["streams and buckets R3"]);
   t.deepEqual(failing({ ...clean, unpublished: { agent: 0, load: 2 } }), ["unpublished (agent, loadgen)"]);
+  const lostPower = run(ids);
+  lostPower.windows.splice(2, 1); // a window the agent never got into JetStream: missing in the reference too
+  t.deepEqual(failing({ ...clean, faulted: lostPower, reference: lostPower }), ["node windows, measured energy"]);
+  const incomplete = run(ids);
+  incomplete.windows[2]!.incomplete = true;
+  t.deepEqual(failing({ ...clean, faulted: incomplete, reference: incomplete }), ["node windows, measured energy"]);
   t.deepEqual(failing({ ...clean, deadLetters: { sent: 10, deadLettered: 9 } }), ["hostile messages dead-lettered"]);
 });
 
 test("faults verdict - conservation holds per window and over the run", (t) => {
   t.is(conservation(run(ids)), 0);
-  t.true(conservation({ ...run(ids), windows: [{ measuredJ: 100, attributedJ: 30, idleJ: 69, incomplete: false }] }) > 1e-3);
+  t.true(conservation({ ...run(ids), windows: [{ startMs: 0, measuredJ: 100, attributedJ: 30, idleJ: 69, incomplete: false }] }) > 1e-3);
 });
 
 for (const sc of SCENARIOS) {
