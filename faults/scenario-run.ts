@@ -1,10 +1,8 @@
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { createDatabase } from "../infra/influx-node.ts";
-import { startAgent, type Agent } from "../services/agent/agent.ts";
-import { createDcgmSource } from "../services/agent/dcgm-source.ts";
-import { startAnalyzer } from "../services/analyzer/analyzer.ts";
-import { createInfluxSink } from "../services/analyzer/influx-sink.ts";
-import { openResultsOutbox } from "../services/loadgen/results-outbox.ts";
+import { createDcgmSource, startAgent, type Agent } from "../services/agent/mod.ts";
+import { createInfluxSink, startAnalyzer } from "../services/analyzer/mod.ts";
+import { openResultsOutbox } from "../services/loadgen/mod.ts";
 import { poissonWorkload, runLoad } from "../services/loadgen/mod.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/mod.ts";
 import { connectNats, errorMessage, stopAll, systemClock } from "../shared/mod.ts";

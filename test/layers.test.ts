@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 /**
  * The house's layers (README: Architecture): shared/ is the contract and the pure math and imports
  * nothing of ours but itself; a service (agent, analyzer, loadgen, simnode) imports shared/ and its
- * own files only; an app (cli, lab, fleet, bench, infra) composes services through their mod.ts and
+ * own files only; an app (cli, lab, fleet, bench, infra, faults) composes services through their mod.ts and
  * nothing deeper. Tests may reach anywhere. An arrow never points up.
  */
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -27,7 +27,7 @@ const layerOf = (path: string): { layer: "shared" | "service" | "app" | "other";
   const [top, second] = path.split("/");
   if (top === "shared") return { layer: "shared", name: "shared" };
   if (top === "services" && second && SERVICES.includes(second)) return { layer: "service", name: second };
-  if (top === "services" || top === "bench" || top === "infra") return { layer: "app", name: top === "services" ? second! : top! };
+  if (top === "services" || top === "bench" || top === "infra" || top === "faults") return { layer: "app", name: top === "services" ? second! : top! };
   return { layer: "other", name: top ?? "" };
 };
 

@@ -12,6 +12,12 @@ import type { ConsumerPosition } from "./checkpoint.ts";
 export const ACK_WAIT_NS = 30 * 60 * 1e9;
 /** Messages per pull: large pulls amortize the round trip (the consumer keeps them flowing). */
 export const PULL_BATCH = 4096;
+/**
+ * How long a pull waits on the server. A pull whose consumer leader died with its server is noticed
+ * only after two missed heartbeats (half of this each): with nats.js's default 30 s the analyzer
+ * stopped reading for 30-40 s after a server loss (faults/README.md); 5 s bounds it near 5 s.
+ */
+export const PULL_EXPIRES_MS = 5000;
 
 export interface ConsumerSpec {
   stream: StreamName;
@@ -117,7 +123,7 @@ export async function bindConsumer(opts: {
   const read = async () => {
     while (!closed) {
       try {
-        messages = await (await js.consumers.get(spec.stream, spec.durable)).consume({ max_messages: PULL_BATCH });
+        messages = await (await js.consumers.get(spec.stream, spec.durable)).consume({ max_messages: PULL_BATCH, expires: PULL_EXPIRES_MS });
       } catch (err) {
         if (!isNotFound(err)) throw err;
         await recreate();
