@@ -3,13 +3,13 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { PermanentError, RetryableError, errorMessage } from "../shared/errors.ts";
-import { once, stopAll } from "../shared/lifecycle.ts";
+import { PermanentError, errorMessage } from "../shared/errors.ts";
+import { stopAll } from "../shared/lifecycle.ts";
 import { ALL_STREAMS, ensureStreams, type EnsuredStream } from "../shared/streams.ts";
 import { ensureBinaries } from "./binaries.ts";
 import { createDatabase, type InfluxNode } from "./influx-node.ts";
 import { startLocalCluster, type LocalCluster } from "./local-cluster.ts";
-import { DEFAULT_DATABASE, assertLoopbackOnly, firstExit, startInflux } from "./local-stack.ts";
+import { DEFAULT_DATABASE, assertLoopbackOnly, stackLifetime, startInflux } from "./local-stack.ts";
 
 /**
  * `joulestream up --cluster`: the 3-node NATS JetStream cluster of infra/local-cluster.ts and one
@@ -81,23 +81,7 @@ export async function startLocalClusterStack(opts: LocalClusterStackOptions = {}
     throw err;
   }
 
-  let stopRequested = false;
-  const stop = once(async () => {
-    stopRequested = true;
-    log("stopping the NATS cluster and influxd");
-    await cleanup();
-  });
-  const procs = [...cluster!.nodes.map((n) => n.proc), influx!.proc];
-  const closed = firstExit(procs).then(async ({ proc, info }) => {
-    if (stopRequested) {
-      await stop();
-      return undefined;
-    }
-    const err = new RetryableError("UNAVAILABLE", `${proc.name} exited unexpectedly (${info.signal ?? `code ${info.code}`})\n--- last lines of ${proc.logPath} ---\n${proc.logTail(20)}`);
-    log(err.message);
-    await stop().catch((stopErr: unknown) => log(`stopping after ${proc.name} exited: ${errorMessage(stopErr)}`));
-    return err;
-  });
+  const { stop, closed } = stackLifetime([...cluster!.nodes.map((n) => n.proc), influx!.proc], cleanup, "the NATS cluster and influxd", log);
   return {
     natsUrls: cluster!.urls,
     natsUrl: cluster!.servers,

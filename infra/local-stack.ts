@@ -102,13 +102,22 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     throw err;
   }
 
+  const { stop, closed } = stackLifetime([nats!.proc, influx!.proc], cleanup, "nats-server and influxd", log);
+  return { ...stackFile(nats!, influx!, database, runDir), stop, closed: () => closed };
+}
+
+/**
+ * A stack's stop (once; later calls share it) and its end: `closed` resolves with undefined after
+ * `stop()`, or with an error when one of its servers exited by itself (the others are then stopped).
+ */
+export function stackLifetime(procs: SupervisedProcess[], cleanup: () => Promise<void>, what: string, log: (line: string) => void): { stop: () => Promise<void>; closed: Promise<Error | undefined> } {
   let stopRequested = false;
   const stop = once(async () => {
     stopRequested = true;
-    log("stopping nats-server and influxd");
+    log(`stopping ${what}`);
     await cleanup();
   });
-  const closed = firstExit([nats!.proc, influx!.proc]).then(async ({ proc, info }) => {
+  const closed = firstExit(procs).then(async ({ proc, info }) => {
     if (stopRequested) {
       await stop();
       return undefined;
@@ -118,7 +127,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     await stop().catch((stopErr: unknown) => log(`stopping after ${proc.name} exited: ${errorMessage(stopErr)}`));
     return err;
   });
-  return { ...stackFile(nats!, influx!, database, runDir), stop, closed: () => closed };
+  return { stop, closed };
 }
 
 type StackInfo = Omit<LocalStack, "stop" | "closed">;

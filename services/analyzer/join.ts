@@ -235,7 +235,6 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   };
 
   const emit = (a: RequestAcc, incomplete: boolean) => {
-    const end = a.end;
     out.requests.push(energyRecord(a, incomplete));
     if (openRequests.get(a.node)?.delete(a.requestId)) openRequestCount--;
     const ended = endedRequests.get(a.node);

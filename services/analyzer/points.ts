@@ -126,7 +126,6 @@ function addSampleAggregates(p: Line, g: GpuSamples): void {
 }
 
 export function instanceWindowPoint(w: InstanceWindowResult): Line {
-  const tokens = w.prefillTokens + w.decodeTokens;
   const secs = (w.windowEndMs - w.windowStartMs) / 1000;
   const p = new Line("instance_energy")
     .tag("node", w.node)
