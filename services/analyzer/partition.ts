@@ -64,6 +64,12 @@ export interface Partition {
 }
 
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 1000;
+/**
+ * How often the join is drained when messages come slowly (a drain looks only at nodes with new
+ * input, so an idle tick costs nothing): the delay it adds between a window's last message and its
+ * row, on top of the writer's linger.
+ */
+export const DEFAULT_TICK_MS = 100;
 const DEFAULT_PARTITION_GRACE_MS = 10_000;
 /** Messages between drains while reading fast (a timer drains when it is slow). */
 const DRAIN_EVERY = 1024;
@@ -132,7 +138,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
       }
     })());
   let stopped = false;
-  const tick = setInterval(() => !stopped && drain(), opts.tickMs ?? 250);
+  const tick = setInterval(() => !stopped && drain(), opts.tickMs ?? DEFAULT_TICK_MS);
   const every = setInterval(() => {
     if (!stopped && !checkpointing) checkpoint().catch((err) => log(`partition ${p}: checkpoint: ${errorMessage(err)}`));
   }, opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS);
