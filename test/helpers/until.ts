@@ -1,3 +1,9 @@
+/**
+ * Waiting in tests. Wait for the event where there is one: `once(emitter, "event")` from node:events,
+ * a promise the code returns, or `until()` on state the test can observe. A fixed delay guesses how
+ * long the event takes: too short on a loaded machine (flaky), too long everywhere else (slow).
+ */
+
 /** Polls `cond` every 100 ms until it holds; throws naming `what` after `timeoutMs`. */
 export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -5,4 +11,13 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: n
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Waits `ms`. Only for when the pause IS the point, and say why at the call: an outage that must last
+ * N seconds, a client that must be slow, a deadline the code must honour, time that must pass for
+ * nothing to happen. Never to wait for something to happen: use `until()` or the event for that.
+ */
+export function pause(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
