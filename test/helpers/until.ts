@@ -1,3 +1,5 @@
+import type { ChildProcess } from "node:child_process";
+
 /**
  * Waiting in tests. Wait for the event where there is one: `once(emitter, "event")` from node:events,
  * a promise the code returns, or `until()` on state the test can observe. A fixed delay guesses how
@@ -20,4 +22,32 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: n
  */
 export function pause(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Resolves once `said()` (what the test collected from `p`'s output) matches `re`, checked on each
+ * chunk `p` writes; rejects if `p` exits first or after `timeoutMs`. Register the collecting
+ * listener before calling this, so that `said()` holds each chunk by the time it is checked.
+ */
+export function untilSaid(p: ChildProcess, said: () => string, re: RegExp, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      p.stdout?.off("data", check);
+      p.stderr?.off("data", check);
+      p.off("exit", exited);
+      if (err) reject(err);
+      else resolve();
+    };
+    const check = () => {
+      if (re.test(said())) done();
+    };
+    const exited = () => done(new Error(`exited (${p.exitCode ?? p.signalCode}) before saying ${re}:\n${said()}`));
+    const timer = setTimeout(() => done(new Error(`did not say ${re} within ${timeoutMs} ms:\n${said()}`)), timeoutMs);
+    p.stdout?.on("data", check);
+    p.stderr?.on("data", check);
+    p.once("exit", exited);
+    check();
+    if (p.exitCode !== null || p.signalCode !== null) exited();
+  });
 }
