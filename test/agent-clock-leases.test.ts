@@ -6,6 +6,7 @@ import { nvmlClockBackend, startClockControl, type ClockBackend } from "../servi
 import { decode, ensureStreams, systemClock } from "../shared/mod.ts";
 import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
+import { pause, until } from "./helpers/until.ts";
 
 async function setup(t: import("ava").ExecutionContext, env: Record<string, string | number> = {}, wrap?: (b: ClockBackend) => ClockBackend) {
   const nats = await startTestNats();
@@ -40,13 +41,11 @@ async function setup(t: import("ava").ExecutionContext, env: Record<string, stri
   return { nc, control, source, ask, smClock, audits };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 test("clock control - each controller has its own lease: Y's short lease running out leaves X's change alone", async (t) => {
   const { ask, smClock } = await setup(t);
   t.falsy((await ask("set", { gpus: [0], smClockMhz: 1200, leaseMs: 3600_000, by: "X" })).error);
   t.falsy((await ask("set", { gpus: [1], smClockMhz: 1400, leaseMs: 1000, by: "Y" })).error);
-  await sleep(1800);
+  await until(async () => (await smClock(1)) === 1980, 5000, "Y's 1 s lease to run out (GPU1 restored)");
   t.log("GPU0 (X, 1h lease) after Y's 1s lease expired:", await smClock(0));
   t.is(await smClock(0), 1200, "X's change should still be in force");
 });
@@ -56,7 +55,7 @@ test("clock control - Y's renews do not keep alive a change X stopped renewing",
   t.falsy((await ask("set", { gpus: [0], smClockMhz: 1200, leaseMs: 1000, by: "X" })).error);
   t.falsy((await ask("set", { gpus: [1], smClockMhz: 1400, leaseMs: 1000, by: "Y" })).error);
   for (let i = 0; i < 4; i++) {
-    await sleep(500);
+    await pause(500); // Y renews every 500 ms, well within its 1 s lease, while X's runs out
     await ask("renew", { leaseMs: 1000, by: "Y" }); // Y renews
   }
   t.log("GPU0 (X, not renewed, 1s lease) after 2 s:", await smClock(0));
@@ -88,18 +87,18 @@ test("clock control - a multi-GPU set that fails on one GPU undoes the GPUs it c
   const r = await ask("set", { gpus: [0, 1], smClockMhz: 1200, leaseMs: 1000, by: "X" });
   t.log("reply:", r.error);
   t.truthy(r.error);
-  await sleep(2000);
-  t.log("GPU0 2 s after the failed set with a 1 s lease:", await smClock(0), "state", JSON.stringify(control.state()));
+  await until(async () => (await smClock(0)) === 1980, 2000, "GPU0 restored within 2 s of the failed set");
+  t.log("GPU0 after the failed set with a 1 s lease:", await smClock(0), "state", JSON.stringify(control.state()));
   t.log("audits", JSON.stringify((await audits()).map((a) => a.action)));
   t.is(await smClock(0), 1980);
 });
 
 test("clock control - the same through the fake NVML, GPU 1 lost after start", async (t) => {
   const { ask, smClock, control } = await setup(t, { LOST_GPU: 1, LOST_AFTER_MS: 1500 });
-  await sleep(1600);
+  await until(async () => (await smClock(1)) === undefined, 5000, "GPU 1 to be lost (left out of samples)");
   const r = await ask("set", { gpus: [0, 1], smClockMhz: 1200, leaseMs: 1000, by: "X" });
   t.log("reply:", r.error);
-  await sleep(2000);
+  await until(async () => (await smClock(0)) === 1980, 2000, "GPU0 restored within 2 s of the failed set");
   t.log("GPU0:", await smClock(0), "state", JSON.stringify(control.state()));
   t.is(await smClock(0), 1980);
 });
@@ -113,23 +112,26 @@ test("clock control - clock locked, then the power limit fails: the clock is und
   }));
   const r = await ask("set", { gpus: [0], smClockMhz: 1200, powerLimitW: 300, leaseMs: 1000 });
   t.log("reply:", r.error);
-  await sleep(1500);
+  await until(async () => (await smClock(0)) === 1980, 1500, "GPU0 restored within the 1 s lease");
   await control.stop();
-  t.log("GPU0 after lease + stop:", await smClock(0), JSON.stringify(control.state()));
+  t.log("GPU0 after the failed set + stop:", await smClock(0), JSON.stringify(control.state()));
   t.is(await smClock(0), 1980);
 });
 
 test("clock control - a set in flight when stop() runs finishes before the restore, and none runs after", async (t) => {
+  let locking!: () => void;
+  const inFlight = new Promise<void>((r) => (locking = r));
   const { ask, smClock, control } = await setup(t, {}, (b) => ({
     ...b,
     // simnodeClockBackend is HTTP: the lock takes a round trip; 200 ms stands in for a slow one.
     lockSmClock: async (g, lo, hi) => {
-      await sleep(200);
+      locking();
+      await pause(200); // a slow backend: stop() must arrive while the lock is in flight
       return b.lockSmClock(g, lo, hi);
     },
   }));
   const p = ask("set", { gpus: [0], smClockMhz: 1200, leaseMs: 60_000 }).catch((e) => ({ error: String(e), body: null }));
-  await sleep(50);
+  await inFlight;
   await control.stop();
   const r = await p;
   t.log("set reply", JSON.stringify(r));
@@ -184,7 +186,8 @@ test("clock control - a lease that runs out while NATS is closed still restores 
   const { ask, smClock, nc } = await setup(t);
   await ask("set", { gpus: [0, 1], smClockMhz: 1200, leaseMs: 1000 });
   await nc.close();
-  await sleep(1800);
+  await until(async () => (await smClock(0)) === 1980 && (await smClock(1)) === 1980, 3000, "the 1 s lease to run out and restore both GPUs");
   t.log("GPU0", await smClock(0), "GPU1", await smClock(1), "unhandled:", rejections.map(String));
   t.is(await smClock(1), 1980);
+  t.deepEqual(rejections, []);
 });

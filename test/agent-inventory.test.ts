@@ -6,6 +6,7 @@ import { createNvmlSource } from "../services/agent/nvml/mod.ts";
 import { KV_NODES, decodeAs, nodeInventory, systemClock, type NodeInventory, type PowerBatch } from "../shared/mod.ts";
 import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
 import { readStream, startTestNats } from "./helpers/nats-server.ts";
+import { until } from "./helpers/until.ts";
 
 /**
  * The node's inventory in the `nodes` KV bucket, as a fleet operator reads it: the GPUs, the driver,
@@ -43,8 +44,9 @@ test("agent - inventory and heartbeat in KV; a GPU without a handle is listed un
   t.is(typeof first.driverVersion, "string");
   t.deepEqual(first.instances.map(({ id, gpus }) => ({ id, gpus })), [{ id: "a", gpus: [0, 1] }, { id: "b", gpus: [3] }]);
 
-  await new Promise((r) => setTimeout(r, 1200));
-  const later = await read();
+  let later = first;
+  await until(async () => (later = await read()).heartbeatMs > first.heartbeatMs, 5000, "a heartbeat rewriting the entry");
+  await until(() => agent.stats().sampler.windows >= 3, 5000, "three windows");
   t.true(later.heartbeatMs > first.heartbeatMs, "the heartbeat rewrites the entry");
   t.is(later.startedMs, first.startedMs);
 

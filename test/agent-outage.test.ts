@@ -7,6 +7,7 @@ import { startSimnode } from "../services/simnode/server.ts";
 import { startAgentOnSim } from "./helpers/sim-agent.ts";
 import { eventsOf, type PowerBatch, type RequestBatch, type RequestEvent } from "../shared/mod.ts";
 import { readStream, startTestNats } from "./helpers/nats-server.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /** Outage length: the acceptance figure is 30 s; JOULESTREAM_OUTAGE_S shortens it for quick local runs. */
 const OUTAGE_S = Number(process.env.JOULESTREAM_OUTAGE_S ?? 30);
@@ -29,6 +30,7 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
   });
   const tap = Object.values(agent.tapUrls)[0]!;
   let sent = 0;
+  let done = 0;
   let failed = 0;
   const send = async () => {
     const res = await fetch(`${tap}/v1/completions`, {
@@ -38,6 +40,7 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
     });
     await res.text();
     if (!res.ok) failed++;
+    done++;
   };
   // Requests keep flowing through the tap the whole time: it must never wait on NATS.
   let running = true;
@@ -47,15 +50,18 @@ test(`agent - NATS down for ${OUTAGE_S} s: every window and request event arrive
       await send();
       const took = performance.now() - t0;
       if (took > 2000) failed++; // the proxy path blocked
-      await new Promise((r) => setTimeout(r, 200));
+      await pause(200); // a steady trickle of requests, not a flood
     }
   })();
-  await new Promise((r) => setTimeout(r, 2000));
+  // Flowing before the outage: windows and requests published.
+  await until(() => agent.stats().sampler.windows >= 2 && agent.stats().publisher.published > 0 && done > 0, 10_000, "windows and requests published before the outage");
   await nats.stop();
-  await new Promise((r) => setTimeout(r, OUTAGE_S * 1000));
+  await pause(OUTAGE_S * 1000); // the outage must last OUTAGE_S
   t.true(agent.stats().publisher.queued > 0, "samples queued during the outage");
   await nats.start();
-  await new Promise((r) => setTimeout(r, 1500));
+  // The backlog drains on its own (not by stop()'s flush), and a window closes with NATS back.
+  const windowsAtRestart = agent.stats().sampler.windows;
+  await until(() => agent.stats().publisher.queued === 0 && agent.stats().sampler.windows > windowsAtRestart, 30_000, "the backlog drained after the restart");
   running = false;
   await load;
   await agent.stop();

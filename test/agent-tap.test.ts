@@ -9,6 +9,7 @@ import { instanceEndpoints, startSimnode, type Simnode } from "../services/simno
 import { MAX_REQUEST_ID_CHARS, requestEvent, systemClock, type RequestEvent } from "../shared/mod.ts";
 import { freePort } from "../infra/ports.ts";
 import { startEchoServer } from "./helpers/echo-server.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /** The request tap in front of the simulated node: what clients see, and what the tap records. */
 async function setup(t: import("ava").ExecutionContext, upstream?: string, opts: { maxBodyBytes?: number; node?: string } = {}) {
@@ -40,7 +41,6 @@ async function serve(t: import("ava").ExecutionContext, handle: (req: IncomingMe
   });
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const sseEvents = (text: string) => text.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6));
 
@@ -233,7 +233,7 @@ test("tap - a server that dies mid-response: the client's connection ends as it 
     req.on("end", () => {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write('data: {"id":"x","choices":[{"index":0,"text":"a"}]}\n\n');
-      setTimeout(() => res.socket!.destroy(), 20); // the server crashes after one token
+      void pause(20).then(() => res.socket!.destroy()); // the server crashes after one token
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -278,8 +278,7 @@ test("tap - a client that disconnects mid-stream is recorded as aborted", async 
     req.end(JSON.stringify({ prompt: [1, 2, 3], max_tokens: 2000, ignore_eos: true, stream: true }));
     setTimeout(() => reject(new Error("no first chunk")), 10_000).unref();
   });
-  const deadline = Date.now() + 5000;
-  while (!events.some((e) => e.event === "end") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await until(() => events.some((e) => e.event === "end"), 5000, "the request's end event");
   const end = events.find((e) => e.event === "end");
   t.like(end!, { status: "aborted" });
   t.true((end as { outputTokens: number }).outputTokens < 2000);
@@ -355,7 +354,7 @@ test("tap - a client that does not read: the server is slowed as it would be dir
   const req = request({ host: u.hostname, port: u.port, path: "/v1/completions", method: "POST" }, () => {}); // never reads
   req.on("error", () => {});
   req.end(JSON.stringify({ prompt: "hi", stream: true }));
-  await sleep(1500);
+  await pause(1500); // the client must stay connected, reading nothing, while the server could write on
   req.destroy();
   t.true(written < 32 * 2 ** 20, `the server wrote ${(written / 2 ** 20).toFixed(0)} MiB for a client that read nothing`);
 });
@@ -402,15 +401,16 @@ test("tap - what the server answers decides: a stream for `\"stream\": \"true\"`
 
 test("tap - a request id the tap has seen lately (a retry, a gateway's fixed id) is replaced, so two requests never merge", async (t) => {
   const url = await serve(t, (_req, body, res) => {
-    setTimeout(() => {
+    // A server as slow as the request asks: the first must still be running when the second comes.
+    void pause(JSON.parse(body).delay as number).then(() => {
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ choices: [{ text: "x" }], usage: { prompt_tokens: 10, completion_tokens: 10 } }));
-    }, JSON.parse(body).delay as number);
+    });
   });
   const { tap, events, tracker } = await setup(t, url);
   const ask = (delay: number) => fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "retry-me" }, body: JSON.stringify({ prompt: "hi", delay }) });
   const slow = ask(800);
-  await sleep(100);
+  await until(() => events.some((e) => e.event === "start"), 5000, "the tap to see the first request");
   const second = await ask(0);
   await second.text();
   const w = tracker.closeWindow(0, 1)[0]!;
@@ -440,20 +440,23 @@ test("tap - a client's stream_options is merged without rewriting the rest of it
 });
 
 test("tap - a client that hangs up before the server answers is aborted, not an upstream error; parts of chat content count toward the prompt", async (t) => {
+  let arrived = false;
   const url = await serve(t, (_req, _body, res) => {
-    setTimeout(() => {
+    arrived = true;
+    // A server slow to answer: the client hangs up first.
+    void pause(1000).then(() => {
       res.writeHead(200, { "content-type": "application/json" });
       res.end("{}");
-    }, 1000);
+    });
   });
   const { tap, events } = await setup(t, url);
   const u = new URL(tap.url);
   const req = request({ host: u.hostname, port: u.port, path: "/v1/chat/completions", method: "POST" });
   req.on("error", () => {});
   req.end(JSON.stringify({ stream: true, messages: [{ role: "user", content: [{ type: "text", text: "x".repeat(4000) }, { type: "image_url", image_url: { url: "data:," } }] }] }));
-  await sleep(200);
+  await until(() => arrived, 5000, "the request to reach the server");
   req.destroy();
-  await sleep(300);
+  await until(() => events.at(-1)?.event === "end", 900, "the hang-up recorded, before the server answers");
   t.like(tap.stats(), { aborted: 1, upstreamErrors: 0 });
   t.like(events[0]!, { event: "start", promptTokensHint: 1000 });
   t.like(events.at(-1)!, { event: "end", status: "aborted", promptTokens: 1000 });
@@ -490,8 +493,14 @@ test("tap - close lets a stream in flight finish within its grace, then cuts wha
   });
   const { tap } = await setup(t, upstream, {});
   const body = JSON.stringify({ model: "m", prompt: "hi", stream: true });
-  const finishing = fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "finishing" }, body }).then((r) => r.text());
-  await sleep(150); // mid-stream
+  const res = await fetch(`${tap.url}/v1/completions`, { method: "POST", headers: { "x-request-id": "finishing" }, body });
+  const reader = res.body!.getReader();
+  const text = new TextDecoder();
+  let got = text.decode((await reader.read()).value, { stream: true }); // the first chunk: mid-stream
+  const finishing = (async () => {
+    for (let r = await reader.read(); !r.done; r = await reader.read()) got += text.decode(r.value, { stream: true });
+    return got + text.decode();
+  })();
   const t0 = Date.now();
   const closing = tap.close();
   t.is(sseEvents(await finishing).at(-1), "[DONE]", "the stream in flight ended as the server ended it");

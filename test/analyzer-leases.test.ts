@@ -2,13 +2,12 @@ import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { startPartitionLeases } from "../services/analyzer/partitions.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
+import { until } from "./helpers/until.ts";
 
 /**
  * Partition leases against a real nats-server: a partition is reported owned only once its
  * consumers are bound (onAcquire resolved), and a take-over that fails lets the lease go.
  */
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function setup(t: import("ava").ExecutionContext) {
   const nats = await startTestNats();
   const nc = await connect({ servers: nats.url });
@@ -27,11 +26,11 @@ test("leases - a standby reports the partition only after binding it, not while 
   const b = await startPartitionLeases({ nc, group: "g1", replicaId: "b", partitions: 1, ttlMs: 2000, onAcquire: () => new Promise<void>((r) => (binding = r)), onRelease: noop });
   t.deepEqual([a.owned(), b.owned()], [[0], []]);
   await a.stop();
-  for (let i = 0; i < 60 && !binding; i++) await sleep(100);
+  await until(() => binding !== undefined, 6000, "the standby to start taking the partition over");
   t.truthy(binding, "the standby started taking the partition over");
   t.deepEqual(b.owned(), [], "not owned while its consumers are being bound");
   binding!();
-  for (let i = 0; i < 20 && b.owned().length === 0; i++) await sleep(50);
+  await until(() => b.owned().length > 0, 1000, "the standby to report the partition once bound");
   t.deepEqual(b.owned(), [0]);
   await b.stop();
 });

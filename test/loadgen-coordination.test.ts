@@ -12,10 +12,10 @@ import { startEchoServer } from "./helpers/echo-server.ts";
 import { loadCluster } from "./helpers/load-cluster.ts";
 import { encode } from "../shared/codec.ts";
 import { control } from "../services/loadgen/control.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /** The coordinator and its workers over a real nats-server when things go wrong (found by an adversarial review). */
 const AZURE = `${TRACES_DIR}/azure/AzureLLMInferenceTrace_code.csv`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test.serial("coordination - a run id that already has results in LOAD is refused, not reported from the old run's results", async (t) => {
   const nats = await startTestNats();
@@ -45,7 +45,7 @@ test.serial("coordination - a coordinator that fails after assigning (a worker r
   conns[2]!.subscribe(control.assign("wb"), { callback: (_e, m) => void m.respond(encode({ ok: false, error: "worker is busy with another run" })) });
   const err = await t.throwsAsync(runCoordinated({ nc: conns[0]!, workers: 2, startDelayMs: 200, job: { runId: "orph", source: { kind: "synthetic", cls: "short", rate: 50, durationS: 3, arrival: "constant" }, targets: [server.url] } }));
   t.log("coordinator failed:", err?.message, "server had", server.received.length);
-  await sleep(3500);
+  await pause(3500); // nothing to wait for: long enough for the orphaned run (+200 ms, 3 s) to have sent, had it started
   t.log("after 3.5 s the server got", server.received.length, "requests from the orphan");
   t.is(server.received.length, 0);
 });
@@ -87,8 +87,9 @@ test.serial("load - a stream the server cuts short is an error, not ok", async (
     req.on("end", () => {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write(`data: ${JSON.stringify({ choices: [{ text: "a" }] })}\n\n`);
-      setTimeout(() => res.write(`data: ${JSON.stringify({ choices: [{ text: "b" }] })}\n\n`), 20);
-      setTimeout(() => res.socket?.destroy(), 50);
+      // Two tokens a little apart, then the server crashes mid-stream.
+      void pause(20).then(() => res.write(`data: ${JSON.stringify({ choices: [{ text: "b" }] })}\n\n`));
+      void pause(50).then(() => res.socket?.destroy());
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -102,17 +103,19 @@ test.serial("load - a stream the server cuts short is an error, not ok", async (
 
 test.serial("coordination - workers stop when their coordinator falls silent (killed mid-run)", async (t) => {
   const { server, conns } = await loadCluster(t, 2);
-  const w = startWorker({ nc: conns[1]!, id: "wa", helloMs: 50 });
+  const logs: string[] = [];
+  const w = startWorker({ nc: conns[1]!, id: "wa", helloMs: 50, log: (l) => logs.push(l) });
   t.teardown(() => w.stop());
   // 50 req/s for 10 s; the coordinator's connection dies after ~1 s (as if it were killed: no abort sent).
   const p = runCoordinated({ nc: conns[0]!, workers: 1, startDelayMs: 200, lostAfterMs: 600, job: { runId: "cdie", source: { kind: "synthetic", cls: "short", rate: 50, durationS: 10, arrival: "constant" }, targets: [server.url], heartbeatMs: 100 } }).catch((e) => e);
-  await sleep(1200);
+  await until(() => server.received.length >= 25, 10_000, "the run under way");
   const atDeath = server.received.length;
   await conns[0]!.close();
   await p;
-  await sleep(3000); // the worker gives up after 1.2 s of silence (2 × lostAfterMs)
+  // The worker gives up after 1.2 s of silence (2 × lostAfterMs), then ends its run.
+  await until(() => logs.some((l) => /no word from the coordinator/.test(l)) && logs.some((l) => /run cdie (done|failed)/.test(l)), 10_000, "the worker to give up and end its run");
   const after = server.received.length;
-  await sleep(1000);
+  await pause(1000); // nothing to wait for: time in which a worker that had not stopped would send ~50 more
   t.is(server.received.length, after, "the worker has stopped");
   t.true(after - atDeath < 150, `${after - atDeath} requests after the coordinator died (of ~440 left in the shard)`);
 });
@@ -128,11 +131,12 @@ test.serial("coordination - a NATS restart mid-run loses no result from the coun
   const ws = [startWorker({ nc: conns[1]!, id: "wa", helloMs: 50, log: (l) => logs.push(l) }), startWorker({ nc: conns[2]!, id: "wb", helloMs: 50, log: (l) => logs.push(l) })];
   t.teardown(() => Promise.all(ws.map((w) => w.stop())).then(() => {}));
   const p = runCoordinated({ nc: conns[0]!, workers: 2, startDelayMs: 200, log: (l) => logs.push(l), job: { runId: "nrst", source: { kind: "synthetic", cls: "short", rate: 50, durationS: 4, arrival: "constant" }, targets: [server.url] } });
-  await sleep(1500);
+  await until(() => server.received.length >= 50, 10_000, "the run under way");
   await nats.stop();
-  await sleep(1000);
+  await pause(1000); // the outage
   await nats.start();
-  const r = await Promise.race([p, sleep(40000).then(() => undefined)]);
+  // A deadline, not a wait: HUNG after 40 s; unref'd so that it does not hold the worker 40 s after the run.
+  const r = await Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), 40_000).unref())]);
   t.log(logs);
   t.log("server got", server.received.length, r ? { expected: r.expected, received: r.received, missing: r.missing, dups: r.duplicates, workers: r.workers } : "HUNG");
   const inStream = await readStream<LoadResult>(nats.url, "LOAD");

@@ -16,14 +16,13 @@ import { ConfigError } from "../shared/errors.ts";
 import type { LoadResult } from "../shared/messages/load.ts";
 import { ensureStreams } from "../shared/streams.ts";
 import { readStream, startTestNats } from "./helpers/nats-server.ts";
-import { until } from "./helpers/until.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /**
  * The load generator's results go to LOAD through an outbox (memory, then disk): an outage of the
  * broker delays them, in order, instead of losing them (issue 19: a 64 s outage lost 99 of 207).
  */
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const tempDir = (t: import("ava").ExecutionContext, prefix: string) => {
   const d = mkdtempSync(join(tmpdir(), prefix));
   t.teardown(() => rmSync(d, { recursive: true, force: true }));
@@ -52,7 +51,7 @@ test("load outbox - NATS down for 12 s while results are published: after it ret
   await until(() => produced.length >= 20, 10_000, "the first results");
   await nats.stop();
   const downAt = produced.length;
-  await sleep(12_000);
+  await pause(12_000); // the outage must last: results pile up past the 1 s publish timeout and its retries
   const whileDown = produced.length - downAt;
   t.true(outbox.stats().queued > 0 && outbox.stats().retries > 0, JSON.stringify(outbox.stats()));
   await nats.start();
@@ -143,7 +142,7 @@ test("load outbox - a coordinated run through a 12 s NATS outage: the worker's r
   const p = runCoordinated({ nc: conns[0]!, workers: 1, startDelayMs: 200, lostAfterMs: 3000, log: (l) => logs.push(l), job: { runId: "cout", source: { kind: "synthetic", cls: "short", rate: 20, durationS: 14, arrival: "constant" }, targets: [server.url], heartbeatMs: 250 } });
   await until(() => server.received.length >= 20, 10_000, "the first requests");
   await nats.stop();
-  await sleep(12_000);
+  await pause(12_000); // the outage must last: well past the publish timeout and the coordinator's 3 s lostAfterMs
   await nats.start();
   const r = await p;
   t.log(logs.filter((l) => !/results wait for NATS/.test(l)));

@@ -16,9 +16,9 @@ import { createSpool } from "../shared/spool.ts";
 import { createOutbox } from "../shared/outbox.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
 import { errorMessage } from "../shared/errors.ts";
+import { pause, until, untilSaid } from "./helpers/until.ts";
 
 const pw = () => randomBytes(12).toString("hex");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves with the permission error the server sent for this connection, or undefined. */
 function permissionErrors(nc: NatsConnection): string[] {
@@ -75,7 +75,7 @@ test("permissions - node A cannot publish as node B or lock node B's clocks; the
   t.is(ctlSeen, 0);
   // Node A may not answer node B's control subject either: the server closes that subscription.
   const sub = ncA.subscribe("ctl.v1.node-b.>");
-  const closed = await Promise.race([sub.closed, new Promise((r) => setTimeout(() => r("still open"), 3000))]);
+  const closed = await Promise.race([sub.closed, pause(3000).then(() => "still open")]); // the deadline for the server to close it
   t.true(closed instanceof Error && /permission/i.test(closed.message), String(closed));
   t.true(errsA.some((e) => /permission/i.test(e)), errsA.join("; "));
 
@@ -114,7 +114,7 @@ test("nats permissions - a node cannot read the fleet's replies through _INBOX.>
     const m = await c.next({ expires: 2000 });
     if (m) got.push(JSON.stringify(decode(m.data))); // the analyzer has not acked (yet)
   }
-  await sleep(500);
+  await pause(500); // time for node A's +TERMs to land, if the server let them through: nothing to wait for
   const info = await jsm.consumers.info("POWER", "analyzer");
   t.log("analyzer got", got.length, "messages; node A saw:", JSON.stringify(seen.slice(0, 6), null, 0));
   t.log("consumer after node A's +TERM: ack_floor", info.ack_floor.consumer_seq, "num_ack_pending", info.num_ack_pending);
@@ -158,14 +158,16 @@ test("nats permissions - the agent with --allow-clock-control runs under its nod
   t.teardown(() => void p.kill("SIGKILL"));
   let err = "";
   p.stderr!.on("data", (d) => (err += d));
-  const deadline = Date.now() + 30_000;
-  while (!/publishing to/.test(err) && Date.now() < deadline && p.exitCode === null) await sleep(100);
-  t.log("agent stderr at start:", err, "exit", p.exitCode);
+  await untilSaid(p, () => err, /publishing to/, 30_000);
+  t.log("agent stderr at start:", err);
   const r = await operator.request("ctl.v1.node-a.set", JSON.stringify({ gpus: [0], smClockMhz: 1200 }), { timeout: 5000 });
   t.log("set reply", new TextDecoder().decode(r.data).slice(0, 100));
-  await sleep(1500);
   const { Kvm } = await import("@nats-io/kv");
   const kv = await new Kvm(operator).open("nodes");
+  // Under its identity the agent has put its inventory, published a window and audited the set.
+  const jsmOp = await jetstreamManager(operator);
+  const has = async (stream: string) => (await jsmOp.streams.info(stream)).state.messages > 0;
+  await until(async () => (await has("AUDIT")) && (await has("POWER")), 5000, "the set's audit and a POWER window from node-a");
   const e = await kv.get("node-a");
   t.log("kv entry", e?.length);
   t.log("agent stderr:", err);
@@ -262,7 +264,7 @@ test("nats permissions - a loadgen user can reach only the load generator's subj
   // Neither role may listen on the other's replies, nor on the nodes' subjects.
   for (const [nc, subject] of [[ncW, `${loadgenInboxPrefix("coordinator")}.>`], [ncC, `${loadgenInboxPrefix("worker")}.>`], [ncW, "_INBOX.>"], [ncW, "ctl.v1.node-a.>"]] as const) {
     const sub = nc.subscribe(subject);
-    const closed = await Promise.race([sub.closed, sleep(3000).then(() => "still open")]);
+    const closed = await Promise.race([sub.closed, pause(3000).then(() => "still open")]); // the deadline for the server to close it
     t.true(closed instanceof Error && /permission/i.test(closed.message), `${subject}: ${String(closed)}`);
   }
 });
