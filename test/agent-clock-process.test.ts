@@ -1,29 +1,13 @@
 import test from "ava";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { connect } from "@nats-io/transport-node";
-import { startTestNats } from "./helpers/nats-server.ts";
-import { startSimnode } from "../services/simnode/server.ts";
+import { agentProcessBench } from "./helpers/agent-process.ts";
 import { until, untilSaid } from "./helpers/until.ts";
 
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
 
 async function setup(t: import("ava").ExecutionContext) {
-  const nats = await startTestNats();
-  const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b" });
-  const nc = await connect({ servers: nats.url });
-  const spool = mkdtempSync(join(tmpdir(), "clock-spool-"));
-  const procs: ChildProcess[] = [];
-  t.teardown(async () => {
-    for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");
-    await nc.close();
-    await sim.stop();
-    await nats.stop();
-    rmSync(spool, { recursive: true, force: true });
-  });
+  const { nats, sim, nc, spool, procs } = await agentProcessBench(t, "clock-spool-");
   const cfg = async () => (await (await fetch(new URL("/admin/config", sim.url))).json()) as { smClockMhz: number; powerLimitW: number };
   const startAgent = async () => {
     const p = spawn(process.execPath, [bin, "agent", "--nats", nats.url, "--node-id", "s1", "--source", "sim", "--dcgm-url", sim.metricsUrl, "--allow-clock-control", "--upstream", sim.url, "--listen", "127.0.0.1:0", "--spool-dir", spool], { stdio: ["ignore", "pipe", "pipe"] });

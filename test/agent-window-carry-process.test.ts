@@ -1,13 +1,9 @@
 import test from "ava";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { connect } from "@nats-io/transport-node";
 import { decode, type PowerBatch } from "../shared/mod.ts";
-import { readStream, startTestNats } from "./helpers/nats-server.ts";
-import { startSimnode } from "../services/simnode/server.ts";
+import { readStream } from "./helpers/nats-server.ts";
+import { agentProcessBench } from "./helpers/agent-process.ts";
 
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
 
@@ -20,18 +16,7 @@ const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
  */
 test("window carry (agent process) - across a kill -9 and a graceful restart mid-window, published energy is the counter's delta over the whole span", async (t) => {
   t.timeout(120_000);
-  const nats = await startTestNats();
-  const sim = await startSimnode({ gpus: 2, tp: 2, model: "llama-3-8b" });
-  const nc = await connect({ servers: nats.url });
-  const spool = mkdtempSync(join(tmpdir(), "carry-spool-"));
-  const procs: ChildProcess[] = [];
-  t.teardown(async () => {
-    for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");
-    await nc.close();
-    await sim.stop();
-    await nats.stop();
-    rmSync(spool, { recursive: true, force: true });
-  });
+  const { nats, sim, nc, spool, procs } = await agentProcessBench(t, "carry-spool-");
   // Windows as they are published, to wait on (the stream, read at the end, is what is checked).
   const seen: PowerBatch[] = [];
   const waiters: (() => void)[] = [];

@@ -92,8 +92,14 @@ function watermark(ns: NodeState): number {
 }
 
 /** The instances a window must have WORK from: those its POWER lists, else all seen on the node. */
-function expectedInstances(w: { power?: PowerBatch }, ns: NodeState): Set<string> {
-  return w.power?.instances ? new Set(w.power.instances) : ns.instances;
+function expectedInstances(w: { power?: PowerBatch }, ns: NodeState): Iterable<string> {
+  return w.power?.instances ?? ns.instances;
+}
+
+/** Every instance the window must have WORK from has sent it (no allocation: checked on every drain). */
+function hasAllWork(w: { power?: PowerBatch; work: ReadonlyMap<string, unknown> }, ns: NodeState): boolean {
+  for (const i of expectedInstances(w, ns)) if (!w.work.has(i)) return false;
+  return true;
 }
 
 interface WindowState<T> {
@@ -129,6 +135,14 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const windows = new Map<string, WindowState<T>>();
   /** Open windows per node, and open requests per node: a drain looks at the nodes that changed only. */
   const openWindows = new Map<string, Set<WindowState<T>>>();
+  /**
+   * Windows that got input since the last drain, per node, and the watermark each node's open
+   * windows were last checked at: a drain checks a node's touched windows for completeness, and all
+   * its open windows only when its watermark moved (a backlog read unevenly leaves dozens open per
+   * node, and re-checking them all on every drain cost more than the join itself).
+   */
+  const touched = new Map<string, Set<WindowState<T>>>();
+  const checkedAt = new Map<string, number>();
   const openRequests = new Map<string, Map<string, RequestAcc>>();
   /** Open requests whose end is in: the only ones a drain checks for being finished. */
   const endedRequests = new Map<string, Set<RequestAcc>>();
@@ -175,6 +189,9 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       set.add(w);
     }
     w.tokens.push(token);
+    let t = touched.get(node);
+    if (!t) touched.set(node, (t = new Set()));
+    t.add(w);
     if (start < ns.firstStart) ns.firstStart = start;
     if (ns.windowMs === 0 && end > start) {
       ns.windowMs = end - start;
@@ -213,8 +230,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     openWindows.get(w.node)?.delete(w);
     ns.closed.add(w.start);
     pruneClosed(ns);
-    const missingWork = [...expectedInstances(w, ns)].filter((i) => !w.work.has(i));
-    const incomplete = !w.power || missingWork.length > 0;
+    const incomplete = !w.power || !hasAllWork(w, ns);
     if (incomplete) stats.incompleteWindows++;
     const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, prefillWeight);
     for (const sh of closed.shares) {
@@ -284,17 +300,17 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const stepNode = (node: string, force: boolean) => {
     const ns = nodeState(node);
     const open = openWindows.get(node);
+    const fresh = touched.get(node);
+    touched.delete(node);
     if (open && open.size > 0) {
       const mark = watermark(ns);
+      const moved = force || checkedAt.get(node) !== mark;
+      checkedAt.set(node, mark);
       const ready: WindowState<T>[] = [];
-      for (const w of open) {
-        if (force || mark >= w.end + lateness) ready.push(w);
-        else if (w.power !== undefined) {
-          const expected = expectedInstances(w, ns);
-          let complete = expected.size > 0;
-          for (const i of expected) if (!w.work.has(i)) complete = false;
-          if (complete) ready.push(w);
-        }
+      for (const w of moved ? open : (fresh ?? [])) {
+        if (!open.has(w)) continue;
+        const complete = w.power !== undefined && (w.power.instances ? w.power.instances.length > 0 : ns.instances.size > 0) && hasAllWork(w, ns);
+        if (force || mark >= w.end + lateness || complete) ready.push(w);
       }
       ready.sort((a, b) => a.start - b.start);
       for (const w of ready) closeWindow(w);

@@ -21,26 +21,36 @@ export interface Retry {
 
 export function retrying(opts: { log?: (line: string) => void; onRetry?: () => void; minDelayMs?: number; maxDelayMs?: number } = {}): Retry {
   let stopped = false;
-  let onStop!: () => void;
-  const stopSignal = new Promise<"stopped">((r) => (onStop = () => r("stopped")));
+  /**
+   * What waits (a step in flight, a back-off) registers how to end it on stop, and unregisters when
+   * it ends by itself. (Racing each step against one shared "stopped" promise left a reaction on it
+   * per step, never freed: millions over a fleet's backlog, and the GC paid for them.)
+   */
+  const waiting = new Set<() => void>();
+  const untilStopped = <T>(p: Promise<T>, what: string): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const stop = () => {
+        p.catch(() => undefined); // abandoned: its outcome no longer matters
+        reject(new StoppedError(`${what}: stopped while in flight`));
+      };
+      waiting.add(stop);
+      p.then(
+        (v) => (waiting.delete(stop), resolve(v)),
+        (e: unknown) => (waiting.delete(stop), reject(e)),
+      );
+    });
   const run = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
     let delay = opts.minDelayMs ?? 200;
     for (;;) {
       if (stopped) throw new StoppedError(`${what}: stopped`);
-      const attempt = fn();
       try {
-        const r = await Promise.race([attempt, stopSignal]);
-        if (r === "stopped") {
-          attempt.catch(() => undefined); // abandoned: its outcome no longer matters
-          throw new StoppedError(`${what}: stopped while in flight`);
-        }
-        return r as T;
+        return await untilStopped(fn(), what);
       } catch (err) {
         if (err instanceof StoppedError || stopped) throw err instanceof StoppedError ? err : new StoppedError(`${what}: stopped`);
         opts.onRetry?.();
         opts.log?.(`${what} failed, retrying in ${delay} ms: ${errorMessage(err)}`);
         let timer: NodeJS.Timeout | undefined;
-        await Promise.race([new Promise((r) => (timer = setTimeout(r, delay))), stopSignal]);
+        await untilStopped(new Promise<void>((r) => (timer = setTimeout(r, delay))), what).catch(() => undefined);
         clearTimeout(timer);
         delay = Math.min(delay * 2, opts.maxDelayMs ?? 10_000);
       }
@@ -49,7 +59,8 @@ export function retrying(opts: { log?: (line: string) => void; onRetry?: () => v
   return Object.assign(run, {
     stop() {
       stopped = true;
-      onStop();
+      for (const stop of [...waiting]) stop();
+      waiting.clear();
     },
     get stopped() {
       return stopped;
