@@ -1,4 +1,4 @@
-import type { RequestEnd, RequestStart } from "../../shared/mod.ts";
+import type { PowerBatch, RequestEnd, RequestStart } from "../../shared/mod.ts";
 import { ClosedWindows } from "./closed-windows.ts";
 
 /**
@@ -173,4 +173,48 @@ export function restoreNodes(snap: readonly NodeSnapshot[]): Map<string, NodeSta
     });
   }
   return nodes;
+}
+
+/**
+ * A stream that stopped sending (an instance removed, a WORK consumer gone) holds the node's
+ * watermark back at most this far, in event time.
+ */
+export const MAX_STREAM_SKEW_MS = 10 * 60_000;
+/**
+ * ... and only once the node's other streams have sent this many messages since its last one: a
+ * stream that is merely behind (a backlog drained unevenly) still sends, and one window stamped far
+ * ahead by a glitching clock must not make every stream that is not as far ahead count as stopped.
+ */
+export const STALLED_AFTER_MESSAGES = 600;
+
+
+/**
+ * The node's event time: the least of how far POWER and each instance's WORK have come. Taking the
+ * least, not the latest, keeps one stream that is ahead (a backlog drained unevenly by separate
+ * consumers) from closing windows whose other inputs are merely behind, not missing. A stream more
+ * than MAX_STREAM_SKEW_MS behind the most advanced one has stopped (POWER as much as WORK: a sampler
+ * that died while the tap runs on), and holds nothing back: its windows close incomplete instead
+ * of the node's state growing without end.
+ */
+export function watermark(ns: NodeState): number {
+  let lead = ns.powerMark;
+  for (const inst of ns.instances) lead = Math.max(lead, ns.workMarks.get(inst) ?? ns.firstStart);
+  const stopped = (stream: string, mark: number) => lead - mark > MAX_STREAM_SKEW_MS && ns.seen - (ns.lastSeen.get(stream) ?? 0) > STALLED_AFTER_MESSAGES;
+  let m = stopped("power", ns.powerMark) ? lead : ns.powerMark;
+  for (const inst of ns.instances) {
+    const wm = ns.workMarks.get(inst) ?? ns.firstStart;
+    if (!stopped(`work:${inst}`, wm)) m = Math.min(m, wm);
+  }
+  return m;
+}
+
+/** The instances a window must have WORK from: those its POWER lists, else all seen on the node. */
+export function expectedInstances(w: { power?: PowerBatch }, ns: NodeState): Iterable<string> {
+  return w.power?.instances ?? ns.instances;
+}
+
+/** Every instance the window must have WORK from has sent it (no allocation: checked on every drain). */
+export function hasAllWork(w: { power?: PowerBatch; work: ReadonlyMap<string, unknown> }, ns: NodeState): boolean {
+  for (const i of expectedInstances(w, ns)) if (!w.work.has(i)) return false;
+  return true;
 }

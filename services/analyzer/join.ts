@@ -1,7 +1,9 @@
 import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
 import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
 import { ClosedWindows } from "./closed-windows.ts";
-import { newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
+import { expectedInstances, hasAllWork, MAX_STREAM_SKEW_MS, newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, watermark, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
+
+export { MAX_STREAM_SKEW_MS, STALLED_AFTER_MESSAGES } from "./join-state.ts";
 import { attributeClosedWindow, energyRecord, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";
 
 export type { GpuWindowResult, InstanceWindowResult, NodeWindowResult } from "./window-result.ts";
@@ -52,17 +54,6 @@ export interface JoinStats {
 }
 
 /**
- * A stream that stopped sending (an instance removed, a WORK consumer gone) holds the node's
- * watermark back at most this far, in event time.
- */
-export const MAX_STREAM_SKEW_MS = 10 * 60_000;
-/**
- * ... and only once the node's other streams have sent this many messages since its last one: a
- * stream that is merely behind (a backlog drained unevenly) still sends, and one window stamped far
- * ahead by a glitching clock must not make every stream that is not as far ahead count as stopped.
- */
-export const STALLED_AFTER_MESSAGES = 600;
-/**
  * Emitted request ids kept per node (oldest forgotten first): a window or event that comes after its
  * request was stored adds nothing to it. 4,096 is over 15 minutes of a node's requests at 4 a second;
  * later than that a window is below the node's closed floor anyway, and counted late.
@@ -70,37 +61,6 @@ export const STALLED_AFTER_MESSAGES = 600;
 export const EMITTED_PER_NODE = 4096;
 /** How often, in a node's event time, its open requests are looked at for the idle limit. */
 export const IDLE_SWEEP_MS = 10_000;
-
-/**
- * The node's event time: the least of how far POWER and each instance's WORK have come. Taking the
- * least, not the latest, keeps one stream that is ahead (a backlog drained unevenly by separate
- * consumers) from closing windows whose other inputs are merely behind, not missing. A stream more
- * than MAX_STREAM_SKEW_MS behind the most advanced one has stopped (POWER as much as WORK: a sampler
- * that died while the tap runs on), and holds nothing back: its windows close incomplete instead
- * of the node's state growing without end.
- */
-function watermark(ns: NodeState): number {
-  let lead = ns.powerMark;
-  for (const inst of ns.instances) lead = Math.max(lead, ns.workMarks.get(inst) ?? ns.firstStart);
-  const stopped = (stream: string, mark: number) => lead - mark > MAX_STREAM_SKEW_MS && ns.seen - (ns.lastSeen.get(stream) ?? 0) > STALLED_AFTER_MESSAGES;
-  let m = stopped("power", ns.powerMark) ? lead : ns.powerMark;
-  for (const inst of ns.instances) {
-    const wm = ns.workMarks.get(inst) ?? ns.firstStart;
-    if (!stopped(`work:${inst}`, wm)) m = Math.min(m, wm);
-  }
-  return m;
-}
-
-/** The instances a window must have WORK from: those its POWER lists, else all seen on the node. */
-function expectedInstances(w: { power?: PowerBatch }, ns: NodeState): Iterable<string> {
-  return w.power?.instances ?? ns.instances;
-}
-
-/** Every instance the window must have WORK from has sent it (no allocation: checked on every drain). */
-function hasAllWork(w: { power?: PowerBatch; work: ReadonlyMap<string, unknown> }, ns: NodeState): boolean {
-  for (const i of expectedInstances(w, ns)) if (!w.work.has(i)) return false;
-  return true;
-}
 
 interface WindowState<T> {
   node: string;
