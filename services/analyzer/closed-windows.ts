@@ -3,11 +3,14 @@
  * close in order almost always, so a node that ran for hours is one run, or a few where a window is
  * still open: membership is a binary search over a handful of runs, and a checkpoint copies the runs
  * as they are. (A Set of starts held up to 2,400 numbers per node, 3 million for 1,250 nodes, and a
- * checkpoint sorted all of them every second.) A start off the grid is a run of its own.
+ * checkpoint sorted all of them every second.) The grid is the epoch's multiples of the window
+ * length; a start off it (a clock glitch, a changed window length) is kept apart in a Set, so runs
+ * never overlap and a binary search finds the one that holds a start.
  */
 export class ClosedWindows {
   private readonly firsts: number[] = [];
   private readonly counts: number[] = [];
+  private readonly offGrid = new Set<number>();
   private listed = 0;
 
   constructor(private readonly stepMs: number) {}
@@ -42,7 +45,12 @@ export class ClosedWindows {
     return this.firsts[i]! + (this.counts[i]! - 1) * this.stepMs;
   }
 
+  private onGrid(start: number): boolean {
+    return this.stepMs > 0 && start % this.stepMs === 0;
+  }
+
   has(start: number): boolean {
+    if (!this.onGrid(start)) return this.offGrid.has(start);
     const i = this.runAtOrBefore(start);
     if (i < 0) return false;
     const first = this.firsts[i]!;
@@ -53,6 +61,10 @@ export class ClosedWindows {
   add(start: number): void {
     if (this.has(start)) return;
     this.listed++;
+    if (!this.onGrid(start)) {
+      this.offGrid.add(start);
+      return;
+    }
     const i = this.runAtOrBefore(start);
     const step = this.stepMs;
     const extendsPrev = i >= 0 && step > 0 && start === this.lastOf(i) + step;
@@ -74,6 +86,11 @@ export class ClosedWindows {
 
   /** Forgets every start below `floor` (they count as closed by the floor from now on). */
   prune(floor: number): void {
+    for (const s of this.offGrid) {
+      if (s >= floor) continue;
+      this.offGrid.delete(s);
+      this.listed--;
+    }
     while (this.firsts.length > 0 && this.lastOf(0) < floor) {
       this.listed -= this.counts[0]!;
       this.firsts.shift();
@@ -88,6 +105,6 @@ export class ClosedWindows {
   }
 
   runs(): [number, number][] {
-    return this.firsts.map((f, i) => [f, this.counts[i]!]);
+    return [...this.firsts.map((f, i): [number, number] => [f, this.counts[i]!]), ...[...this.offGrid].map((s): [number, number] => [s, 1])];
   }
 }
