@@ -69,7 +69,8 @@ test("analyzer - stop() while InfluxDB is frozen returns within its grace, and t
   const stopMs = Date.now() - t0;
   thaw();
   t.true(stopMs < 2000 + 2500, `stop() took ${stopMs} ms with a 2000 ms grace`);
-  t.true(log.some((l) => /stopped before its outputs were stored \(2000 ms grace\)/.test(l)), log.join("\n"));
+  // The grace left when the partition's stop began (a millisecond or two under the analyzer's 2000).
+  t.true(log.some((l) => /stopped before its outputs were stored \((19\d\d|2000) ms grace\)/.test(l)), log.join("\n"));
 
   const b = await startAnalyzer({ nc, name: "grace", sink: sink() });
   t.true(await b.idle(60_000));
