@@ -52,6 +52,7 @@ export function spawnAnalyzer(o: AnalyzerProcessOptions): AnalyzerProcess {
   });
   let asked: "kill" | "term" | undefined;
   let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let stopHung = false;
   const exited = new Promise<void>((resolve) =>
     child.once("exit", (code, signal) => {
       exit = { code, signal };
@@ -88,10 +89,21 @@ export function spawnAnalyzer(o: AnalyzerProcessOptions): AnalyzerProcess {
     async stop() {
       asked ??= "term";
       if (exit === undefined) child.kill("SIGTERM");
-      await exited;
+      // Its stop is bounded by its grace (10 s) and a 5-s drain: past 30 s it hangs, which is a
+      // failure to report (as a crash, with its last lines), not a reason to hang the suite.
+      let timer: NodeJS.Timeout | undefined;
+      const hung = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 30_000)))]);
+      clearTimeout(timer);
+      if (hung) {
+        lines.push(`did not exit within 30 s of SIGTERM: killed`);
+        stopHung = true;
+        child.kill("SIGKILL");
+        await exited;
+      }
       return exit!.code;
     },
     crash() {
+      if (stopHung) return `analyzer ${o.label} did not exit within 30 s of SIGTERM: ${lines.slice(-3).join(" | ")}`;
       if (exit === undefined || asked === "kill") return undefined;
       // After SIGTERM the CLI exits 143 (128 + SIGTERM) once it has stopped cleanly, 1 when stopping failed.
       if (asked === "term" && (exit.code === 0 || exit.code === CLEAN_STOP_CODE)) return undefined;

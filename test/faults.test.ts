@@ -56,7 +56,8 @@ for (const sc of SCENARIOS) {
   test.serial(`faults - ${sc.name}: ${sc.what}, nothing lost`, async (t) => {
     t.timeout(150_000);
     const lines: string[] = [];
-    const r = await runScenario(sc, SCALES.short, (l) => lines.push(l));
+    // Each line logged as it comes: a scenario that hangs shows how far it got.
+    const r = await runScenario(sc, SCALES.short, (l) => (lines.push(l), t.log(l)));
     t.log(formatResult(r));
     const bad = r.rows.filter((x) => !x.ok);
     if (bad.length) t.log(lines.slice(-30).join("\n"));

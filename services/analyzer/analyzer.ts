@@ -188,9 +188,13 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         await query?.stop();
         await leases.stop(); // stops each partition (onRelease), within its grace
         publisher.close();
-        await load.close();
+        // LOAD within what is left of the grace: a reader waiting for results stuck in retries (a
+        // bucket's leader gone) ends when the retries are stopped; those results come again.
+        const loadClosed = load.close();
+        await Promise.race([loadClosed, new Promise((r) => setTimeout(r, Math.max(0, (stopDeadline ?? 0) - Date.now())).unref())]);
         loadRetry.stop();
         await loadWriter.close();
+        await loadClosed;
         // InfluxDB may be down: the last stats and the sink's close get a second each, not for ever.
         const bounded = (p: Promise<unknown>) => Promise.race([p, new Promise((r) => setTimeout(r, 1000).unref())]);
         await bounded(writeStats()).catch((err) => log(`final stats: ${errorMessage(err)}`));

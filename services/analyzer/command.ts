@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, runUntilSignal } from "../../shared/mod.ts";
+import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, runUntilSignal, withTimeout } from "../../shared/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { DEFAULT_STOP_GRACE_MS, startAnalyzer } from "./analyzer.ts";
 import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
@@ -82,7 +82,12 @@ export const analyzerCommand = defineCommand(
       influx: { url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) },
       log: (l) => process.stderr.write(`analyzer: ${l}\n`),
     });
-    const stopped = runUntilSignal(() => analyzer.stop(), () => nc.drain()); // before announcing itself
+    // Before announcing itself. The connection's drain gets 5 s: a server that went away must not hold
+    // the process once the analyzer has stored and checkpointed what it could.
+    const stopped = runUntilSignal(
+      () => analyzer.stop(),
+      () => withTimeout(nc.drain(), 5000, "draining the NATS connection").catch(() => nc.close()),
+    );
     process.stderr.write(`analyzer ${cfg.name}: consuming from ${cfg.nats}, writing ${cfg.influxUrl} db=${cfg.influxDb} (${api} write API)\n`);
     await stopped;
     return 0;
