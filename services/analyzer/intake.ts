@@ -23,15 +23,24 @@ export interface Intake {
   stats(): { received: Record<InputStream, number>; deadLettered: number };
 }
 
+/**
+ * Publishes a refused message (or, with `part`, one refused event of a batch) to `dlq.v1.<stream>`
+ * as it came, with the reason, retried until it lands (or the stage stops). Its msg id is the
+ * message's stream sequence, so a replay dead-letters it once. Both intakes (this one and LOAD's)
+ * send their refusals through it.
+ */
+export function publishDeadLetter(js: JetStreamClient, retry: Retry, stream: StreamName, m: Pick<JsMsg, "subject" | "seq" | "data">, reason: string, detail: string, tMs: number, part?: { index: number; data: Uint8Array }): Promise<unknown> {
+  const dl: DeadLetter = { v: 1, kind: "dead_letter", stream, subject: m.subject, seq: m.seq, reason, detail: part ? `event ${part.index} of the batch: ${detail}` : detail, tMs, data: part?.data ?? m.data };
+  const msgID = part ? `dlq:${stream}:${m.seq}:${part.index}` : `dlq:${stream}:${m.seq}`;
+  return retry("dead-lettering", () => js.publish(subjects.deadLetter(stream), encode(dl), { msgID }));
+}
+
 export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retry: Retry; clock?: () => number }): Intake {
   const now = opts.clock ?? Date.now;
   const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<InputStream, number>, deadLettered: 0 };
   /** Published (retried until it lands) before the message is done: a refused message is never lost. */
   const deadLetter = (stream: StreamName, m: JsMsg, token: Token, reason: string, detail: string, part?: { index: number; data: Uint8Array }) => {
-    const dl: DeadLetter = { v: 1, kind: "dead_letter", stream, subject: m.subject, seq: m.seq, reason, detail: part ? `event ${part.index} of the batch: ${detail}` : detail, tMs: now(), data: part?.data ?? m.data };
-    const msgID = part ? `dlq:${stream}:${m.seq}:${part.index}` : `dlq:${stream}:${m.seq}`;
-    opts
-      .retry("dead-lettering", () => opts.js.publish(subjects.deadLetter(stream), encode(dl), { msgID }))
+    publishDeadLetter(opts.js, opts.retry, stream, m, reason, detail, now(), part)
       .then(() => {
         stats.deadLettered++;
         token.done();

@@ -1,7 +1,7 @@
 import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
 import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
 import { ClosedWindows } from "./closed-windows.ts";
-import { expectedInstances, hasAllWork, MAX_STREAM_SKEW_MS, newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, watermark, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
+import { hasAllWork, MAX_STREAM_SKEW_MS, newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, watermark, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
 
 export { MAX_STREAM_SKEW_MS, STALLED_AFTER_MESSAGES } from "./join-state.ts";
 import { attributeClosedWindow, energyRecord, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";

@@ -1,6 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import { decodeAs, encode, errorMessage, loadResult, subjects, type DeadLetter } from "../../shared/mod.ts";
+import { decodeAs, errorMessage, loadResult } from "../../shared/mod.ts";
 import { bindConsumer, type BoundConsumer } from "./consumers.ts";
+import { publishDeadLetter } from "./intake.ts";
 import type { LoadJoin } from "./load-join.ts";
 import type { PointWriter } from "./point-writer.ts";
 import { requestLoadPoint } from "./points.ts";
@@ -34,8 +35,7 @@ export async function startLoadIntake(opts: { name: string; jsm: JetStreamManage
       const work = (async () => {
         const d = decodeAs(loadResult, m.data);
         if (!d.ok) {
-          const dl: DeadLetter = { v: 1, kind: "dead_letter", stream: "LOAD", subject: m.subject, seq: m.seq, reason: d.reason, detail: d.detail, tMs: (opts.clock ?? Date.now)(), data: m.data };
-          await opts.retry("dead-lettering", () => opts.js.publish(subjects.deadLetter("LOAD"), encode(dl), { msgID: `dlq:LOAD:${m.seq}` }));
+          await publishDeadLetter(opts.js, opts.retry, "LOAD", m, d.reason, d.detail, (opts.clock ?? Date.now)());
           stats.deadLettered++;
         } else {
           const joined = await opts.retry("joining a load result", () => opts.loadJoin.addLoad(d.value));
