@@ -117,9 +117,9 @@ test("traces fetch - a file the catalogue has no checksum for is recorded on fir
 });
 
 test("traces fetch - the cache is $XDG_CACHE_HOME/joulestream/traces, else ~/.cache/joulestream/traces", (t) => {
-  t.is(defaultTraceCacheDir({ XDG_CACHE_HOME: "/var/cache/u" }, "/home/u"), "/var/cache/u/joulestream/traces");
-  t.is(defaultTraceCacheDir({}, "/home/u"), "/home/u/.cache/joulestream/traces");
-  t.is(defaultTraceCacheDir({ XDG_CACHE_HOME: "relative" }, "/home/u"), "/home/u/.cache/joulestream/traces", "a relative XDG_CACHE_HOME is ignored, as the spec says");
+  t.is(defaultTraceCacheDir({ XDG_CACHE_HOME: "/nonexistent/u-cache" }, "/nonexistent/u-home"), "/nonexistent/u-cache/joulestream/traces");
+  t.is(defaultTraceCacheDir({}, "/nonexistent/u-home"), "/nonexistent/u-home/.cache/joulestream/traces");
+  t.is(defaultTraceCacheDir({ XDG_CACHE_HOME: "relative" }, "/nonexistent/u-home"), "/nonexistent/u-home/.cache/joulestream/traces", "a relative XDG_CACHE_HOME is ignored, as the spec says");
 });
 
 test("traces fetch (CLI) - prints the cached paths; a mismatch is one line and exit 1; an unknown name is a usage error", async (t) => {
