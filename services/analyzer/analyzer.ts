@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
-import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, type InfluxTarget } from "../../shared/mod.ts";
+import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, withTimeout, type InfluxTarget } from "../../shared/mod.ts";
 import { createAckedPublisher } from "./acked-publisher.ts";
 import { openCheckpointStore } from "./checkpoint.ts";
 import type { InfluxSink } from "./influx-sink.ts";
@@ -99,7 +99,8 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   const count = Math.max(1, opts.partitions ?? 0);
   const live = new Map<number, Partition>();
   const retired: PartitionStats[] = []; // stats of partitions let go, so counters do not go back
-  let stopDeadline: number | undefined;
+  /** When the analyzer's stop must be done by (set by stop()): every partition stops within it. */
+  let stopAt: number | undefined;
   const loadRetry = retrying({ log });
   const loadWriter = createPointWriter(opts.sink, { log });
   const load = await startLoadIntake({ name, jsm, js, loadJoin, writer: loadWriter, retry: loadRetry, log, clock });
@@ -121,7 +122,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       live.delete(p);
       if (!part) return;
       // Stopping the analyzer: every partition within what is left of one grace, not one grace each.
-      await part.stop(stopDeadline === undefined ? grace : Math.max(0, stopDeadline - Date.now()));
+      await part.stop(stopAt === undefined ? grace : Math.max(0, stopAt - Date.now()));
       retired.push(part.stats());
     },
   });
@@ -131,7 +132,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     const all = [...retired, ...[...live.values()].map((p) => p.stats())];
     const sum = (f: (s: PartitionStats) => number) => all.reduce((n, s) => n + f(s), 0);
     const l = load.stats();
-    const join = all.map((s) => s.join);
+
     return {
       received: { POWER: sum((s) => s.received.POWER), WORK: sum((s) => s.received.WORK), REQUESTS: sum((s) => s.received.REQUESTS), LOAD: l.received } as AnalyzerStats["received"],
       deadLettered: sum((s) => s.deadLettered) + l.deadLettered,
@@ -145,7 +146,14 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       windowsClosed: sum((s) => s.store.windowsClosed),
       loadJoined: sum((s) => s.store.loadJoined) + l.joined,
       partitions: leases.owned(),
-      join: { duplicates: 0, late: 0, openWindows: 0, openRequests: 0, incompleteWindows: 0, closedListed: 0, ...Object.fromEntries((["duplicates", "late", "openWindows", "openRequests", "incompleteWindows", "closedListed"] as const).map((k) => [k, join.reduce((n, j) => n + j[k], 0)])) },
+      join: {
+        duplicates: sum((s) => s.join.duplicates),
+        late: sum((s) => s.join.late),
+        openWindows: sum((s) => s.join.openWindows),
+        openRequests: sum((s) => s.join.openRequests),
+        incompleteWindows: sum((s) => s.join.incompleteWindows),
+        closedListed: sum((s) => s.join.closedListed),
+      },
     };
   };
   const pending = async () => {
@@ -183,7 +191,8 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     stop() {
       return (stopping ??= (async () => {
         stopped = true;
-        stopDeadline = Date.now() + grace;
+        const stopDeadline = Date.now() + grace;
+        stopAt = stopDeadline;
         clearInterval(statsTimer);
         await query?.stop();
         await leases.stop(); // stops each partition (onRelease), within its grace
@@ -191,14 +200,13 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         // LOAD within what is left of the grace: a reader waiting for results stuck in retries (a
         // bucket's leader gone) ends when the retries are stopped; those results come again.
         const loadClosed = load.close();
-        await Promise.race([loadClosed, new Promise((r) => setTimeout(r, Math.max(0, (stopDeadline ?? 0) - Date.now())).unref())]);
+        await withTimeout(loadClosed, Math.max(0, stopDeadline - Date.now()), "closing LOAD").catch(() => undefined);
         loadRetry.stop();
         await loadWriter.close();
         await loadClosed;
         // InfluxDB may be down: the last stats and the sink's close get a second each, not for ever.
-        const bounded = (p: Promise<unknown>) => Promise.race([p, new Promise((r) => setTimeout(r, 1000).unref())]);
-        await bounded(writeStats()).catch((err) => log(`final stats: ${errorMessage(err)}`));
-        await bounded(opts.sink.close());
+        await withTimeout(writeStats(), 1000, "writing the final stats").catch((err) => log(`final stats: ${errorMessage(err)}`));
+        await withTimeout(opts.sink.close(), 1000, "closing the InfluxDB sink").catch(() => undefined);
       })());
     },
   };
