@@ -120,13 +120,18 @@ export async function bindConsumer(opts: {
       }
     }
   };
+  /** Binding to the consumer failed for another reason than its absence (NATS unreachable): again in 1 s. */
+  const bindFailed = async (err: unknown) => {
+    log(`${spec.durable}: binding to the consumer failed, retrying in 1 s: ${errorMessage(err)}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  };
   const read = async () => {
     while (!closed) {
       try {
         messages = await (await js.consumers.get(spec.stream, spec.durable)).consume({ max_messages: PULL_BATCH, expires: PULL_EXPIRES_MS });
       } catch (err) {
-        if (!isNotFound(err)) throw err;
-        await recreate();
+        // Reading must not end for good on a transient failure: the partition would stop silently.
+        await (isNotFound(err) ? recreate() : bindFailed(err));
         continue;
       }
       const current = messages;
