@@ -41,7 +41,7 @@ export function createLifecycle(opts: LifecycleOptions): Lifecycle {
         if (outcome === "forced") {
           await opts.force?.(graceMs);
           // What it waited on has been let go: give it a moment to unwind, not for ever.
-          await Promise.race([graceful.catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
+          await withTimeout(graceful, 1000, "unwinding after a forced stop").catch(() => undefined);
         }
         return outcome;
       })());
