@@ -11,6 +11,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { buildFakeNvml } from "../test/helpers/fake-nvml.ts";
 import { startTestNats } from "../test/helpers/nats-server.ts";
+import { cpuTicksOf } from "./helpers/proc.ts";
 
 const SECONDS = Number(process.argv[2] ?? 30);
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -19,10 +20,7 @@ const lib = await buildFakeNvml();
 const nats = await startTestNats();
 if (!existsSync(`${root}/dist/joulestream.mjs`)) execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "inherit" });
 
-const cpuTicks = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return Number(f[11]) + Number(f[12]); // utime + stime
-};
+const cpuTicks = cpuTicksOf;
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
 
 async function measure(entry: string) {

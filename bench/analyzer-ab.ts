@@ -14,7 +14,7 @@
  * Last line: one JSON object.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -22,6 +22,7 @@ import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { startFleet } from "../services/fleet/emulator.ts";
 import { startLocalStack } from "../infra/local-stack.ts";
+import { cpuSecondsOf } from "./helpers/proc.ts";
 import type * as AnalyzerMod from "../services/analyzer/mod.ts";
 
 type AnalyzerModule = typeof AnalyzerMod;
@@ -51,10 +52,7 @@ const { values: flags } = parseArgs({
 });
 const self = fileURLToPath(import.meta.url);
 const here = resolve(fileURLToPath(new URL("..", import.meta.url)));
-const cpuOf = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
+const cpuOf = cpuSecondsOf;
 
 let baseRoot: string | undefined;
 if (flags.base) {

@@ -16,7 +16,6 @@
  * Last line: one JSON object, with `drainRatio`, `backlog10kGpuS` and `largestKeptUpGpus`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,6 +25,7 @@ import { createInfluxSink, partitionMappings, startAnalyzer } from "../services/
 import { startFleet, type FleetEmulator, type FleetReport } from "../services/fleet/emulator.ts";
 import { readResults } from "../test/helpers/analyzer-harness.ts";
 import { startLocalStack, type LocalStack } from "../infra/local-stack.ts";
+import { cpuSecondsOf } from "./helpers/proc.ts";
 import { influxQuery, mjToJ } from "../shared/mod.ts";
 
 const STREAMS = ["POWER", "WORK", "REQUESTS"] as const;
@@ -133,11 +133,7 @@ async function withStack<T>(opts: Parameters<typeof startLocalStack>[0], fn: (s:
   }
 }
 
-/** CPU seconds a process has used (user + system), from /proc. */
-const cpuS = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
+const cpuS = cpuSecondsOf;
 const quantile = (xs: number[], q: number) => (xs.length === 0 ? Number.NaN : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!);
 const median = (xs: number[]) => quantile(xs, 0.5);
 
