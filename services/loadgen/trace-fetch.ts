@@ -105,6 +105,9 @@ function selectFiles(dataset: TraceDataset, only: string[] | undefined): TraceFi
 /** Streams `url` into a temporary file beside `path`, hashing it; renames it into place only if verified. */
 async function download(url: string, path: string, expected: string | undefined, expectedFrom: string, signal: AbortSignal | undefined): Promise<string> {
   const part = join(dirname(path), `.${basename(path)}.part-${process.pid}-${randomBytes(4).toString("hex")}`);
+  // Created here, synchronously, and opened below without O_CREAT ("r+"): a write stream opens its file
+  // asynchronously, so one allowed to create it could do so after a failed download has cleaned up.
+  writeFileSync(part, "", { flag: "wx" });
   try {
     let res: Response;
     try {
@@ -126,7 +129,7 @@ async function download(url: string, path: string, expected: string | undefined,
         }
       },
       // An abort reaches here through the response body (fetch was given the signal).
-      createWriteStream(part, { flags: "wx" }),
+      createWriteStream(part, { flags: "r+" }),
     );
     const actual = hash.digest("hex");
     if (expected && actual !== expected) throw new ChecksumMismatchError(url, expected, actual, expectedFrom);
