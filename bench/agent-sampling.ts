@@ -9,6 +9,10 @@
  * `--calls async` prices koffi's asynchronous calls (what the agent moves to with a slow driver);
  * `--call-delay-us` makes every fake NVML call block that long, as a slow driver would.
  * Targets: < 1% of one core, < 80 MB RSS; energy within 0.1% (run --seconds 60 for the full check).
+ *
+ * `--library PATH` samples a real libnvidia-ml instead (read only: nothing is set on the GPU), every
+ * GPU it has; the energy check is then the GPU's own energy counter against the integral of the
+ * sampled power (trapezoids), since the power is whatever the GPU draws.
  */
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
@@ -25,21 +29,26 @@ const { values: args } = parseArgs({
     "energy-period-ms": { type: "string", default: "0" },
     calls: { type: "string", default: "sync" },
     "call-delay-us": { type: "string", default: "0" },
+    library: { type: "string" },
   },
 });
-const gpus = Number(args.gpus);
 const hz = Number(args.hz);
 const seconds = Number(args.seconds);
-const powersW = Array.from({ length: gpus }, (_, i) => 300 + 10 * i);
+const real = args.library !== undefined;
+/** The fake's constant power per GPU; with a real library, none (the check integrates the samples). */
+const powersW = real ? undefined : Array.from({ length: Number(args.gpus) }, (_, i) => 300 + 10 * i);
 
-const libraryPath = await buildFakeNvml();
 const clock = systemClock();
 const calls = args.calls === "async" ? "async" : "sync";
-const source = withFakeNvmlEnv({ GPUS: gpus, POWER_W: powersW.join(","), ENERGY_PERIOD_MS: args["energy-period-ms"]!, CALL_DELAY_US: args["call-delay-us"]! }, () =>
-  createNvmlSource({ clock, libraryPath, calls }),
-);
-await source.describe();
-for (let i = 0; i < 50; i++) await source.sample(); // warm up the JIT before measuring
+const fakeLibrary = powersW ? await buildFakeNvml() : undefined;
+const nvml = powersW
+  ? withFakeNvmlEnv({ GPUS: powersW.length, POWER_W: powersW.join(","), ENERGY_PERIOD_MS: args["energy-period-ms"]!, CALL_DELAY_US: args["call-delay-us"]! }, () =>
+      createNvmlSource({ clock, libraryPath: fakeLibrary!, calls }),
+    )
+  : createNvmlSource({ clock, libraryPath: args.library!, calls });
+const described = await nvml.describe();
+const gpus = described.gpus.length;
+for (let i = 0; i < 50; i++) await nvml.sample(); // warm up the JIT before measuring
 
 const mb = (bytes: number) => bytes / 2 ** 20;
 
@@ -70,17 +79,19 @@ const rssBeforeMb = mb(process.memoryUsage.rss());
 const latenciesUs: number[] = [];
 let first: GpuReading[] | undefined;
 let last: GpuReading[] = [];
+const all: GpuReading[][] = [];
 let rssMaxMb = rssBeforeMb;
 const run = await timed(seconds, async () => {
   const t0 = performance.now();
-  last = await source.sample();
+  last = await nvml.sample();
   latenciesUs.push((performance.now() - t0) * 1000);
+  if (real) all.push(last);
   first ??= last;
   if (latenciesUs.length % hz === 0) rssMaxMb = Math.max(rssMaxMb, mb(process.memoryUsage.rss()));
 });
 const wallS = run.wallS;
 const heapUsedMb = mb(process.memoryUsage().heapUsed);
-await source.close();
+await nvml.close();
 
 const cpuPctOfCore = run.cpuPct;
 const samplingCpuPct = Math.max(0, run.cpuPct - baseline.cpuPct);
@@ -88,15 +99,25 @@ const inCallsPct = (latenciesUs.reduce((a, b) => a + b, 0) / 1e6 / wallS) * 100;
 const sorted = [...latenciesUs].sort((a, b) => a - b);
 const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 let maxEnergyErr = 0;
-for (const [gpu, w] of powersW.entries()) {
+const perGpu: { gpu: number; meanPowerW: number; counterJ: number; integralJ: number }[] = [];
+for (const info of described.gpus) {
+  const gpu = info.index;
   const a = first!.find((r) => r.gpu === gpu)!;
   const b = last.find((r) => r.gpu === gpu)!;
-  const expectedMj = (w * 1000 * (b.tMs - a.tMs)) / 1000;
-  maxEnergyErr = Math.max(maxEnergyErr, Math.abs((b.energyMj! - a.energyMj!) / expectedMj - 1));
+  // Constant power for the fake; for a real GPU, the trapezoidal integral of what was sampled.
+  let expectedMj = 0;
+  if (powersW) expectedMj = (powersW[gpu]! * 1000 * (b.tMs - a.tMs)) / 1000;
+  else {
+    const rs = all.map((s) => s.find((r) => r.gpu === gpu)).filter((r): r is GpuReading => r !== undefined);
+    for (let i = 1; i < rs.length; i++) expectedMj += ((rs[i - 1]!.powerMw + rs[i]!.powerMw) / 2) * ((rs[i]!.tMs - rs[i - 1]!.tMs) / 1000);
+  }
+  const counterMj = b.energyMj! - a.energyMj!;
+  perGpu.push({ gpu, meanPowerW: expectedMj / (b.tMs - a.tMs), counterJ: counterMj / 1000, integralJ: expectedMj / 1000 });
+  maxEnergyErr = Math.max(maxEnergyErr, Math.abs(counterMj / expectedMj - 1));
 }
 
 const rows: [string, string, string][] = [
-  ["GPUs × rate", `${gpus} × ${hz} Hz, ${calls} calls${Number(args["call-delay-us"]) ? `, ${args["call-delay-us"]} µs each` : ""}`, ""],
+  ["GPUs × rate", `${gpus}${real ? ` (${described.gpus[0]?.name}, driver ${described.driverVersion})` : ""} × ${hz} Hz, ${calls} calls${Number(args["call-delay-us"]) ? `, ${args["call-delay-us"]} µs each` : ""}`, ""],
   ["duration", `${wallS.toFixed(1)} s (${latenciesUs.length} samples)`, ""],
   ["CPU, % of one core: total", cpuPctOfCore.toFixed(3), ""],
   ["  idle runtime baseline", `${baseline.cpuPct.toFixed(3)} (${baselineS} s, same timer)`, ""],
@@ -107,12 +128,13 @@ const rows: [string, string, string][] = [
   ["RSS before sampling", `${rssBeforeMb.toFixed(1)} MB (node + tsx + koffi)`, ""],
   ["RSS max while sampling", `${rssMaxMb.toFixed(1)} MB`, "< 80"],
   ["heap used at end", `${heapUsedMb.toFixed(1)} MB`, ""],
-  ["energy error, worst GPU", `${(maxEnergyErr * 100).toFixed(4)} % over ${wallS.toFixed(1)} s`, "< 0.1 %"],
+  ["energy error, worst GPU", `${(maxEnergyErr * 100).toFixed(4)} % over ${wallS.toFixed(1)} s${real ? " (counter vs ∫ sampled power)" : ""}`, real ? "" : "< 0.1 %"],
 ];
-console.log("agent sampling through koffi against the fake libnvidia-ml");
+console.log(`agent sampling through koffi against ${real ? `the real ${args.library}` : "the fake libnvidia-ml"}`);
+if (real) for (const g of perGpu) console.log(`  GPU ${g.gpu}: mean ${g.meanPowerW.toFixed(1)} W; counter ${g.counterJ.toFixed(1)} J, ∫ samples ${g.integralJ.toFixed(1)} J`);
 for (const [k, v, target] of rows) console.log(`  ${k.padEnd(26)} ${v.padEnd(34)} ${target}`);
 console.log(JSON.stringify({
-  bench: "agent-sampling", gpus, hz, calls, callDelayUs: Number(args["call-delay-us"]), seconds: wallS, samples: latenciesUs.length,
+  bench: "agent-sampling", library: real ? "real" : "fake", gpuName: real ? described.gpus[0]?.name : undefined, driverVersion: real ? described.driverVersion : undefined, perGpu: real ? perGpu : undefined, gpus, hz, calls, callDelayUs: Number(args["call-delay-us"]), seconds: wallS, samples: latenciesUs.length,
   cpuPctOfCore, baselineCpuPct: baseline.cpuPct, samplingCpuPct, inCallsPct, latencyP50Us: pct(50), latencyP99Us: pct(99), rssBeforeMb, rssMaxMb, heapUsedMb,
   energyMaxRelErr: maxEnergyErr, energyPeriodMs: Number(args["energy-period-ms"]),
 }));
