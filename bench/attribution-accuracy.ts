@@ -59,33 +59,77 @@ const TRACES: Record<string, () => Promise<WorkloadRequest[]>> = {
 };
 
 /** Attribution rules to compare: the join's options for each. */
-const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number }> = {
+const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean }> = {
+  // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
+  "window-0.03": { opts: { prefillWeight: 0.03 } },
+  "window-0.3": { opts: { prefillWeight: 0.3 } },
+  // Per trace: a least-squares fit of instance-window energy on prefill and decode tokens (and a
+  // constant) over the trace's own windows, its prefill coefficient as the energy per prefill token.
+  "prefill-fit": { opts: {}, fit: true },
+  // The lab's calibration: a closed burst of prompt-only requests (1 output token) keeps the node
+  // busy with prefill alone; counter energy over prompt tokens is the energy per prefill token.
+  "prefill-lab": { opts: { prefillMjPerToken: labPrefillMjPerToken() } },
 };
+
+/** What an operator can measure on a real node before serving: J per prompt token of a prefill-only burst (counter energy / prompt tokens). */
+function labPrefillMjPerToken(): number {
+  const burst: WorkloadRequest[] = Array.from({ length: 64 }, (_, k) => ({ id: `cal${k}`, arrivalMs: 0, promptTokens: 2048, outputTokens: 1, instanceId: "i0" }));
+  const r = simulate(burst, { ...NODE, sampleIntervalMs: 0 });
+  const inst = r.instances.find((i) => i.id === "i0")!;
+  const mj = inst.gpus.reduce((s, g) => s + r.gpuEnergyMj[g]!, 0);
+  return mj / (64 * 2048);
+}
+
+/** Ordinary least squares of y on the columns of x (normal equations, Gaussian elimination). */
+function leastSquares(x: number[][], y: number[]): number[] {
+  const k = x[0]!.length;
+  const a = Array.from({ length: k }, () => new Array<number>(k + 1).fill(0));
+  x.forEach((row, n) => {
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < k; j++) a[i]![j]! += row[i]! * row[j]!;
+      a[i]![k]! += row[i]! * y[n]!;
+    }
+  });
+  for (let i = 0; i < k; i++) {
+    const piv = a[i]![i]! || 1e-12;
+    for (let r = 0; r < k; r++) {
+      if (r === i) continue;
+      const f = a[r]![i]! / piv;
+      for (let c = i; c <= k; c++) a[r]![c]! -= f * a[i]![c]!;
+    }
+  }
+  return a.map((row, i) => row[k]! / (row[i]! || 1e-12));
+}
 
 const traceNames = args.traces ? args.traces.split(",") : Object.keys(TRACES);
 const ruleNames = args.rules ? args.rules.split(",") : Object.keys(RULES);
 for (const n of traceNames) if (!TRACES[n]) throw new Error(`unknown trace ${n} (have ${Object.keys(TRACES).join(", ")})`);
 for (const n of ruleNames) if (!RULES[n]) throw new Error(`unknown rule ${n} (have ${Object.keys(RULES).join(", ")})`);
 
-const results: Record<string, Record<string, Accuracy & { simulatedS: number; wallMs: number }>> = {};
+const results: Record<string, Record<string, Accuracy & { simulatedS: number; wallMs: number; prefillMjPerToken?: number }>> = {};
 const cols = ["trace", "requests", "median%", "p90%", "p99%", "bias%", "total%", "conserv", "wallMs"];
 console.log(`node: ${NODE.gpus}× H100 SXM, ${NODE.model}, TP${NODE.tp}; 10 Hz counter samples, 1-s windows; span ${minutes} min\n`);
 for (const rule of ruleNames) {
   console.log(`rule ${rule}`);
-  console.log(cols.map((c, i) => (i === 0 ? c.padEnd(22) : c.padStart(10))).join(""));
+  console.log(cols.map((c, i) => (i === 0 ? c.padEnd(30) : c.padStart(10))).join(""));
   results[rule] = {};
   for (const name of traceNames) {
     const t0 = performance.now();
     const workload = await TRACES[name]!();
     const sim = simulate(workload, { ...NODE, ledger: true, recordTokenTimes: true, sampleIntervalMs: 100 });
     const obs = observe(sim, { node: "sim0", model: NODE.model });
-    const { opts, stored } = RULES[rule]!;
-    const acc = accuracy(runJoin(obs, opts), sim.ledger!, stored);
+    const { opts, stored, fit } = RULES[rule]!;
+    let fitted: number | undefined;
+    if (fit) {
+      const windows = runJoin(obs, opts).instanceWindows.filter((w) => w.prefillTokens + w.decodeTokens > 0);
+      fitted = Math.max(0, leastSquares(windows.map((w) => [w.prefillTokens, w.decodeTokens, 1]), windows.map((w) => w.energyMj))[0]!);
+    }
+    const acc = { ...accuracy(runJoin(obs, fitted !== undefined ? { ...opts, prefillMjPerToken: fitted } : opts), sim.ledger!, stored), ...(opts.prefillMjPerToken !== undefined ? { prefillMjPerToken: +opts.prefillMjPerToken.toFixed(1) } : {}), ...(fitted !== undefined ? { prefillMjPerToken: +fitted.toFixed(1) } : {}) };
     const wallMs = Math.round(performance.now() - t0);
     results[rule]![name] = { ...acc, simulatedS: Math.round(sim.durationMs / 1000), wallMs };
-    const row = [name, acc.matched, acc.medianPct, acc.p90Pct, acc.p99Pct, acc.biasPct, acc.totalPct, acc.conservation.toExponential(1), wallMs];
-    console.log(row.map((c, i) => (i === 0 ? String(c).padEnd(22) : String(c).padStart(10))).join(""));
+    const row = [name + (acc.prefillMjPerToken !== undefined ? ` (${acc.prefillMjPerToken})` : ""), acc.matched, acc.medianPct, acc.p90Pct, acc.p99Pct, acc.biasPct, acc.totalPct, acc.conservation.toExponential(1), wallMs];
+    console.log(row.map((c, i) => (i === 0 ? String(c).padEnd(30) : String(c).padStart(10))).join(""));
   }
   console.log("");
 }

@@ -28,6 +28,7 @@ export interface Accuracy {
 
 export interface JoinRun {
   stored: RequestEnergy[];
+  instanceWindows: { energyMj: number; prefillTokens: number; decodeTokens: number }[];
   measuredMj: number;
   attributedMj: number;
   idleMj: number;
@@ -38,12 +39,14 @@ export interface JoinRun {
 export function runJoin(obs: ObservedNode, opts: JoinOptions): JoinRun {
   const join = createWindowJoin<undefined>(opts);
   const stored: RequestEnergy[] = [];
+  const instanceWindows: JoinRun["instanceWindows"] = [];
   let measuredMj = 0;
   let attributedMj = 0;
   let idleMj = 0;
   let conservation = 0;
   const take = (o: ReturnType<typeof join.drain>) => {
     stored.push(...o.requests);
+    for (const w of o.instanceWindows) instanceWindows.push({ energyMj: w.energyMj, prefillTokens: w.prefillTokens, decodeTokens: w.decodeTokens });
     for (const w of o.nodeWindows) {
       measuredMj += w.measuredMj;
       attributedMj += w.attributedMj;
@@ -69,7 +72,7 @@ export function runJoin(obs: ObservedNode, opts: JoinOptions): JoinRun {
   while (e < obs.events.length) join.addRequest(obs.events[e++]!, undefined);
   take(join.drain());
   take(join.flush());
-  return { stored, measuredMj, attributedMj, idleMj, conservation };
+  return { stored, instanceWindows, measuredMj, attributedMj, idleMj, conservation };
 }
 
 const quantile = (sorted: readonly number[], q: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!);
