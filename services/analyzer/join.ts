@@ -1,10 +1,10 @@
 import type { PowerBatch, RequestEnergy, RequestEvent, WorkWindow } from "../../shared/mod.ts";
-import { DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
+import { attributeWindow, attributeWindowPrefillEnergy, DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
 import { ClosedWindows } from "./closed-windows.ts";
 import { hasAllWork, MAX_STREAM_SKEW_MS, newNodeState, restoreNodes, restoreRequests, snapshotNodes, snapshotRequests, watermark, type JoinSnapshot, type NodeState, type RequestAcc } from "./join-state.ts";
 
 export { MAX_STREAM_SKEW_MS, STALLED_AFTER_MESSAGES } from "./join-state.ts";
-import { attributeClosedWindow, energyRecord, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";
+import { attributeClosedWindow, energyRecord, type AttributeFn, type InstanceWindowResult, type NodeWindowResult } from "./window-result.ts";
 
 export type { GpuWindowResult, InstanceWindowResult, NodeWindowResult } from "./window-result.ts";
 
@@ -31,6 +31,11 @@ export type { GpuWindowResult, InstanceWindowResult, NodeWindowResult } from "./
  */
 export interface JoinOptions {
   prefillWeight?: number;
+  /**
+   * Attribute by the prefill-energy rule (attribution.ts) with this energy per prefill token, mJ,
+   * instead of weighting prefill tokens by `prefillWeight`.
+   */
+  prefillMjPerToken?: number;
   allowedLatenessMs?: number;
   /** A request without an end event is emitted (incomplete) once the watermark is this far past its last work. */
   maxRequestIdleMs?: number;
@@ -90,6 +95,8 @@ const emptyOutput = <T>(): JoinOutput<T> => ({ nodeWindows: [], instanceWindows:
 
 export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const prefillWeight = opts.prefillWeight ?? DEFAULT_PREFILL_WEIGHT;
+  const perToken = opts.prefillMjPerToken;
+  const attribute: AttributeFn = perToken !== undefined ? (e, reqs) => attributeWindowPrefillEnergy(e, reqs, perToken) : (e, reqs) => attributeWindow(e, reqs, prefillWeight);
   const lateness = opts.allowedLatenessMs ?? 5_000;
   const maxIdle = opts.maxRequestIdleMs ?? 10 * 60_000;
   const windows = new Map<string, WindowState<T>>();
@@ -192,7 +199,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     pruneClosed(ns);
     const incomplete = !w.power || !hasAllWork(w, ns);
     if (incomplete) stats.incompleteWindows++;
-    const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, prefillWeight);
+    const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, attribute);
     for (const sh of closed.shares) {
       if (isEmitted(w.node, sh.requestId)) continue; // a window that came after its request was emitted
       const a = acc(w.node, sh.requestId);

@@ -1,6 +1,10 @@
 import type { PowerBatch, RequestEnergy, WorkWindow } from "../../shared/mod.ts";
-import { attributeWindow } from "../../shared/energy/mod.ts";
+import type { WindowAttribution } from "../../shared/energy/mod.ts";
 import type { RequestAcc } from "./join-state.ts";
+import type { WorkItem } from "../../shared/mod.ts";
+
+/** One instance-window's energy split among its requests (attribution.ts's rules, configured). */
+export type AttributeFn = (energyMj: number, requests: readonly WorkItem[], instance: string) => WindowAttribution;
 import { gpuWindowEnergy, type GpuWindowEnergy } from "../../shared/energy/mod.ts";
 
 /**
@@ -57,7 +61,7 @@ export interface RequestShare {
  * are idle and "unassigned". Instances in a fixed order, and a GPU counted for the first instance
  * that names it, so the result does not depend on the order messages came in.
  */
-export function attributeClosedWindow(w: { node: string; start: number; end: number; power?: PowerBatch; work: ReadonlyMap<string, WorkWindow> }, incomplete: boolean, prefillWeight: number): { nodeWindow: NodeWindowResult; instanceWindows: InstanceWindowResult[]; shares: RequestShare[] } {
+export function attributeClosedWindow(w: { node: string; start: number; end: number; power?: PowerBatch; work: ReadonlyMap<string, WorkWindow> }, incomplete: boolean, attribute: AttributeFn): { nodeWindow: NodeWindowResult; instanceWindows: InstanceWindowResult[]; shares: RequestShare[] } {
   const gpuEnergy = new Map<number, GpuWindowResult>();
   for (const g of w.power?.gpus ?? []) gpuEnergy.set(g.gpu, { gpu: g.gpu, uuid: g.uuid, ...gpuWindowEnergy(g) });
   let measuredMj = 0;
@@ -69,7 +73,7 @@ export function attributeClosedWindow(w: { node: string; start: number; end: num
   let idle = 0;
   for (const work of [...w.work.values()].sort((a, b) => (a.instance < b.instance ? -1 : 1))) {
     const energyMj = work.gpus.reduce((s, g) => (assigned.has(g) ? s : (assigned.add(g), s + (gpuEnergy.get(g)?.energyMj ?? 0))), 0);
-    const { shares, idleMj } = attributeWindow(energyMj, work.requests, prefillWeight);
+    const { shares, idleMj } = attribute(energyMj, work.requests, work.instance);
     let prefillTokens = 0;
     let decodeTokens = 0;
     for (const s of shares) {

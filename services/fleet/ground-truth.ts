@@ -2,6 +2,9 @@ import type { PowerBatch, RequestEvent, WorkWindow } from "../../shared/mod.ts";
 // The emulator knows the work it generated, so it can state what a correct analyzer must find.
 // It uses the analyzer's own pure functions on purpose (the brief asks for it): the expectation is
 // then exact to the last bit, and the independent check is the counter totals (`counterMj`).
+// These request expectations check that the pipeline computes its rule, not that the rule is right:
+// that is checked against the simulated node's own energy ledger (bench attribution-accuracy,
+// docs/attribution.md).
 import { attributeWindow, DEFAULT_PREFILL_WEIGHT } from "../../shared/energy/mod.ts";
 import { gpuWindowEnergy } from "../../shared/energy/mod.ts";
 

@@ -34,11 +34,24 @@ export interface RequestState {
   cancelled?: boolean;
 }
 
+/** What one sequence did in a step: the parts of `StepWork` that are its own (for the energy ledger). */
+export interface SeqWork {
+  state: RequestState;
+  /** Prompt tokens of its prefill chunk in this step (0 = it decoded one token). */
+  prefillTokens: number;
+  /** Prompt tokens already prefilled before this chunk (its chunk attends to them). */
+  prefillStart: number;
+  /** Context whose KV its decode read (0 for a prefill chunk). */
+  decodeCtxTokens: number;
+}
+
 export interface CompletedStep {
   startMs: number;
   endMs: number;
   cost: StepCost;
   work: StepWork;
+  /** Every sequence of the step with its own work, cancelled ones too (the step spent energy on them). */
+  seqs: SeqWork[];
   /** Requests that got a token at `endMs` (their `generated` already counts it). */
   emitted: RequestState[];
   /** Requests that finished at `endMs` (a subset of `emitted`). */
@@ -85,13 +98,14 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
   let kvUsed = 0;
   let pendingTokens = 0;
   let nowMs = 0;
-  let inFlight: { startMs: number; endMs: number; cost: StepCost; work: StepWork; members: RequestState[] } | undefined;
+  let inFlight: { startMs: number; endMs: number; cost: StepCost; work: StepWork; members: RequestState[]; seqs: SeqWork[] } | undefined;
 
   const reserve = (s: RequestState) => s.req.promptTokens + s.req.outputTokens;
 
   function plan(startMs: number): void {
     let budget = o.maxBatchedTokens;
     const members: RequestState[] = [];
+    const seqs: SeqWork[] = [];
     const w: StepWork = { prefillTokens: 0, prefillAttnPairs: 0, prefillSeqs: 0, decodeSeqs: 0, decodeCtxTokens: 0 };
     const addPrefill = (s: RequestState) => {
       const chunk = Math.min(s.req.promptTokens - s.prefilled, budget);
@@ -101,6 +115,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
       w.prefillSeqs++;
       w.prefillAttnPairs += chunk * (s.prefilled + chunk / 2);
       members.push(s);
+      seqs.push({ state: s, prefillTokens: chunk, prefillStart: s.prefilled, decodeCtxTokens: 0 });
     };
     // Decodes first (one token each), then unfinished prefills, then admissions — vLLM V1's order.
     for (const s of running) {
@@ -110,6 +125,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
       w.decodeSeqs++;
       w.decodeCtxTokens += s.req.promptTokens + s.generated;
       members.push(s);
+      seqs.push({ state: s, prefillTokens: 0, prefillStart: 0, decodeCtxTokens: s.req.promptTokens + s.generated });
     }
     for (const s of running) if (s.prefilled < s.req.promptTokens && budget > 0) addPrefill(s);
     const maxBatch = o.maxBatch();
@@ -132,7 +148,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
     }
     if (members.length === 0) return;
     const cost = stepCost(o.perf, o.power, w, o.knobs());
-    inFlight = { startMs, endMs: startMs + cost.durationMs, cost, work: w, members };
+    inFlight = { startMs, endMs: startMs + cost.durationMs, cost, work: w, members, seqs };
     o.onStepStart?.(startMs, cost);
   }
 
@@ -160,7 +176,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
       running = running.filter((s) => s.generated < s.req.outputTokens);
       for (const s of finished) kvUsed -= reserve(s);
     }
-    o.onStep({ startMs: f.startMs, endMs: f.endMs, cost: f.cost, work: f.work, emitted, finished });
+    o.onStep({ startMs: f.startMs, endMs: f.endMs, cost: f.cost, work: f.work, seqs: f.seqs, emitted, finished });
   }
 
   return {

@@ -1,5 +1,6 @@
 import { createSimNode, type Knobs, type NodeConfig, type SimNode } from "./node.ts";
 import { errorMessage } from "../../shared/errors.ts";
+import { createEnergyLedger, type LedgerSnapshot } from "./ledger.ts";
 
 /**
  * Library mode: a workload and a node configuration in, per-request timings and the per-GPU
@@ -26,6 +27,8 @@ export interface SimulationOptions extends NodeConfig {
   recordTokenTimes?: boolean;
   /** Keep simulating (idle) until at least this time, ms. */
   untilMs?: number;
+  /** Keep the energy ledger: each request's share of the energy of the steps it ran in (ledger.ts). Default false. */
+  ledger?: boolean;
 }
 
 export interface RequestTiming {
@@ -73,6 +76,8 @@ export interface SimulationResult {
   /** Energy counters every sampleIntervalMs: tMs[k], energyMj[gpu][k]. */
   samples: { tMs: number[]; energyMj: number[][] };
   steps?: StepRecord[];
+  /** The engine's own per-request energy (with `ledger: true`), at `durationMs`. */
+  ledger?: LedgerSnapshot;
 }
 
 export function simulate(workload: readonly WorkloadRequest[], opts: SimulationOptions = {}): SimulationResult {
@@ -84,6 +89,7 @@ export function simulate(workload: readonly WorkloadRequest[], opts: SimulationO
   const steps: StepRecord[] | undefined = opts.recordSteps ? [] : undefined;
   const samples = { tMs: [] as number[], energyMj: Array.from({ length: node.gpuCount }, () => [] as number[]) };
   let outputTokens = 0;
+  const ledger = opts.ledger ? createEnergyLedger(node, { maxRequests: Infinity }) : undefined;
 
   node.onStep((inst, step) => {
     for (const s of step.emitted) {
@@ -146,5 +152,6 @@ export function simulate(workload: readonly WorkloadRequest[], opts: SimulationO
     outputTokens,
     samples,
     ...(steps ? { steps } : {}),
+    ...(ledger ? { ledger: ledger.snapshot(durationMs) } : {}),
   };
 }

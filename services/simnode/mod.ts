@@ -2,7 +2,8 @@
 export { startSimnode, instanceEndpoints, type Simnode, type SimnodeOptions } from "./server.ts";
 export { simulate, type WorkloadRequest, type SimulationOptions, type SimulationResult, type RequestTiming, type StepRecord } from "./library.ts";
 export { createSimNode, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCHED_TOKENS, type SimNode, type NodeConfig, type Knobs, type NodeInstance } from "./node.ts";
-export { createInstanceEngine, type InstanceEngine, type EngineRequest, type CompletedStep } from "./engine.ts";
+export { createInstanceEngine, type InstanceEngine, type EngineRequest, type CompletedStep, type SeqWork } from "./engine.ts";
+export { createEnergyLedger, splitStep, DEFAULT_LEDGER_MAX_REQUESTS, type EnergyLedger, type LedgerRequest, type LedgerInstance, type LedgerSnapshot } from "./ledger.ts";
 export { GPUS, MODELS, H100_SUPPORTED_SM_CLOCKS_MHZ, gpuSpec, modelSpec, snapSmClock, kvCapacityTokens, kvBytesPerToken, minTp, type GpuSpec, type ModelSpec } from "./catalog.ts";
 export { stepPhases, type StepWork, type Phase } from "./perf-model.ts";
 export { stepCost, dynamicScale, powerParams, type StepCost, type PowerParams } from "./power-model.ts";

@@ -9,13 +9,15 @@ import { createSimNode, type NodeConfig, type SimNode } from "./node.ts";
 import { modelNotFound, openAiError, parseOpenAi, tokenText, usageOf, type ParsedRequest } from "./openai.ts";
 import { createRng, hash32, naturalOutputTokens } from "./rng.ts";
 import type { RequestState } from "./engine.ts";
+import { createEnergyLedger } from "./ledger.ts";
 
 /**
  * The simulated node as a real-time OpenAI-compatible server (node:http):
  * - POST /v1/completions, /v1/chat/completions (streaming SSE, one token per chunk, or not);
  *   POST /i/<instanceId>/v1/... pins a request to one instance, otherwise the least-loaded one;
  * - GET /v1/models, GET /health, GET /metrics (DCGM-exporter format);
- * - GET/POST /admin/config {smClockMhz, powerLimitW, maxBatch, tp}, POST /admin/reset-clocks.
+ * - GET/POST /admin/config {smClockMhz, powerLimitW, maxBatch, tp}, POST /admin/reset-clocks;
+ * - GET /admin/ledger (every request's energy by the engine's own ledger, ledger.ts), GET /admin/ledger/<request id>.
  * Responses carry `x-request-id` (echoed or generated) and `x-simnode-arrival-ms` (simulated arrival).
  * The engine runs in simulated time = wall time since start × timeScale; one timer per node fires at
  * the next step end and delivers that step's tokens, so the timeline is the library's, exactly.
@@ -71,6 +73,7 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
   if (!(timeScale > 0)) throw new ConfigError("timeScale", `must be > 0, got ${timeScale}`);
   const { host: _host, port: _port, seed: _seed, timeScale: _ts, hostname: _hn, ...knobs } = opts;
   const node = createSimNode(knobs);
+  const ledger = createEnergyLedger(node);
   const telemetry = createGpuTelemetry(node, { seed, hostname: opts.hostname ?? hostname() });
   const t0 = performance.now();
   const simNowMs = () => (performance.now() - t0) * timeScale;
@@ -193,6 +196,17 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     sendJson(res, 404, { error: `no route ${method} ${path}` });
   }
 
+  function handleLedger(path: string, res: ServerResponse): void {
+    const t = simNowMs();
+    node.advanceTo(t);
+    schedule();
+    if (path === "/admin/ledger") return sendJson(res, 200, { simNowMs: t, ...ledger.snapshot(t) });
+    const id = decodeURIComponent(path.slice("/admin/ledger/".length));
+    const r = ledger.get(id);
+    if (!r) return sendJson(res, 404, { error: `no request "${id}" in the ledger` });
+    sendJson(res, 200, r);
+  }
+
   const server = createServer((req, res) => {
     const requestId = (typeof req.headers["x-request-id"] === "string" && req.headers["x-request-id"]) || randomUUID();
     res.setHeader("x-request-id", requestId);
@@ -215,6 +229,7 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
       }
       if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: [{ id: node.model.id, object: "model", created: 0, owned_by: "joulestream-simnode", root: node.model.id, max_model_len: node.model.maxContext }] });
       if (path === "/admin/config") return handleAdmin(method, path, undefined, res);
+      if (path === "/admin/ledger" || path.startsWith("/admin/ledger/")) return handleLedger(path, res);
       return sendJson(res, 404, openAiError(`no route GET ${path}`, "not_found_error", 404));
     }
     if (method !== "POST") return sendJson(res, 405, openAiError(`method ${method} not allowed`, "invalid_request_error", 405));

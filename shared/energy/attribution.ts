@@ -54,3 +54,43 @@ export function attributeWindow(energyMj: number, requests: readonly WorkItem[],
   }
   return { shares, idleMj: 0 };
 }
+
+/**
+ * The prefill-energy rule: a prefill token costs a fixed energy (`prefillMjPerToken`, mJ, all GPUs
+ * of the instance) — prefill is compute-bound, so its energy per token hardly depends on what else
+ * runs — and the decode tokens share what is left of the window, by count. A decode token's cost is
+ * not fixed: a decode step reads all weights once for the whole batch, so its cost per token falls
+ * as the batch grows, and the window's remainder is exactly that amortized cost. Prefill never takes
+ * more than the window; a window without decode tokens goes to its prefills alone. Pure, with the
+ * invariants of `attributeWindow` (conservation, no negative share, order independence).
+ */
+export function attributeWindowPrefillEnergy(energyMj: number, requests: readonly WorkItem[], prefillMjPerToken: number): WindowAttribution {
+  if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
+  if (!(prefillMjPerToken >= 0)) throw new RangeError(`prefill energy per token must be ≥ 0, got ${prefillMjPerToken}`);
+  const merged = new Map<string, { p: number; d: number }>();
+  for (const r of requests) {
+    const m = merged.get(r.requestId);
+    if (m) {
+      m.p += r.prefillTokens;
+      m.d += r.decodeTokens;
+    } else merged.set(r.requestId, { p: r.prefillTokens, d: r.decodeTokens });
+  }
+  const ids = [...merged.keys()].sort();
+  let p = 0;
+  let d = 0;
+  for (const id of ids) {
+    p += merged.get(id)!.p;
+    d += merged.get(id)!.d;
+  }
+  if (p + d <= 0) return { shares: [], idleMj: energyMj };
+  const prefillTotal = d > 0 ? Math.min(energyMj, prefillMjPerToken * p) : energyMj;
+  const decodeTotal = energyMj - prefillTotal;
+  const shares: Share[] = [];
+  for (const id of ids) {
+    const m = merged.get(id)!;
+    const prefillMj = p > 0 ? (prefillTotal * m.p) / p : 0;
+    const decodeMj = d > 0 ? (decodeTotal * m.d) / d : 0;
+    shares.push({ requestId: id, energyMj: prefillMj + decodeMj, prefillMj, decodeMj, prefillTokens: m.p, decodeTokens: m.d });
+  }
+  return { shares, idleMj: 0 };
+}
