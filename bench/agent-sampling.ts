@@ -4,7 +4,7 @@
  * energy check: counter delta vs power × time per GPU at constant power.
  *
  *   npm run bench -- agent-sampling [--gpus 8] [--hz 10] [--seconds 10] [--energy-period-ms 0]
- *                                   [--calls sync|async] [--call-delay-us 0]
+ *                                   [--calls sync|async] [--call-delay-us 0] [--extras-interval-ms 1000]
  *
  * `--calls async` prices koffi's asynchronous calls (what the agent moves to with a slow driver);
  * `--call-delay-us` makes every fake NVML call block that long, as a slow driver would.
@@ -30,6 +30,7 @@ const { values: args } = parseArgs({
     calls: { type: "string", default: "sync" },
     "call-delay-us": { type: "string", default: "0" },
     library: { type: "string" },
+    "extras-interval-ms": { type: "string", default: "1000" },
   },
 });
 const hz = Number(args.hz);
@@ -40,12 +41,13 @@ const powersW = real ? undefined : Array.from({ length: Number(args.gpus) }, (_,
 
 const clock = systemClock();
 const calls = args.calls === "async" ? "async" : "sync";
+const extrasIntervalMs = Number(args["extras-interval-ms"]);
 const fakeLibrary = powersW ? await buildFakeNvml() : undefined;
 const nvml = powersW
   ? withFakeNvmlEnv({ GPUS: powersW.length, POWER_W: powersW.join(","), ENERGY_PERIOD_MS: args["energy-period-ms"]!, CALL_DELAY_US: args["call-delay-us"]! }, () =>
-      createNvmlSource({ clock, libraryPath: fakeLibrary!, calls }),
+      createNvmlSource({ clock, libraryPath: fakeLibrary!, calls, extrasIntervalMs }),
     )
-  : createNvmlSource({ clock, libraryPath: args.library!, calls });
+  : createNvmlSource({ clock, libraryPath: args.library!, calls, extrasIntervalMs });
 const described = await nvml.describe();
 const gpus = described.gpus.length;
 for (let i = 0; i < 50; i++) await nvml.sample(); // warm up the JIT before measuring
@@ -117,7 +119,7 @@ for (const info of described.gpus) {
 }
 
 const rows: [string, string, string][] = [
-  ["GPUs × rate", `${gpus}${real ? ` (${described.gpus[0]?.name}, driver ${described.driverVersion})` : ""} × ${hz} Hz, ${calls} calls${Number(args["call-delay-us"]) ? `, ${args["call-delay-us"]} µs each` : ""}`, ""],
+  ["GPUs × rate", `${gpus}${real ? ` (${described.gpus[0]?.name}, driver ${described.driverVersion})` : ""} × ${hz} Hz, ${calls} calls, extras every ${extrasIntervalMs} ms${Number(args["call-delay-us"]) ? `, ${args["call-delay-us"]} µs each` : ""}`, ""],
   ["duration", `${wallS.toFixed(1)} s (${latenciesUs.length} samples)`, ""],
   ["CPU, % of one core: total", cpuPctOfCore.toFixed(3), ""],
   ["  idle runtime baseline", `${baseline.cpuPct.toFixed(3)} (${baselineS} s, same timer)`, ""],
@@ -134,7 +136,7 @@ console.log(`agent sampling through koffi against ${real ? `the real ${args.libr
 if (real) for (const g of perGpu) console.log(`  GPU ${g.gpu}: mean ${g.meanPowerW.toFixed(1)} W; counter ${g.counterJ.toFixed(1)} J, ∫ samples ${g.integralJ.toFixed(1)} J`);
 for (const [k, v, target] of rows) console.log(`  ${k.padEnd(26)} ${v.padEnd(34)} ${target}`);
 console.log(JSON.stringify({
-  bench: "agent-sampling", library: real ? "real" : "fake", gpuName: real ? described.gpus[0]?.name : undefined, driverVersion: real ? described.driverVersion : undefined, perGpu: real ? perGpu : undefined, gpus, hz, calls, callDelayUs: Number(args["call-delay-us"]), seconds: wallS, samples: latenciesUs.length,
+  bench: "agent-sampling", library: real ? "real" : "fake", gpuName: real ? described.gpus[0]?.name : undefined, driverVersion: real ? described.driverVersion : undefined, perGpu: real ? perGpu : undefined, gpus, hz, calls, extrasIntervalMs, callDelayUs: Number(args["call-delay-us"]), seconds: wallS, samples: latenciesUs.length,
   cpuPctOfCore, baselineCpuPct: baseline.cpuPct, samplingCpuPct, inCallsPct, latencyP50Us: pct(50), latencyP99Us: pct(99), rssBeforeMb, rssMaxMb, heapUsedMb,
   energyMaxRelErr: maxEnergyErr, energyPeriodMs: Number(args["energy-period-ms"]),
 }));

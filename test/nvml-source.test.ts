@@ -287,7 +287,7 @@ test("nvml - close is idempotent and a closed source refuses to sample", async (
 // pool) that the other tests' timing depends on.
 test.serial("nvml - a slow driver shows in the sampler's sample time while calls are synchronous", async (t) => {
   // 2 GPUs × 6 calls per sample (instant power, energy, 2 clocks, utilization, temperature) × 1 ms.
-  const source = await fakeSource({ GPUS: 2, CALL_DELAY_US: 1000 }, { calls: "sync" });
+  const source = await fakeSource({ GPUS: 2, CALL_DELAY_US: 1000 }, { calls: "sync", extrasIntervalMs: 0 });
   t.teardown(() => source.close());
   const windows: PowerBatch[] = [];
   const sampler = createSampler({ source, clock, node: "n1", sampleIntervalMs: 50, publishIntervalMs: 100, onWindow: (w) => windows.push(w), health: () => ({ queued: 0, published: 0, dropped: 0, spilled: 0 }) });

@@ -11,6 +11,8 @@ export interface OpenSourceOptions {
   dcgmUrl: string;
   nvmlLibrary?: string;
   nvmlCalls: "auto" | "sync" | "async";
+  /** Clocks, utilization and temperature read this often (default 1000 ms; 0: every sample). */
+  nvmlExtrasIntervalMs?: number;
   allowClockControl: boolean;
   /** The simnode's base URL for clock control (--source sim); default: the origin of dcgmUrl. */
   simAdmin?: string;
@@ -61,6 +63,7 @@ async function openNvml(o: OpenSourceOptions) {
     clock: o.clock,
     ...(o.nvmlLibrary ? { libraryPath: o.nvmlLibrary } : {}),
     calls: o.nvmlCalls,
+    ...(o.nvmlExtrasIntervalMs !== undefined ? { extrasIntervalMs: o.nvmlExtrasIntervalMs } : {}),
     onCallsChange: (_calls, ms) => say(`NVML samples held the event loop ${ms.toFixed(1)} ms; sampling moves to async calls`),
     onGpuError: gpuErrorLog(say),
     onCounterReset: (gpu, before, after) => say(`GPU ${gpu}: the energy counter went back from ${before} to ${after} mJ (driver reloaded?); energy counts on from the new value`),

@@ -24,6 +24,9 @@ export interface GpuState {
   memClock: boolean;
   util: boolean;
   temp: boolean;
+  /** When the extras were last read (-Infinity: never), and what they read: carried in between. */
+  extrasAtMs: number;
+  heldExtras: Pick<GpuReading, "smClockMhz" | "memClockMhz" | "utilPct" | "tempC">;
   lastEnergyMj: number | undefined;
   /** Whether the counter stands still while power is drawn (stuck). */
   standing: StandingCounter;
@@ -64,6 +67,7 @@ export function newGpuState(gpu: number, dev: NvmlDevice, fn: NvmlBinding["fn"],
     energy: fn.nvmlDeviceGetTotalEnergyConsumption !== undefined,
     smClock: clocks, memClock: clocks,
     util: o.extras && fn.nvmlDeviceGetUtilizationRates !== undefined, temp: o.extras && fn.nvmlDeviceGetTemperature !== undefined,
+    extrasAtMs: Number.NEGATIVE_INFINITY, heldExtras: {},
     lastEnergyMj: undefined, standing: new StandingCounter(STUCK_COUNTER_MS, STUCK_COUNTER_MJ), counterPower: new CounterPower(), counterResets: 0, errors: 0, buf: newBuffers(),
   };
 }
@@ -73,11 +77,20 @@ export interface GpuReaderOptions {
   clock: Clock;
   onCounterReset(gpu: number, previousMj: number, currentMj: number): void;
   onCounterStuck?(gpu: number, valueMj: number, powerMw: number): void;
+  /**
+   * Read clocks, utilization and temperature at most this often (ms); readings in between carry the
+   * last values read. 0: every reading. Each is one more driver call per GPU per sample, and a call
+   * costs ~0.6 ms on some hosts (an H200 under gVisor, measured), while power and energy are what
+   * must be read at the sampling rate.
+   */
+  extrasIntervalMs?: number;
 }
 
 export function createGpuReader(opts: GpuReaderOptions): { readGpu(s: GpuState): Reading<GpuReading | undefined> } {
   const { binding } = opts;
   const fn = binding.fn;
+  // 10 % early, so that sampling jitter does not push a 1-s interval to every 1.1 s.
+  const extrasEveryMs = 0.9 * (opts.extrasIntervalMs ?? 0);
 
   /** Instant power (mW) from the field API; undefined where the field is unsupported or failed. */
   function* instantPowerMw(s: GpuState): Reading<number | undefined> {
@@ -182,7 +195,12 @@ export function createGpuReader(opts: GpuReaderOptions): { readGpu(s: GpuState):
       s.lastEnergyMj = energyMj;
       r.energyMj = energyMj;
     }
-    yield* readExtras(s, r);
+    if (tMs - s.extrasAtMs >= extrasEveryMs) {
+      yield* readExtras(s, r);
+      s.extrasAtMs = tMs;
+      s.heldExtras = {};
+      for (const k of ["smClockMhz", "memClockMhz", "utilPct", "tempC"] as const) if (r[k] !== undefined) s.heldExtras[k] = r[k];
+    } else Object.assign(r, s.heldExtras);
     return r;
   }
 

@@ -16,6 +16,11 @@ export interface NvmlSourceOptions extends NvmlOpenOptions {
   /** Also read SM/memory clocks, utilization and temperature (default true). */
   extras?: boolean;
   /**
+   * Read those at most this often, ms; readings in between carry the last values (default 1000;
+   * 0: every sample). Power and the energy counter are read at every sample.
+   */
+  extrasIntervalMs?: number;
+  /**
    * A GPU left out of a sample. Lost (also one NVML gives no handle for, reported as the source
    * opens), or with nothing to measure (neither power nor an energy counter): once, with
    * `leftOut` true, and never sampled again. Other errors: each time.
@@ -115,6 +120,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
     binding,
     clock: opts.clock,
     onCounterStuck: opts.onCounterStuck,
+    extrasIntervalMs: opts.extrasIntervalMs ?? 1000,
     onCounterReset(gpu, previousMj, currentMj) {
       stats.counterResets++;
       opts.onCounterReset?.(gpu, previousMj, currentMj);
