@@ -208,7 +208,7 @@ async function check(stack: LocalStack, fleet: FleetEmulator, report: FleetRepor
 const correct = (c: Check) => c.requestsStored === c.requestsExpected && c.worstRequestRelErr <= 1e-9 && c.conservationRelErr <= 1e-6 && c.measuredRelErr <= 1e-6 && c.incompleteWindows === 0 && c.incompleteRequests === 0;
 
 /** One analyzer drains a recorded backlog: seconds from its start (after module loading) to idle. */
-async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Promise<{ s: number; cpuS: number; natsCpuS: number; influxCpuS: number }> {
+async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Promise<{ s: number; cpuS: number; natsCpuS: number; influxCpuS: number; pacingHolds: number; checkpoints: number }> {
   const n0 = cpuS(stack.pids.nats);
   const i0 = cpuS(stack.pids.influxd);
   const rep = await spawnReplica(stack, name, 3600_000, 0, pin);
@@ -216,8 +216,9 @@ async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Pro
   if (r.idle !== true) throw new Error(`${name}: the analyzer did not drain the backlog in 30 min`);
   const s = (Number(r.atMs) - rep.startedAtMs) / 1000;
   const cpu = r.cpu as NodeJS.CpuUsage;
+  const st = (await rep.ask("stats")).stats as { pacing?: { holds: number }; checkpoints: number };
   await rep.stop();
-  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0 };
+  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0, pacingHolds: st.pacing?.holds ?? 0, checkpoints: st.checkpoints };
 }
 
 // ---- phases -----------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ if (only.has("backlog")) {
     log(`backlog: recorded ${report.published.total} messages (${nodes} nodes = ${report.gpus} GPUs × ${seconds} s) in ${recordS.toFixed(1)} s`);
     const a = await analyzerDrain(stack, "backlog");
     const c = await check(stack, fleet, report);
-    out.backlog = { nodes, gpus: report.gpus, seconds, messages: report.published.total, requests: report.requests.finished, drainS: +a.s.toFixed(1), fasterThanRealTime: a.s < seconds, msgPerS: Math.round(report.published.total / a.s), analyzerCpuS: +a.cpuS.toFixed(1), natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), correct: correct(c), ...c };
+    out.backlog = { nodes, gpus: report.gpus, seconds, messages: report.published.total, requests: report.requests.finished, drainS: +a.s.toFixed(1), fasterThanRealTime: a.s < seconds, msgPerS: Math.round(report.published.total / a.s), analyzerCpuS: +a.cpuS.toFixed(1), pacingHolds: a.pacingHolds, checkpoints: a.checkpoints, natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), correct: correct(c), ...c };
     if (report.gpus === 10_000 && seconds === 60) out.backlog10kGpuS = +a.s.toFixed(1);
     log(`backlog: drained in ${a.s.toFixed(1)} s (${seconds} s of fleet time), correct ${correct(c)}`);
   });

@@ -142,6 +142,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       checkpoints: sum((s) => s.checkpoints),
       checkpointBytes: sum((s) => s.checkpointBytes),
       consumersRecreated: sum((s) => s.consumersRecreated),
+      pacing: { holds: sum((s) => s.pacing.holds), longestHoldMs: Math.max(0, ...all.map((s) => s.pacing.longestHoldMs)) },
       requestsEmitted: sum((s) => s.store.requestsEmitted),
       windowsClosed: sum((s) => s.store.windowsClosed),
       loadJoined: sum((s) => s.store.loadJoined) + l.joined,

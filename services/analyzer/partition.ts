@@ -6,6 +6,7 @@ import { bindConsumer, type BoundConsumer, type Token } from "./consumers.ts";
 import type { InfluxSink } from "./influx-sink.ts";
 import { createIntake, type InputStream } from "./intake.ts";
 import { createWindowJoin, type JoinOptions, type JoinStats } from "./join.ts";
+import { createPacer } from "./pacing.ts";
 import type { LoadJoin } from "./load-join.ts";
 import { createPointWriter } from "./point-writer.ts";
 import { retrying } from "./retry.ts";
@@ -49,6 +50,8 @@ export interface PartitionStats {
   checkpoints: number;
   checkpointBytes: number;
   consumersRecreated: number;
+  /** Times a stream waited for the others to catch up (pacing.ts), and the longest wait. */
+  pacing: { holds: number; longestHoldMs: number };
   store: StoreStats;
   join: JoinStats;
 }
@@ -99,6 +102,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     for (const t of out.ackable) t.done();
   };
   let sinceDrain = 0;
+  const pacer = createPacer(INPUTS);
   const consumers: BoundConsumer[] = [];
   for (const stream of INPUTS) {
     const durable = opts.filtered ? `${opts.name}-${stream.toLowerCase()}-p${p}` : `${opts.name}-${stream.toLowerCase()}`;
@@ -112,10 +116,15 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
         log,
         handle(m: JsMsg, token: Token) {
           intake.handle(stream, m, token);
-          if (++sinceDrain < DRAIN_EVERY) return;
-          sinceDrain = 0;
-          drain();
-          return store.ready(); // InfluxDB or NATS slow: stop reading until the store catches up
+          pacer.note(stream, m.info.timestampNanos / 1e6);
+          let ready: Promise<void> | undefined;
+          if (++sinceDrain >= DRAIN_EVERY) {
+            sinceDrain = 0;
+            drain();
+            ready = store.ready(); // InfluxDB or NATS slow: stop reading until the store catches up
+          }
+          const held = pacer.wait(stream); // ahead of the other streams: let them catch up
+          return held && ready ? Promise.all([held, ready]).then(() => undefined) : (held ?? ready);
         },
       }),
     );
@@ -151,6 +160,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     graceMs: DEFAULT_PARTITION_GRACE_MS,
     graceful: async () => {
       stopped = true;
+      pacer.close();
       clearInterval(tick);
       clearInterval(every);
       await Promise.all(consumers.map((c) => c.close()));
@@ -159,6 +169,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
       await writer.close();
     },
     force: async (graceMs) => {
+      pacer.close();
       retry.stop();
       await writer.close();
       log(`partition ${p}: stopped before its outputs were stored (${graceMs} ms grace); what its last checkpoint does not cover is read again at the next start`);
@@ -170,6 +181,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
       ...stats,
       pointsRejected: writer.stats().rejected + store.stats().pointsUnbuildable,
       consumersRecreated: consumers.reduce((n, c) => n + c.recreated(), 0),
+      pacing: pacer.stats(),
       store: store.stats(),
       join: join.stats(),
     }),
