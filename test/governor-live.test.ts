@@ -99,7 +99,7 @@ test("governor live - lowers the clock under light load, and its stop gives the 
   const r = await rig(t);
   r.traffic({ concurrency: 2 });
   const gov = await startGovernor(govOpts(r, r.nc));
-  await until(() => r.clock() < MAX, 20_000, "the governor to lower the clock");
+  await until(() => r.clock() < MAX && r.decisions.some((d) => d.applied && d.action === "down"), 20_000, "the governor to lower the clock");
   const applied = r.decisions.find((d) => d.applied && d.action === "down")!;
   t.log(`${applied.fromMhz}→${applied.toMhz}: ${applied.reason}`);
   t.true(r.clockAudits.some((a) => a.action === "set" && a.by === "gov-A"), "the change went through clock control, under the governor's name");
@@ -118,6 +118,8 @@ test("governor live - an SLO breach (the queue grows) returns the clock to the m
   r.traffic({ concurrency: 40, outputTokens: 200 }); // 40 long requests on a max batch of 4: a queue
   await until(() => r.clock() === MAX, 5000, "the clock back at the maximum");
   const took = Date.now() - t0;
+  // The decision is published once clock control has answered: wait for it too.
+  await until(() => r.decisions.slice(before).some((d) => d.action === "max"), 5000, "the decision to return to the maximum");
   const after = r.decisions.slice(before);
   t.log(`back at ${MAX} MHz after ${took} ms; decisions since the burst:\n${after.map((d) => `${d.action} ${d.fromMhz}→${d.toMhz} inFlight=${d.inFlight}: ${d.reason}`).join("\n")}`);
   // The first decision taken on a period that saw the queue is the return to the maximum.
@@ -179,8 +181,9 @@ test("governor live - a governor that loses its NATS connection has its clocks r
   const gnc = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
   const gov = await startGovernor(govOpts(r, gnc, { id: "gov-L" }));
   t.teardown(async () => {
-    await gov.stop().catch(() => undefined);
+    // Closed first: the governor's give-back then fails at once (the lease already restored the clock).
     await gnc.close().catch(() => undefined);
+    await gov.stop().catch(() => undefined);
   });
   await until(() => r.clock() < MAX, 20_000, "the governor to lower the clock");
   proxy.close();

@@ -234,6 +234,8 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     })());
 
   const timer = setInterval(() => void tick().catch((err) => log(`governor ${opts.id}: period failed: ${errorMessage(err)}`)), opts.periodMs);
+  // The caller's NATS connection keeps the process alive while it runs; the timer alone must not.
+  timer.unref();
   const life = createLifecycle({
     graceMs: 10_000,
     async graceful() {
