@@ -25,6 +25,8 @@ export const subjects = {
   control: (node: string) => `ctl.v1.${assertToken("node", node)}`,
   /** Audit events of a node's clock control. */
   audit: (node: string) => `audit.v1.${assertToken("node", node)}`,
+  /** The governors' kill switch: any message makes every governor give back its clocks and stop acting. */
+  governorKill: "gov.v1.kill",
   /** Query service of the analyzer. */
   query: "joulestream.query.v1",
   /**

@@ -6,12 +6,12 @@ import { fileURLToPath } from "node:url";
 
 /**
  * The house's layers (README: Architecture): shared/ is the contract and the pure math and imports
- * nothing of ours but itself; a service (agent, analyzer, loadgen, simnode) imports shared/ and its
+ * nothing of ours but itself; a service (agent, analyzer, loadgen, simnode, governor) imports shared/ and its
  * own files only; an app (cli, lab, fleet, bench, infra, faults) composes services through their mod.ts and
  * nothing deeper. Tests may reach anywhere. An arrow never points up.
  */
 const root = fileURLToPath(new URL("..", import.meta.url));
-const SERVICES = ["agent", "analyzer", "loadgen", "simnode"];
+const SERVICES = ["agent", "analyzer", "loadgen", "simnode", "governor"];
 const files = execFileSync("git", ["ls-files", "--cached", "--others", "--exclude-standard", "*.ts"], { cwd: root, encoding: "utf8" })
   .split("\n")
   .filter((f) => f && !f.startsWith("test/") && !f.startsWith("node_modules/"));

@@ -7,8 +7,9 @@ import { BYTES_PER_VALUE, kvBytesPerToken, type GpuSpec, type ModelSpec } from "
  * - attention: prefill is FLOP-bound (causal pairs), decode reads each sequence's KV cache;
  * - tensor parallelism splits both by `tp` and adds two all-reduces per layer over NVLink;
  * - per-sequence elementwise/sampling kernels and a fixed per-step scheduler cost.
- * Compute scales with the SM clock; HBM bandwidth does not, except below a knee where the SMs can
- * no longer issue loads fast enough. Pure: no state, no clock reads.
+ * Compute scales with the SM clock; HBM bandwidth barely does near the maximum clock and more and
+ * more below a knee where the SMs can no longer keep enough loads in flight (memBandwidthFrac).
+ * Pure: no state, no clock reads.
  */
 
 /** What one iteration processes (sums over the batch). */
@@ -47,10 +48,29 @@ export const ATTN_FLOP_EFFICIENCY = 0.4;
 /** Overlap of the non-binding resource within a kernel: t = max(c, m) + OVERLAP_PENALTY·min(c, m). */
 export const OVERLAP_PENALTY = 0.1;
 /**
- * Below this SM clock, memory-bound kernels lose bandwidth in proportion to the clock (too few load
- * issues in flight). Assumption chosen so decode is flat from 1980 down to ~1 GHz (PAPER.md finding 2).
+ * Memory-bound kernels need SM cycles to keep HBM busy: the bytes a GPU can have in flight are
+ * bounded (load slots per SM), and part of each load's latency is on-chip, counted in SM-clock
+ * cycles (L1 → L2 → crossbar; the L2 and crossbar run on the graphics clock). By Little's law the
+ * bandwidth they sustain falls as the clock drops, gently at first and then in proportion to it.
+ * Modelled as a smooth minimum of "HBM-bound" and "issue-bound ∝ f":
+ *   bw(f) ∝ (1 + (MEM_ISSUE_KNEE_MHZ / f)^MEM_ISSUE_KNEE_SHARPNESS)^(−1/sharpness), normalised to 1 at f_max.
+ * NVIDIA publishes neither quantity; the two constants are fitted to the published trends (PAPER.md):
+ * decode throughput "about the same" at 1.6 GHz as at 2 GHz (here ≈ −1% up to batch 128), latency growing and
+ * energy per token rising again below an interior optimum (finding 1), which DynamoLLM places at
+ * 1.2 GHz for its cheapest Llama2-70B class (short/short, TP2). The knee scales with f_max for other GPUs.
  */
-export const MEM_BW_CLOCK_KNEE_MHZ = 1000;
+export const MEM_ISSUE_KNEE_MHZ = 1250;
+export const MEM_ISSUE_KNEE_SHARPNESS = 10;
+/** The H100 clock the knee above was fitted at; other GPUs scale it by their own maximum. */
+const KNEE_FIT_MAX_MHZ = 1980;
+
+/** Share of the max-clock memory bandwidth that memory-bound kernels sustain at SM clock `smMhz`. */
+export function memBandwidthFrac(g: GpuSpec, smMhz: number): number {
+  const knee = (MEM_ISSUE_KNEE_MHZ * g.maxSmClockMhz) / KNEE_FIT_MAX_MHZ;
+  const s = MEM_ISSUE_KNEE_SHARPNESS;
+  const at = (f: number): number => Math.pow(1 + Math.pow(knee / f, s), -1 / s);
+  return Math.min(1, at(smMhz) / at(g.maxSmClockMhz));
+}
 /** Latency of one small NCCL all-reduce over NVLink, ms (NCCL tests on DGX H100: ~10–20 µs at ≤1 MB). */
 export const ALLREDUCE_LATENCY_MS = 0.015;
 /** Host-side scheduler + launch cost per iteration, ms (vLLM step overhead with CUDA graphs ≈ 1 ms). */
@@ -84,7 +104,7 @@ export function stepPhases(ctx: PerfContext, w: StepWork, smMhz: number): Phase[
   const tokens = w.prefillTokens + w.decodeSeqs;
   if (tokens === 0) return [];
   const clockFrac = smMhz / g.maxSmClockMhz;
-  const bwFrac = Math.min(1, smMhz / MEM_BW_CLOCK_KNEE_MHZ);
+  const bwFrac = memBandwidthFrac(g, smMhz);
   const phases: Phase[] = [];
   const roofline = (kind: Phase["kind"], computeMs: number, memMs: number): void => {
     const t = Math.max(computeMs, memMs) + OVERLAP_PENALTY * Math.min(computeMs, memMs);

@@ -7,3 +7,4 @@ export * from "./energy.ts";
 export * from "./inventory.ts";
 export * from "./dead-letter.ts";
 export * from "./query.ts";
+export * from "./governor.ts";

@@ -1,0 +1,83 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+import { connectNats, natsConfig, natsOptions, onShutdownSignal, errorMessage } from "../../shared/mod.ts";
+import { defineCommand } from "../../shared/command.ts";
+import { startGovernor } from "./governor.ts";
+import { DEFAULT_POLICY } from "./policy.ts";
+import { loadProfile } from "./profile.ts";
+
+const schema = natsConfig.extend({
+  id: z.string().regex(/^[A-Za-z0-9_.-]{1,100}$/, "letters, digits, _ . - (up to 100)").default(`governor-${hostname().replace(/[^A-Za-z0-9_.-]/g, "_")}-${process.pid}`),
+  periodMs: z.coerce.number().int().min(200).max(600_000).default(5000),
+  leaseMs: z.coerce.number().int().min(1000).max(3600_000).optional(),
+  dryRun: z.boolean().default(false),
+  ttftSloMs: z.coerce.number().positive(),
+  tpotSloMs: z.coerce.number().positive(),
+  attainment: z.coerce.number().gt(0).max(1).default(DEFAULT_POLICY.attainmentTarget),
+  floorMhz: z.coerce.number().positive().default(DEFAULT_POLICY.floorMhz),
+  maxStepMhz: z.coerce.number().positive().default(DEFAULT_POLICY.maxStepDownMhz),
+  minSamples: z.coerce.number().int().min(1).default(DEFAULT_POLICY.minSamples),
+  profile: z.string().optional(),
+  node: z.array(z.string()).optional(),
+  clockRange: z.string().regex(/^\d+:\d+:\d+$/, "MAX:MIN:STEP in MHz, e.g. 1980:345:15").default("1980:345:15"),
+});
+
+/** `1980:345:15` → 1980, 1965, …, 345. */
+function clockSteps(spec: string): number[] {
+  const [max, min, step] = spec.split(":").map(Number) as [number, number, number];
+  const out: number[] = [];
+  for (let f = max; f >= min && step > 0; f -= step) out.push(f);
+  return out;
+}
+
+export const governCommand = defineCommand(
+  {
+    name: "govern",
+    summary: "energy governor: per instance, the SM clock with the least energy per request within the SLO, set through the agents' clock control",
+    options: {
+      ...natsOptions,
+      id: { type: "string", env: "JOULESTREAM_GOVERNOR_ID", description: "holder name for leases and the audit trail (unique per governor)", defaultText: "governor-<host>-<pid>" },
+      "period-ms": { type: "string", arg: "MS", description: "control period", defaultText: "5000" },
+      "lease-ms": { type: "string", arg: "MS", description: "lease on each clock change; the agent undoes it unless renewed", defaultText: "3 × period, ≥ 1000" },
+      "dry-run": { type: "boolean", description: "decide and publish decisions only; never change a clock" },
+      "ttft-slo-ms": { type: "string", arg: "MS", description: "SLO: time to first token (p90 and per request)" },
+      "tpot-slo-ms": { type: "string", arg: "MS", description: "SLO: time per output token (p90 and per request)" },
+      attainment: { type: "string", arg: "SHARE", description: "share of requests that must meet both SLOs", defaultText: String(DEFAULT_POLICY.attainmentTarget) },
+      "floor-mhz": { type: "string", arg: "MHZ", description: "lowest clock the governor sets", defaultText: String(DEFAULT_POLICY.floorMhz) },
+      "max-step-mhz": { type: "string", arg: "MHZ", description: "largest step down per period", defaultText: String(DEFAULT_POLICY.maxStepDownMhz) },
+      "min-samples": { type: "string", arg: "N", description: "fewest finished requests in a period to act on it", defaultText: String(DEFAULT_POLICY.minSamples) },
+      profile: { type: "string", arg: "FILE", description: "the lab's results.json (joulestream sweep --out DIR) as the prior" },
+      "clock-range": { type: "string", arg: "MAX:MIN:STEP", description: "clocks to choose from where a node's inventory lists none (DCGM source)", defaultText: "1980:345:15 (H100 SXM)" },
+      node: { type: "string", multiple: true, description: "govern only this node (repeatable)", defaultText: "every node in the inventory" },
+    },
+    schema,
+    notes: [
+      "Safe rollout on a real fleet: run with --dry-run first and read the decisions (joulestream tail 'audit.v1.>'); then govern one node (--node); then all. Agents must run with --allow-clock-control. Kill switch: publish anything on gov.v1.kill (nats pub gov.v1.kill x): every governor gives its clocks back and stops acting.",
+    ],
+    examples: ["joulestream govern --dry-run --ttft-slo-ms 2000 --tpot-slo-ms 100", "joulestream govern --node gpu-07 --ttft-slo-ms 2000 --tpot-slo-ms 100 --profile out/paper/results.json"],
+  },
+  async (cfg) => {
+    const profile = cfg.profile ? loadProfile(cfg.profile) : undefined;
+    const nc = await connectNats(cfg, cfg.id);
+    const log = (l: string) => process.stderr.write(`${l}\n`);
+    const gov = await startGovernor({
+      nc, id: cfg.id, periodMs: cfg.periodMs, leaseMs: cfg.leaseMs ?? Math.max(1000, 3 * cfg.periodMs), dryRun: cfg.dryRun,
+      slo: { ttftSloMs: cfg.ttftSloMs, tpotSloMs: cfg.tpotSloMs, attainmentTarget: cfg.attainment },
+      policy: { floorMhz: cfg.floorMhz, maxStepDownMhz: cfg.maxStepMhz, minSamples: cfg.minSamples },
+      fallbackClocksMhz: clockSteps(cfg.clockRange), ...(profile ? { profile } : {}), ...(cfg.node ? { nodes: cfg.node } : {}), log,
+    });
+    log(`governor ${cfg.id}: ${cfg.dryRun ? "DRY RUN, " : ""}period ${cfg.periodMs} ms, SLO TTFT ${cfg.ttftSloMs} ms / TPOT ${cfg.tpotSloMs} ms at ${cfg.attainment}${profile ? `, prior from ${cfg.profile} (${profile.rows.length} rows)` : ""}`);
+    await new Promise<void>((resolve) => {
+      onShutdownSignal(async () => {
+        try {
+          await gov.stop();
+        } catch (err) {
+          log(`governor: stop failed (${errorMessage(err)}); the agents' leases undo its clocks`);
+        }
+        await nc.close();
+        resolve();
+      });
+    });
+    return 0;
+  },
+);

@@ -1,0 +1,249 @@
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import { Kvm, type KV } from "@nats-io/kv";
+import {
+  KV_NODES, decode, decodeAs, encode, errorMessage, eventsOf, nodeInventory, requestEnergy, requestEvent, requestsMessage, subjects, validate, workWindow,
+  createLifecycle, type GovernorDecision, type NodeInventory,
+} from "../../shared/mod.ts";
+import { createClockClient, type ClockClient } from "./clock-client.ts";
+import { createObserver, instanceKey, type PeriodStats } from "./observe.ts";
+import { DEFAULT_POLICY, decide, freshMemory, type InstanceMemory, type PolicyConfig } from "./policy.ts";
+import { priorClock, type Profile } from "./profile.ts";
+
+/**
+ * `joulestream govern`: every control period, for each inference instance of the governed nodes,
+ * the policy's clock for the period just measured, set through the node's clock control under this
+ * governor's lease (renewed each period: a governor that dies, hangs or loses NATS has its clocks
+ * undone by the agents when the lease runs out). Every decision, applied or not, is published on
+ * the node's audit subject with its reason. Dry run: decisions only, no request to clock control.
+ * Kill switch (`gov.v1.kill`): gives back every clock and stops acting until restarted.
+ * Several governors: clock control refuses a GPU another holder has, so one holds an instance; the
+ * other publishes "held by another" and tries again next period (it takes over when the holder
+ * lets go).
+ * Simulated nodes apply one clock to all their GPUs: govern one instance per simnode.
+ */
+export interface GovernorOptions {
+  nc: NatsConnection;
+  /** Holder name for leases and the audit trail; unique per governor. */
+  id: string;
+  periodMs: number;
+  /** Lease on each change; must outlast a few periods (renewed every period). */
+  leaseMs: number;
+  dryRun: boolean;
+  slo: { ttftSloMs: number; tpotSloMs: number; attainmentTarget: number };
+  policy?: Partial<Omit<PolicyConfig, "supportedMhz" | "ttftSloMs" | "tpotSloMs" | "attainmentTarget">>;
+  profile?: Profile;
+  /**
+   * Clocks to choose from where the inventory lists none for a GPU (a DCGM-exporter source cannot
+   * read them), MHz. Clock control checks what it can; the driver snaps to the nearest step.
+   */
+  fallbackClocksMhz?: number[];
+  /** Nodes to govern; default: every node in the inventory. */
+  nodes?: string[];
+  log?: (line: string) => void;
+  now?: () => number;
+}
+
+export interface GovernorStats {
+  periods: number;
+  decisions: number;
+  sets: number;
+  setFailures: number;
+  refused: number;
+  leasesLost: number;
+  undecodable: number;
+  killed: boolean;
+}
+
+export interface Governor {
+  /** Runs one control period now (tests; the timer calls it too). */
+  tick(): Promise<GovernorDecision[]>;
+  stats(): GovernorStats;
+  /** Gives back every clock it holds, then stops. Idempotent. */
+  stop(): Promise<void>;
+}
+
+interface Held {
+  node: string;
+  instance: string;
+  gpus: number[];
+  /** The clock in force as far as this governor knows (its own lock, or the maximum). */
+  currentMhz: number;
+  maxMhz: number;
+  holding: boolean;
+  memory: InstanceMemory;
+}
+
+export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
+  const log = opts.log ?? (() => {});
+  const now = opts.now ?? Date.now;
+  if (opts.leaseMs < Math.max(1000, 2 * opts.periodMs)) throw new Error(`leaseMs ${opts.leaseMs} must be ≥ 1000 and ≥ 2 × periodMs (${opts.periodMs})`);
+  const observer = createObserver(opts.slo);
+  const clocks: ClockClient = createClockClient(opts.nc, opts.id);
+  const stats: GovernorStats = { periods: 0, decisions: 0, sets: 0, setFailures: 0, refused: 0, leasesLost: 0, undecodable: 0, killed: false };
+  const held = new Map<string, Held>();
+  const kv: KV = await new Kvm(opts.nc).open(KV_NODES);
+
+  const subs: Subscription[] = [];
+  const listen = (subject: string, on: (data: Uint8Array) => void) => {
+    const sub = opts.nc.subscribe(subject, { callback: (err, m) => (err ? log(`governor: ${subject}: ${errorMessage(err)}`) : on(m.data)) });
+    subs.push(sub);
+  };
+  listen("req.v1.>", (data) => {
+    const m = decodeAs(requestsMessage, data);
+    if (!m.ok) return void stats.undecodable++;
+    for (const raw of eventsOf(m.value)) {
+      const e = validate(requestEvent, raw);
+      if (e.ok) observer.onRequestEvent(e.value);
+      else stats.undecodable++;
+    }
+  });
+  listen("work.v1.>", (data) => {
+    const w = decodeAs(workWindow, data);
+    if (w.ok) observer.onWork(w.value);
+    else stats.undecodable++;
+  });
+  listen("energy.v1.>", (data) => {
+    const e = decodeAs(requestEnergy, data);
+    if (e.ok) observer.onEnergy(e.value);
+    else stats.undecodable++;
+  });
+  listen(subjects.governorKill, () => {
+    if (stats.killed) return;
+    stats.killed = true;
+    log(`governor ${opts.id}: kill switch: giving back every clock, no more changes`);
+    void giveBack("kill switch");
+  });
+
+  const inventories = async (): Promise<NodeInventory[]> => {
+    const out: NodeInventory[] = [];
+    const names = opts.nodes ? [...opts.nodes] : [];
+    if (!opts.nodes) for await (const k of await kv.keys()) names.push(k);
+    for (const name of names) {
+      const e = await kv.get(name);
+      if (!e || e.operation !== "PUT") continue;
+      const inv = validate(nodeInventory, decode(e.value));
+      if (inv.ok) out.push(inv.value);
+    }
+    return out;
+  };
+
+  const giveBack = async (why: string) => {
+    const nodes = new Set([...held.values()].filter((h) => h.holding).map((h) => h.node));
+    for (const h of held.values()) h.holding = false;
+    for (const node of nodes) {
+      try {
+        await clocks.reset(node);
+        log(`governor ${opts.id}: ${node}: clocks given back (${why})`);
+      } catch (err) {
+        log(`governor ${opts.id}: ${node}: give-back failed (${errorMessage(err)}); its lease will undo the change`);
+      }
+    }
+  };
+
+  const publish = (d: GovernorDecision) => {
+    stats.decisions++;
+    try {
+      opts.nc.publish(subjects.audit(d.node), encode(d));
+    } catch (err) {
+      log(`governor ${opts.id}: decision for ${d.node}/${d.instance} not published: ${errorMessage(err)}`);
+    }
+  };
+
+  const decideOne = async (inv: NodeInventory, inst: NodeInventory["instances"][number], obs: PeriodStats): Promise<GovernorDecision> => {
+    const key = instanceKey(inv.node, inst.id);
+    const listed = [...new Set(inst.gpus.flatMap((g) => inv.gpus.find((x) => x.index === g)?.supportedSmClocksMhz ?? []))];
+    const supported = listed.length > 0 ? listed : (opts.fallbackClocksMhz ?? []);
+    if (supported.length === 0) {
+      return { v: 1, kind: "governor", governor: opts.id, node: inv.node, instance: inst.id, tMs: now(), fromMhz: 0, toMhz: 0, action: "hold", reason: "no supported clocks known (inventory lists none, no fallback given)", dryRun: opts.dryRun, applied: false, notApplied: "no clocks", requests: obs.requests };
+    }
+    const maxMhz = Math.max(...supported);
+    let h = held.get(key);
+    if (!h) held.set(key, (h = { node: inv.node, instance: inst.id, gpus: inst.gpus, currentMhz: maxMhz, maxMhz, holding: false, memory: freshMemory() }));
+    const cfg: PolicyConfig = { ...DEFAULT_POLICY, ...opts.policy, supportedMhz: supported, ...opts.slo };
+    const prior = opts.profile ? priorClock(opts.profile, inst.model, inst.gpus.length, obs.mix, opts.slo) : undefined;
+    const d = decide(cfg, h.currentMhz, obs, h.memory, prior?.mhz);
+    const base: GovernorDecision = {
+      v: 1, kind: "governor", governor: opts.id, node: inv.node, instance: inst.id, tMs: now(), fromMhz: d.fromMhz, toMhz: d.toMhz, action: d.action, reason: d.reason, dryRun: opts.dryRun, applied: false, requests: obs.requests,
+      ...(obs.attainment !== undefined ? { attainment: obs.attainment } : {}), ...(obs.ttftP90Ms !== undefined ? { ttftP90Ms: obs.ttftP90Ms } : {}), ...(obs.tpotP90Ms !== undefined ? { tpotP90Ms: obs.tpotP90Ms } : {}),
+      ...(obs.inFlight !== undefined ? { inFlight: obs.inFlight } : {}), ...(obs.jPerOutputToken !== undefined ? { jPerOutputToken: obs.jPerOutputToken } : {}), ...(prior ? { priorMhz: prior.mhz } : {}),
+    };
+    if (stats.killed) return { ...base, toMhz: h.currentMhz, notApplied: "kill switch" };
+    if (opts.dryRun) {
+      // What it would do, as if it had: the next period's decision follows from this one.
+      h.memory = d.memory;
+      h.currentMhz = d.toMhz;
+      return { ...base, notApplied: "dry run" };
+    }
+    if (h.holding && d.toMhz === h.currentMhz) {
+      h.memory = d.memory;
+      return { ...base, applied: true };
+    }
+    try {
+      const r = await clocks.set(inv.node, inst.gpus, d.toMhz, opts.leaseMs);
+      if (r.ok) {
+        stats.sets++;
+        h.holding = true;
+        h.currentMhz = d.toMhz;
+        h.memory = d.memory;
+        return { ...base, applied: true };
+      }
+      if (r.refused) stats.refused++;
+      else stats.setFailures++;
+      // Not ours (another holder) or refused: the instance runs as someone else set it.
+      Object.assign(h, { holding: false, currentMhz: maxMhz, memory: freshMemory() });
+      return { ...base, notApplied: r.error };
+    } catch (err) {
+      stats.setFailures++;
+      return { ...base, notApplied: errorMessage(err) };
+    }
+  };
+
+  const renewAll = async () => {
+    const nodes = new Set([...held.values()].filter((h) => h.holding).map((h) => h.node));
+    for (const node of nodes) {
+      try {
+        if (await clocks.renew(node, opts.leaseMs)) continue;
+        // The lease ran out or an operator reset it: the clocks are back at the maximum.
+        stats.leasesLost++;
+        log(`governor ${opts.id}: ${node}: lease lost; clocks were restored, taking them again next period`);
+        for (const h of held.values()) if (h.node === node) Object.assign(h, { holding: false, currentMhz: h.maxMhz });
+      } catch (err) {
+        log(`governor ${opts.id}: ${node}: renew failed: ${errorMessage(err)}`);
+      }
+    }
+  };
+
+  let running: Promise<GovernorDecision[]> | undefined;
+  const tick = (): Promise<GovernorDecision[]> =>
+    (running ??= (async () => {
+      try {
+        stats.periods++;
+        const out: GovernorDecision[] = [];
+        for (const inv of await inventories()) {
+          for (const inst of inv.instances) {
+            const d = await decideOne(inv, inst, observer.take(instanceKey(inv.node, inst.id)));
+            publish(d);
+            out.push(d);
+          }
+        }
+        if (!opts.dryRun && !stats.killed) await renewAll();
+        return out;
+      } finally {
+        running = undefined;
+      }
+    })());
+
+  const timer = setInterval(() => void tick().catch((err) => log(`governor ${opts.id}: period failed: ${errorMessage(err)}`)), opts.periodMs);
+  // The caller's NATS connection keeps the process alive while it runs; the timer alone must not.
+  timer.unref();
+  const life = createLifecycle({
+    graceMs: 10_000,
+    async graceful() {
+      clearInterval(timer);
+      await running?.catch(() => undefined);
+      for (const s of subs) s.unsubscribe();
+      if (!opts.dryRun) await giveBack("governor stopping");
+    },
+  });
+  return { tick, stats: () => ({ ...stats }), stop: async () => void (await life.stop()) };
+}

@@ -1,0 +1,188 @@
+/**
+ * The governor's policy: for one inference instance and one control period, the SM clock to run at
+ * next and why. Least energy per request subject to the SLO, with guard rails:
+ * - a breach (SLO attainment below target, or the queue growing) returns to the maximum clock at
+ *   once, and no step down follows for `cooldownPeriods`;
+ * - steps down are at most `maxStepDownMhz`, never below `floorMhz`, and need `stablePeriods`
+ *   healthy periods in a row (hysteresis); latencies inside the margin band hold the clock;
+ * - too few requests in the period to judge attainment: hold;
+ * - energy measured online per clock overrides the prior: a clock whose measured energy per output
+ *   token is worse than the next higher one's is not gone below, and is left upward.
+ * Pure: no I/O, no clock reads; the caller keeps `InstanceMemory` between periods.
+ */
+
+export interface PolicyConfig {
+  /** Supported SM clocks of the instance's GPUs, MHz (any order). */
+  supportedMhz: readonly number[];
+  /** Lowest clock the policy may choose, MHz. */
+  floorMhz: number;
+  /** Largest step down in one period, MHz. */
+  maxStepDownMhz: number;
+  /** Step below the prior's clock when measured energy allows exploring, MHz. */
+  exploreStepMhz: number;
+  /** SLO: p90 time to first token and time per output token, ms. */
+  ttftSloMs: number;
+  tpotSloMs: number;
+  /** Share of requests that must meet both SLOs (e.g. 0.99). */
+  attainmentTarget: number;
+  /** Fewest finished requests in a period to judge it; fewer: hold. */
+  minSamples: number;
+  /** A step down needs p90 latencies at most (1 − margin) of their SLO; above (1 − margin/2) steps up. */
+  margin: number;
+  /** Healthy periods in a row before each step down. */
+  stablePeriods: number;
+  /** Periods after a breach with no step down. */
+  cooldownPeriods: number;
+  /** The queue "grows" when in-flight requests exceed max(queueMin, queueGrowth × the previous period's). */
+  queueGrowth: number;
+  queueMin: number;
+}
+
+export const DEFAULT_POLICY: Omit<PolicyConfig, "supportedMhz" | "ttftSloMs" | "tpotSloMs"> = {
+  floorMhz: 1005,
+  maxStepDownMhz: 200,
+  exploreStepMhz: 100,
+  attainmentTarget: 0.99,
+  minSamples: 20,
+  margin: 0.2,
+  stablePeriods: 2,
+  cooldownPeriods: 3,
+  queueGrowth: 1.5,
+  queueMin: 8,
+};
+
+/** What was measured on the instance over the last control period. */
+export interface Observation {
+  /** Requests that finished in the period with known TTFT/TPOT. */
+  requests: number;
+  /** Share of them that met both SLOs (undefined without requests). */
+  attainment?: number;
+  ttftP90Ms?: number;
+  tpotP90Ms?: number;
+  /** Requests in flight (running or queued) at the period's end, and at the previous period's end. */
+  inFlight?: number;
+  inFlightBefore?: number;
+  /** Energy per output token measured by the pipeline (ENERGY) for requests of the period, J. */
+  jPerOutputToken?: number;
+}
+
+/** What the policy remembers of an instance between periods. */
+export interface InstanceMemory {
+  healthyStreak: number;
+  cooldownLeft: number;
+  /** Measured J per output token by clock (exponentially averaged). */
+  energyByMhz: Record<number, number>;
+}
+
+export const freshMemory = (): InstanceMemory => ({ healthyStreak: 0, cooldownLeft: 0, energyByMhz: {} });
+
+export type Action = "hold" | "down" | "up" | "max";
+
+export interface Decision {
+  fromMhz: number;
+  toMhz: number;
+  action: Action;
+  reason: string;
+  memory: InstanceMemory;
+}
+
+/** Weight of the newest period in the per-clock energy average. */
+const ENERGY_EWMA = 0.3;
+/** A lower clock must be at least this much cheaper per token to be worth staying at. */
+const ENERGY_TOLERANCE = 0.02;
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+/**
+ * The decision for one period. `currentMhz`: the clock in force; `priorMhz`: the prior's choice for
+ * the instance's workload mix (the lab's profile), where the policy heads first.
+ */
+export function decide(cfg: PolicyConfig, currentMhz: number, obs: Observation, memory: InstanceMemory, priorMhz?: number): Decision {
+  const clocks = [...new Set(cfg.supportedMhz)].sort((a, b) => b - a);
+  const maxMhz = clocks[0] ?? currentMhz;
+  const allowed = clocks.filter((f) => f >= cfg.floorMhz);
+  const mem: InstanceMemory = { healthyStreak: memory.healthyStreak, cooldownLeft: Math.max(0, memory.cooldownLeft - 1), energyByMhz: { ...memory.energyByMhz } };
+  if (obs.jPerOutputToken !== undefined && obs.requests > 0) {
+    const old = mem.energyByMhz[currentMhz];
+    mem.energyByMhz[currentMhz] = old === undefined ? obs.jPerOutputToken : (1 - ENERGY_EWMA) * old + ENERGY_EWMA * obs.jPerOutputToken;
+  }
+  const out = (toMhz: number, action: Action, reason: string): Decision => ({ fromMhz: currentMhz, toMhz, action: toMhz === currentMhz ? "hold" : action, reason, memory: mem });
+  const toMax = (reason: string): Decision => {
+    mem.healthyStreak = 0;
+    mem.cooldownLeft = cfg.cooldownPeriods;
+    return out(maxMhz, "max", reason);
+  };
+
+  // 1. Breaches: back to the maximum at once.
+  const queue = obs.inFlight ?? 0;
+  const queueLimit = Math.max(cfg.queueMin, cfg.queueGrowth * (obs.inFlightBefore ?? Infinity));
+  if (obs.inFlight !== undefined && obs.inFlightBefore !== undefined && queue > queueLimit) return toMax(`queue grew from ${obs.inFlightBefore} to ${queue} in flight (limit ${queueLimit.toFixed(0)})`);
+  if (obs.requests >= cfg.minSamples && obs.attainment !== undefined && obs.attainment < cfg.attainmentTarget) return toMax(`SLO attainment ${pct(obs.attainment)} < target ${pct(cfg.attainmentTarget)} over ${obs.requests} requests`);
+  if (currentMhz > maxMhz || currentMhz < cfg.floorMhz) return toMax(`clock ${currentMhz} MHz outside [${cfg.floorMhz}, ${maxMhz}]`);
+
+  // 2. Too little to judge: hold.
+  if (obs.requests < cfg.minSamples) {
+    mem.healthyStreak = 0;
+    return out(currentMhz, "hold", `${obs.requests} requests < ${cfg.minSamples} needed to judge attainment`);
+  }
+
+  const ttftUse = (obs.ttftP90Ms ?? 0) / cfg.ttftSloMs;
+  const tpotUse = (obs.tpotP90Ms ?? 0) / cfg.tpotSloMs;
+  const use = Math.max(ttftUse, tpotUse);
+  const lat = `p90 TTFT ${pct(ttftUse)} / TPOT ${pct(tpotUse)} of SLO, attainment ${pct(obs.attainment ?? 1)}`;
+  const above = allowed.filter((f) => f > currentMhz).at(-1);
+
+  // 3. Close to the SLO: one step up (not a breach yet).
+  if (use > 1 - cfg.margin / 2) {
+    mem.healthyStreak = 0;
+    return above !== undefined ? out(stepUp(allowed, currentMhz, cfg.maxStepDownMhz), "up", `${lat}: above ${pct(1 - cfg.margin / 2)}, stepping up`) : out(currentMhz, "hold", `${lat}: at the maximum`);
+  }
+
+  // 4. Measured energy says this clock is past the optimum: go back up one step.
+  const here = mem.energyByMhz[currentMhz];
+  // The nearest higher clock with a measurement (steps down may have skipped clocks in between).
+  const measuredAbove = allowed.filter((f) => f > currentMhz && mem.energyByMhz[f] !== undefined).at(-1);
+  const upE = measuredAbove !== undefined ? mem.energyByMhz[measuredAbove] : undefined;
+  if (here !== undefined && upE !== undefined && here > upE * (1 + ENERGY_TOLERANCE)) {
+    mem.healthyStreak = 0;
+    return out(measuredAbove!, "up", `measured ${here.toFixed(3)} J/token at ${currentMhz} MHz > ${upE.toFixed(3)} at ${measuredAbove} MHz: below the energy optimum`);
+  }
+
+  // 5. Inside the margin band: hold (hysteresis).
+  if (use > 1 - cfg.margin) {
+    mem.healthyStreak = 0;
+    return out(currentMhz, "hold", `${lat}: inside the ${pct(cfg.margin)} margin band`);
+  }
+
+  // 6. Headroom: step down after enough healthy periods, toward the prior, then exploring.
+  mem.healthyStreak += 1;
+  if (mem.cooldownLeft > 0) return out(currentMhz, "hold", `${lat}: headroom, but ${mem.cooldownLeft} cooldown period(s) left after a breach`);
+  if (mem.healthyStreak < cfg.stablePeriods) return out(currentMhz, "hold", `${lat}: headroom for ${mem.healthyStreak}/${cfg.stablePeriods} periods`);
+  const below = allowed.filter((f) => f < currentMhz && currentMhz - f <= cfg.maxStepDownMhz);
+  if (below.length === 0) return out(currentMhz, "hold", `${lat}: at the floor ${cfg.floorMhz} MHz`);
+  let target: number;
+  let why: string;
+  if (priorMhz !== undefined && priorMhz < currentMhz) {
+    // Head for the prior, no further than one step allows.
+    const t = below.filter((f) => f >= priorMhz).at(-1);
+    if (t === undefined) return out(currentMhz, "hold", `${lat}: within one clock step of the prior's ${priorMhz} MHz`);
+    target = t;
+    why = `toward the prior's ${priorMhz} MHz`;
+  } else if (priorMhz !== undefined && here === undefined) {
+    return out(currentMhz, "hold", `${lat}: at the prior's ${priorMhz} MHz; no energy measured here to explore below it`);
+  } else {
+    // No prior: a full step down; at the prior with energy measured: a smaller exploring step.
+    target = priorMhz === undefined ? below.at(-1)! : (below.filter((f) => currentMhz - f <= cfg.exploreStepMhz).at(-1) ?? below[0]!);
+    why = priorMhz === undefined ? "no prior: exploring a lower clock" : `below the prior's ${priorMhz} MHz: exploring, energy measured`;
+  }
+  const targetE = mem.energyByMhz[target];
+  if (here !== undefined && targetE !== undefined && targetE > here * (1 - ENERGY_TOLERANCE)) return out(currentMhz, "hold", `${lat}: ${target} MHz measured no cheaper (${targetE.toFixed(3)} vs ${here.toFixed(3)} J/token)`);
+  mem.healthyStreak = 0;
+  return out(target, "down", `${lat}: headroom for ${cfg.stablePeriods} periods, ${why}`);
+}
+
+/** The supported clock at most `stepMhz` above `currentMhz` (the highest such), within `allowed` (descending). */
+function stepUp(allowed: readonly number[], currentMhz: number, stepMhz: number): number {
+  const ups = allowed.filter((f) => f > currentMhz && f - currentMhz <= stepMhz);
+  return ups[0] ?? allowed.filter((f) => f > currentMhz).at(-1) ?? currentMhz;
+}

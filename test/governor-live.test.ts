@@ -1,0 +1,210 @@
+import test, { type ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
+import { createServer, connect as tcpConnect, type Socket } from "node:net";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { simnodeClockBackend } from "../services/agent/clock-control.ts";
+import { startSimnode, type Simnode } from "../services/simnode/server.ts";
+import { startGovernor, type GovernorOptions } from "../services/governor/mod.ts";
+import { decode, ensureStreams, subjects, type GovernorDecision } from "../shared/mod.ts";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { startTestNats } from "./helpers/nats-server.ts";
+import { startAgentOnSim } from "./helpers/sim-agent.ts";
+import { pause, until } from "./helpers/until.ts";
+
+/**
+ * The governor against real pieces: nats-server, a simulated node (one TP4 instance on 4 GPUs, so
+ * the simnode's one node-wide clock is the instance's), an agent with clock control in front of it,
+ * and live traffic through the agent's tap. The clock is read from the simnode itself.
+ */
+const MAX = 1980;
+const SLO = { ttftSloMs: 3000, tpotSloMs: 300, attainmentTarget: 0.9 };
+const POLICY = { minSamples: 3, stablePeriods: 1, floorMhz: 1005 };
+
+interface Rig {
+  nats: Awaited<ReturnType<typeof startTestNats>>;
+  nc: NatsConnection;
+  sim: Simnode;
+  tap: string;
+  clock(): number;
+  decisions: GovernorDecision[];
+  clockAudits: { action: string; by?: string }[];
+  traffic(opts?: { concurrency?: number; outputTokens?: number }): { stop(): Promise<void> };
+}
+
+async function rig(t: ExecutionContext, simOpts: { maxBatch?: number } = {}): Promise<Rig> {
+  const nats = await startTestNats();
+  const nc = await connect({ servers: nats.url });
+  await ensureStreams(await jetstreamManager(nc));
+  const sim = await startSimnode({ model: "llama-2-70b", gpus: 4, tp: 4, ...simOpts });
+  const agent = await startAgentOnSim(nc, sim, "n1", { clockBackend: simnodeClockBackend(sim.url), publishIntervalMs: 200 });
+  const decisions: GovernorDecision[] = [];
+  const clockAudits: { action: string; by?: string }[] = [];
+  nc.subscribe(subjects.audit("n1"), {
+    callback: (_e, m) => {
+      const v = decode(m.data) as { kind: string; action: string; by?: string };
+      if (v.kind === "governor") decisions.push(v as unknown as GovernorDecision);
+      else clockAudits.push(v);
+    },
+  });
+  const loops: { stop(): Promise<void> }[] = [];
+  t.teardown(async () => {
+    for (const l of loops) await l.stop();
+    await agent.stop();
+    await sim.stop();
+    await nc.close();
+    await nats.stop();
+  });
+  const tap = Object.values(agent.tapUrls)[0]!;
+  const traffic = (o: { concurrency?: number; outputTokens?: number } = {}) => {
+    let on = true;
+    const abort = new AbortController();
+    const one = async () => {
+      while (on) {
+        try {
+          const res = await fetch(`${tap}/v1/completions`, { signal: abort.signal, method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: Array.from({ length: 200 }, () => 7), max_tokens: o.outputTokens ?? 16, ignore_eos: true, stream: true }) });
+          await res.text();
+        } catch {
+          await pause(50); // the tap is closing at teardown: do not spin
+        }
+      }
+    };
+    const workers = Array.from({ length: o.concurrency ?? 1 }, one);
+    const loop = { stop: async () => void ((on = false), abort.abort(), await Promise.all(workers)) };
+    loops.push(loop);
+    return loop;
+  };
+  return { nats, nc, sim, tap, clock: () => sim.node.knobs().smClockMhz, decisions, clockAudits, traffic };
+}
+
+const govOpts = (r: Rig, nc: NatsConnection, extra: Partial<GovernorOptions> = {}): GovernorOptions => ({
+  nc, id: "gov-A", periodMs: 700, leaseMs: 2000, dryRun: false, slo: SLO, policy: POLICY, fallbackClocksMhz: Array.from({ length: 110 }, (_, i) => MAX - 15 * i), ...extra,
+});
+
+test("governor live - dry run decides and publishes, and changes no clock", async (t) => {
+  const r = await rig(t);
+  r.traffic({ concurrency: 2 });
+  const gov = await startGovernor(govOpts(r, r.nc, { dryRun: true }));
+  t.teardown(() => gov.stop());
+  await until(() => r.decisions.filter((d) => d.action === "down").length >= 2, 20_000, "two would-be steps down");
+  t.log(r.decisions.map((d) => `${d.action} ${d.fromMhz}→${d.toMhz}: ${d.reason}`).slice(0, 6).join("\n"));
+  t.is(r.clock(), MAX, "the simulated GPUs still run at the maximum clock");
+  t.deepEqual(r.clockAudits.filter((a) => a.action === "set"), [], "clock control never received a set");
+  t.true(r.decisions.every((d) => d.dryRun && !d.applied && d.notApplied === "dry run"));
+  await gov.stop();
+  t.is(r.clock(), MAX);
+});
+
+test("governor live - lowers the clock under light load, and its stop gives the clock back", async (t) => {
+  const r = await rig(t);
+  r.traffic({ concurrency: 2 });
+  const gov = await startGovernor(govOpts(r, r.nc));
+  await until(() => r.clock() < MAX && r.decisions.some((d) => d.applied && d.action === "down"), 20_000, "the governor to lower the clock");
+  const applied = r.decisions.find((d) => d.applied && d.action === "down")!;
+  t.log(`${applied.fromMhz}→${applied.toMhz}: ${applied.reason}`);
+  t.true(r.clockAudits.some((a) => a.action === "set" && a.by === "gov-A"), "the change went through clock control, under the governor's name");
+  await gov.stop();
+  t.is(r.clock(), MAX, "restored when stop() resolved");
+});
+
+test("governor live - an SLO breach (the queue grows) returns the clock to the maximum within one control period", async (t) => {
+  const r = await rig(t, { maxBatch: 4 });
+  r.traffic({ concurrency: 1 });
+  const gov = await startGovernor(govOpts(r, r.nc, { periodMs: 1000, leaseMs: 3000 }));
+  t.teardown(() => gov.stop());
+  await until(() => r.clock() < MAX, 20_000, "the governor to lower the clock");
+  const before = r.decisions.length;
+  const t0 = Date.now();
+  r.traffic({ concurrency: 40, outputTokens: 200 }); // 40 long requests on a max batch of 4: a queue
+  await until(() => r.clock() === MAX, 5000, "the clock back at the maximum");
+  const took = Date.now() - t0;
+  // The decision is published once clock control has answered: wait for it too.
+  await until(() => r.decisions.slice(before).some((d) => d.action === "max"), 5000, "the decision to return to the maximum");
+  const after = r.decisions.slice(before);
+  t.log(`back at ${MAX} MHz after ${took} ms; decisions since the burst:\n${after.map((d) => `${d.action} ${d.fromMhz}→${d.toMhz} inFlight=${d.inFlight}: ${d.reason}`).join("\n")}`);
+  // The first decision taken on a period that saw the queue is the return to the maximum.
+  const firstSeen = after.findIndex((d) => (d.inFlight ?? 0) > 8);
+  t.true(firstSeen >= 0, "a period saw the queue");
+  t.is(after[firstSeen]!.action, "max");
+  t.regex(after[firstSeen]!.reason, /queue grew/);
+  // One period to see it, plus the WORK window (200 ms) and the set's round trip.
+  t.true(took <= 1000 + 200 + 1000, `took ${took} ms`);
+});
+
+test("governor live - two governors on one instance: one holds it, the other is refused, and takes over when the first stops", async (t) => {
+  const r = await rig(t);
+  r.traffic({ concurrency: 2 });
+  const a = await startGovernor(govOpts(r, r.nc, { id: "gov-A" }));
+  await until(() => r.clock() < MAX, 20_000, "gov-A to lower the clock");
+  const b = await startGovernor(govOpts(r, r.nc, { id: "gov-B" }));
+  t.teardown(() => b.stop());
+  await until(() => r.decisions.some((d) => d.governor === "gov-B" && d.notApplied !== undefined && /held by gov-A/.test(d.notApplied)), 10_000, "gov-B to be refused");
+  const holders = JSON.parse(new TextDecoder().decode((await r.nc.request(`${subjects.control("n1")}.get`, "{}", { timeout: 3000 })).data)) as { leaseHolders: string[] };
+  t.deepEqual(holders.leaseHolders, ["gov-A"]);
+  t.is(b.stats().sets, 0, "gov-B changed nothing while gov-A held the instance");
+  await a.stop();
+  await until(() => r.clockAudits.some((c) => c.action === "set" && c.by === "gov-B"), 10_000, "gov-B to take over");
+  t.pass();
+});
+
+test("governor live - killed with SIGKILL, its clocks are restored by the agent's lease", async (t) => {
+  const r = await rig(t);
+  r.traffic({ concurrency: 2 });
+  const child = spawn(process.execPath, ["--import=tsx", "services/cli/main.ts", "govern", "--nats", r.nats.url, "--id", "gov-K", "--period-ms", "500", "--lease-ms", "1500", "--ttft-slo-ms", "3000", "--tpot-slo-ms", "300", "--attainment", "0.9", "--min-samples", "3"], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d) => (err += d));
+  t.teardown(() => void child.kill("SIGKILL"));
+  await until(() => r.clock() < MAX, 30_000, `the governor process to lower the clock (stderr: ${err})`);
+  child.kill("SIGKILL");
+  const t0 = Date.now();
+  await until(() => r.clock() === MAX, 5000, "the lease to run out and restore the clock");
+  t.log(`restored ${Date.now() - t0} ms after SIGKILL (lease 1500 ms)`);
+  t.true(r.clockAudits.some((a) => a.action === "restore" && /lease of gov-K expired/.test(JSON.stringify(a))));
+});
+
+test("governor live - a governor that loses its NATS connection has its clocks restored by the lease", async (t) => {
+  const r = await rig(t);
+  r.traffic({ concurrency: 2 });
+  // The governor reaches NATS through a proxy the test can cut.
+  const sockets = new Set<Socket>();
+  const proxy = createServer((c) => {
+    const up = tcpConnect(r.nats.port, "127.0.0.1");
+    for (const s of [c, up]) {
+      sockets.add(s);
+      s.on("error", () => s.destroy());
+      s.on("close", () => sockets.delete(s));
+    }
+    c.pipe(up).pipe(c);
+  });
+  await new Promise<void>((res) => proxy.listen(0, "127.0.0.1", res));
+  const port = (proxy.address() as { port: number }).port;
+  const gnc = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  const gov = await startGovernor(govOpts(r, gnc, { id: "gov-L" }));
+  t.teardown(async () => {
+    // Closed first: the governor's give-back then fails at once (the lease already restored the clock).
+    await gnc.close().catch(() => undefined);
+    await gov.stop().catch(() => undefined);
+  });
+  await until(() => r.clock() < MAX, 20_000, "the governor to lower the clock");
+  proxy.close();
+  for (const s of sockets) s.destroy();
+  const t0 = Date.now();
+  await until(() => r.clock() === MAX, 5000, "the lease to run out and restore the clock");
+  t.log(`restored ${Date.now() - t0} ms after the connection was cut (lease 2000 ms)`);
+  t.true(r.clockAudits.some((a) => a.action === "restore" && /lease of gov-L expired/.test(JSON.stringify(a))));
+});
+
+test("governor live - the kill switch gives the clocks back at once and the governor stops acting", async (t) => {
+  const r = await rig(t);
+  r.traffic({ concurrency: 2 });
+  const gov = await startGovernor(govOpts(r, r.nc, { id: "gov-S" }));
+  t.teardown(() => gov.stop());
+  await until(() => r.clock() < MAX, 20_000, "the governor to lower the clock");
+  r.nc.publish(subjects.governorKill, "operator says stop");
+  await until(() => r.clock() === MAX, 3000, "the clock given back");
+  const n = r.decisions.length;
+  await until(() => r.decisions.length >= n + 3, 10_000, "three more periods");
+  t.true(r.decisions.slice(n + 1).every((d) => !d.applied && d.notApplied === "kill switch"), "no decision applied after the kill switch");
+  t.is(r.clock(), MAX);
+  t.true(gov.stats().killed);
+});

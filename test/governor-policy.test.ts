@@ -1,0 +1,126 @@
+import test from "ava";
+import fc from "fast-check";
+import { decide, freshMemory, DEFAULT_POLICY, type InstanceMemory, type Observation, type PolicyConfig } from "../services/governor/policy.ts";
+
+const H100_CLOCKS = Array.from({ length: 110 }, (_, i) => 1980 - 15 * i); // 1980 → 345
+const cfg: PolicyConfig = { ...DEFAULT_POLICY, supportedMhz: H100_CLOCKS, ttftSloMs: 500, tpotSloMs: 100 };
+
+const obsArb: fc.Arbitrary<Observation> = fc.record(
+  {
+    requests: fc.nat(200),
+    attainment: fc.double({ min: 0, max: 1, noNaN: true }),
+    ttftP90Ms: fc.double({ min: 0, max: 2000, noNaN: true }),
+    tpotP90Ms: fc.double({ min: 0, max: 400, noNaN: true }),
+    inFlight: fc.nat(100),
+    inFlightBefore: fc.nat(100),
+    jPerOutputToken: fc.double({ min: 0.01, max: 5, noNaN: true }),
+  },
+  { requiredKeys: ["requests"] },
+);
+const memArb: fc.Arbitrary<InstanceMemory> = fc.record({
+  healthyStreak: fc.nat(10),
+  cooldownLeft: fc.nat(5),
+  energyByMhz: fc.dictionary(fc.constantFrom(...H100_CLOCKS.slice(0, 70)).map(String), fc.double({ min: 0.01, max: 5, noNaN: true })).map((d) => Object.fromEntries(Object.entries(d).map(([k, v]) => [Number(k), v]))),
+});
+const clockArb = fc.constantFrom(...H100_CLOCKS.filter((f) => f >= cfg.floorMhz));
+const priorArb = fc.option(clockArb, { nil: undefined });
+const isBreach = (o: Observation) =>
+  (o.inFlight !== undefined && o.inFlightBefore !== undefined && o.inFlight > Math.max(cfg.queueMin, cfg.queueGrowth * o.inFlightBefore)) ||
+  (o.requests >= cfg.minSamples && o.attainment !== undefined && o.attainment < cfg.attainmentTarget);
+
+test("governor policy - the clock chosen is always a supported one within [floor, max]", (t) => {
+  fc.assert(
+    fc.property(clockArb, obsArb, memArb, priorArb, (cur, obs, mem, prior) => {
+      const d = decide(cfg, cur, obs, mem, prior);
+      return H100_CLOCKS.includes(d.toMhz) && d.toMhz >= cfg.floorMhz && d.toMhz <= 1980;
+    }),
+  );
+  t.pass();
+});
+
+test("governor policy - a step down never exceeds the step limit", (t) => {
+  fc.assert(fc.property(clockArb, obsArb, memArb, priorArb, (cur, obs, mem, prior) => cur - decide(cfg, cur, obs, mem, prior).toMhz <= cfg.maxStepDownMhz));
+  t.pass();
+});
+
+test("governor policy - attainment below target (enough samples) or a growing queue returns to the maximum at once, and starts a cooldown", (t) => {
+  fc.assert(
+    fc.property(clockArb, obsArb, memArb, priorArb, (cur, obs, mem, prior) => {
+      fc.pre(isBreach(obs));
+      const d = decide(cfg, cur, obs, mem, prior);
+      return d.toMhz === 1980 && d.memory.cooldownLeft === cfg.cooldownPeriods && d.reason.length > 0;
+    }),
+  );
+  t.pass();
+});
+
+test("governor policy - never lowers the clock with too few samples, inside the margin band, or during a cooldown", (t) => {
+  fc.assert(
+    fc.property(clockArb, obsArb, memArb, priorArb, (cur, obs, mem, prior) => {
+      const d = decide(cfg, cur, obs, mem, prior);
+      const use = Math.max((obs.ttftP90Ms ?? 0) / cfg.ttftSloMs, (obs.tpotP90Ms ?? 0) / cfg.tpotSloMs);
+      const noDown = obs.requests < cfg.minSamples || use > 1 - cfg.margin || mem.cooldownLeft > 1;
+      return !noDown || d.toMhz >= cur;
+    }),
+  );
+  t.pass();
+});
+
+test("governor policy - hysteresis: a step down needs stablePeriods healthy periods in a row, and resets the streak", (t) => {
+  const healthy: Observation = { requests: 100, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20, inFlight: 4, inFlightBefore: 4 };
+  let mem = freshMemory();
+  let cur = 1980;
+  const path: number[] = [];
+  for (let i = 0; i < 12; i++) {
+    const d = decide(cfg, cur, healthy, mem);
+    mem = d.memory;
+    cur = d.toMhz;
+    path.push(cur);
+  }
+  t.log(path.join(" → "));
+  // Changes happen at most every stablePeriods periods, in steps ≤ maxStepDown, down to the floor.
+  const changes = path.map((f, i) => (f !== (i === 0 ? 1980 : path[i - 1]) ? i : -1)).filter((i) => i >= 0);
+  for (let k = 1; k < changes.length; k++) t.true(changes[k]! - changes[k - 1]! >= cfg.stablePeriods, `changes at periods ${changes.join(", ")}`);
+  for (let i = 1; i < path.length; i++) t.true(path[i - 1]! - path[i]! <= cfg.maxStepDownMhz);
+  t.is(path[0], 1980, "first healthy period holds");
+  t.true(path[1]! < 1980, "second healthy period steps down");
+  t.is(path.at(-1), cfg.floorMhz, "steady headroom walks down to the floor without a prior or energy data");
+});
+
+test("governor policy - heads for the prior and, without energy measured, stops there", (t) => {
+  const healthy: Observation = { requests: 100, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20 };
+  let mem = freshMemory();
+  let cur = 1980;
+  for (let i = 0; i < 20; i++) {
+    const d = decide(cfg, cur, healthy, mem, 1410);
+    mem = d.memory;
+    cur = d.toMhz;
+  }
+  t.is(cur, 1410);
+});
+
+test("governor policy - measured energy per token that rises below a clock sends it back up and is not explored again", (t) => {
+  // Energy falls from 1980 to 1500 MHz, then rises: the policy must settle around 1500, not run to the floor.
+  const jAt = (f: number) => 1 + Math.abs(f - 1500) / 1000;
+  let mem = freshMemory();
+  let cur = 1980;
+  const path: number[] = [];
+  for (let i = 0; i < 60; i++) {
+    const d = decide(cfg, cur, { requests: 100, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20, jPerOutputToken: jAt(cur) }, mem);
+    mem = d.memory;
+    cur = d.toMhz;
+    path.push(cur);
+  }
+  t.log(path.join(" "));
+  t.true(path.slice(-20).every((f) => f >= 1300 && f <= 1700), `settles near the optimum: ${path.slice(-20).join(" ")}`);
+});
+
+test("governor policy - close to the SLO (not yet breached) steps up, at most one step", (t) => {
+  fc.assert(
+    fc.property(clockArb, memArb, fc.double({ min: 0.91, max: 1.5, noNaN: true }), (cur, mem, use) => {
+      const d = decide(cfg, cur, { requests: 100, attainment: 1, ttftP90Ms: use * cfg.ttftSloMs, tpotP90Ms: 10 }, mem);
+      return d.toMhz >= cur && d.toMhz - cur <= cfg.maxStepDownMhz;
+    }),
+  );
+  t.pass();
+});
