@@ -1,7 +1,7 @@
 import type { SeqWork, CompletedStep } from "./engine.ts";
 import type { NodeInstance, SimNode } from "./node.ts";
 import { stepPhases, type Phase, type PerfContext } from "./perf-model.ts";
-import { dynamicScale, phasePowerW, powerParams, type PowerParams, type StepCost } from "./power-model.ts";
+import { dynamicScale, phasePowerW, powerParams, voltageFrac, type PowerParams, type StepCost } from "./power-model.ts";
 
 /**
  * The simulator's own energy ledger: what each request cost, from what only the engine knows —
@@ -175,6 +175,8 @@ export function splitStep(ctx: PerfContext, power: PowerParams, seqs: readonly S
   }
   const phases = stepPhases(ctx, work, cost.smClockMhz);
   const scale = dynamicScale(ctx.gpu, cost.smClockMhz);
+  // Leakage (∝ V²) is drawn because the step runs at this clock: active, like the dynamic power.
+  const vSq = voltageFrac(ctx.gpu, cost.smClockMhz) ** 2;
   const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
   const totals = { tokens: sum(tokens), pairs: sum(pairs), kv: sum(kv) };
   const shareOf = (ph: Phase, k: number): number => {
@@ -196,7 +198,7 @@ export function splitStep(ctx: PerfContext, power: PowerParams, seqs: readonly S
   let activeModel = 0;
   let timeModel = 0;
   for (const ph of phases) {
-    const above = Math.max(0, phasePowerW(power, scale, ph) - power.idleW) * ph.timeMs;
+    const above = Math.max(0, phasePowerW(power, scale, vSq, ph) - power.idleW) * ph.timeMs;
     activeModel += above;
     timeModel += ph.timeMs;
     for (let k = 0; k < n; k++) {
