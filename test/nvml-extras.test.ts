@@ -14,15 +14,17 @@ async function source(extrasIntervalMs?: number) {
   const clock = { nowMs: () => now };
   const libraryPath = await fakeNvmlCopy();
   const s = withFakeNvmlEnv({ GPUS: 1, ROOT: 1 }, () => createNvmlSource({ clock, libraryPath, ...(extrasIntervalMs !== undefined ? { extrasIntervalMs } : {}) }));
-  return { s, advance: (ms: number) => (now += ms) };
+  // A second source on the same library shares its fake GPUs: a change through it is one this source did not make.
+  const other = withFakeNvmlEnv({ GPUS: 1, ROOT: 1 }, () => createNvmlSource({ clock, libraryPath }));
+  return { s, other: other.control, advance: (ms: number) => (now += ms), close: () => Promise.all([s.close(), other.close()]) };
 }
 
 test("nvml extras - read once a second by default, carried in between; power and energy every sample", async (t) => {
-  const { s, advance } = await source();
-  t.teardown(() => s.close());
+  const { s, other, advance, close } = await source();
+  t.teardown(close);
   const first = (await s.sample())[0]!;
   t.is(first.smClockMhz, 1980);
-  s.control.lockGpuClocks(0, 1200, 1200);
+  other.lockGpuClocks(0, 1200, 1200); // another process (nvidia-smi, say) changes the clock
   const clocks: number[] = [];
   const energies: number[] = [first.energyMj!];
   for (let i = 1; i <= 10; i++) {
@@ -38,10 +40,22 @@ test("nvml extras - read once a second by default, carried in between; power and
 });
 
 test("nvml extras - extrasIntervalMs 0 reads them at every sample", async (t) => {
-  const { s, advance } = await source(0);
-  t.teardown(() => s.close());
+  const { s, other, advance, close } = await source(0);
+  t.teardown(close);
+  t.is((await s.sample())[0]!.smClockMhz, 1980);
+  other.lockGpuClocks(0, 1200, 1200);
+  advance(100);
+  t.is((await s.sample())[0]!.smClockMhz, 1200);
+});
+
+test("nvml extras - a clock set through the source's control is read at the next sample, not carried", async (t) => {
+  const { s, advance, close } = await source();
+  t.teardown(close);
   t.is((await s.sample())[0]!.smClockMhz, 1980);
   s.control.lockGpuClocks(0, 1200, 1200);
   advance(100);
   t.is((await s.sample())[0]!.smClockMhz, 1200);
+  s.control.resetGpuClocks(0);
+  advance(100);
+  t.is((await s.sample())[0]!.smClockMhz, 1980);
 });

@@ -164,7 +164,7 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
 
   return {
     kind: "nvml",
-    control: createNvmlControl(binding, session.devices),
+    control: rereadingExtras(createNvmlControl(binding, session.devices), (gpu) => states.find((s) => s.gpu === gpu)),
     async describe(): Promise<SourceDescription> {
       if (closed) throw new NvmlError(NvmlReturn.UNINITIALIZED, "describe", { detail: "source is closed" });
       const gpus: GpuInfo[] = [];
@@ -225,6 +225,32 @@ export function createNvmlSource(opts: NvmlSourceOptions): NvmlSource {
  * The state of each selected GPU, named by its UUID. A GPU NVML gave no handle for goes to
  * `noHandle` (lost from the start); an index past the last GPU throws.
  */
+/**
+ * Control that changes a GPU's clocks makes its next reading read the clocks again, rather than
+ * carry for up to `extrasIntervalMs` the values from before the change.
+ */
+function rereadingExtras(control: NvmlControl, state: (gpu: number) => GpuState | undefined): NvmlControl {
+  const reread = (gpu: number) => {
+    const s = state(gpu);
+    if (s) s.extrasAtMs = Number.NEGATIVE_INFINITY;
+  };
+  return {
+    ...control,
+    lockGpuClocks(gpu, minMhz, maxMhz) {
+      control.lockGpuClocks(gpu, minMhz, maxMhz);
+      reread(gpu);
+    },
+    resetGpuClocks(gpu) {
+      control.resetGpuClocks(gpu);
+      reread(gpu);
+    },
+    setPowerLimitMw(gpu, limitMw) {
+      control.setPowerLimitMw(gpu, limitMw);
+      reread(gpu);
+    },
+  };
+}
+
 function openGpus(session: NvmlSession, opts: NvmlSourceOptions, fail: (s: GpuState, err: unknown) => void, noHandle: (gpu: number, err: NvmlError) => void): GpuState[] {
   const { binding } = session;
   const indices = opts.gpus ?? session.devices.map((_, i) => i);
