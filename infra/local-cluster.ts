@@ -3,11 +3,12 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { PermanentError, errorMessage } from "../shared/errors.ts";
-import { once, onShutdownSignal, stopAll } from "../shared/lifecycle.ts";
+import { createLifecycle, onShutdownSignal, stopAll } from "../shared/lifecycle.ts";
 import { ensureBinaries } from "./binaries.ts";
 import { startNatsNode, type NatsNode } from "./nats-node.ts";
 import { freePorts } from "./ports.ts";
 import { ServerStartError, waitUntilReady } from "./readiness.ts";
+import { killRunning, serialStopGraceMs } from "./supervise.ts";
 import { configString, renderInfraTemplate } from "./templates.ts";
 
 /**
@@ -89,15 +90,23 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       }
       const urls = nodes.map((n) => n.url);
       log(`NATS cluster up: ${urls.join(", ")} (run dir ${runDir})`);
+      const procs = nodes.map((n) => n.proc);
+      const life = createLifecycle({
+        graceMs: serialStopGraceMs(procs.length),
+        graceful: async () => {
+          await stopAll(nodes.map((n) => () => n.stop()));
+          if (ownDir) await rm(runDir, { recursive: true, force: true });
+        },
+        force: (graceMs) => log(`NATS cluster: not stopped within ${graceMs} ms; killed ${killRunning(procs).join(", ") || "none"}`),
+      });
       return {
         urls,
         servers: urls.join(","),
         nodes,
         runDir,
-        stop: once(async () => {
-          await stopAll(nodes.map((n) => () => n.stop()));
-          if (ownDir) await rm(runDir, { recursive: true, force: true });
-        }),
+        stop: async () => {
+          await life.stop();
+        },
       };
     }
     await stopAll(nodes.map((n) => () => n.stop()));

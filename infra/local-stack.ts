@@ -5,13 +5,13 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { ALL_STREAMS, ensureStreams } from "../shared/streams.ts";
 import { PermanentError, RetryableError, errorMessage } from "../shared/errors.ts";
-import { once, stopAll } from "../shared/lifecycle.ts";
+import { createLifecycle, stopAll } from "../shared/lifecycle.ts";
 import { ensureBinaries, findBinary as findBinaryIn, type ServerBinary } from "./binaries.ts";
 import { createDatabase, startInfluxNode, type InfluxNode } from "./influx-node.ts";
 import { startNatsNode, type NatsNode } from "./nats-node.ts";
 import { freePorts, isProcessAlive, isLoopbackAddress, listeningSocketsOf } from "./ports.ts";
 import { ServerStartError } from "./readiness.ts";
-import type { ExitInfo, SupervisedProcess } from "./supervise.ts";
+import { killRunning, serialStopGraceMs, type ExitInfo, type SupervisedProcess } from "./supervise.ts";
 import { configString, renderInfraTemplate } from "./templates.ts";
 
 export interface LocalStackOptions {
@@ -111,14 +111,21 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
  * `stop()`, or with an error when one of its servers exited by itself (the others are then stopped).
  */
 export function stackLifetime(procs: SupervisedProcess[], cleanup: () => Promise<void>, what: string, log: (line: string) => void): { stop: () => Promise<void>; closed: Promise<Error | undefined> } {
-  let stopRequested = false;
-  const stop = once(async () => {
-    stopRequested = true;
-    log(`stopping ${what}`);
-    await cleanup();
+  // The servers stop one after the other, each within its own grace (SIGTERM, then SIGKILL): the
+  // stack's grace is their sum. Past it, whatever still runs is killed.
+  const life = createLifecycle({
+    graceMs: serialStopGraceMs(procs.length),
+    graceful: async () => {
+      log(`stopping ${what}`);
+      await cleanup();
+    },
+    force: (graceMs) => log(`${what}: not stopped within ${graceMs} ms; killed ${killRunning(procs).join(", ") || "none"}`),
   });
+  const stop = async () => {
+    await life.stop();
+  };
   const closed = firstExit(procs).then(async ({ proc, info }) => {
-    if (stopRequested) {
+    if (life.stopping) {
       await stop();
       return undefined;
     }

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync, readSync, fstatSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
+import { createLifecycle, withTimeout } from "../shared/lifecycle.ts";
 
 /**
  * A server process that cannot outlive the Node process that started it.
@@ -67,6 +68,8 @@ export interface SupervisedProcess {
    * Idempotent: later calls share the first call's promise.
    */
   stop(graceMs?: number): Promise<ExitInfo>;
+  /** SIGKILL now, if it still runs (a stop whose grace is too long for the caller's own). */
+  kill(): void;
 }
 
 export interface SpawnOptions {
@@ -124,22 +127,28 @@ export function spawnSupervised(opts: SpawnOptions): SupervisedProcess {
       resolve({ code: 127, signal: null });
     });
   });
-  let stopping: Promise<ExitInfo> | undefined;
-  const stop = (graceMs = DEFAULT_STOP_GRACE_MS): Promise<ExitInfo> =>
-    (stopping ??= (async () => {
+  const kill = () => {
+    if (!done) child.kill("SIGKILL");
+  };
+  // SIGTERM, and the server's own shutdown within the grace; then SIGKILL. The grace timer is
+  // deliberately not unref'd (createLifecycle's is not): it keeps the event loop alive until the exit.
+  const life = createLifecycle({
+    graceMs: DEFAULT_STOP_GRACE_MS,
+    graceful: async () => {
       if (!done) child.kill("SIGTERM");
-      // This timer is deliberately not unref'd: it keeps the event loop alive until the exit.
-      const escalate = setTimeout(() => {
-        if (!done) child.kill("SIGKILL");
-      }, graceMs);
-      try {
-        const info = await exited;
-        await Promise.race([watchdogGone, new Promise((r) => setTimeout(r, WATCHDOG_EXIT_TIMEOUT_MS).unref())]);
-        return info;
-      } finally {
-        clearTimeout(escalate);
-      }
-    })());
+      await exited;
+    },
+    force: async () => {
+      kill();
+      await exited;
+    },
+  });
+  const stop = async (graceMs?: number): Promise<ExitInfo> => {
+    await life.stop(graceMs);
+    const info = await exited;
+    await withTimeout(watchdogGone, WATCHDOG_EXIT_TIMEOUT_MS, "the watchdog's exit").catch(() => undefined);
+    return info;
+  };
 
   // Servers must not keep a CLI or a test worker alive on their own: if the owner forgets stop()
   // and exits, the lifeline closes and the watchdog stops the server.
@@ -155,7 +164,24 @@ export function spawnSupervised(opts: SpawnOptions): SupervisedProcess {
     running: () => !done,
     logTail: (lines = 20) => readLogTail(opts.logPath, lines),
     stop,
+    kill,
   };
+}
+
+/**
+ * The grace for stopping `count` servers one after another: each one's own (SIGTERM, SIGKILL after
+ * DEFAULT_STOP_GRACE_MS, a second to be reaped, its watchdog's exit), and two seconds for the rest
+ * (removing a run directory).
+ */
+export function serialStopGraceMs(count: number): number {
+  return count * (DEFAULT_STOP_GRACE_MS + 1_000 + WATCHDOG_EXIT_TIMEOUT_MS) + 2_000;
+}
+
+/** A group stop past its grace: SIGKILL to every server still running; returns their names, for the log. */
+export function killRunning(procs: readonly SupervisedProcess[]): string[] {
+  const left = procs.filter((p) => p.running());
+  for (const p of left) p.kill();
+  return left.map((p) => `${p.name} (pid ${p.pid})`);
 }
 
 /** The last `lines` lines of a log file (reads at most its last 16 KiB). */

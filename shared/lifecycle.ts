@@ -36,8 +36,13 @@ export function createLifecycle(opts: LifecycleOptions): Lifecycle {
         abort.abort();
         let timer: NodeJS.Timeout | undefined;
         const graceful = opts.graceful(abort.signal);
-        const outcome = await Promise.race([graceful.then(() => "graceful" as const), new Promise<"forced">((r) => (timer = setTimeout(() => r("forced"), graceMs)))]);
-        clearTimeout(timer);
+        let outcome: "graceful" | "forced";
+        try {
+          outcome = await Promise.race([graceful.then(() => "graceful" as const), new Promise<"forced">((r) => (timer = setTimeout(() => r("forced"), graceMs)))]);
+        } finally {
+          // Also when the graceful part failed: its error is the stop's, the grace timer must not outlive it.
+          clearTimeout(timer);
+        }
         if (outcome === "forced") {
           await opts.force?.(graceMs);
           // What it waited on has been let go: give it a moment to unwind, not for ever.

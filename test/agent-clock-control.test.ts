@@ -6,6 +6,7 @@ import { nvmlClockBackend, startClockControl } from "../services/agent/clock-con
 import { decode, ensureStreams, systemClock } from "../shared/mod.ts";
 import { fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
 import { startTestNats } from "./helpers/nats-server.ts";
+import { until } from "./helpers/until.ts";
 
 async function setup(t: import("ava").ExecutionContext, root = true) {
   const nats = await startTestNats();
@@ -62,8 +63,7 @@ test("clock control - a lease that is not renewed is undone", async (t) => {
   const { ask, smClock } = await setup(t);
   await ask("set", { gpus: [0], smClockMhz: 1200, leaseMs: 1000 });
   t.is(await smClock(0), 1200);
-  const deadline = Date.now() + 5000;
-  while ((await smClock(0)) !== 1980 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  await until(async () => (await smClock(0)) === 1980, 5000, "the expired lease's restore of GPU 0");
   t.is(await smClock(0), 1980);
 });
 

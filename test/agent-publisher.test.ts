@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { createSpool } from "../shared/spool.ts";
 import { encode, ensureStreams, eventsOf, subjects, type RequestBatch } from "../shared/mod.ts";
 import { readStream, startTestNats } from "./helpers/nats-server.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /**
  * The agent's publisher on a batched subject (REQUESTS), against a real nats-server: what one
@@ -75,10 +76,11 @@ test("publisher - NATS down: events are sealed into the spool while publishing r
   await nats.stop();
   for (; i < 150; i++) {
     pub.publish(SUBJECT, ev(i));
-    if (i % 10 === 0) await new Promise((r) => setTimeout(r, 100));
+    // Events keep coming through the outage, spread over a second: several retries see new ones.
+    if (i % 10 === 0) await pause(100);
   }
-  await new Promise((r) => setTimeout(r, 1000));
   // Sealed as the retries go on (several batches), not held unsealed until NATS is back.
+  await until(() => pub.stats().queued >= 2, 10_000, `the outage's events sealed into the spool as batches (${pub.stats().queued} so far)`);
   t.true(pub.stats().queued >= 2, `${pub.stats().queued} batches wait in the spool`);
   await nats.start();
   t.true(await pub.flush(15_000));

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import { createSpool, type SpoolRecord } from "../shared/spool.ts";
+import { until } from "./helpers/until.ts";
 
 const rec = (i: number): SpoolRecord => ({ subject: "power.v1.n1", msgId: `m${i}`, data: new Uint8Array([i & 255, (i >> 8) & 255]) });
 
@@ -44,7 +45,8 @@ test("spool - large records (batches) spill by bytes, and segments close by size
   for (let i = 0; i < 40; i++) t.true(spool.push(big(i)));
   t.is(spool.stats().inMemory, 10, "1 MiB of 100 KiB records in memory");
   t.is(spool.stats().spilled, 30);
-  await new Promise((r) => setTimeout(r, 50));
+  // The segments' files appear as their write streams open (asynchronously).
+  await until(() => readdirSync(dir).length >= 5, 5000, `5 segment files (${readdirSync(dir).length} so far)`);
   t.is(readdirSync(dir).length, 5, "30 spilled records in segments of 6 (each closed once past 512 KiB)");
   const out: number[] = [];
   for (;;) {
@@ -171,7 +173,8 @@ test("spool - a disk that fails writes (full, gone) loses only what went to it, 
   const spool = createSpool({ dir, memoryRecords: 2 });
   symlinkSync("/dev/full", join(dir, "500000000000.seg")); // the first segment's writes fail with ENOSPC
   for (let i = 0; i < 10; i++) spool.push({ ...rec(i), messages: 3 });
-  await new Promise((r) => setTimeout(r, 300));
+  // The failed writes are reported by the segment's stream, asynchronously.
+  await until(() => spool.stats().dropped >= 8 * 3, 5000, `the failed writes counted (${spool.stats().dropped} so far)`);
   t.is(spool.stats().dropped, 8 * 3, "each lost record counted by the messages it carried");
   t.deepEqual(await drain(spool), ["m0", "m1"], "memory is intact");
   spool.push(rec(10)); // the disk is not needed while memory has room

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { startRequestTap, type RequestTap } from "../services/agent/request-tap.ts";
 import { createWorkTracker } from "../services/agent/work-tracker.ts";
 import { instanceEndpoints, startSimnode, type Simnode } from "../services/simnode/server.ts";
-import { MAX_REQUEST_ID_CHARS, requestEvent, systemClock, type RequestEvent } from "../shared/mod.ts";
+import { MAX_REQUEST_ID_CHARS, requestEvent, systemClock, withTimeout, type RequestEvent } from "../shared/mod.ts";
 import { freePort } from "../infra/ports.ts";
 import { startEchoServer } from "./helpers/echo-server.ts";
 import { pause, until } from "./helpers/until.ts";
@@ -240,13 +240,14 @@ test("tap - a server that dies mid-response: the client's connection ends as it 
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
   const { tap, events } = await setup(t, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const outcome = (path: string) =>
-    Promise.race([
+    withTimeout(
       fetch(`${tap.url}${path}`, { method: "POST", headers: { "x-request-id": path }, body: JSON.stringify({ prompt: [1, 2, 3], stream: true }) }).then(
         (r) => r.text().then(() => "complete", () => "ended early"),
         () => "ended early",
       ),
-      new Promise<string>((r) => setTimeout(() => r("still open after 5 s"), 5000).unref()),
-    ]);
+      5000,
+      "the response",
+    ).catch(() => "still open after 5 s");
   t.is(await outcome("/v1/completions"), "ended early");
   t.is(await outcome("/v1/other"), "ended early", "untracked paths too");
   const ends = events.filter((e) => e.event === "end");
@@ -267,7 +268,7 @@ test("tap - oversized bodies are refused with 413 before reaching the server", a
 test("tap - a client that disconnects mid-stream is recorded as aborted", async (t) => {
   const { tap, events } = await setup(t);
   const url = new URL(`${tap.url}/v1/completions`);
-  await new Promise<void>((resolve, reject) => {
+  const firstChunk = new Promise<void>((resolve) => {
     const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { "content-type": "application/json" } }, (res) => {
       res.once("data", () => {
         req.destroy(); // first token received: hang up
@@ -276,8 +277,8 @@ test("tap - a client that disconnects mid-stream is recorded as aborted", async 
     });
     req.on("error", () => {});
     req.end(JSON.stringify({ prompt: [1, 2, 3], max_tokens: 2000, ignore_eos: true, stream: true }));
-    setTimeout(() => reject(new Error("no first chunk")), 10_000).unref();
   });
+  await withTimeout(firstChunk, 10_000, "the first chunk");
   await until(() => events.some((e) => e.event === "end"), 5000, "the request's end event");
   const end = events.find((e) => e.event === "end");
   t.like(end!, { status: "aborted" });

@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { decode, type PowerBatch } from "../shared/mod.ts";
 import { readStream } from "./helpers/nats-server.ts";
 import { agentProcessBench } from "./helpers/agent-process.ts";
+import { pause } from "./helpers/until.ts";
 
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
 
@@ -33,7 +34,8 @@ test("window carry (agent process) - across a kill -9 and a graceful restart mid
   };
   const midWindow = async () => {
     const ms = Date.now() % 1000;
-    await new Promise((r) => setTimeout(r, (1500 - ms) % 1000)); // to the next x.500 s
+    // To the next x.500 s: the kill and the restart must fall in the middle of a (1 s) window.
+    await pause((1500 - ms) % 1000);
   };
   const startAgent = async () => {
     const p = spawn(process.execPath, [bin, "agent", "--nats", nats.url, "--node-id", "s1", "--source", "sim", "--dcgm-url", sim.metricsUrl, "--spool-dir", spool], { stdio: ["ignore", "pipe", "pipe"] });

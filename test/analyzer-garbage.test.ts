@@ -8,6 +8,7 @@ import { readResults, startStackAnalyzer, type StoredRequest } from "./helpers/a
 import { createRng } from "../shared/rng.ts";
 import { deadLetter, decodeAs, encode, subjects } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
+import { pause } from "./helpers/until.ts";
 import { compareWithTruth } from "./helpers/fleet-truth.ts";
 import type { ExecutionContext } from "ava";
 
@@ -72,7 +73,8 @@ async function injectGarbage(nc: NatsConnection, garbage: readonly Garbage[], ov
   const js = jetstream(nc);
   const per = Math.ceil(garbage.length / (overMs / 100));
   for (let i = 0; i < garbage.length; i += per) {
-    const tick = new Promise((r) => setTimeout(r, 100));
+    // Spread over the run, interleaved with the valid traffic, not all in front of it.
+    const tick = pause(100);
     await Promise.all(garbage.slice(i, i + per).map((g, j) => js.publish(g.subject, g.data, { msgID: `garbage:${i + j}` })));
     await tick;
   }

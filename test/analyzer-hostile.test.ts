@@ -1,7 +1,7 @@
 import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
-import { encode, influxQuery, subjects, type PowerBatch, type RequestEvent, type WorkWindow } from "../shared/mod.ts";
+import { encode, influxQuery, subjects, withTimeout, type PowerBatch, type RequestEvent, type WorkWindow } from "../shared/mod.ts";
 import { startStackAnalyzer } from "./helpers/analyzer-harness.ts";
 import { withStack } from "./helpers/stack.ts";
 
@@ -40,7 +40,7 @@ test("analyzer - a client-chosen workload class ending in a backslash is stored,
   const stack = await withStack(t);
   const logs: string[] = [];
   const h = await startStackAnalyzer(stack);
-  t.teardown(() => Promise.race([h.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000))]));
+  t.teardown(() => withTimeout(h.close(), 2000, "closing the analyzer").catch(() => {}));
   const nc = await connect({ servers: stack.natsUrl });
   t.teardown(() => nc.close());
   const js = jetstream(nc);
@@ -52,7 +52,7 @@ test("analyzer - a client-chosen workload class ending in a backslash is stored,
   await oneRequest(js, "node-2", "evil", T, { workloadClass: "batch\\" });
   // Another node's ordinary traffic afterwards.
   await oneRequest(js, "node-3", "good-after", T);
-  const idle = await Promise.race([h.analyzer.idle(20_000), new Promise<string>((r) => setTimeout(() => r("idle() still pending after 25 s"), 25_000))]);
+  const idle = await withTimeout(h.analyzer.idle(20_000), 25_000, "idle()").catch((err: Error) => err.message);
   const s = h.analyzer.stats();
   t.log(`idle=${idle} sinkRetries=${s.sinkRetries} acked=${s.acked} stored=${JSON.stringify(await stored(h.influx))}`);
   t.is(idle, true, "analyzer never caught up");
@@ -86,12 +86,12 @@ test("analyzer - a point InfluxDB refuses for good (field type conflict) is drop
   const res = await fetch(`${stack.influxUrl}/write?db=${stack.database}&precision=ms`, { method: "POST", body: `instance_energy,node=old energy_j=1i ${T}` });
   t.is(res.status, 204);
   const h = await startStackAnalyzer(stack);
-  t.teardown(() => Promise.race([h.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000))]));
+  t.teardown(() => withTimeout(h.close(), 2000, "closing the analyzer").catch(() => {}));
   const nc = await connect({ servers: stack.natsUrl });
   t.teardown(() => nc.close());
   const js = jetstream(nc);
   await oneRequest(js, "node-1", "r1", T);
-  const idle = await Promise.race([h.analyzer.idle(20_000), new Promise<string>((r) => setTimeout(() => r("idle() still pending after 25 s"), 25_000))]);
+  const idle = await withTimeout(h.analyzer.idle(20_000), 25_000, "idle()").catch((err: Error) => err.message);
   const s = h.analyzer.stats();
   t.log(`idle=${idle} sinkRetries=${s.sinkRetries} pointsRejected=${(s as { pointsRejected?: number }).pointsRejected} stored=${JSON.stringify(await stored(h.influx))}`);
   t.is(idle, true);

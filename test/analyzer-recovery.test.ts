@@ -10,7 +10,7 @@ import { startSimnode } from "../services/simnode/server.ts";
 import { startAgentOnSim } from "./helpers/sim-agent.ts";
 import { influxQuery, type InfluxTarget } from "../shared/mod.ts";
 import { withStack } from "./helpers/stack.ts";
-import { until } from "./helpers/until.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /**
  * Restart safety, against recorded streams: the streams of a real run (simnode → agent) are
@@ -95,7 +95,8 @@ test("analyzer - kill -9 mid-run and InfluxDB frozen mid-run both store exactly 
   const stoppedAt = (await results(target("frozen"))).windows;
   process.kill(stack.pids.influxd, "SIGSTOP");
   try {
-    await new Promise((r) => setTimeout(r, FREEZE_S * 1000));
+    // The outage's length is the point: the frozen analyzer must ride out FREEZE_S s of hanging writes.
+    await pause(FREEZE_S * 1000);
   } finally {
     process.kill(stack.pids.influxd, "SIGCONT");
   }

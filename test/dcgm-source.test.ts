@@ -1,11 +1,11 @@
 import test from "ava";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { setTimeout as sleep } from "node:timers/promises";
 import { createDcgmSource } from "../services/agent/dcgm-source.ts";
 import { createSampler } from "../services/agent/sampler.ts";
 import { gpuWindowEnergy } from "../shared/energy/mod.ts";
 import { systemClock, type PowerBatch } from "../shared/mod.ts";
+import { pause, until } from "./helpers/until.ts";
 
 /** A DCGM exporter stand-in: serves whatever `text()` returns at /metrics. */
 async function exporter(text: () => string): Promise<{ url: string; close(): Promise<void> }> {
@@ -66,7 +66,8 @@ test("dcgm - an exporter with the counter but no power: power is the counter's s
   await source.describe(); // the counter's first reading: the baseline
   const powers: number[] = [];
   for (let i = 0; i < 14; i++) {
-    await sleep(100);
+    // A reading every 100 ms, as the sampler takes them: the slope is over the trailing second.
+    await pause(100);
     const [r] = await source.sample();
     t.truthy(r?.energyMj);
     powers.push(r!.powerMw);
@@ -89,7 +90,8 @@ test("dcgm - an exporter that refreshes every second (dcgm-exporter -c; 30 s by 
   const windows: PowerBatch[] = [];
   const sampler = createSampler({ source: createDcgmSource({ url: ex.url, clock }), clock, node: "n1", onWindow: (b) => windows.push(b) });
   sampler.start();
-  await sleep(4500);
+  // Four 1-s windows: several of the exporter's collections, each seen standing still then jumping.
+  await until(() => windows.length >= 4, 15_000, `four windows (${windows.length} so far)`);
   await sampler.stop();
   // From the second window on: the first may end before the counter is seen to stand still.
   const gpu = windows.flatMap((w) => w.gpus.filter((g) => g.gpu === 0)).slice(1);

@@ -2,6 +2,7 @@ import test from "ava";
 import { spawn } from "node:child_process";
 import { isPortFree } from "../infra/ports.ts";
 import { fileURLToPath } from "node:url";
+import { until, untilSaid } from "./helpers/until.ts";
 
 const bin = fileURLToPath(new URL("../bin/joulestream.mjs", import.meta.url));
 
@@ -20,24 +21,25 @@ test("demo - Ctrl-C mid-run stops everything it started: no process left, no por
   let log = "";
   const pids: number[] = [];
   const ports: number[] = [];
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`demo did not start sending load:\n${log}`)), 60_000);
-    child.stderr.on("data", (d: Buffer) => {
-      log += d.toString();
-      for (const m of d.toString().matchAll(/pid (\d+) at \w+:\/\/127\.0\.0\.1:(\d+)/g)) {
-        pids.push(Number(m[1]));
-        ports.push(Number(m[2]));
-      }
-      for (const m of d.toString().matchAll(/127\.0\.0\.1:(\d+)/g)) ports.push(Number(m[1]));
-      if (/synthetic .* load at/.test(log)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`demo exited early (${code}):\n${log}`)));
+  child.stderr.on("data", (d: Buffer) => {
+    log += d.toString();
+    for (const m of d.toString().matchAll(/pid (\d+) at \w+:\/\/127\.0\.0\.1:(\d+)/g)) {
+      pids.push(Number(m[1]));
+      ports.push(Number(m[2]));
+    }
+    for (const m of d.toString().matchAll(/127\.0\.0\.1:(\d+)/g)) ports.push(Number(m[1]));
   });
+  await untilSaid(child, () => log, /synthetic .* load at/, 60_000);
   t.true(pids.length >= 2, log);
-  await new Promise((r) => setTimeout(r, 1500)); // some requests in flight
+  // Interrupted with requests in flight: the simulated node says when it runs some.
+  const simUrl = /simulated node: .*(http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1];
+  t.truthy(simUrl, log);
+  const running = async () => {
+    const res = await fetch(`${simUrl}/admin/config`);
+    const cfg = (await res.json()) as { instances: { running: number }[] };
+    return cfg.instances.some((i) => i.running > 0);
+  };
+  await until(running, 30_000, "a request in flight on the demo's simulated node");
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   child.kill("SIGINT");
   const code = await exited;

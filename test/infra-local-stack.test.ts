@@ -15,6 +15,7 @@ import { startLocalStack, STACK_FILE, type LocalStack } from "../infra/local-sta
 import { isLoopbackAddress, isPortFree, isProcessAlive, listeningSocketsOf } from "../infra/ports.ts";
 import { ServerStartError } from "../infra/readiness.ts";
 import { withStack } from "./helpers/stack.ts";
+import { until } from "./helpers/until.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -49,14 +50,6 @@ async function processesMentioning(text: string): Promise<number[]> {
     }
   }
   return pids;
-}
-
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 test("local stack - creates every stream and the database; a second ensureStreams changes nothing", async (t) => {
@@ -174,8 +167,8 @@ test("local stack - servers die within seconds when the process that started the
 
   child.kill("SIGKILL");
   await exited;
-  await eventually("servers gone", async () => !(await isProcessAlive(info.pids.nats)) && !(await isProcessAlive(info.pids.influxd)), 5_000);
-  await eventually("nothing left mentioning the run dir", async () => (await processesMentioning(runDir)).length === 0, 2_000);
+  await until(async () => !(await isProcessAlive(info.pids.nats)) && !(await isProcessAlive(info.pids.influxd)), 5_000, "servers gone");
+  await until(async () => (await processesMentioning(runDir)).length === 0, 2_000, "nothing left mentioning the run dir");
   for (const p of Object.values(info.ports)) t.true(await isPortFree(p), `port ${p} still bound`);
 });
 

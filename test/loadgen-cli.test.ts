@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { azureTrace, mooncakeTrace } from "../services/loadgen/mod.ts";
 import { startEchoServer } from "./helpers/echo-server.ts";
+import { pause } from "./helpers/until.ts";
 import { TraceError } from "../services/loadgen/trace-error.ts";
 import { detectFormat, guessFormat } from "../services/loadgen/traces.ts";
 import { waitUntil } from "../services/loadgen/wait.ts";
@@ -119,7 +120,8 @@ test("loadgen - a wait past setTimeout's 24.8-day limit neither spins nor warns"
   process.on("warning", onWarn);
   const ac = new AbortController();
   const p = waitUntil({ nowMs: () => Date.now() }, Date.now() + 40 * 86_400_000, ac.signal);
-  await new Promise((r) => setTimeout(r, 50));
+  // Time for nothing to happen: an overflowed timer (1 ms) would have fired, warned and re-armed by now.
+  await pause(50);
   ac.abort();
   await p;
   process.off("warning", onWarn);

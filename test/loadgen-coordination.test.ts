@@ -11,6 +11,7 @@ import { startWorker } from "../services/loadgen/worker.ts";
 import { startEchoServer } from "./helpers/echo-server.ts";
 import { loadCluster } from "./helpers/load-cluster.ts";
 import { encode } from "../shared/codec.ts";
+import { withTimeout } from "../shared/lifecycle.ts";
 import { control } from "../services/loadgen/control.ts";
 import { pause, until } from "./helpers/until.ts";
 
@@ -135,8 +136,8 @@ test.serial("coordination - a NATS restart mid-run loses no result from the coun
   await nats.stop();
   await pause(1000); // the outage
   await nats.start();
-  // A deadline, not a wait: HUNG after 40 s; unref'd so that it does not hold the worker 40 s after the run.
-  const r = await Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), 40_000).unref())]);
+  // A deadline, not a wait: HUNG after 40 s (withTimeout's timer is unref'd: it does not hold the worker after the run).
+  const r = await withTimeout(p, 40_000, "the coordinated run").catch(() => undefined);
   t.log(logs);
   t.log("server got", server.received.length, r ? { expected: r.expected, received: r.received, missing: r.missing, dups: r.duplicates, workers: r.workers } : "HUNG");
   const inStream = await readStream<LoadResult>(nats.url, "LOAD");

@@ -1,10 +1,10 @@
 import test from "ava";
-import { setTimeout as sleep } from "node:timers/promises";
 import { systemClock, type PowerBatch } from "../shared/mod.ts";
 import { createSampler } from "../services/agent/sampler.ts";
 import type { GpuReading } from "../services/agent/power-source.ts";
 import { createNvmlSource, NvmlError, type NvmlSource, type NvmlSourceOptions } from "../services/agent/nvml/mod.ts";
 import { buildFakeNvmlExporting, fakeNvmlCopy, withFakeNvmlEnv } from "./helpers/fake-nvml.ts";
+import { pause, until } from "./helpers/until.ts";
 
 const clock = systemClock();
 
@@ -20,7 +20,8 @@ async function sampleFor(source: NvmlSource, everyMs: number, forMs: number): Pr
   const end = clock.nowMs() + forMs;
   while (clock.nowMs() < end) {
     samples.push(await source.sample());
-    await sleep(everyMs);
+    // The sampling cadence is the point: readings spread over the span, as the sampler takes them.
+    await pause(everyMs);
   }
   samples.push(await source.sample());
   return samples;
@@ -83,7 +84,7 @@ test("nvml - instant power follows a varying model: its integral matches the cou
 test("nvml - without the instant field, power is the trailing 1-s average of the model", async (t) => {
   const source = await fakeSource({ GPUS: 1, POWER_W: 350, POWER_AMP_W: 100, POWER_PERIOD_MS: 400, INSTANT: "unsupported" });
   t.teardown(() => source.close());
-  await sleep(1050); // the average needs one full second of history
+  await pause(1050); // the driver's average needs one full second of history
   const rs = byGpu(await sampleFor(source, 20, 300), 0);
   // Average of a 400-ms sine over 1 s deviates from the mean by at most A·T/(π·1 s) = 12.7 W.
   for (const r of rs) t.true(Math.abs(r.powerMw - 350_000) <= 12_800, `${r.powerMw} mW`);
@@ -292,7 +293,8 @@ test.serial("nvml - a slow driver shows in the sampler's sample time while calls
   const windows: PowerBatch[] = [];
   const sampler = createSampler({ source, clock, node: "n1", sampleIntervalMs: 50, publishIntervalMs: 100, onWindow: (w) => windows.push(w), health: () => ({ queued: 0, published: 0, dropped: 0, spilled: 0 }) });
   sampler.start();
-  await sleep(350);
+  const timed = () => windows.filter((w) => (w.agent?.sampleP99Ms ?? 0) > 0).length;
+  await until(() => timed() >= 2, 10_000, `two windows with a sample time (${timed()} so far)`);
   await sampler.stop();
   const sampleMs = windows.map((w) => w.agent!.sampleP99Ms!).filter((x) => x > 0);
   t.true(sampleMs.length >= 2);

@@ -1,5 +1,6 @@
 import test from "ava";
 import { startSimnode } from "../services/simnode/server.ts";
+import { until } from "./helpers/until.ts";
 
 const post = (url: string, body: unknown, signal?: AbortSignal) => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), ...(signal ? { signal } : {}) });
 
@@ -25,7 +26,8 @@ test("simnode - a client that disconnects mid-stream frees its batch slot and KV
   }));
   t.is(sim.node.instances[0]!.engine.running, 2);
   for (const ac of aborts) ac.abort();
-  await new Promise((r) => setTimeout(r, 200));
+  // The server sees each client go when its socket closes.
+  await until(() => sim.node.instances[0]!.engine.running === 0, 5000, "both aborted requests cancelled");
   t.is(sim.node.instances[0]!.engine.running, 0);
   t.is(sim.node.instances[0]!.engine.kvUsedTokens, 0);
   const t0 = performance.now();

@@ -1,6 +1,7 @@
 import test from "ava";
 import { startSimnode } from "../services/simnode/server.ts";
 import { simulate, type WorkloadRequest } from "../services/simnode/library.ts";
+import { pause } from "./helpers/until.ts";
 
 /**
  * Tolerance of real-time streaming vs. library mode for the same arrivals (the server reports each
@@ -29,7 +30,8 @@ test("simnode realtime - streaming TTFT and inter-token latency match library mo
   const t0 = performance.now();
   const measured = await Promise.all(
     plan.map(async (p) => {
-      await new Promise((r) => setTimeout(r, p.offsetMs));
+      // The workload's arrival times: the requests must reach the server spread as planned.
+      await pause(p.offsetMs);
       const res = await fetch(`${sim.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: Array.from({ length: p.promptTokens }, () => 5), max_tokens: p.outputTokens, ignore_eos: true, stream: true }) });
       const headersMs = performance.now() - t0;
       const arrivalMs = Number(res.headers.get("x-simnode-arrival-ms"));

@@ -4,15 +4,19 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { KV_NODES, errorMessage, subjectId, createOutbox, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent, type OutboxStats } from "../../shared/mod.ts";
+import { KV_NODES, createLifecycle, errorMessage, subjectId, createOutbox, encode, ensureStreams, openBucket, resolveReplicas, subjects, type Clock, type InstanceInfo, type NodeInventory, type RequestBatch, type RequestEvent, type OutboxStats } from "../../shared/mod.ts";
 import type { PowerSource, SourceDescription } from "./power-source.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
-import { startClockControl, type ClockBackend, type ClockControl } from "./clock-control.ts";
+import { startClockControl, STOP_GRACE_MS as CLOCK_STOP_GRACE_MS, type ClockBackend, type ClockControl } from "./clock-control.ts";
 import { createWindowCarryFile, type WindowCarryFile } from "./window-carry.ts";
 
 export const AGENT_VERSION = "0.1.0";
+/** How long the agent's last publish may wait for NATS. */
+const FLUSH_TIMEOUT_MS = 10_000;
+/** Its stop: the clocks' restore, the flush, and some for the taps, the sampler and the rest. */
+const STOP_GRACE_MS = CLOCK_STOP_GRACE_MS + FLUSH_TIMEOUT_MS + 10_000;
 
 export interface AgentInstance extends InstanceInfo {
   /** Where the tap listens for this instance ("127.0.0.1:9000"; port 0 = any free port). */
@@ -170,7 +174,28 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const heartbeat = setInterval(beat, opts.heartbeatMs ?? 10_000);
   heartbeat.unref();
 
-  let stopping: Promise<void> | undefined;
+  // Stopping, in order: clocks (whatever else fails, the GPUs go back to their defaults), taps (no
+  // new requests), the sampler (it closes the last window, and its WORK), the last publish. Forced:
+  // what is still queued goes to the spool (kept on disk with a spool dir) and the source closes.
+  const life = createLifecycle({
+    graceMs: STOP_GRACE_MS,
+    graceful: async () => {
+      clearInterval(heartbeat);
+      await clockControl?.stop();
+      await Promise.all(Object.values(taps).map((t) => t.close()));
+      await sampler.stop();
+      await carryFile?.flush();
+      const flushed = await publisher.flush(FLUSH_TIMEOUT_MS);
+      if (!flushed) log(`stopping with ${publisher.stats().queued} messages unpublished`);
+      await publisher.close();
+      await opts.source.close();
+    },
+    force: async (graceMs) => {
+      log(`not stopped within ${graceMs} ms: closing with ${publisher.stats().queued} messages unpublished`);
+      await publisher.close();
+      await opts.source.close();
+    },
+  });
   return {
     tapUrls: Object.fromEntries(Object.entries(taps).map(([id, t]) => [id, t.url])),
     description,
@@ -179,20 +204,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       publisher: publisher.stats(),
       taps: Object.fromEntries(Object.entries(taps).map(([id, t]) => [id, t.stats()])),
     }),
-    stop() {
-      return (stopping ??= (async () => {
-        clearInterval(heartbeat);
-        // Clocks first: whatever else fails, the GPUs go back to their defaults.
-        await clockControl?.stop();
-        // Taps first: no new requests; then the sampler closes the last window (and its WORK).
-        await Promise.all(Object.values(taps).map((t) => t.close()));
-        await sampler.stop();
-        await carryFile?.flush();
-        const flushed = await publisher.flush(10_000);
-        if (!flushed) log(`stopping with ${publisher.stats().queued} messages unpublished`);
-        await publisher.close();
-        await opts.source.close();
-      })());
+    async stop() {
+      await life.stop();
     },
   };
 }

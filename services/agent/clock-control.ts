@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
-import { respondServiceError, subjects, type GpuInfo } from "../../shared/mod.ts";
+import { createLifecycle, respondServiceError, subjects, type GpuInfo } from "../../shared/mod.ts";
 import { errorMessage } from "../../shared/errors.ts";
 import type { ClockBackend } from "./clock-backends.ts";
 import { createClockLedger, type Changed, type ClockLedger } from "./clock-ledger.ts";
@@ -20,8 +20,12 @@ export { nvmlClockBackend, simnodeClockBackend, type ClockBackend } from "./cloc
  * - publishes every change and every restore as an audit event on `audit.v1.<node>`.
  */
 export interface ClockControl {
-  /** Undoes every change still in force. Idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Undoes every change still in force, then ends the service. Idempotent. Past the grace (a
+   * backend that does not answer), the service ends anyway: what was not undone stays in the state
+   * file, for the next start to undo.
+   */
+  stop(graceMs?: number): Promise<void>;
   state(): Record<number, Changed>;
 }
 
@@ -37,16 +41,34 @@ export interface ClockControlOptions {
    * cannot undo them, so the next start does, from this file, before it takes requests.
    */
   stateFile?: string;
+  /** How long a stop may take to undo the changes (default STOP_GRACE_MS). */
+  stopGraceMs?: number;
 }
+
+/** Each GPU's restore is one or two backend calls (the simnode's time out after 10 s each). */
+export const STOP_GRACE_MS = 30_000;
 
 export async function startClockControl(opts: ClockControlOptions): Promise<ClockControl> {
   const now = opts.nowMs ?? Date.now;
-  const ledger = createClockLedger({ nc: opts.nc, node: opts.node, backend: opts.backend, log: opts.log ?? (() => {}), now, stateFile: opts.stateFile });
+  const log = opts.log ?? (() => {});
+  const ledger = createClockLedger({ nc: opts.nc, node: opts.node, backend: opts.backend, log, now, stateFile: opts.stateFile });
   const { changed } = ledger;
-  let stopped = false;
   const reply = (m: ServiceMsg, body: unknown) => m.respond(JSON.stringify(body));
   await ledger.restoreLeftOver();
 
+  // Stopping: a set in flight finishes, then everything is undone (no set runs after this), then
+  // the service ends. Forced: the service ends; the state file keeps what is still in force.
+  const life = createLifecycle({
+    graceMs: opts.stopGraceMs ?? STOP_GRACE_MS,
+    graceful: async () => {
+      await ledger.exclusive(() => ledger.restoreAll("agent stopping"));
+      await svc.stop();
+    },
+    force: async (graceMs) => {
+      log(`clock control: changes to GPU ${[...changed.keys()].join(", ") || "(none)"} not undone within ${graceMs} ms${opts.stateFile ? `; the next start undoes them (${opts.stateFile})` : ""}`);
+      await svc.stop().catch(() => undefined);
+    },
+  });
   const svc: Service = await new Svcm(opts.nc).add({ name: "joulestream-clock-control", version: "1.0.0", description: `clock control of ${opts.node}`, queue: "" });
   const base = subjects.control(opts.node);
   svc.addEndpoint("get", {
@@ -59,7 +81,7 @@ export async function startClockControl(opts: ClockControlOptions): Promise<Cloc
       const req = parseRequest(m, setRequest, false);
       if (!req) return;
       void ledger.exclusive(async () => {
-        if (stopped) return respondServiceError(m, 503, "clock control is stopping");
+        if (life.stopping) return respondServiceError(m, 503, "clock control is stopping");
         const bad = refusalOf(req, opts.gpus, opts.node, (g) => changed.get(g)?.by);
         if (bad) {
           ledger.audit("set_refused", { gpus: req.gpus, by: req.by, error: bad });
@@ -101,16 +123,10 @@ export async function startClockControl(opts: ClockControlOptions): Promise<Cloc
     },
   });
 
-  let stopping: Promise<void> | undefined;
   return {
     state: () => Object.fromEntries(changed),
-    stop() {
-      return (stopping ??= (async () => {
-        stopped = true;
-        // Waits for a set in flight, then undoes everything; no set runs after this.
-        await ledger.exclusive(() => ledger.restoreAll("agent stopping"));
-        await svc.stop();
-      })());
+    stop: async (graceMs) => {
+      await life.stop(graceMs);
     },
   };
 }

@@ -2,6 +2,7 @@ import { jetstream, jetstreamManager, DeliverPolicy } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decode, decodeAs, encode } from "../../shared/codec.ts";
 import { ConfigError, RetryableError, errorMessage } from "../../shared/errors.ts";
+import { createLifecycle } from "../../shared/lifecycle.ts";
 import { loadResult, type LoadResult } from "../../shared/messages/load.ts";
 import { ensureStreams } from "../../shared/streams.ts";
 import { subjects } from "../../shared/subjects.ts";
@@ -35,6 +36,9 @@ export interface CoordinatorOptions {
   /** Requests in the workload, where the caller has counted them already (else counted here). */
   expected?: number;
 }
+
+/** The run's end: how long closing the LOAD reader may take before it is left behind. */
+export const STOP_GRACE_MS = 5000;
 
 export interface WorkerReport {
   id: string;
@@ -105,10 +109,26 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
   // failed (a refused assignment, an error) or gave up on a worker as lost leaves none sending.
   let assigned = false;
   let coordinatorBeat: NodeJS.Timeout | undefined;
+  let watchdog: NodeJS.Timeout | undefined;
   let connection: ConnectionWatch | undefined;
   const abortRun = () => {
     if (!o.nc.isClosed()) o.nc.publish(control.abort(runId), encode({}));
   };
+  // The run's end, however it ends: workers told to stop, subscriptions and the LOAD reader closed
+  // (within the grace: a reader stuck on a dead connection is left behind, with a line in the log).
+  const life = createLifecycle({
+    graceMs: STOP_GRACE_MS,
+    graceful: async () => {
+      clearInterval(coordinatorBeat);
+      clearInterval(watchdog);
+      connection?.stop();
+      if (assigned) abortRun();
+      for (const s of subs) s.unsubscribe();
+      await messages.close();
+      await reading.catch((err) => log(`coordinator: LOAD reader ended: ${errorMessage(err)}`));
+    },
+    force: (graceMs) => log(`coordinator: the LOAD reader did not close within ${graceMs} ms; left behind`),
+  });
   try {
     // 2. Gather N idle workers.
     const { ids, instances } = await gatherWorkers(o.nc, o.workers, o.joinTimeoutMs ?? 30_000, o.signal);
@@ -177,7 +197,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
     connection = watchConnection(o.nc, () => {
       for (const s of state.values()) s.lastMs = Date.now();
     });
-    const watchdog = setInterval(() => {
+    watchdog = setInterval(() => {
       if (connection!.offline) return;
       for (const [id, s] of state) {
         if (!s.done && !s.lost && Date.now() - s.lastMs > lostAfterMs) {
@@ -194,14 +214,16 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
 
     // 5. Wait for the finished workers' results to come through LOAD.
     const want = () => [...state.entries()].every(([id, s]) => !s.done || (receivedBy.get(id) ?? 0) >= s.done.results - s.done.publishFailed);
-    const deadline = Date.now() + (o.drainTimeoutMs ?? 10_000);
-    while (!want() && Date.now() < deadline) {
-      await new Promise<void>((r) => {
-        arrived = r;
-        setTimeout(r, 200).unref();
-      });
-      arrived = undefined;
-    }
+    // Each result wakes the check; so does the end of the wait.
+    let waited = false;
+    const drainTimer = setTimeout(() => {
+      waited = true;
+      arrived?.();
+    }, o.drainTimeoutMs ?? 10_000);
+    drainTimer.unref();
+    while (!want() && !waited) await new Promise<void>((r) => (arrived = r));
+    arrived = undefined;
+    clearTimeout(drainTimer);
     const expected = await expectedP;
     const workers: WorkerReport[] = [...state.entries()].map(([id, s]) => ({
       id,
@@ -214,12 +236,7 @@ export async function runCoordinated(o: CoordinatorOptions): Promise<CombinedRes
     }));
     return { runId, expected, received: seen.size, duplicates, missing: Math.max(0, expected - seen.size), workers, summary: agg.summary() };
   } finally {
-    clearInterval(coordinatorBeat);
-    connection?.stop();
-    if (assigned) abortRun();
-    for (const s of subs) s.unsubscribe();
-    await messages.close();
-    await reading.catch((err) => log(`coordinator: LOAD reader ended: ${errorMessage(err)}`));
+    await life.stop();
   }
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decode, describeIssues, encode } from "../../shared/codec.ts";
 import { errorMessage } from "../../shared/errors.ts";
+import { createLifecycle } from "../../shared/lifecycle.ts";
 import { assignReply, control, job as jobSchema, type Job, type WorkerDone } from "./control.ts";
 import { watchConnection } from "./connection-watch.ts";
 import { openResultsOutbox, type ResultsOutbox } from "./results-outbox.ts";
@@ -19,8 +20,12 @@ export interface LoadWorker {
   readonly id: string;
   /** Resolves when the worker has stopped. */
   closed(): Promise<void>;
-  /** Stops taking jobs, aborts a running one (its results so far are published), idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Stops taking jobs, aborts a running one (its results so far are published, for up to the drain
+   * timeout), idempotent. Past `graceMs` (default: the drain timeout and STOP_MARGIN_MS) it stops
+   * waiting for the job: what its outbox still holds stays there.
+   */
+  stop(graceMs?: number): Promise<void>;
 }
 
 export interface WorkerOptions {
@@ -36,18 +41,37 @@ export interface WorkerOptions {
   drainTimeoutMs?: number;
 }
 
+export const DEFAULT_DRAIN_TIMEOUT_MS = 60_000;
+/** A stopped job's end beyond its outbox's drain: its last heartbeat, `done`, a flush. */
+export const STOP_MARGIN_MS = 10_000;
+
 export function startWorker(o: WorkerOptions): LoadWorker {
   const log = o.log ?? (() => {});
-  const abort = new AbortController();
   let busy = false;
   let finished!: () => void;
   const closedP = new Promise<void>((r) => (finished = r));
   let running: Promise<void> | undefined;
   const instance = randomUUID();
   const outbox = o.outbox ?? openResultsOutbox(o.nc);
+  const drainTimeoutMs = o.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+  // Stopping: no more jobs; the running one is aborted and ends as any job does (its results
+  // drained to LOAD, `done` reported). Forced: it is left behind, its results in the outbox.
+  const life = createLifecycle({
+    graceMs: drainTimeoutMs + STOP_MARGIN_MS,
+    graceful: async () => {
+      clearInterval(helloTimer);
+      sub.unsubscribe();
+      await running;
+      if (!o.outbox) await outbox.close();
+    },
+    force: async (graceMs) => {
+      log(`worker ${o.id}: its job did not end within ${graceMs} ms of the stop; ${outbox.stats().queued} results left in the outbox`);
+      if (!o.outbox) await outbox.close();
+    },
+  });
 
   const announce = () => {
-    if (!busy && !abort.signal.aborted && !o.nc.isClosed()) o.nc.publish(control.hello, encode({ worker: o.id, instance }));
+    if (!busy && !life.signal.aborted && !o.nc.isClosed()) o.nc.publish(control.hello, encode({ worker: o.id, instance }));
   };
   const helloTimer = setInterval(announce, o.helloMs ?? 500);
   helloTimer.unref();
@@ -63,7 +87,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
       }
       // Meant for another process announcing the same id: no reply, that one answers.
       if (parsed.data.instance !== undefined && parsed.data.instance !== instance) return;
-      if (busy || abort.signal.aborted) {
+      if (busy || life.signal.aborted) {
         msg.respond(encode({ ok: false, error: busy ? "worker is busy with another run" : "worker is stopping" }));
         return;
       }
@@ -82,7 +106,7 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     log(`worker ${o.id}: run ${j.runId}, shard ${j.shard.index}/${j.shard.count}, start in ${Math.round(j.startAtMs - Date.now())} ms`);
     const runAbort = new AbortController();
     const onStop = () => runAbort.abort();
-    abort.signal.addEventListener("abort", onStop, { once: true });
+    life.signal.addEventListener("abort", onStop, { once: true });
     const abortSub = o.nc.subscribe(control.abort(j.runId), { callback: () => runAbort.abort() });
     const droppedBefore = outbox.stats().dropped;
     let sent = 0, completed = 0;
@@ -133,13 +157,13 @@ export function startWorker(o: WorkerOptions): LoadWorker {
       log(`worker ${o.id}: run ${j.runId} failed: ${error}`);
     } finally {
       // Heartbeats go on meanwhile: the coordinator waits for a worker whose results wait for NATS.
-      const drained = await outbox.drain(o.drainTimeoutMs ?? 60_000, (left, waitedMs) => log(`worker ${o.id}: run ${j.runId}: ${left} results wait for NATS (${Math.round(waitedMs / 1000)} s)${outbox.stats().lastError ? `: ${outbox.stats().lastError}` : ""}`));
+      const drained = await outbox.drain(drainTimeoutMs, (left, waitedMs) => log(`worker ${o.id}: run ${j.runId}: ${left} results wait for NATS (${Math.round(waitedMs / 1000)} s)${outbox.stats().lastError ? `: ${outbox.stats().lastError}` : ""}`));
       if (!drained) log(`worker ${o.id}: run ${j.runId}: ${outbox.stats().queued} results still wait in the outbox${outbox.dir ? ` (${outbox.dir})` : ""}`);
       clearInterval(hb);
       connection.stop();
       coordinatorSub?.unsubscribe();
       abortSub.unsubscribe();
-      abort.signal.removeEventListener("abort", onStop);
+      life.signal.removeEventListener("abort", onStop);
     }
     const held = outbox.stats().queued;
     const done: WorkerDone = { worker: o.id, results: completed, publishFailed: outbox.stats().dropped - droppedBefore, ...(held > 0 ? { held } : {}), ...(error ? { error } : {}) };
@@ -151,16 +175,10 @@ export function startWorker(o: WorkerOptions): LoadWorker {
     log(`worker ${o.id}: run ${j.runId} done, ${completed} results`);
   };
 
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      abort.abort();
-      clearInterval(helloTimer);
-      sub.unsubscribe();
-      await running;
-      if (!o.outbox) await outbox.close();
-      finished();
-    })());
+  const stop = async (graceMs?: number) => {
+    await life.stop(graceMs);
+    finished();
+  };
 
   return { id: o.id, closed: () => closedP, stop };
 }

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { onShutdownSignal } from "../../shared/mod.ts";
+import { runUntilSignal } from "../../shared/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { GPUS, MODELS } from "./catalog.ts";
 import { startSimnode } from "./server.ts";
@@ -41,12 +41,7 @@ export const simCommand = defineCommand(
   async (cfg) => {
     const sim = await startSimnode(cfg);
     // The handler goes in before the URL is printed: whoever reads it may signal at once.
-    const stopped = new Promise<void>((resolve) => {
-      onShutdownSignal(async () => {
-        await sim.stop();
-        resolve();
-      });
-    });
+    const stopped = runUntilSignal(() => sim.stop());
     const k = sim.node.knobs();
     process.stdout.write(`${sim.url}\n`);
     process.stderr.write(

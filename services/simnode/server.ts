@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { z } from "zod";
-import { ConfigError, once } from "../../shared/mod.ts";
+import { ConfigError, createLifecycle } from "../../shared/mod.ts";
 import { createGpuTelemetry } from "./metrics.ts";
 import { createSimNode, type NodeConfig, type SimNode } from "./node.ts";
 import { modelNotFound, openAiError, parseOpenAi, tokenText, usageOf, type ParsedRequest } from "./openai.ts";
@@ -43,8 +43,11 @@ export interface Simnode {
   readonly node: SimNode;
   /** Simulated ms since start. */
   simNowMs(): number;
-  /** Idempotent; closes every socket, ends streams in flight. */
-  stop(): Promise<void>;
+  /**
+   * Idempotent; cuts the requests in flight (streams end early, as a killed server's would) and
+   * closes every socket, within `graceMs` (default STOP_GRACE_MS).
+   */
+  stop(graceMs?: number): Promise<void>;
 }
 
 interface Live {
@@ -59,6 +62,8 @@ interface Live {
 }
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** A stop cuts every connection at once; the grace only bounds the server's close callback. */
+export const STOP_GRACE_MS = 2000;
 
 const adminSchema = z.object({
   smClockMhz: z.number().positive().optional(),
@@ -80,7 +85,22 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
   const live = new Set<Live>();
   let requestCount = 0;
   let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
+
+  // Stopping: no more engine steps; requests in flight are cut (the node is going away, as a
+  // killed vLLM would), then the listener closes. Forced: a connection accepted meanwhile is cut too.
+  const life = createLifecycle({
+    graceMs: STOP_GRACE_MS,
+    graceful: async () => {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      for (const l of live) if (!l.res.writableEnded) l.res.destroy();
+      live.clear();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+    force: () => server.closeAllConnections(),
+  });
 
   node.onStep((_inst, step) => {
     for (const s of step.emitted) if (s.req.tag) deliver(s.req.tag as Live, s);
@@ -88,14 +108,14 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
 
   function pump(): void {
     timer = undefined;
-    if (stopped) return;
+    if (life.stopping) return;
     node.advanceTo(simNowMs());
     schedule();
   }
   function schedule(): void {
     const next = node.nextEventMs();
     if (timer) clearTimeout(timer);
-    timer = next === undefined || stopped ? undefined : setTimeout(pump, Math.max(0, Math.ceil((next - simNowMs()) / timeScale)));
+    timer = next === undefined || life.stopping ? undefined : setTimeout(pump, Math.max(0, Math.ceil((next - simNowMs()) / timeScale)));
   }
 
   function deliver(l: Live, s: RequestState): void {
@@ -163,7 +183,7 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     res.on("close", () => {
       l.closed = true;
       // Client gone before the end: abort the request as vLLM does, so it stops holding a batch slot and KV.
-      if (live.has(l) && !stopped) {
+      if (live.has(l) && !life.stopping) {
         live.delete(l);
         node.cancel(submitted.instance, submitted.state, simNowMs());
         schedule();
@@ -255,17 +275,6 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
   const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
 
-  const stop = once(async () => {
-    stopped = true;
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    for (const l of live) if (!l.res.writableEnded) l.res.destroy();
-    live.clear();
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeAllConnections();
-    await closed;
-  });
-
   return {
     url,
     metricsUrl: `${url}/metrics`,
@@ -274,7 +283,9 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
     },
     node,
     simNowMs,
-    stop,
+    stop: async (graceMs) => {
+      await life.stop(graceMs);
+    },
   };
 }
 

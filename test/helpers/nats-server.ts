@@ -7,6 +7,7 @@ import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { decode } from "../../shared/mod.ts";
 import { freePort } from "../../infra/ports.ts";
 import { errorMessage } from "../../shared/errors.ts";
+import { createLifecycle, type Lifecycle } from "../../shared/lifecycle.ts";
 
 /**
  * A real nats-server (JetStream) on a free loopback port, for tests that need only the broker.
@@ -31,11 +32,26 @@ export async function startTestNats(opts: { config?: string } = {}): Promise<Tes
   const configPath = join(dir, "nats.conf");
   writeFileSync(configPath, `listen: 127.0.0.1:${port}\njetstream { store_dir: "${join(dir, "js")}" }\n${opts.config ?? ""}\n`);
   let proc: ChildProcess | undefined;
+  // One lifecycle per run of the server (restart() stops it and starts it again).
+  let life: Lifecycle | undefined;
   const url = `nats://127.0.0.1:${port}`;
   const start = async () => {
-    proc = spawn(natsBinary(), ["-c", configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(natsBinary(), ["-c", configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    proc = p;
+    const exited = new Promise<void>((resolve) => p.once("exit", () => resolve()));
+    life = createLifecycle({
+      graceMs: 3000,
+      graceful: async () => {
+        if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
+        await exited;
+      },
+      force: async () => {
+        p.kill("SIGKILL");
+        await exited;
+      },
+    });
     let stderr = "";
-    proc.stderr!.on("data", (d) => (stderr += d));
+    p.stderr!.on("data", (d) => (stderr += d));
     const deadline = Date.now() + 10_000;
     for (;;) {
       try {
@@ -45,20 +61,14 @@ export async function startTestNats(opts: { config?: string } = {}): Promise<Tes
       } catch (err) {
         // With auth configured, an authorization error still proves the server is up.
         if (/authorization|Authorization/.test(errorMessage(err))) return;
-        if (proc.exitCode !== null) throw new Error(`nats-server exited: ${stderr.slice(-500)}`);
+        if (p.exitCode !== null) throw new Error(`nats-server exited: ${stderr.slice(-500)}`);
         if (Date.now() > deadline) throw new Error(`nats-server did not start: ${stderr.slice(-500)}`);
         await new Promise((r) => setTimeout(r, 50));
       }
     }
   };
   const stop = async () => {
-    const p = proc;
-    if (!p || p.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      p.once("exit", () => resolve());
-      p.kill("SIGTERM");
-      setTimeout(() => p.kill("SIGKILL"), 3000).unref();
-    });
+    await life?.stop();
   };
   await start();
   process.once("exit", () => {
