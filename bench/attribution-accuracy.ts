@@ -14,6 +14,7 @@ import { burstWorkload, poissonClassWorkload, simulate, type WorkloadRequest } f
 import { CLASSES, traceRows, type TraceFormat } from "../services/loadgen/mod.ts";
 import type { JoinOptions } from "../services/analyzer/mod.ts";
 import type { RequestEnergy } from "../shared/mod.ts";
+import { calibrateSimulated } from "../services/lab/mod.ts";
 import { observe } from "./helpers/observed-node.ts";
 import { accuracy, runJoin, type Accuracy } from "./helpers/accuracy.ts";
 
@@ -58,6 +59,9 @@ const TRACES: Record<string, () => Promise<WorkloadRequest[]>> = {
   bursty: async () => burstyMix(minutes * 60_000),
 };
 
+/** What an operator can measure on a node before serving (`joulestream calibrate`): an idle span and a prompt-only burst on one instance. */
+const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
+
 /** Attribution rules to compare: the join's options for each. */
 const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
@@ -69,17 +73,8 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   "prefill-fit": { opts: {}, fit: true },
   // The lab's calibration: a closed burst of prompt-only requests (1 output token) keeps the node
   // busy with prefill alone; counter energy over prompt tokens is the energy per prefill token.
-  "prefill-lab": { opts: { prefillMjPerToken: labPrefillMjPerToken() } },
+  "prefill-lab": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW } },
 };
-
-/** What an operator can measure on a real node before serving: J per prompt token of a prefill-only burst (counter energy / prompt tokens). */
-function labPrefillMjPerToken(): number {
-  const burst: WorkloadRequest[] = Array.from({ length: 64 }, (_, k) => ({ id: `cal${k}`, arrivalMs: 0, promptTokens: 2048, outputTokens: 1, instanceId: "i0" }));
-  const r = simulate(burst, { ...NODE, sampleIntervalMs: 0 });
-  const inst = r.instances.find((i) => i.id === "i0")!;
-  const mj = inst.gpus.reduce((s, g) => s + r.gpuEnergyMj[g]!, 0);
-  return mj / (64 * 2048);
-}
 
 /** Ordinary least squares of y on the columns of x (normal equations, Gaussian elimination). */
 function leastSquares(x: number[][], y: number[]): number[] {
@@ -108,11 +103,11 @@ for (const n of traceNames) if (!TRACES[n]) throw new Error(`unknown trace ${n} 
 for (const n of ruleNames) if (!RULES[n]) throw new Error(`unknown rule ${n} (have ${Object.keys(RULES).join(", ")})`);
 
 const results: Record<string, Record<string, Accuracy & { simulatedS: number; wallMs: number; prefillMjPerToken?: number }>> = {};
-const cols = ["trace", "requests", "median%", "p90%", "p99%", "bias%", "total%", "conserv", "wallMs"];
+const cols = ["trace", "requests", "median%", "p90%", "p99%", "bias%", "total%", "conserv", "static%", "active%", "wallMs"];
 console.log(`node: ${NODE.gpus}× H100 SXM, ${NODE.model}, TP${NODE.tp}; 10 Hz counter samples, 1-s windows; span ${minutes} min\n`);
 for (const rule of ruleNames) {
   console.log(`rule ${rule}`);
-  console.log(cols.map((c, i) => (i === 0 ? c.padEnd(30) : c.padStart(10))).join(""));
+  console.log(cols.map((c, i) => (i === 0 ? c.padEnd(30) : c.padStart(i === 8 || i === 9 ? 13 : 10))).join(""));
   results[rule] = {};
   for (const name of traceNames) {
     const t0 = performance.now();
@@ -128,8 +123,8 @@ for (const rule of ruleNames) {
     const acc = { ...accuracy(runJoin(obs, fitted !== undefined ? { ...opts, prefillMjPerToken: fitted } : opts), sim.ledger!, stored), ...(opts.prefillMjPerToken !== undefined ? { prefillMjPerToken: +opts.prefillMjPerToken.toFixed(1) } : {}), ...(fitted !== undefined ? { prefillMjPerToken: +fitted.toFixed(1) } : {}) };
     const wallMs = Math.round(performance.now() - t0);
     results[rule]![name] = { ...acc, simulatedS: Math.round(sim.durationMs / 1000), wallMs };
-    const row = [name + (acc.prefillMjPerToken !== undefined ? ` (${acc.prefillMjPerToken})` : ""), acc.matched, acc.medianPct, acc.p90Pct, acc.p99Pct, acc.biasPct, acc.totalPct, acc.conservation.toExponential(1), wallMs];
-    console.log(row.map((c, i) => (i === 0 ? String(c).padEnd(30) : String(c).padStart(10))).join(""));
+    const row = [name + (acc.prefillMjPerToken !== undefined ? ` (${acc.prefillMjPerToken})` : ""), acc.matched, acc.medianPct, acc.p90Pct, acc.p99Pct, acc.biasPct, acc.totalPct, acc.conservation.toExponential(1), acc.staticPart ? `${acc.staticPart.medianPct}/${acc.staticPart.p90Pct}` : "-", acc.activePart ? `${acc.activePart.medianPct}/${acc.activePart.p90Pct}` : "-", wallMs];
+    console.log(row.map((c, i) => (i === 0 ? String(c).padEnd(30) : String(c).padStart(i === 8 || i === 9 ? 13 : 10))).join(""));
   }
   console.log("");
 }

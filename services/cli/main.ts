@@ -16,6 +16,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand
   fleet: { summary: "fleet emulator: protocol-level agent traffic of N nodes × 8 GPUs, for load tests", load: async () => (await import("../fleet/command.ts")).fleetCommand as CliCommand },
   sweep: { summary: "run an experiment matrix (clock × batch × TP × workload) and write a tidy table", load: async () => (await import("../lab/command.ts")).sweepCommand as CliCommand },
   report: { summary: "render a sweep's results as one self-contained HTML report with charts", load: async () => (await import("../lab/command.ts")).reportCommand as CliCommand },
+  calibrate: { summary: "measure a deployment's static power and prefill energy per token for the analyzer's attribution", load: async () => (await import("../lab/command.ts")).calibrateCommand as CliCommand },
   tail: { summary: "print the decoded messages of a subject as JSON lines", load: async () => (await import("./tail.ts")).tailCommand as CliCommand },
   traces: { summary: "download the full public traces (Azure 2023/2024, Mooncake, BurstGPT) to a cache, checksummed", load: async () => (await import("./traces.ts")).tracesCommand as CliCommand },
 };
