@@ -10,7 +10,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { burstWorkload, poissonClassWorkload, simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
+import { burstWorkload, gpuSpec, kvCapacityTokens, modelSpec, poissonClassWorkload, simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
 import { CLASSES, traceRows, type TraceFormat } from "../services/loadgen/mod.ts";
 import type { JoinOptions } from "../services/analyzer/mod.ts";
 import type { RequestEnergy } from "../shared/mod.ts";
@@ -63,7 +63,7 @@ const TRACES: Record<string, () => Promise<WorkloadRequest[]>> = {
 const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
 
 /** Attribution rules to compare: the join's options for each. */
-const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean }> = {
+const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
   "window-0.03": { opts: { prefillWeight: 0.03 } },
@@ -74,6 +74,13 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   // The lab's calibration: a closed burst of prompt-only requests (1 output token) keeps the node
   // busy with prefill alone; counter energy over prompt tokens is the energy per prefill token.
   "prefill-lab": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW } },
+  // The same, and the agent spreads each prompt's prefill over the windows before its first token
+  // at the lab's prefill rate (work-tracker.ts, prefill-spread.ts).
+  "prefill-lab-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS },
+  // ... and holds a prompt back while the KV cache could not take it (prompt + max_tokens; the
+  // engine's capacity, which vLLM logs at start).
+  "prefill-lab-spread-kv": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp) },
+  "window-0.1-spread": { opts: { prefillWeight: 0.1 }, prefillTokensPerS: CAL.prefillTokensPerS },
 };
 
 /** Ordinary least squares of y on the columns of x (normal equations, Gaussian elimination). */
@@ -113,8 +120,8 @@ for (const rule of ruleNames) {
     const t0 = performance.now();
     const workload = await TRACES[name]!();
     const sim = simulate(workload, { ...NODE, ledger: true, recordTokenTimes: true, sampleIntervalMs: 100 });
-    const obs = observe(sim, { node: "sim0", model: NODE.model });
-    const { opts, stored, fit } = RULES[rule]!;
+    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv } = RULES[rule]!;
+    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}) });
     let fitted: number | undefined;
     if (fit) {
       const windows = runJoin(obs, opts).instanceWindows.filter((w) => w.prefillTokens + w.decodeTokens > 0);

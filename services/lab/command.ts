@@ -162,6 +162,7 @@ export const calibrateCommand = defineCommand(
       `calibrate: simulated ${cfg.model} on ${cfg.tp}× ${cfg.gpu}: idle ${(idle.durationMs / 1000).toFixed(1)} s; burst of ${burst.promptTokens} prompt tokens (1 output token each) in ${(burst.durationMs / 1000).toFixed(2)} s, ${(burst.energyMj / 1000).toFixed(0)} J\n`,
     );
     process.stdout.write(`analyzer: --prefill-mj-per-token ${c.prefillMjPerToken.toFixed(1)} --static-power-w ${c.staticPowerW.toFixed(1)}\n`);
+    process.stdout.write(`agent:    --prefill-tokens-per-s ${Math.round(c.prefillTokensPerS)}\n`);
     process.stdout.write(`${JSON.stringify({ model: cfg.model, gpu: cfg.gpu, tp: cfg.tp, ...(cfg.smClockMhz ? { smClockMhz: cfg.smClockMhz } : {}), staticPowerW: c.staticPowerW, prefillMjPerToken: c.prefillMjPerToken, prefillTokensPerS: c.prefillTokensPerS })}\n`);
     return 0;
   },
