@@ -10,10 +10,11 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { burstWorkload, poissonClassWorkload, simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
+import { burstWorkload, gpuSpec, kvCapacityTokens, modelSpec, poissonClassWorkload, simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
 import { CLASSES, traceRows, type TraceFormat } from "../services/loadgen/mod.ts";
 import type { JoinOptions } from "../services/analyzer/mod.ts";
 import type { RequestEnergy } from "../shared/mod.ts";
+import { calibrateSimulated } from "../services/lab/mod.ts";
 import { observe } from "./helpers/observed-node.ts";
 import { accuracy, runJoin, type Accuracy } from "./helpers/accuracy.ts";
 
@@ -58,8 +59,11 @@ const TRACES: Record<string, () => Promise<WorkloadRequest[]>> = {
   bursty: async () => burstyMix(minutes * 60_000),
 };
 
+/** What an operator can measure on a node before serving (`joulestream calibrate`): an idle span and a prompt-only burst on one instance. */
+const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
+
 /** Attribution rules to compare: the join's options for each. */
-const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean }> = {
+const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
   "window-0.03": { opts: { prefillWeight: 0.03 } },
@@ -69,17 +73,15 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   "prefill-fit": { opts: {}, fit: true },
   // The lab's calibration: a closed burst of prompt-only requests (1 output token) keeps the node
   // busy with prefill alone; counter energy over prompt tokens is the energy per prefill token.
-  "prefill-lab": { opts: { prefillMjPerToken: labPrefillMjPerToken() } },
+  "prefill-lab": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW } },
+  // The same, and the agent spreads each prompt's prefill over the windows before its first token
+  // at the lab's prefill rate (work-tracker.ts, prefill-spread.ts).
+  "prefill-lab-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS },
+  // ... and holds a prompt back while the KV cache could not take it (prompt + max_tokens; the
+  // engine's capacity, which vLLM logs at start).
+  "prefill-lab-spread-kv": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp) },
+  "window-0.1-spread": { opts: { prefillWeight: 0.1 }, prefillTokensPerS: CAL.prefillTokensPerS },
 };
-
-/** What an operator can measure on a real node before serving: J per prompt token of a prefill-only burst (counter energy / prompt tokens). */
-function labPrefillMjPerToken(): number {
-  const burst: WorkloadRequest[] = Array.from({ length: 64 }, (_, k) => ({ id: `cal${k}`, arrivalMs: 0, promptTokens: 2048, outputTokens: 1, instanceId: "i0" }));
-  const r = simulate(burst, { ...NODE, sampleIntervalMs: 0 });
-  const inst = r.instances.find((i) => i.id === "i0")!;
-  const mj = inst.gpus.reduce((s, g) => s + r.gpuEnergyMj[g]!, 0);
-  return mj / (64 * 2048);
-}
 
 /** Ordinary least squares of y on the columns of x (normal equations, Gaussian elimination). */
 function leastSquares(x: number[][], y: number[]): number[] {
@@ -108,18 +110,18 @@ for (const n of traceNames) if (!TRACES[n]) throw new Error(`unknown trace ${n} 
 for (const n of ruleNames) if (!RULES[n]) throw new Error(`unknown rule ${n} (have ${Object.keys(RULES).join(", ")})`);
 
 const results: Record<string, Record<string, Accuracy & { simulatedS: number; wallMs: number; prefillMjPerToken?: number }>> = {};
-const cols = ["trace", "requests", "median%", "p90%", "p99%", "bias%", "total%", "conserv", "wallMs"];
+const cols = ["trace", "requests", "median%", "p90%", "p99%", "bias%", "total%", "conserv", "static%", "active%", "wallMs"];
 console.log(`node: ${NODE.gpus}× H100 SXM, ${NODE.model}, TP${NODE.tp}; 10 Hz counter samples, 1-s windows; span ${minutes} min\n`);
 for (const rule of ruleNames) {
   console.log(`rule ${rule}`);
-  console.log(cols.map((c, i) => (i === 0 ? c.padEnd(30) : c.padStart(10))).join(""));
+  console.log(cols.map((c, i) => (i === 0 ? c.padEnd(30) : c.padStart(i === 8 || i === 9 ? 13 : 10))).join(""));
   results[rule] = {};
   for (const name of traceNames) {
     const t0 = performance.now();
     const workload = await TRACES[name]!();
     const sim = simulate(workload, { ...NODE, ledger: true, recordTokenTimes: true, sampleIntervalMs: 100 });
-    const obs = observe(sim, { node: "sim0", model: NODE.model });
-    const { opts, stored, fit } = RULES[rule]!;
+    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv } = RULES[rule]!;
+    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}) });
     let fitted: number | undefined;
     if (fit) {
       const windows = runJoin(obs, opts).instanceWindows.filter((w) => w.prefillTokens + w.decodeTokens > 0);
@@ -128,8 +130,8 @@ for (const rule of ruleNames) {
     const acc = { ...accuracy(runJoin(obs, fitted !== undefined ? { ...opts, prefillMjPerToken: fitted } : opts), sim.ledger!, stored), ...(opts.prefillMjPerToken !== undefined ? { prefillMjPerToken: +opts.prefillMjPerToken.toFixed(1) } : {}), ...(fitted !== undefined ? { prefillMjPerToken: +fitted.toFixed(1) } : {}) };
     const wallMs = Math.round(performance.now() - t0);
     results[rule]![name] = { ...acc, simulatedS: Math.round(sim.durationMs / 1000), wallMs };
-    const row = [name + (acc.prefillMjPerToken !== undefined ? ` (${acc.prefillMjPerToken})` : ""), acc.matched, acc.medianPct, acc.p90Pct, acc.p99Pct, acc.biasPct, acc.totalPct, acc.conservation.toExponential(1), wallMs];
-    console.log(row.map((c, i) => (i === 0 ? String(c).padEnd(30) : String(c).padStart(10))).join(""));
+    const row = [name + (acc.prefillMjPerToken !== undefined ? ` (${acc.prefillMjPerToken})` : ""), acc.matched, acc.medianPct, acc.p90Pct, acc.p99Pct, acc.biasPct, acc.totalPct, acc.conservation.toExponential(1), acc.staticPart ? `${acc.staticPart.medianPct}/${acc.staticPart.p90Pct}` : "-", acc.activePart ? `${acc.activePart.medianPct}/${acc.activePart.p90Pct}` : "-", wallMs];
+    console.log(row.map((c, i) => (i === 0 ? String(c).padEnd(30) : String(c).padStart(i === 8 || i === 9 ? 13 : 10))).join(""));
   }
   console.log("");
 }

@@ -1,7 +1,7 @@
 import test from "ava";
 import fc from "fast-check";
 import { decode, encode, powerBatch, requestEvent, workWindow, type PowerBatch, type RequestEvent, type WorkWindow } from "../shared/mod.ts";
-import { createWindowJoin, type JoinOutput } from "../services/analyzer/join.ts";
+import { createWindowJoin, type JoinOptions, type JoinOutput } from "../services/analyzer/join.ts";
 
 type Msg = { kind: "power"; v: PowerBatch } | { kind: "work"; v: WorkWindow } | { kind: "req"; v: RequestEvent };
 
@@ -54,8 +54,8 @@ function traffic(seed: number, windows: number): Msg[] {
   return msgs;
 }
 
-function run(msgs: Msg[]) {
-  const join = createWindowJoin<number>({ allowedLatenessMs: 1_000_000 });
+function run(msgs: Msg[], opts: JoinOptions = {}) {
+  const join = createWindowJoin<number>({ allowedLatenessMs: 1_000_000, ...opts });
   const outs: JoinOutput<number>[] = [];
   msgs.forEach((m, i) => {
     if (m.kind === "power") join.addPower(m.v, i);
@@ -280,7 +280,9 @@ test("join - restored from a snapshot, with only the unacknowledged inputs and t
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 1e6 }), fc.double({ min: 0, max: 1, noNaN: true }), (seed, cut) => {
       const msgs = traffic(seed, 25);
-      const reference = run(msgs);
+      // With the GPUs' static power given, so the static parts must come through the snapshot too.
+      const opts = { allowedLatenessMs: 1_000_000, staticPowerW: 0.2 };
+      const reference = run(msgs, opts);
       const k = Math.floor(cut * msgs.length);
       const add = (j: ReturnType<typeof createWindowJoin<number>>, i: number) => {
         const m = msgs[i]!;
@@ -289,26 +291,28 @@ test("join - restored from a snapshot, with only the unacknowledged inputs and t
         else j.addRequest(m.v, i);
       };
       // Before the crash: what was stored, and which inputs were acknowledged at the snapshot.
-      const first = createWindowJoin<number>({ allowedLatenessMs: 1_000_000 });
+      const first = createWindowJoin<number>(opts);
       const stored = new Map<string, number>();
+      const statics = new Map<string, number | undefined>();
       const acked = new Set<number>();
       for (let i = 0; i < k; i++) {
         add(first, i);
         const o = first.drain();
-        for (const r of o.requests) stored.set(r.requestId, r.energyMj);
+        for (const r of o.requests) stored.set(r.requestId, r.energyMj), statics.set(r.requestId, r.staticEnergyMj);
         for (const a of o.ackable) acked.add(a);
       }
       const snap = decode(encode(first.snapshot())) as ReturnType<typeof first.snapshot>;
       // After it: the snapshot, then every input not acknowledged (in stream order), then the rest.
-      const second = createWindowJoin<number>({ allowedLatenessMs: 1_000_000 });
+      const second = createWindowJoin<number>(opts);
       second.restore(snap);
       for (let i = 0; i < msgs.length; i++) {
         if (acked.has(i)) continue;
         add(second, i);
-        for (const r of second.drain().requests) stored.set(r.requestId, r.energyMj);
+        for (const r of second.drain().requests) stored.set(r.requestId, r.energyMj), statics.set(r.requestId, r.staticEnergyMj);
       }
-      for (const r of second.flush().requests) stored.set(r.requestId, r.energyMj);
-      return stored.size === reference.requests.length && reference.requests.every((r) => close(stored.get(r.requestId) ?? Number.NaN, r.energyMj));
+      for (const r of second.flush().requests) stored.set(r.requestId, r.energyMj), statics.set(r.requestId, r.staticEnergyMj);
+      const sameStatic = (r: (typeof reference.requests)[number]) => (r.staticEnergyMj === undefined ? r.windows === 0 : close(statics.get(r.requestId) ?? Number.NaN, r.staticEnergyMj));
+      return stored.size === reference.requests.length && reference.requests.every((r) => close(stored.get(r.requestId) ?? Number.NaN, r.energyMj) && sameStatic(r));
     }),
     { numRuns: 40 },
   );

@@ -24,6 +24,9 @@ export interface Accuracy {
   totalPct: number;
   /** Largest |Σ attributed + idle − measured| / measured over the run's windows (the join's own invariant). */
   conservation: number;
+  /** With the static power given: the stored static and active parts against the ledger's, each as total is. */
+  staticPart?: { medianPct: number; p90Pct: number; totalPct: number };
+  activePart?: { medianPct: number; p90Pct: number; totalPct: number };
 }
 
 export interface JoinRun {
@@ -100,6 +103,23 @@ export function accuracy(run: JoinRun, ledger: LedgerSnapshot, storedMj: (r: Req
   }
   errors.sort((a, b) => a - b);
   signed.sort((a, b) => a - b);
+  const part = (stored: (r: RequestEnergy) => number | undefined, truthOf: (t: LedgerSnapshot["requests"][number]) => number) => {
+    const errs: number[] = [];
+    let s = 0;
+    let t = 0;
+    for (const r of run.stored) {
+      const x = stored(r);
+      const l = truth.get(r.requestId);
+      if (x === undefined || !l || !(truthOf(l) > 0)) continue;
+      errs.push(Math.abs(x - truthOf(l)) / truthOf(l));
+      s += x;
+      t += truthOf(l);
+    }
+    errs.sort((a, b) => a - b);
+    return errs.length === 0 ? undefined : { medianPct: pct(quantile(errs, 0.5)), p90Pct: pct(quantile(errs, 0.9)), totalPct: pct(s / t - 1) };
+  };
+  const staticPart = part((r) => r.staticEnergyMj, (l) => l.staticMj);
+  const activePart = part((r) => r.activeEnergyMj, (l) => l.activeMj);
   const classes: Accuracy["byClass"] = {};
   for (const [cls, list] of [...byClass].sort(([a], [b]) => (a < b ? -1 : 1))) {
     list.sort((a, b) => a - b);
@@ -115,5 +135,7 @@ export function accuracy(run: JoinRun, ledger: LedgerSnapshot, storedMj: (r: Req
     byClass: classes,
     totalPct: pct(storedSum / truthSum - 1),
     conservation: run.conservation,
+    ...(staticPart ? { staticPart } : {}),
+    ...(activePart ? { activePart } : {}),
   };
 }

@@ -1,4 +1,5 @@
-import { powerMessage, workMessage, type GpuSamples, type PowerBatch, type RequestEvent, type WorkWindow } from "../../shared/mod.ts";
+import { createWorkTracker } from "../../services/agent/mod.ts";
+import { powerMessage, type GpuSamples, type PowerBatch, type RequestEvent, type WorkWindow } from "../../shared/mod.ts";
 import type { SimulationResult } from "../../services/simnode/mod.ts";
 
 /**
@@ -6,8 +7,9 @@ import type { SimulationResult } from "../../services/simnode/mod.ts";
  * a real node could not observe: the GPUs' energy counters read every `sampleIntervalMs` (the
  * sampler's 10 Hz), cut into 1-s windows on the epoch grid; and each request as the request tap
  * sees it on the wire — its arrival, the time of each streamed token, its prompt and output token
- * counts from usage. WORK follows the tap's rule (request-watcher.ts): the prompt's tokens count as
- * prefill in the window of the first token, each later token as one decode token in its window.
+ * counts from usage. WORK is the agent's work tracker's (work-tracker.ts), fed as the tap feeds it
+ * (request-watcher.ts): the prompt's tokens count as prefill in the window of the first token (less
+ * what the tracker estimated before it, given a prefill rate), each later token as one decode token.
  * Never the engine's steps, batches or per-step work: those are the ledger's, not the agent's.
  */
 export interface ObservedNode {
@@ -19,7 +21,7 @@ export interface ObservedNode {
 /** Epoch ms of simulated t = 0: a whole second, so simulated and epoch windows share their edges. */
 export const SIM_EPOCH_MS = 1_700_000_000_000;
 
-export function observe(r: SimulationResult, o: { node: string; windowMs?: number; model?: string }): ObservedNode {
+export function observe(r: SimulationResult, o: { node: string; windowMs?: number; model?: string; prefillTokensPerS?: number; kvCapacityTokens?: number }): ObservedNode {
   const windowMs = o.windowMs ?? 1000;
   const { node } = o;
   const at = (simMs: number) => SIM_EPOCH_MS + simMs;
@@ -55,51 +57,38 @@ export function observe(r: SimulationResult, o: { node: string; windowMs?: numbe
   }
   const windows = power.length;
 
-  // WORK per instance and window, and REQUEST events, from the tap's view of each request.
-  type Acc = Map<string, { prefill: number; decode: number }>;
-  const work = new Map<string, Acc[]>(instanceIds.map((id) => [id, Array.from({ length: windows }, () => new Map())]));
-  const inFlightAt = new Map<string, number[]>(instanceIds.map((id) => [id, new Array<number>(windows).fill(0)]));
+  // WORK per instance and window from the agent's own work tracker, fed what the tap sees of each
+  // request in time order; REQUEST events as the tap emits them.
+  const tracker = createWorkTracker(node, r.instances.map((i) => ({ id: i.id, upstream: "simulated", gpus: i.gpus, ...(o.model ? { model: o.model } : {}) })), { ...(o.prefillTokensPerS !== undefined ? { prefillTokensPerS: o.prefillTokensPerS } : {}), ...(o.kvCapacityTokens !== undefined ? { kvCapacityTokens: o.kvCapacityTokens } : {}) });
+  /** Tap observations: [sim ms, order at equal times (arrive, first, token, end), request index, what]. */
+  const seen: [number, number, number, "start" | "first" | "token" | "end"][] = [];
   const events: RequestEvent[] = [];
-  const windowOf = (simMs: number) => Math.min(windows - 1, Math.max(0, Math.ceil(simMs / windowMs) - 1));
-  for (const q of r.requests) {
+  r.requests.forEach((q, i) => {
     const times = q.tokenTimesMs;
     if (!times || times.length === 0) throw new Error("observe: the run needs token times (recordTokenTimes)");
-    const accs = work.get(q.instanceId)!;
-    const add = (simMs: number, prefill: number, decode: number) => {
-      const m = accs[windowOf(simMs)]!;
-      const e = m.get(q.id) ?? { prefill: 0, decode: 0 };
-      e.prefill += prefill;
-      e.decode += decode;
-      m.set(q.id, e);
-    };
-    add(times[0]!, q.promptTokens, 0);
-    for (let k = 1; k < times.length; k++) add(times[k]!, 0, 1);
-    // In flight at a window's end: arrived at or before it, not yet ended.
-    const inFlight = inFlightAt.get(q.instanceId)!;
-    for (let k = windowOf(q.arrivalMs); k < windows && (k + 1) * windowMs < q.endMs; k++) inFlight[k]!++;
+    seen.push([q.arrivalMs, 0, i, "start"], [times[0]!, 1, i, "first"]);
+    for (let k = 1; k < times.length; k++) seen.push([times[k]!, 2, i, "token"]);
+    seen.push([q.endMs, 3, i, "end"]);
     const base = { v: 1 as const, kind: "request" as const, node, instance: q.instanceId, requestId: q.id };
     events.push({ ...base, msgId: `${node}:req:${q.id}:start`, event: "start", tMs: at(q.arrivalMs), endpoint: "completions", stream: true, ...(o.model ? { model: o.model } : {}) });
     events.push({ ...base, msgId: `${node}:req:${q.id}:first`, event: "first_token", tMs: at(times[0]!) });
     events.push({ ...base, msgId: `${node}:req:${q.id}:end`, event: "end", tMs: at(q.endMs), status: "ok", httpStatus: 200, promptTokens: q.promptTokens, outputTokens: q.outputTokens });
-  }
+  });
+  seen.sort((a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2]);
   const out: WorkWindow[] = [];
-  for (const inst of r.instances) {
-    const accs = work.get(inst.id)!;
-    const inFlight = inFlightAt.get(inst.id)!;
-    for (let k = 0; k < windows; k++) {
-      out.push(
-        workMessage({
-          node,
-          instance: inst.id,
-          gpus: inst.gpus,
-          ...(o.model ? { model: o.model } : {}),
-          windowStartMs: at(k * windowMs),
-          windowEndMs: at((k + 1) * windowMs),
-          requests: [...accs[k]!].map(([requestId, w]) => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode })),
-          inFlight: inFlight[k]!,
-        }),
-      );
+  let e = 0;
+  for (let k = 0; k < windows; k++) {
+    // A window holds what happened in (start, end]: the samples' convention above.
+    const last = k === windows - 1;
+    for (; e < seen.length && (last || seen[e]![0] <= (k + 1) * windowMs); e++) {
+      const [t, , i, what] = seen[e]!;
+      const q = r.requests[i]!;
+      if (what === "start") tracker.started(q.instanceId, q.id, at(t), q.promptTokens, q.outputTokens);
+      else if (what === "first") tracker.prefill(q.instanceId, q.id, q.promptTokens);
+      else if (what === "token") tracker.decode(q.instanceId, q.id, 1);
+      else tracker.ended(q.instanceId, q.id);
     }
+    out.push(...tracker.closeWindow(at(k * windowMs), at((k + 1) * windowMs)));
   }
   return { power, work: out, events };
 }

@@ -34,6 +34,13 @@ export interface AgentOptions {
   heartbeatMs?: number;
   continuousUsage?: boolean;
   /**
+   * Each instance's prefill rate, prompt tokens/s (`joulestream calibrate`): with it, WORK carries an
+   * estimate of the prefill of prompts still waiting for their first token (work-tracker.ts).
+   */
+  prefillTokensPerS?: number;
+  /** Each instance's KV cache, tokens: with the rate, a prompt is not estimated to prefill before it fits. */
+  kvCapacityTokens?: number;
+  /**
    * Where the outbox spills when NATS is unreachable (memory only without it), and where the open
    * POWER window is kept so that a restart continues it (window-carry.ts).
    */
@@ -76,7 +83,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     ...(opts.spoolDir ? { dir: opts.spoolDir } : {}),
     batched: [{ subject: requestsSubject, key: "events", envelope: requestBatcher(opts.node) }],
   });
-  const tracker = createWorkTracker(opts.node, opts.instances);
+  const tracker = createWorkTracker(opts.node, opts.instances, {
+    ...(opts.prefillTokensPerS !== undefined ? { prefillTokensPerS: opts.prefillTokensPerS } : {}),
+    ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}),
+  });
   let carryFailed = false;
   const carryFile: WindowCarryFile | undefined = opts.spoolDir
     ? createWindowCarryFile(join(opts.spoolDir, "power-window.carry"), (err) => {

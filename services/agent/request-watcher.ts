@@ -95,8 +95,10 @@ export function createRequestWatcher(opts: RequestWatcherOptions): RequestWatche
     const hint = promptHint(parsed, opts.charsPerToken);
     stats.requests++;
     stats.active++;
-    opts.tracker.started(inst, requestId);
-    opts.emit(startEvent(req, path, requestId, parsed, stream, hint));
+    const start = startEvent(req, path, requestId, parsed, stream, hint);
+    // Arrival, prompt length and max_tokens: what the tracker's prefill estimate needs (prefill-spread.ts).
+    opts.tracker.started(inst, requestId, start.tMs, hint, start.maxTokens);
+    opts.emit(start);
     return { track: { requestId, stream, strip, hint, outputTokens: 0, finished: false, ended: false }, body: out };
   };
 

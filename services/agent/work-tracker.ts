@@ -1,16 +1,30 @@
-import { workMessage, type InstanceInfo, type WorkWindow } from "../../shared/mod.ts";
+import { workMessage, type InstanceInfo, type WorkItem, type WorkWindow } from "../../shared/mod.ts";
+import { createPrefillSpread, type PrefillSpread } from "./prefill-spread.ts";
 
 /**
  * Counts, per instance, the prefill and decode tokens each request processed in the current
  * window. The sampler calls `closeWindow` at each power-window boundary, so WORK and POWER windows
  * share their edges. Every instance gets a WORK message for every window, empty or not.
+ *
+ * With `prefillTokensPerS` (the instance's calibrated prefill rate), the prompts still waiting for
+ * their first token get an estimate of the prefill they had in each window (prefill-spread.ts),
+ * marked `awaitingFirstToken`; the first token then brings the rest of the prompt. Without it, a
+ * prompt's tokens all count in the window of its first token.
  */
 export interface WorkTracker {
-  started(instance: string, requestId: string): void;
+  /** A request arrived (at `tMs`, with a prompt of about `promptTokens`: what the spread needs). */
+  started(instance: string, requestId: string, tMs?: number, promptTokens?: number, maxTokens?: number): void;
   prefill(instance: string, requestId: string, tokens: number): void;
   decode(instance: string, requestId: string, tokens: number): void;
   ended(instance: string, requestId: string): void;
   closeWindow(windowStartMs: number, windowEndMs: number): WorkWindow[];
+}
+
+export interface WorkTrackerOptions {
+  /** Prompt tokens an instance prefills a second (`joulestream calibrate`); none: no estimate before the first token. */
+  prefillTokensPerS?: number;
+  /** The engine's KV cache per instance, tokens: with it, a prompt is not estimated to prefill before its tokens and max_tokens fit. */
+  kvCapacityTokens?: number;
 }
 
 interface Open {
@@ -18,38 +32,72 @@ interface Open {
   decode: number;
 }
 
-export function createWorkTracker(node: string, instances: readonly InstanceInfo[]): WorkTracker {
-  const current = new Map<string, Map<string, Open>>();
-  const inFlight = new Map<string, Set<string>>();
+interface InstanceState {
+  current: Map<string, Open>;
+  inFlight: Set<string>;
+  spread?: PrefillSpread;
+  /** Prefill tokens estimated before the first token and not yet taken off what it brings. */
+  credit: Map<string, number>;
+  /** Prefill tokens the window's first tokens brought: server time the spread cannot give others. */
+  taken: number;
+}
+
+export function createWorkTracker(node: string, instances: readonly InstanceInfo[], opts: WorkTrackerOptions = {}): WorkTracker {
+  const state = new Map<string, InstanceState>();
   for (const inst of instances) {
-    current.set(inst.id, new Map());
-    inFlight.set(inst.id, new Set());
+    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}) }) } : {}) });
   }
-  const entry = (instance: string, requestId: string): Open => {
-    const m = current.get(instance);
-    if (!m) throw new RangeError(`unknown instance ${instance}`);
-    let e = m.get(requestId);
-    if (!e) m.set(requestId, (e = { prefill: 0, decode: 0 }));
+  const of = (instance: string): InstanceState => {
+    const s = state.get(instance);
+    if (!s) throw new RangeError(`unknown instance ${instance}`);
+    return s;
+  };
+  const entry = (s: InstanceState, requestId: string): Open => {
+    let e = s.current.get(requestId);
+    if (!e) s.current.set(requestId, (e = { prefill: 0, decode: 0 }));
     return e;
   };
   return {
-    started(instance, requestId) {
-      inFlight.get(instance)?.add(requestId);
+    started(instance, requestId, tMs, promptTokens, maxTokens) {
+      const s = state.get(instance);
+      if (!s) return;
+      s.inFlight.add(requestId);
+      if (s.spread && tMs !== undefined && promptTokens !== undefined) s.spread.arrived(requestId, tMs, promptTokens, maxTokens);
     },
     prefill(instance, requestId, tokens) {
-      if (tokens > 0) entry(instance, requestId).prefill += tokens;
+      if (tokens <= 0) return;
+      const s = of(instance);
+      if (s.spread) {
+        const est = s.spread.done(requestId);
+        if (est > 0) s.credit.set(requestId, (s.credit.get(requestId) ?? 0) + est);
+      }
+      const credit = s.credit.get(requestId) ?? 0;
+      const off = Math.min(credit, tokens);
+      if (credit > 0) s.credit.set(requestId, credit - off);
+      if (tokens - off > 0) {
+        entry(s, requestId).prefill += tokens - off;
+        s.taken += tokens - off;
+      }
     },
     decode(instance, requestId, tokens) {
-      if (tokens > 0) entry(instance, requestId).decode += tokens;
+      if (tokens > 0) entry(of(instance), requestId).decode += tokens;
     },
     ended(instance, requestId) {
-      inFlight.get(instance)?.delete(requestId);
+      const s = state.get(instance);
+      if (!s) return;
+      s.inFlight.delete(requestId);
+      s.spread?.ended(requestId);
+      s.credit.delete(requestId);
     },
     closeWindow(windowStartMs, windowEndMs) {
       const out: WorkWindow[] = [];
       for (const inst of instances) {
-        const m = current.get(inst.id)!;
-        current.set(inst.id, new Map());
+        const s = state.get(inst.id)!;
+        const awaiting = s.spread?.close(windowStartMs, windowEndMs, s.taken);
+        for (const [id, n] of awaiting ?? []) entry(s, id).prefill += n;
+        const m = s.current;
+        s.current = new Map();
+        s.taken = 0;
         out.push(
           workMessage({
             node,
@@ -58,8 +106,8 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
             ...(inst.model ? { model: inst.model } : {}),
             windowStartMs,
             windowEndMs,
-            requests: [...m].map(([requestId, w]) => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode })),
-            inFlight: inFlight.get(inst.id)!.size,
+            requests: [...m].map(([requestId, w]): WorkItem => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode, ...(awaiting?.has(requestId) ? { awaitingFirstToken: true } : {}) })),
+            inFlight: s.inFlight.size,
           }),
         );
       }

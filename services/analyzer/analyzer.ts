@@ -41,6 +41,10 @@ export interface AnalyzerOptions {
    */
   replicas?: number;
   prefillWeight?: number;
+  /** Attribute by the prefill-energy rule with this energy per prefill token, mJ (the instance's GPUs together; `joulestream calibrate`). */
+  prefillMjPerToken?: number;
+  /** Static (idle) power of one GPU, W: a request's part of it is reported apart from its active energy. */
+  staticPowerW?: number;
   allowedLatenessMs?: number;
   slo?: Slo;
   /**
@@ -113,7 +117,12 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
     replicas,
     log,
     onAcquire: async (p) => {
-      const join = { ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}), ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}) };
+      const join = {
+        ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
+        ...(opts.prefillMjPerToken !== undefined ? { prefillMjPerToken: opts.prefillMjPerToken } : {}),
+        ...(opts.staticPowerW !== undefined ? { staticPowerW: opts.staticPowerW } : {}),
+        ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
+      };
       const part = await startPartition({ partition: p, filtered: count > 1, name, jsm, js, publisher, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
       live.set(p, part);
     },

@@ -39,6 +39,8 @@ export interface RequestAcc {
   energyMj: number;
   prefillMj: number;
   decodeMj: number;
+  /** Of energyMj, the static-power part (only when the join is given the GPUs' static power). */
+  staticMj?: number;
   windows: number;
   incomplete: boolean;
   lastWorkMs: number;
@@ -60,8 +62,9 @@ export interface JoinSnapshot {
 
 /**
  * requestId, instance, start (tMs, model, workloadClass, runId), end (tMs, status, promptTokens,
- * outputTokens), energyMj, prefillMj, decodeMj, windows, incomplete, lastWorkMs, checkedFromMs.
- * Only what `emit()` reads of the events is kept.
+ * outputTokens), energyMj, prefillMj, decodeMj, windows, incomplete, lastWorkMs, checkedFromMs,
+ * staticMj. Only what `emit()` reads of the events is kept. A snapshot written before staticMj
+ * existed has 11 elements and restores as it was (no static part).
  */
 type RequestTuple = [
   string,
@@ -75,6 +78,7 @@ type RequestTuple = [
   boolean,
   number,
   number | null,
+  (number | null)?,
 ];
 
 export function snapshotRequests(open: Map<string, Map<string, RequestAcc>>): JoinSnapshot["requests"] {
@@ -92,6 +96,7 @@ export function snapshotRequests(open: Map<string, Map<string, RequestAcc>>): Jo
       a.incomplete,
       a.lastWorkMs,
       a.checkedFromMs ?? null,
+      a.staticMj ?? null,
     ]),
   ]);
 }
@@ -99,7 +104,7 @@ export function snapshotRequests(open: Map<string, Map<string, RequestAcc>>): Jo
 export function restoreRequests(snap: JoinSnapshot["requests"]): RequestAcc[] {
   const out: RequestAcc[] = [];
   for (const [node, tuples] of snap) {
-    for (const [requestId, instance, start, end, energyMj, prefillMj, decodeMj, windows, incomplete, lastWorkMs, checkedFromMs] of tuples) {
+    for (const [requestId, instance, start, end, energyMj, prefillMj, decodeMj, windows, incomplete, lastWorkMs, checkedFromMs, staticMj] of tuples) {
       const inst = instance ?? "unknown";
       const base = { v: 1 as const, kind: "request" as const, msgId: "", node, instance: inst, requestId };
       out.push({
@@ -115,6 +120,7 @@ export function restoreRequests(snap: JoinSnapshot["requests"]): RequestAcc[] {
         incomplete,
         lastWorkMs,
         ...(checkedFromMs !== null ? { checkedFromMs } : {}),
+        ...(staticMj !== undefined && staticMj !== null ? { staticMj } : {}),
       });
     }
   }

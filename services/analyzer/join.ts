@@ -36,6 +36,8 @@ export interface JoinOptions {
    * instead of weighting prefill tokens by `prefillWeight`.
    */
   prefillMjPerToken?: number;
+  /** Static (idle) power of one GPU, W: each request's part of it over its windows is reported apart (staticEnergyMj). */
+  staticPowerW?: number;
   allowedLatenessMs?: number;
   /** A request without an end event is emitted (incomplete) once the watermark is this far past its last work. */
   maxRequestIdleMs?: number;
@@ -199,7 +201,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     pruneClosed(ns);
     const incomplete = !w.power || !hasAllWork(w, ns);
     if (incomplete) stats.incompleteWindows++;
-    const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, attribute);
+    const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, attribute, opts.staticPowerW);
     for (const sh of closed.shares) {
       if (isEmitted(w.node, sh.requestId)) continue; // a window that came after its request was emitted
       const a = acc(w.node, sh.requestId);
@@ -207,6 +209,7 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       a.energyMj += sh.energyMj;
       a.prefillMj += sh.prefillMj;
       a.decodeMj += sh.decodeMj;
+      if (sh.staticMj !== undefined) a.staticMj = (a.staticMj ?? 0) + sh.staticMj;
       a.windows++;
       a.lastWorkMs = Math.max(a.lastWorkMs, w.end);
       if (incomplete) a.incomplete = true;

@@ -15,7 +15,8 @@ import type { JoinedRequest } from "./load-join.ts";
  *   node_energy      node                       measured_j, attributed_j, idle_j, unassigned_j, incomplete                 (per window)
  *   instance_energy  node, instance, model      energy_j, attributed_j, idle_j, prefill_tokens, decode_tokens, tokens_per_s, j_per_token, active_requests, in_flight, incomplete
  *   request_energy   node, instance, model, workload_class, status, run_id
- *                                               request_id, energy_j, prefill_j, decode_j, idle_share_j, prompt_tokens, output_tokens,
+ *                                               request_id, energy_j, prefill_j, decode_j, idle_share_j, static_j + active_j (= energy_j; with
+ *                                               --static-power-w), prompt_tokens, output_tokens,
  *                                               j_per_output_token, j_per_token, duration_ms, windows, incomplete     (at the request's start)
  *                                               + ttft_ms, tpot_ms, e2e_ms, slo_met once the load generator's result is joined
  *   agent_stats      node                       queued, published, dropped, spilled, sample_errors, skipped_ticks, jitter_p99_ms  (per window)
@@ -169,6 +170,8 @@ export function requestPoint(r: RequestEnergy): Line {
     .floatField("duration_ms", r.endMs - r.startMs)
     .intField("windows", r.windows)
     .booleanField("incomplete", r.incomplete);
+  if (r.staticEnergyMj !== undefined) p.floatField("static_j", mjToJ(r.staticEnergyMj));
+  if (r.activeEnergyMj !== undefined) p.floatField("active_j", mjToJ(r.activeEnergyMj));
   if (r.outputTokens > 0) p.floatField("j_per_output_token", j / r.outputTokens);
   if (r.promptTokens + r.outputTokens > 0) p.floatField("j_per_token", j / (r.promptTokens + r.outputTokens));
   return p;

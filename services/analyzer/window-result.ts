@@ -5,7 +5,7 @@ import type { WorkItem } from "../../shared/mod.ts";
 
 /** One instance-window's energy split among its requests (attribution.ts's rules, configured). */
 export type AttributeFn = (energyMj: number, requests: readonly WorkItem[], instance: string) => WindowAttribution;
-import { gpuWindowEnergy, type GpuWindowEnergy } from "../../shared/energy/mod.ts";
+import { gpuWindowEnergy, staticParts, type GpuWindowEnergy } from "../../shared/energy/mod.ts";
 
 /**
  * What a closed window yields, and what a finished request is: pure functions of their inputs, the
@@ -53,6 +53,8 @@ export interface RequestShare {
   energyMj: number;
   prefillMj: number;
   decodeMj: number;
+  /** Of energyMj: its part of the GPUs' static (idle) power over the window; only with `staticPowerW`. */
+  staticMj?: number;
 }
 
 /**
@@ -61,7 +63,13 @@ export interface RequestShare {
  * are idle and "unassigned". Instances in a fixed order, and a GPU counted for the first instance
  * that names it, so the result does not depend on the order messages came in.
  */
-export function attributeClosedWindow(w: { node: string; start: number; end: number; power?: PowerBatch; work: ReadonlyMap<string, WorkWindow> }, incomplete: boolean, attribute: AttributeFn): { nodeWindow: NodeWindowResult; instanceWindows: InstanceWindowResult[]; shares: RequestShare[] } {
+export function attributeClosedWindow(
+  w: { node: string; start: number; end: number; power?: PowerBatch; work: ReadonlyMap<string, WorkWindow> },
+  incomplete: boolean,
+  attribute: AttributeFn,
+  /** Static (idle) power of one GPU, W: each share's part of it is reported apart (staticParts). */
+  staticPowerW?: number,
+): { nodeWindow: NodeWindowResult; instanceWindows: InstanceWindowResult[]; shares: RequestShare[] } {
   const gpuEnergy = new Map<number, GpuWindowResult>();
   for (const g of w.power?.gpus ?? []) gpuEnergy.set(g.gpu, { gpu: g.gpu, uuid: g.uuid, ...gpuWindowEnergy(g) });
   let measuredMj = 0;
@@ -74,14 +82,16 @@ export function attributeClosedWindow(w: { node: string; start: number; end: num
   for (const work of [...w.work.values()].sort((a, b) => (a.instance < b.instance ? -1 : 1))) {
     const energyMj = work.gpus.reduce((s, g) => (assigned.has(g) ? s : (assigned.add(g), s + (gpuEnergy.get(g)?.energyMj ?? 0))), 0);
     const { shares, idleMj } = attribute(energyMj, work.requests, work.instance);
+    // W × ms = mJ, for each of the instance's GPUs.
+    const statics = staticPowerW !== undefined ? staticParts(shares, staticPowerW * work.gpus.length * (w.end - w.start)) : undefined;
     let prefillTokens = 0;
     let decodeTokens = 0;
-    for (const s of shares) {
+    shares.forEach((s, k) => {
       prefillTokens += s.prefillTokens;
       decodeTokens += s.decodeTokens;
       attributed += s.energyMj;
-      out.push({ requestId: s.requestId, instance: work.instance, energyMj: s.energyMj, prefillMj: s.prefillMj, decodeMj: s.decodeMj });
-    }
+      out.push({ requestId: s.requestId, instance: work.instance, energyMj: s.energyMj, prefillMj: s.prefillMj, decodeMj: s.decodeMj, ...(statics ? { staticMj: statics[k]! } : {}) });
+    });
     idle += idleMj;
     instanceWindows.push({
       node: w.node,
@@ -140,6 +150,7 @@ export function energyRecord(a: RequestAcc, incomplete: boolean): RequestEnergy 
     prefillEnergyMj: a.prefillMj,
     decodeEnergyMj: a.decodeMj,
     idleShareMj: 0,
+    ...(a.staticMj !== undefined ? { staticEnergyMj: a.staticMj, activeEnergyMj: Math.max(0, a.energyMj - a.staticMj) } : {}),
     windows: a.windows,
     // Output tokens but no window that carried them: its energy is missing, not zero.
     incomplete: incomplete || a.incomplete || !a.start || !end || (a.windows === 0 && (end?.outputTokens ?? 0) > 0),

@@ -6,6 +6,7 @@ import { onShutdownSignal } from "../../shared/lifecycle.ts";
 import { natsOptions } from "../../shared/config.ts";
 import { connectNats } from "../../shared/nats.ts";
 import { defineCommand } from "../../shared/command.ts";
+import { calibrateSimulated } from "./calibrate.ts";
 import { createFleetController, createSimnodeController, parseEndpoint, type KnobController } from "./controllers.ts";
 import { createLibraryRunner, type PointRunner } from "./library-runner.ts";
 import { loadMatrix } from "./matrix.ts";
@@ -126,6 +127,43 @@ export const reportCommand = defineCommand(
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, html);
     process.stderr.write(`report: wrote ${out} (${(html.length / 1024).toFixed(0)} KiB)\n`);
+    return 0;
+  },
+);
+
+const calibrateSchema = z.object({
+  model: z.string().min(1).default("llama-3.1-70b"),
+  gpu: z.string().min(1).default("h100-sxm"),
+  tp: z.coerce.number().int().min(1).max(64).default(4),
+  smClockMhz: z.coerce.number().int().positive().optional(),
+  maxBatch: z.coerce.number().int().positive().optional(),
+});
+
+export const calibrateCommand = defineCommand(
+  {
+    name: "calibrate",
+    summary: "measure what energy attribution needs for a deployment: static power per GPU, energy and rate of a prefill token",
+    options: {
+      model: { type: "string", description: "model", defaultText: "llama-3.1-70b" },
+      gpu: { type: "string", description: "GPU model", defaultText: "h100-sxm" },
+      tp: { type: "string", arg: "N", description: "GPUs per instance (tensor parallelism)", defaultText: "4" },
+      "sm-clock-mhz": { type: "string", arg: "MHZ", description: "SM clock the instance runs at (prefill energy moves with it)", defaultText: "the GPU's maximum" },
+      "max-batch": { type: "string", arg: "N", description: "the engine's max running sequences" },
+    },
+    schema: calibrateSchema,
+    examples: ["joulestream calibrate --model llama-3.1-70b --gpu h100-sxm --tp 4"],
+  },
+  async (cfg) => {
+    // The simulated node (library mode) today; on a real node the same two measurements (an idle
+    // span, a prompt-only burst) come from its counters (calibrationFrom; docs/attribution.md).
+    const c = calibrateSimulated({ model: cfg.model, gpuModel: cfg.gpu, tp: cfg.tp, ...(cfg.smClockMhz ? { smClockMhz: cfg.smClockMhz } : {}), ...(cfg.maxBatch ? { maxBatch: cfg.maxBatch } : {}) });
+    const { burst, idle } = c.measurements;
+    process.stderr.write(
+      `calibrate: simulated ${cfg.model} on ${cfg.tp}× ${cfg.gpu}: idle ${(idle.durationMs / 1000).toFixed(1)} s; burst of ${burst.promptTokens} prompt tokens (1 output token each) in ${(burst.durationMs / 1000).toFixed(2)} s, ${(burst.energyMj / 1000).toFixed(0)} J\n`,
+    );
+    process.stdout.write(`analyzer: --prefill-mj-per-token ${c.prefillMjPerToken.toFixed(1)} --static-power-w ${c.staticPowerW.toFixed(1)}\n`);
+    process.stdout.write(`agent:    --prefill-tokens-per-s ${Math.round(c.prefillTokensPerS)}\n`);
+    process.stdout.write(`${JSON.stringify({ model: cfg.model, gpu: cfg.gpu, tp: cfg.tp, ...(cfg.smClockMhz ? { smClockMhz: cfg.smClockMhz } : {}), staticPowerW: c.staticPowerW, prefillMjPerToken: c.prefillMjPerToken, prefillTokensPerS: c.prefillTokensPerS })}\n`);
     return 0;
   },
 );

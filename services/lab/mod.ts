@@ -13,4 +13,5 @@ export { openStore, readPoints, toCsv, POINTS_FILE, RESULTS_CSV, RESULTS_JSON } 
 export { buildReportHtml, readSweepDir, type SweepData } from "./report/html.ts";
 export { buildCharts, type ChartSpec } from "./report/charts.ts";
 export { renderSvg } from "./report/render.ts";
-export { sweepCommand, reportCommand } from "./command.ts";
+export { sweepCommand, reportCommand, calibrateCommand } from "./command.ts";
+export { calibrationFrom, calibrateSimulated, CALIBRATION_BURST, CALIBRATION_IDLE_MS, type AttributionCalibration, type CalibrationMeasurements, type SimulatedDeployment } from "./calibrate.ts";

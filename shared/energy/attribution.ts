@@ -94,3 +94,23 @@ export function attributeWindowPrefillEnergy(energyMj: number, requests: readonl
   }
   return { shares, idleMj: 0 };
 }
+
+/**
+ * A window's static energy — the GPUs' idle power over the window (`staticMj`, capped at what was
+ * attributed) — apart from each share's active energy: each request's part of it is its part of the
+ * window's attributed energy, so a request that ran the window alone carries all of it and a request
+ * in a batch of 100 a hundredth. Returns, per share in order, the static part of its `energyMj`
+ * (0 ≤ static ≤ energyMj; Σ = min(staticMj, Σ energyMj)). Pure.
+ *
+ * Static power is what the GPUs draw doing nothing (leakage, memory refresh, fans of the board): it
+ * is not caused by any request, but it is the price of the time they held the GPUs. Reported apart,
+ * an operator can tell the energy a request's work cost from the energy of the time it was served in.
+ */
+export function staticParts(shares: readonly Pick<Share, "energyMj">[], staticMj: number): number[] {
+  if (!(staticMj >= 0)) throw new RangeError(`static energy must be ≥ 0, got ${staticMj}`);
+  let total = 0;
+  for (const s of shares) total += s.energyMj;
+  if (!(total > 0)) return shares.map(() => 0);
+  const s = Math.min(staticMj, total);
+  return shares.map((sh) => Math.min(sh.energyMj, (s * sh.energyMj) / total));
+}

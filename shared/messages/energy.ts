@@ -30,6 +30,14 @@ export const requestEnergy = z.object({
   decodeEnergyMj: nonNeg,
   /** Idle energy amortized onto this request (0 unless amortization is on); not in energyMj. */
   idleShareMj: nonNeg,
+  /**
+   * Of energyMj: its share of the GPUs' static (idle) power over the windows it was active in —
+   * energy of the time it held the GPUs, not of its work — and the rest, its active energy
+   * (energyMj = static + active). Present when the analyzer knows the GPUs' static power
+   * (--static-power-w); absent from older analyzers' records.
+   */
+  staticEnergyMj: nonNeg.optional(),
+  activeEnergyMj: nonNeg.optional(),
   windows: count,
   /** True when a window the request was active in closed without all its inputs. */
   incomplete: z.boolean(),

@@ -10,6 +10,12 @@ export const workItem = z.object({
   requestId,
   prefillTokens: count,
   decodeTokens: count,
+  /**
+   * The request has not had its first token yet: its prefillTokens are the tap's estimate of the
+   * prompt's prefill in this window (services/agent/prefill-spread.ts), and the first token's window
+   * gets the rest. Absent from agents that do not estimate (all prefill in the first token's window).
+   */
+  awaitingFirstToken: z.literal(true).optional(),
 });
 export type WorkItem = z.infer<typeof workItem>;
 

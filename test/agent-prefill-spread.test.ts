@@ -1,0 +1,82 @@
+import test from "ava";
+import fc from "fast-check";
+import { createPrefillSpread } from "../services/agent/prefill-spread.ts";
+import { createWorkTracker } from "../services/agent/work-tracker.ts";
+import { workWindow } from "../shared/mod.ts";
+
+const inst = { id: "i0", upstream: "http://127.0.0.1:1", gpus: [0] };
+
+test("prefill spread - prompts waiting for their first token are prefilled first come first served at the rate, none before it arrived, the last token left for the first token's window", (t) => {
+  const s = createPrefillSpread({ tokensPerS: 1000 });
+  s.arrived("a", 0, 1500);
+  s.arrived("b", 200, 600);
+  s.arrived("c", 5000, 100);
+  // Window 0: a takes the whole second (1,000 tokens), b none.
+  t.deepEqual([...s.close(0, 1000, 0)], [["a", 1000]]);
+  // Window 1: a's last 499 (its 1,500th is the first token's), then b from 1.499 s on.
+  t.deepEqual([...s.close(1000, 2000, 0)], [["a", 499], ["b", 501]]);
+  t.is(s.done("a"), 1499);
+  // Window 2: what the window's first tokens took (300 tokens: 0.3 s) comes first.
+  t.deepEqual([...s.close(2000, 3000, 300)], [["b", 98]]);
+  t.is(s.waiting, 2);
+  t.deepEqual([...s.close(3000, 4000, 0)], []);
+});
+
+test("prefill spread - with a KV cache, a prompt waits, unestimated, until its prompt and max_tokens fit", (t) => {
+  const s = createPrefillSpread({ tokensPerS: 1000, kvCapacityTokens: 1000 });
+  s.arrived("a", 0, 500, 300);
+  s.arrived("b", 0, 400, 100);
+  t.deepEqual([...s.close(0, 1000, 0)], [["a", 499]], "b does not fit beside a's 800");
+  s.done("a");
+  t.deepEqual([...s.close(1000, 2000, 1)], []);
+  s.ended("a");
+  t.deepEqual([...s.close(2000, 3000, 0)], [["b", 399]]);
+});
+
+test("work tracker - with a prefill rate, a prompt's prefill tokens over its windows add up to its length, the windows before its first token marked, and no window's estimate exceeds the rate", (t) => {
+  const req = fc.record({ arriveMs: fc.nat(5000), waitMs: fc.nat(6000), prompt: fc.integer({ min: 1, max: 20_000 }), decode: fc.nat(20) });
+  fc.assert(
+    fc.property(fc.array(req, { minLength: 1, maxLength: 12 }), fc.integer({ min: 100, max: 20_000 }), (reqs, rate) => {
+      const w = createWorkTracker("n", [inst], { prefillTokensPerS: rate });
+      type Ev = [number, number, () => void];
+      const evs: Ev[] = [];
+      reqs.forEach((r, k) => {
+        const id = `r${k}`;
+        const first = r.arriveMs + r.waitMs;
+        evs.push([r.arriveMs, 0, () => w.started("i0", id, r.arriveMs, r.prompt)]);
+        evs.push([first, 1, () => (w.prefill("i0", id, r.prompt), w.decode("i0", id, 0))]);
+        for (let d = 1; d <= r.decode; d++) evs.push([first + d * 50, 2, () => w.decode("i0", id, 1)]);
+        evs.push([first + r.decode * 50 + 1, 3, () => w.ended("i0", id)]);
+      });
+      evs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      const prefill = new Map<string, number>();
+      let e = 0;
+      for (let k = 0; k < 14; k++) {
+        for (; e < evs.length && evs[e]![0] < (k + 1) * 1000; e++) evs[e]![2]();
+        const [win] = w.closeWindow(k * 1000, (k + 1) * 1000);
+        if (!workWindow.safeParse(win).success) return false;
+        let estimated = 0;
+        for (const it of win!.requests) {
+          prefill.set(it.requestId, (prefill.get(it.requestId) ?? 0) + it.prefillTokens);
+          if (it.awaitingFirstToken) estimated += it.prefillTokens;
+        }
+        if (estimated > rate + 1e-9) return false;
+      }
+      return reqs.every((r, k) => prefill.get(`r${k}`) === r.prompt);
+    }),
+  );
+  t.pass();
+});
+
+test("work tracker - without a prefill rate, WORK is as before: every prompt token in the first token's window, nothing marked", (t) => {
+  const w = createWorkTracker("n", [inst]);
+  w.started("i0", "a", 0, 5000);
+  t.deepEqual(w.closeWindow(0, 1000)[0]!.requests, []);
+  w.prefill("i0", "a", 5000);
+  w.decode("i0", "a", 2);
+  t.deepEqual(w.closeWindow(1000, 2000)[0]!.requests, [{ requestId: "a", prefillTokens: 5000, decodeTokens: 2 }]);
+  // An old agent's WORK item (no awaitingFirstToken) and a new one both pass the contract.
+  const base = { v: 1, kind: "work", msgId: "m", node: "n", instance: "i0", gpus: [0], windowStartMs: 0, windowEndMs: 1000 };
+  t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 0 }] }).success);
+  t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 0, awaitingFirstToken: true }] }).success);
+});
