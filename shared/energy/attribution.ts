@@ -27,9 +27,8 @@ export interface WindowAttribution {
   idleMj: number;
 }
 
-export function attributeWindow(energyMj: number, requests: readonly WorkItem[], prefillWeight = DEFAULT_PREFILL_WEIGHT): WindowAttribution {
-  if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
-  // Merge duplicates of the same request (a WORK list is a set by requestId) in a fixed order.
+/** Duplicates of one request merged (a WORK list is a set by requestId), with the ids in a fixed order. */
+function mergeByRequest(requests: readonly WorkItem[]): { merged: Map<string, { p: number; d: number }>; ids: string[] } {
   const merged = new Map<string, { p: number; d: number }>();
   for (const r of requests) {
     const m = merged.get(r.requestId);
@@ -38,7 +37,12 @@ export function attributeWindow(energyMj: number, requests: readonly WorkItem[],
       m.d += r.decodeTokens;
     } else merged.set(r.requestId, { p: r.prefillTokens, d: r.decodeTokens });
   }
-  const ids = [...merged.keys()].sort();
+  return { merged, ids: [...merged.keys()].sort() };
+}
+
+export function attributeWindow(energyMj: number, requests: readonly WorkItem[], prefillWeight = DEFAULT_PREFILL_WEIGHT): WindowAttribution {
+  if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
+  const { merged, ids } = mergeByRequest(requests);
   let total = 0;
   for (const id of ids) {
     const m = merged.get(id)!;
@@ -67,15 +71,7 @@ export function attributeWindow(energyMj: number, requests: readonly WorkItem[],
 export function attributeWindowPrefillEnergy(energyMj: number, requests: readonly WorkItem[], prefillMjPerToken: number): WindowAttribution {
   if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
   if (!(prefillMjPerToken >= 0)) throw new RangeError(`prefill energy per token must be ≥ 0, got ${prefillMjPerToken}`);
-  const merged = new Map<string, { p: number; d: number }>();
-  for (const r of requests) {
-    const m = merged.get(r.requestId);
-    if (m) {
-      m.p += r.prefillTokens;
-      m.d += r.decodeTokens;
-    } else merged.set(r.requestId, { p: r.prefillTokens, d: r.decodeTokens });
-  }
-  const ids = [...merged.keys()].sort();
+  const { merged, ids } = mergeByRequest(requests);
   let p = 0;
   let d = 0;
   for (const id of ids) {
