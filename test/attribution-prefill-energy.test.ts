@@ -58,14 +58,7 @@ test("attribution, prefill-energy rule - prefill tokens cost their fixed energy,
 
 test("join - with prefillMjPerToken the windowed join attributes by the prefill-energy rule", (t) => {
   const join = createWindowJoin<number>({ prefillMjPerToken: 100 });
-  const gpu = { gpu: 0, uuid: "GPU-0", tMs: [2000], powerMw: [1000_000], energyMj: [2000], energyStartMj: 1000, startTMs: 1000 };
-  join.addPower(powerMessage({ node: "n", seq: 0, windowStartMs: 1000, windowEndMs: 2000, source: "fake", gpus: [gpu], instances: ["i0"] }), 1);
-  join.addWork(workMessage({ node: "n", instance: "i0", gpus: [0], windowStartMs: 1000, windowEndMs: 2000, requests: [{ requestId: "p", prefillTokens: 3, decodeTokens: 0 }, { requestId: "d", prefillTokens: 0, decodeTokens: 10 }] }), 2);
-  for (const id of ["p", "d"]) {
-    const base = { v: 1 as const, kind: "request" as const, node: "n", instance: "i0", requestId: id };
-    join.addRequest({ ...base, msgId: `s${id}`, event: "start", tMs: 1100, endpoint: "completions", stream: true }, 3);
-    join.addRequest({ ...base, msgId: `e${id}`, event: "end", tMs: 1900, status: "ok", promptTokens: 3, outputTokens: 10 }, 4);
-  }
+  oneWindow(join);
   const out = join.flush();
   const w = out.instanceWindows[0]!;
   t.is(w.energyMj, 1000);
