@@ -64,8 +64,10 @@ export function once<T>(fn: () => Promise<T>): () => Promise<T> {
 export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
+    // Not unref'd: whoever awaits this is waiting on purpose, and an event loop with nothing else in
+    // it would otherwise end under the wait (Node exits 13, "unsettled top-level await"): a stopped
+    // server's watchdog that had not exited yet ended `npm run faults` that way.
     timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
-    timer.unref();
   });
   try {
     return await Promise.race([p, timeout]);
