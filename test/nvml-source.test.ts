@@ -342,10 +342,10 @@ test("nvml - async calls: counters follow the model over 1 s, and a lost GPU is 
     const rs = byGpu(samples, gpu);
     t.is(rs.length, samples.length);
     // The counter is exact; an async reading's time is the middle of its call as the event loop saw
-    // it (dispatch to callback), a few ms at worst with other tests sharing the loop.
+    // it (dispatch to callback): a few ms, but 22 ms was seen in a full CI run on 2 loaded cores.
     const counterMs = (rs.at(-1)!.energyMj! - rs[0]!.energyMj!) / 400;
     const spanMs = rs.at(-1)!.tMs - rs[0]!.tMs;
-    t.true(spanMs > 900 && Math.abs(counterMs - spanMs) < 20, `gpu ${gpu}: the counter moved ${counterMs} ms worth of 400 W over ${spanMs} ms`);
+    t.true(spanMs > 900 && Math.abs(counterMs - spanMs) < 50, `gpu ${gpu}: the counter moved ${counterMs} ms worth of 400 W over ${spanMs} ms`);
   }
   t.true(byGpu(samples, 1).length < samples.length);
   t.deepEqual(errors, [1]);
