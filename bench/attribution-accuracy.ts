@@ -63,7 +63,8 @@ const TRACES: Record<string, () => Promise<WorkloadRequest[]>> = {
 const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
 
 /** Attribution rules to compare: the join's options for each. */
-const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number }> = {
+const KV_TOKENS = kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp);
+const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
   "window-0.03": { opts: { prefillWeight: 0.03 } },
@@ -79,8 +80,13 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   "prefill-lab-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS },
   // ... and holds a prompt back while the KV cache could not take it (prompt + max_tokens; the
   // engine's capacity, which vLLM logs at start).
-  "prefill-lab-spread-kv": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp) },
+  "prefill-lab-spread-kv": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS },
   "window-0.1-spread": { opts: { prefillWeight: 0.1 }, prefillTokensPerS: CAL.prefillTokensPerS },
+  // ... and the agent scrapes the engine's running/waiting gauges (vLLM's /metrics) at 5 Hz: only
+  // the prompts the engine admitted are estimated (engine-metrics.ts); the KV guess only when stale.
+  "prefill-lab-spread-engine": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
+  // The same scraped once a second (a slower agent, or a busy server).
+  "prefill-lab-spread-engine-1s": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 1000 },
 };
 
 /** Ordinary least squares of y on the columns of x (normal equations, Gaussian elimination). */
@@ -120,8 +126,8 @@ for (const rule of ruleNames) {
     const t0 = performance.now();
     const workload = await TRACES[name]!();
     const sim = simulate(workload, { ...NODE, ledger: true, recordTokenTimes: true, sampleIntervalMs: 100 });
-    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv } = RULES[rule]!;
-    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}) });
+    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv, engineScrapeMs } = RULES[rule]!;
+    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}), ...(engineScrapeMs !== undefined ? { engineScrapeMs } : {}) });
     let fitted: number | undefined;
     if (fit) {
       const windows = runJoin(obs, opts).instanceWindows.filter((w) => w.prefillTokens + w.decodeTokens > 0);

@@ -33,10 +33,49 @@ test("prefill spread - with a KV cache, a prompt waits, unestimated, until its p
   t.deepEqual([...s.close(2000, 3000, 0)], [["b", 399]]);
 });
 
-test("work tracker - with a prefill rate, a prompt's prefill tokens over its windows add up to its length, the windows before its first token marked, and no window's estimate exceeds the rate", (t) => {
+test("prefill spread - with the engine's queue length, only the oldest (awaiting − waiting) prompts are estimated; one shown queued twice waits, and all behind it, until a scrape shows it admitted", (t) => {
+  const s = createPrefillSpread({ tokensPerS: 1000 });
+  s.arrived("a", 0, 500);
+  s.arrived("b", 0, 600);
+  s.engine(100, 1); // a runs, b queues
+  s.engine(300, 1); // b still queues: held back (KV), not waiting a step
+  t.deepEqual([...s.close(0, 1000, 0)], [["a", 499]], "without the scrapes b would get the 501 tokens after a");
+  s.done("a");
+  s.engine(1500, 0); // b admitted since 300
+  t.deepEqual([...s.close(1000, 2000, 0)], [["b", 599]]);
+});
+
+test("prefill spread - a prompt shown queued by one scrape only (a step's wait) is estimated from that scrape; a later scrape showing it queued takes the guess back", (t) => {
+  const s = createPrefillSpread({ tokensPerS: 1000 });
+  s.arrived("a", 0, 3000);
+  s.engine(100, 1);
+  t.deepEqual([...s.close(0, 1000, 0)], [["a", 900]]);
+  s.engine(1100, 1);
+  s.engine(1300, 1);
+  t.deepEqual([...s.close(1000, 2000, 0)], [], "queued twice in a row: held back");
+});
+
+test("prefill spread - the engine's counts gone stale, the estimate is the KV guess again; a prompt reaching the tap within engineLagMs of a scrape is not counted in it", (t) => {
+  const s = createPrefillSpread({ tokensPerS: 1000, engineFreshMs: 2000, engineLagMs: 50 });
+  s.arrived("a", 0, 500);
+  s.engine(100, 1);
+  s.engine(200, 1);
+  t.deepEqual([...s.close(0, 1000, 0)], []);
+  t.deepEqual([...s.close(3000, 4000, 0)], [["a", 499]], "no scrape for 3.8 s: from the last that showed it queued, by the (unlimited) KV guess");
+  const l = createPrefillSpread({ tokensPerS: 1000, engineLagMs: 50 });
+  l.arrived("a", 0, 500);
+  l.arrived("b", 60, 500);
+  l.engine(100, 0); // b reached the tap 40 ms before: maybe not in the engine's queue yet; a runs
+  l.engine(200, 0);
+  t.deepEqual([...l.close(0, 1000, 0)], [["a", 499], ["b", 500 - 1]]);
+});
+
+test("work tracker - with a prefill rate, with or without the engine's counts, a prompt's prefill tokens over its windows add up to its length, the windows before its first token marked, and no window's estimate exceeds the rate", (t) => {
   const req = fc.record({ arriveMs: fc.nat(5000), waitMs: fc.nat(6000), prompt: fc.integer({ min: 1, max: 20_000 }), decode: fc.nat(20) });
+  // Scrapes every 250 ms with any queue length (the engine's counts need not agree with the tap's).
+  const scrapes = fc.option(fc.array(fc.nat(4), { minLength: 56, maxLength: 56 }), { nil: undefined });
   fc.assert(
-    fc.property(fc.array(req, { minLength: 1, maxLength: 12 }), fc.integer({ min: 100, max: 20_000 }), (reqs, rate) => {
+    fc.property(fc.array(req, { minLength: 1, maxLength: 12 }), fc.integer({ min: 100, max: 20_000 }), scrapes, (reqs, rate, queued) => {
       const w = createWorkTracker("n", [inst], { prefillTokensPerS: rate });
       type Ev = [number, number, () => void];
       const evs: Ev[] = [];
@@ -48,6 +87,7 @@ test("work tracker - with a prefill rate, a prompt's prefill tokens over its win
         for (let d = 1; d <= r.decode; d++) evs.push([first + d * 50, 2, () => w.decode("i0", id, 1)]);
         evs.push([first + r.decode * 50 + 1, 3, () => w.ended("i0", id)]);
       });
+      queued?.forEach((n, k) => evs.push([k * 250 + 10, 0.5, () => w.engine("i0", k * 250 + 10, { running: 0, waiting: n })]));
       evs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
       const prefill = new Map<string, number>();
       let e = 0;

@@ -3,6 +3,7 @@ import { createServer } from "node:net";
 import { startSimnode, type Simnode } from "../services/simnode/server.ts";
 import { CHARS_PER_TOKEN, CHAT_TOKENS_PER_MESSAGE } from "../services/simnode/openai.ts";
 import { parsePrometheusText } from "../services/agent/prometheus.ts";
+import { until } from "./helpers/until.ts";
 
 const post = (url: string, body: unknown, headers: Record<string, string> = {}) => fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
 
@@ -156,6 +157,39 @@ test("simnode server - /metrics speaks dcgm-exporter: names, labels, HELP/TYPE, 
   t.true(busyJ > idleJ * 1.5, `busy GPU ${busyJ} J vs idle ${idleJ} J`);
   const power = after.find((x) => x.name === "DCGM_FI_DEV_POWER_USAGE" && x.labels.gpu === "0")!.value;
   t.true(power > 75 && power <= 700);
+});
+
+test("simnode server - /i/<id>/metrics is that instance's vLLM server's: running and waiting follow its queue, an aborted request leaves it, and /metrics stays DCGM's", async (t) => {
+  const sim = await withSim(t);
+  await post(`${sim.url}/admin/config`, { maxBatch: 1 });
+  const gauges = async (id: string) => {
+    const res = await fetch(`${sim.url}/i/${id}/metrics`);
+    t.regex(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    const v = (name: string) => parsePrometheusText(text).find((s) => s.name === name && s.labels.model_name === "llama-3-8b" && s.labels.engine === "0")?.value;
+    return { text, running: v("vllm:num_requests_running"), waiting: v("vllm:num_requests_waiting"), kv: v("vllm:kv_cache_usage_perc") };
+  };
+  const idle = await gauges("i0");
+  t.deepEqual([idle.running, idle.waiting, idle.kv], [0, 0, 0]);
+  t.regex(idle.text, /^# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting\{engine="0",model_name="llama-3-8b"\} 0\.0$/m);
+  // One batch slot on i0: the first request runs, the two after it queue. Long enough to still run when scraped.
+  const aborts = [0, 1, 2].map(() => new AbortController());
+  const streams = await Promise.all(aborts.map((a) => fetch(`${sim.url}/i/i0/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: [1, 2, 3], max_tokens: 4000, ignore_eos: true, stream: true }), signal: a.signal })));
+  t.deepEqual(streams.map((r) => r.status), [200, 200, 200]);
+  const busy = await gauges("i0");
+  t.deepEqual([busy.running, busy.waiting], [1, 2]);
+  t.true(busy.kv! > 0 && busy.kv! <= 1, `kv usage ${busy.kv}`);
+  const other = await gauges("i1");
+  t.deepEqual([other.running, other.waiting], [0, 0]);
+  // The queued ones' clients go: vLLM drops an aborted request from its queue.
+  aborts[2]!.abort();
+  aborts[1]!.abort();
+  await until(async () => (await gauges("i0")).waiting === 0, 5000, "the aborted requests to leave the queue");
+  t.is((await gauges("i0")).running, 1);
+  aborts[0]!.abort();
+  await until(async () => (await gauges("i0")).running === 0, 5000, "the running request to end");
+  t.is((await fetch(`${sim.url}/i/nope/metrics`)).status, 404);
+  t.regex(await (await fetch(sim.metricsUrl)).text(), /^DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION\{gpu="0"/m);
 });
 
 test("simnode server - admin endpoint snaps clocks to supported steps, validates limits, resets, and changes TP when idle", async (t) => {

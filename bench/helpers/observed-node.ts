@@ -11,6 +11,11 @@ import type { SimulationResult } from "../../services/simnode/mod.ts";
  * (request-watcher.ts): the prompt's tokens count as prefill in the window of the first token (less
  * what the tracker estimated before it, given a prefill rate), each later token as one decode token.
  * Never the engine's steps, batches or per-step work: those are the ledger's, not the agent's.
+ *
+ * With `engineScrapeMs`, the agent also scrapes each instance's vLLM gauges that often (engine-
+ * metrics.ts): the requests the engine runs and queues at the scrape's time, as the simulated
+ * server's /i/<id>/metrics would say then (a request queues from its arrival to its admission, runs
+ * from its admission to its end) — sampled counts, not the engine's steps.
  */
 export interface ObservedNode {
   power: PowerBatch[];
@@ -21,7 +26,21 @@ export interface ObservedNode {
 /** Epoch ms of simulated t = 0: a whole second, so simulated and epoch windows share their edges. */
 export const SIM_EPOCH_MS = 1_700_000_000_000;
 
-export function observe(r: SimulationResult, o: { node: string; windowMs?: number; model?: string; prefillTokensPerS?: number; kvCapacityTokens?: number }): ObservedNode {
+export interface ObserveOptions {
+  node: string;
+  windowMs?: number;
+  model?: string;
+  prefillTokensPerS?: number;
+  kvCapacityTokens?: number;
+  /** Scrape each instance's running/waiting gauges this often, ms (none: no scrapes). */
+  engineScrapeMs?: number;
+  /** The scrapes' phase against the window grid, ms (a real agent's timer is not on it). Default 37. */
+  engineScrapeOffsetMs?: number;
+  /** The tracker's engineLagMs. */
+  engineLagMs?: number;
+}
+
+export function observe(r: SimulationResult, o: ObserveOptions): ObservedNode {
   const windowMs = o.windowMs ?? 1000;
   const { node } = o;
   const at = (simMs: number) => SIM_EPOCH_MS + simMs;
@@ -59,9 +78,18 @@ export function observe(r: SimulationResult, o: { node: string; windowMs?: numbe
 
   // WORK per instance and window from the agent's own work tracker, fed what the tap sees of each
   // request in time order; REQUEST events as the tap emits them.
-  const tracker = createWorkTracker(node, r.instances.map((i) => ({ id: i.id, upstream: "simulated", gpus: i.gpus, ...(o.model ? { model: o.model } : {}) })), { ...(o.prefillTokensPerS !== undefined ? { prefillTokensPerS: o.prefillTokensPerS } : {}), ...(o.kvCapacityTokens !== undefined ? { kvCapacityTokens: o.kvCapacityTokens } : {}) });
-  /** Tap observations: [sim ms, order at equal times (arrive, first, token, end), request index, what]. */
-  const seen: [number, number, number, "start" | "first" | "token" | "end"][] = [];
+  const tracker = createWorkTracker(node, r.instances.map((i) => ({ id: i.id, upstream: "simulated", gpus: i.gpus, ...(o.model ? { model: o.model } : {}) })), { ...(o.prefillTokensPerS !== undefined ? { prefillTokensPerS: o.prefillTokensPerS } : {}), ...(o.kvCapacityTokens !== undefined ? { kvCapacityTokens: o.kvCapacityTokens } : {}), ...(o.engineLagMs !== undefined ? { engineLagMs: o.engineLagMs } : {}) });
+  /** Tap observations: [sim ms, order at equal times (arrive, scrape, first, token, end), request or instance index, what]. */
+  const seen: [number, number, number, "start" | "scrape" | "first" | "token" | "end"][] = [];
+  const gauges = r.instances.map((inst) => {
+    const mine = r.requests.filter((q) => q.instanceId === inst.id);
+    const sorted = (f: (q: (typeof mine)[number]) => number) => mine.map(f).sort((a, b) => a - b);
+    return { arrivals: sorted((q) => q.arrivalMs), admits: sorted((q) => q.admitMs), ends: sorted((q) => q.endMs) };
+  });
+  if (o.engineScrapeMs !== undefined) {
+    if (!(o.engineScrapeMs > 0)) throw new RangeError(`engineScrapeMs must be > 0, got ${o.engineScrapeMs}`);
+    for (let t = o.engineScrapeOffsetMs ?? 37; t < r.durationMs; t += o.engineScrapeMs) r.instances.forEach((_, i) => seen.push([t, 0.5, i, "scrape"]));
+  }
   const events: RequestEvent[] = [];
   r.requests.forEach((q, i) => {
     const times = q.tokenTimesMs;
@@ -82,6 +110,12 @@ export function observe(r: SimulationResult, o: { node: string; windowMs?: numbe
     const last = k === windows - 1;
     for (; e < seen.length && (last || seen[e]![0] <= (k + 1) * windowMs); e++) {
       const [t, , i, what] = seen[e]!;
+      if (what === "scrape") {
+        const g = gauges[i]!;
+        const admitted = atOrBefore(g.admits, t);
+        tracker.engine(r.instances[i]!.id, at(t), { waiting: atOrBefore(g.arrivals, t) - admitted, running: admitted - atOrBefore(g.ends, t) });
+        continue;
+      }
       const q = r.requests[i]!;
       if (what === "start") tracker.started(q.instanceId, q.id, at(t), q.promptTokens, q.outputTokens);
       else if (what === "first") tracker.prefill(q.instanceId, q.id, q.promptTokens);
@@ -91,4 +125,16 @@ export function observe(r: SimulationResult, o: { node: string; windowMs?: numbe
     out.push(...tracker.closeWindow(at(k * windowMs), at((k + 1) * windowMs)));
   }
   return { power, work: out, events };
+}
+
+/** How many of the ascending `xs` are ≤ `t`. */
+function atOrBefore(xs: readonly number[], t: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid]! <= t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

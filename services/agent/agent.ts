@@ -9,6 +9,7 @@ import type { PowerSource, SourceDescription } from "./power-source.ts";
 import { startRequestTap, type RequestTap } from "./request-tap.ts";
 import { createSampler, type CpuEnergyMeter, type SamplerStats } from "./sampler.ts";
 import { createWorkTracker } from "./work-tracker.ts";
+import { startEngineMetrics, type EngineMetricsMode, type EngineMetricsStats } from "./engine-metrics.ts";
 import { startClockControl, STOP_GRACE_MS as CLOCK_STOP_GRACE_MS, type ClockBackend, type ClockControl } from "./clock-control.ts";
 import { createWindowCarryFile, type WindowCarryFile } from "./window-carry.ts";
 
@@ -41,6 +42,12 @@ export interface AgentOptions {
   /** Each instance's KV cache, tokens: with the rate, a prompt is not estimated to prefill before it fits. */
   kvCapacityTokens?: number;
   /**
+   * Scrape each instance's `<upstream>/metrics` for vLLM's running/waiting gauges (engine-metrics.ts):
+   * with the rate, only prompts the engine admitted are estimated. Default off; auto: where they answer.
+   */
+  engineMetrics?: EngineMetricsMode;
+  engineMetricsIntervalMs?: number;
+  /**
    * Where the outbox spills when NATS is unreachable (memory only without it), and where the open
    * POWER window is kept so that a restart continues it (window-carry.ts).
    */
@@ -60,6 +67,7 @@ export interface AgentStats {
   sampler: SamplerStats;
   publisher: OutboxStats;
   taps: Record<string, ReturnType<RequestTap["stats"]>>;
+  engineMetrics: EngineMetricsStats;
 }
 
 export interface Agent {
@@ -149,6 +157,15 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     });
   }
   sampler.start();
+  // Only the prefill spread uses the engine's counts: without a rate there is nothing to scrape for.
+  const engineMetrics = startEngineMetrics({
+    instances: opts.instances,
+    mode: opts.prefillTokensPerS !== undefined ? (opts.engineMetrics ?? "off") : "off",
+    clock: opts.clock,
+    ...(opts.engineMetricsIntervalMs !== undefined ? { intervalMs: opts.engineMetricsIntervalMs } : {}),
+    onCounts: (instance, tMs, counts) => tracker.engine(instance, tMs, counts),
+    log,
+  });
   const clockControl: ClockControl | undefined = opts.clockBackend
     ? await startClockControl({ nc: opts.nc, node: opts.node, gpus: description.gpus, backend: opts.clockBackend, log, ...(opts.spoolDir ? { stateFile: join(opts.spoolDir, "clock-control.json") } : {}) })
     : undefined;
@@ -193,6 +210,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       clearInterval(heartbeat);
       await clockControl?.stop();
       await Promise.all(Object.values(taps).map((t) => t.close()));
+      await engineMetrics.stop();
       await sampler.stop();
       await carryFile?.flush();
       const flushed = await publisher.flush(FLUSH_TIMEOUT_MS);
@@ -213,6 +231,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       sampler: sampler.stats(),
       publisher: publisher.stats(),
       taps: Object.fromEntries(Object.entries(taps).map(([id, t]) => [id, t.stats()])),
+      engineMetrics: engineMetrics.stats(),
     }),
     async stop() {
       await life.stop();

@@ -5,6 +5,7 @@ import { connectNats, natsConfig, natsOptions, nodeInboxPrefix, replicasConfig, 
 import { defineCommand } from "../../shared/command.ts";
 import { startAgent } from "./agent.ts";
 import { parseInstance } from "./instances.ts";
+import { DEFAULT_ENGINE_METRICS_INTERVAL_MS } from "./engine-metrics.ts";
 import { openPowerSource } from "./open-source.ts";
 import { DEFAULT_POWERCAP_ROOT, createRaplReader, raplMeter } from "./rapl.ts";
 import type { CpuEnergyMeter } from "./sampler.ts";
@@ -27,6 +28,8 @@ const schema = natsConfig.extend(replicasConfig.shape).extend({
   noContinuousUsage: z.boolean().default(false),
   prefillTokensPerS: z.coerce.number().positive().max(1e9).optional(),
   kvCapacityTokens: z.coerce.number().int().positive().optional(),
+  engineMetrics: z.enum(["auto", "on", "off"]).default("auto"),
+  engineMetricsIntervalMs: z.coerce.number().int().min(50).max(10_000).default(DEFAULT_ENGINE_METRICS_INTERVAL_MS),
   spoolDir: z.string().optional(),
   allowClockControl: z.boolean().default(false),
   simAdmin: z.url().optional(),
@@ -61,6 +64,8 @@ export const agentCommand = defineCommand(
       "powercap-root": { type: "string", arg: "DIR", description: "where the powercap zones are (a host /sys mounted elsewhere)", defaultText: DEFAULT_POWERCAP_ROOT },
       "prefill-tokens-per-s": { type: "string", arg: "N", env: "JOULESTREAM_PREFILL_TOKENS_PER_S", description: "an instance's prefill rate (`joulestream calibrate`): WORK then spreads a prompt's prefill over the windows before its first token, not all into that one" },
       "kv-capacity-tokens": { type: "string", arg: "N", env: "JOULESTREAM_KV_CAPACITY_TOKENS", description: "with --prefill-tokens-per-s: an instance's KV cache in tokens (vLLM logs it at start); a prompt is not counted as prefilling while it could not fit" },
+      "engine-metrics": { type: "string", arg: "auto|on|off", env: "JOULESTREAM_ENGINE_METRICS", description: "with --prefill-tokens-per-s: scrape each instance's <upstream>/metrics for vLLM's num_requests_running/waiting, so that only prompts the engine admitted count as prefilling; auto: where the server has them", defaultText: "auto" },
+      "engine-metrics-interval-ms": { type: "string", arg: "MS", description: "how often to scrape them", defaultText: String(DEFAULT_ENGINE_METRICS_INTERVAL_MS) },
       "no-continuous-usage": { type: "boolean", description: "do not ask servers for per-chunk usage (for servers that reject stream_options.continuous_usage_stats)" },
     },
     schema,
@@ -121,6 +126,8 @@ export const agentCommand = defineCommand(
       continuousUsage: !cfg.noContinuousUsage,
       ...(cfg.prefillTokensPerS !== undefined ? { prefillTokensPerS: cfg.prefillTokensPerS } : {}),
       ...(cfg.kvCapacityTokens !== undefined ? { kvCapacityTokens: cfg.kvCapacityTokens } : {}),
+      engineMetrics: cfg.engineMetrics,
+      engineMetricsIntervalMs: cfg.engineMetricsIntervalMs,
       spoolDir: cfg.spoolDir ?? join(tmpdir(), `joulestream-spool-${cfg.nodeId}`),
       ...(clockBackend ? { clockBackend } : {}),
       ...(cpuEnergy ? { cpuEnergy } : {}),

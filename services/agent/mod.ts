@@ -5,5 +5,5 @@ export type { PowerSource, GpuReading, SourceDescription } from "./power-source.
 export type { CpuEnergyMeter, SamplerStats } from "./sampler.ts";
 export { agentCommand } from "./command.ts";
 export { createNvmlSource, type NvmlSource, type NvmlSourceOptions } from "./nvml/mod.ts";
-export { createWorkTracker, type WorkTracker, type WorkTrackerOptions } from "./work-tracker.ts";
-export { createPrefillSpread, type PrefillSpread } from "./prefill-spread.ts";
+export { createWorkTracker, type WorkTracker, type WorkTrackerOptions, type EngineCounts } from "./work-tracker.ts";
+export { createPrefillSpread, ENGINE_LAG_MS, type PrefillSpread } from "./prefill-spread.ts";

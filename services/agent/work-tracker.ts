@@ -9,7 +9,9 @@ import { createPrefillSpread, type PrefillSpread } from "./prefill-spread.ts";
  * With `prefillTokensPerS` (the instance's calibrated prefill rate), the prompts still waiting for
  * their first token get an estimate of the prefill they had in each window (prefill-spread.ts),
  * marked `awaitingFirstToken`; the first token then brings the rest of the prompt. Without it, a
- * prompt's tokens all count in the window of its first token.
+ * prompt's tokens all count in the window of its first token. With the engine's queue length as
+ * well (`engine()`, from the server's /metrics: engine-metrics.ts), only the prompts the engine has
+ * admitted are estimated.
  */
 export interface WorkTracker {
   /** A request arrived (at `tMs`, with a prompt of about `promptTokens`: what the spread needs). */
@@ -17,7 +19,15 @@ export interface WorkTracker {
   prefill(instance: string, requestId: string, tokens: number): void;
   decode(instance: string, requestId: string, tokens: number): void;
   ended(instance: string, requestId: string): void;
+  /** The instance's engine, scraped at `tMs`: requests it runs and requests it queues. */
+  engine(instance: string, tMs: number, counts: EngineCounts): void;
   closeWindow(windowStartMs: number, windowEndMs: number): WorkWindow[];
+}
+
+/** vLLM's scheduler gauges: `vllm:num_requests_running`, `vllm:num_requests_waiting`. */
+export interface EngineCounts {
+  running: number;
+  waiting: number;
 }
 
 export interface WorkTrackerOptions {
@@ -25,6 +35,8 @@ export interface WorkTrackerOptions {
   prefillTokensPerS?: number;
   /** The engine's KV cache per instance, tokens: with it, a prompt is not estimated to prefill before its tokens and max_tokens fit. */
   kvCapacityTokens?: number;
+  /** How long before a scrape a prompt must have reached the tap to count in it (prefill-spread.ts ENGINE_LAG_MS). */
+  engineLagMs?: number;
 }
 
 interface Open {
@@ -45,7 +57,7 @@ interface InstanceState {
 export function createWorkTracker(node: string, instances: readonly InstanceInfo[], opts: WorkTrackerOptions = {}): WorkTracker {
   const state = new Map<string, InstanceState>();
   for (const inst of instances) {
-    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}) }) } : {}) });
+    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}) }) } : {}) });
   }
   const of = (instance: string): InstanceState => {
     const s = state.get(instance);
@@ -88,6 +100,10 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       s.inFlight.delete(requestId);
       s.spread?.ended(requestId);
       s.credit.delete(requestId);
+    },
+    engine(instance, tMs, counts) {
+      // Only the queue's length is used: with FCFS it says which prompts were admitted (prefill-spread.ts).
+      state.get(instance)?.spread?.engine(tMs, counts.waiting);
     },
     closeWindow(windowStartMs, windowEndMs) {
       const out: WorkWindow[] = [];

@@ -94,6 +94,8 @@ export interface InstanceEngine {
 export function createInstanceEngine(o: EngineOptions): InstanceEngine {
   const waiting: RequestState[] = [];
   let waitHead = 0;
+  /** Cancelled requests still in the queue (plan() skips them): not waiting, as vLLM drops an aborted one. */
+  let queuedCancelled = 0;
   let running: RequestState[] = [];
   let kvUsed = 0;
   let pendingTokens = 0;
@@ -133,6 +135,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
       const s = waiting[waitHead]!;
       if (s.cancelled) {
         waitHead++;
+        queuedCancelled--;
         continue;
       }
       if (kvUsed + reserve(s) > o.kvCapacityTokens) break; // FCFS: the head waits for KV space
@@ -199,7 +202,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
       if (i >= 0) {
         running.splice(i, 1);
         kvUsed -= reserve(s);
-      }
+      } else queuedCancelled++;
       // Still queued: plan() skips it. Either way a free slot may admit the queue's head now.
       if (!inFlight) plan(nowMs);
     },
@@ -213,7 +216,7 @@ export function createInstanceEngine(o: EngineOptions): InstanceEngine {
     nextEventMs: () => inFlight?.endMs,
     current: () => (inFlight ? { startMs: inFlight.startMs, cost: inFlight.cost } : undefined),
     get waiting() {
-      return waiting.length - waitHead;
+      return waiting.length - waitHead - queuedCancelled;
     },
     get running() {
       return running.length;

@@ -5,6 +5,7 @@ import { hostname } from "node:os";
 import { z } from "zod";
 import { ConfigError, createLifecycle } from "../../shared/mod.ts";
 import { createGpuTelemetry } from "./metrics.ts";
+import { renderVllmMetrics } from "./vllm-metrics.ts";
 import { createSimNode, type NodeConfig, type SimNode } from "./node.ts";
 import { modelNotFound, openAiError, parseOpenAi, tokenText, usageOf, type ParsedRequest } from "./openai.ts";
 import { createRng, hash32, naturalOutputTokens } from "./rng.ts";
@@ -15,7 +16,8 @@ import { createEnergyLedger } from "./ledger.ts";
  * The simulated node as a real-time OpenAI-compatible server (node:http):
  * - POST /v1/completions, /v1/chat/completions (streaming SSE, one token per chunk, or not);
  *   POST /i/<instanceId>/v1/... pins a request to one instance, otherwise the least-loaded one;
- * - GET /v1/models, GET /health, GET /metrics (DCGM-exporter format);
+ * - GET /v1/models, GET /health, GET /metrics (DCGM-exporter format); GET /i/<instanceId>/metrics:
+ *   that instance's scheduler gauges as its vLLM server's /metrics (vllm-metrics.ts);
  * - GET/POST /admin/config {smClockMhz, powerLimitW, maxBatch, tp}, POST /admin/reset-clocks;
  * - GET /admin/ledger (every request's energy by the engine's own ledger, ledger.ts), GET /admin/ledger/<request id>.
  * Responses carry `x-request-id` (echoed or generated) and `x-simnode-arrival-ms` (simulated arrival).
@@ -245,6 +247,11 @@ export async function startSimnode(opts: SimnodeOptions = {}): Promise<Simnode> 
         const t = simNowMs();
         node.advanceTo(t);
         schedule();
+        if (instanceId !== undefined) {
+          const inst = node.instances.find((i) => i.id === instanceId);
+          if (!inst) return sendJson(res, 404, openAiError(`no instance "${instanceId}"`, "not_found_error", 404));
+          return void res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(renderVllmMetrics(inst.engine, { model: node.model.id, kvCapacityTokens: node.kvCapacityTokens }));
+        }
         return void res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(telemetry.render(t));
       }
       if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: [{ id: node.model.id, object: "model", created: 0, owned_by: "joulestream-simnode", root: node.model.id, max_model_len: node.model.maxContext }] });
