@@ -14,3 +14,6 @@ export { buildReportHtml, readSweepDir, type SweepData } from "./report/html.ts"
 export { buildCharts, type ChartSpec } from "./report/charts.ts";
 export { renderSvg } from "./report/render.ts";
 export { sweepCommand, reportCommand } from "./command.ts";
+export { runGovernorEval, type EvalOptions, type EvalResult } from "./governor-eval/evaluate.ts";
+export { governEvalCommand } from "./governor-eval/command.ts";
+export { formatEvalTable, type EvalSummary, type ArmSummary } from "./governor-eval/report.ts";
