@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, onShutdownSignal, errorMessage } from "../../shared/mod.ts";
+import { connectNats, governorInboxPrefix, natsConfig, natsOptions, onShutdownSignal, errorMessage } from "../../shared/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { startGovernor } from "./governor.ts";
 import { DEFAULT_POLICY } from "./policy.ts";
@@ -65,7 +65,8 @@ export const governCommand = defineCommand(
   },
   async (cfg) => {
     const profile = cfg.profile ? loadProfile(cfg.profile) : undefined;
-    const nc = await connectNats(cfg, cfg.id);
+    // Replies under its own prefix: the governor's NATS user (infra/nats/auth.ts) may read only those.
+    const nc = await connectNats(cfg, cfg.id, { inboxPrefix: governorInboxPrefix() });
     const log = (l: string) => process.stderr.write(`${l}\n`);
     const gov = await startGovernor({
       nc, id: cfg.id, periodMs: cfg.periodMs, leaseMs: cfg.leaseMs ?? Math.max(1000, 3 * cfg.periodMs), dryRun: cfg.dryRun,
