@@ -47,7 +47,7 @@ export interface EvalOptions {
   log?: (l: string) => void;
   signal?: AbortSignal;
   /** Called with the InfluxDB target before the stack stops (tests look at what landed). */
-  inspect?: (influx: InfluxTarget, summary: EvalSummary) => Promise<void>;
+  inspect?: (influx: InfluxTarget, summary: EvalSummary, arms: readonly ArmResult[]) => Promise<void>;
 }
 
 export interface EvalResult {
@@ -135,7 +135,7 @@ export async function runGovernorEval(o: EvalOptions): Promise<EvalResult | unde
     const files = [join(o.out, "results.json"), join(o.out, "report.html")];
     writeFileSync(files[0]!, JSON.stringify({ summary, arms }, null, 2) + "\n");
     writeFileSync(files[1]!, await buildEvalHtml(summary, arms));
-    await o.inspect?.(influx, summary);
+    await o.inspect?.(influx, summary, arms);
     return { summary, arms, files };
   } finally {
     await stopAll(stops.reverse());
