@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError, errorMessage, onShutdownSignal, parseCarbonCsv } from "../../../shared/mod.ts";
 import { defineCommand } from "../../../shared/command.ts";
+import { packageFile } from "../../cli/package-root.ts";
 import { runGovernorEval } from "./evaluate.ts";
 import { formatEvalTable } from "./report.ts";
 import type { ArmName } from "./arm.ts";
@@ -14,8 +15,9 @@ const schema = z.object({
   nodesPerPool: z.coerce.number().int().min(1).max(32).default(2),
   gpus: z.coerce.number().int().min(1).max(8).default(8),
   model: z.string().default("llama-2-70b"),
-  convTrace: z.string().default(CONV_TRACE),
-  codeTrace: z.string().default(CODE_TRACE),
+  // The carried traces, found from the package root wherever it runs from.
+  convTrace: z.string().default(() => packageFile(CONV_TRACE) ?? CONV_TRACE),
+  codeTrace: z.string().default(() => packageFile(CODE_TRACE) ?? CODE_TRACE),
   traceMinutes: z.coerce.number().positive().max(60).default(60),
   speedup: z.coerce.number().positive().max(3600).default(12),
   loadScale: z.coerce.number().positive().default(2),
