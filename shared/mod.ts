@@ -13,3 +13,4 @@ export * from "./replicas.ts";
 export * from "./buckets.ts";
 export * from "./spool.ts";
 export * from "./outbox.ts";
+export * from "./carbon.ts";

@@ -79,3 +79,14 @@ export function loadgenUser(role: LoadgenRole): string {
 export function loadgenInboxPrefix(role: LoadgenRole): string {
   return `_INBOX_${loadgenUser(role)}`;
 }
+
+/** The NATS user of a governor (infra/nats/auth.ts). */
+export const GOVERNOR_USER = "governor";
+
+/**
+ * The inbox prefix of a governor's connection (see nodeInboxPrefix): clock control's replies and
+ * the nodes bucket's reads reach it there, and its user may read no other reply.
+ */
+export function governorInboxPrefix(): string {
+  return `_INBOX_${GOVERNOR_USER}`;
+}

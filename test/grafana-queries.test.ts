@@ -10,6 +10,7 @@ const TAGS: Record<string, string[]> = {
   request_energy: ["node", "instance", "model", "workload_class", "status", "run_id"],
   agent_stats: ["node"],
   analyzer_stats: ["analyzer", "replica"],
+  governor_decision: ["node", "instance", "governor", "action"],
 };
 const panels = Object.values(DASHBOARDS).flatMap((d) => d.panels.map((p) => ({ d: d.uid, p: p as (typeof d.panels)[number] & { fieldConfig: { defaults: { unit?: string } }; transformations?: { id: string; options: { binary?: { operator: string } } }[] } })));
 

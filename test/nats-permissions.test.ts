@@ -268,3 +268,54 @@ test("nats permissions - a loadgen user can reach only the load generator's subj
     t.true(closed instanceof Error && /permission/i.test(closed.message), `${subject}: ${String(closed)}`);
   }
 });
+
+test("nats permissions - the governor user reads the live streams and the inventory, sets clocks through clock control and audits; it cannot publish power nor answer clock control", async (t) => {
+  const { startSimnode } = await import("../services/simnode/server.ts");
+  const { simnodeClockBackend } = await import("../services/agent/clock-control.ts");
+  const { startGovernor } = await import("../services/governor/mod.ts");
+  const { startAgentOnSim } = await import("./helpers/sim-agent.ts");
+  const { GOVERNOR_USER, governorInboxPrefix } = await import("../shared/subjects.ts");
+  const gov = { password: pw() };
+  const op = { user: "operator", password: pw() };
+  const nats = await startTestNats({ config: natsAuthConfig({ nodes: [], operator: op, governor: gov }) });
+  t.teardown(() => nats.stop());
+  const operator = await connect({ servers: nats.url, user: op.user, pass: op.password });
+  t.teardown(() => operator.close());
+  await ensureStreams(await jetstreamManager(operator), ["POWER", "WORK", "REQUESTS", "ENERGY", "AUDIT"]);
+  const sim = await startSimnode({ gpus: 4, tp: 4, model: "llama-2-70b" });
+  t.teardown(() => sim.stop());
+  // The agent runs as the operator here: its own identity is another test's subject.
+  const agent = await startAgentOnSim(operator, sim, "node-a", { clockBackend: simnodeClockBackend(sim.url), publishIntervalMs: 200 });
+  t.teardown(() => agent.stop());
+  const audits: { kind: string; action: string; by?: string }[] = [];
+  operator.subscribe("audit.v1.node-a", { callback: (_e, m) => void audits.push(decode(m.data) as (typeof audits)[number]) });
+
+  const nc = await connect({ servers: nats.url, user: GOVERNOR_USER, pass: gov.password, inboxPrefix: governorInboxPrefix() });
+  t.teardown(() => nc.close());
+  const errs = permissionErrors(nc);
+  const g = await startGovernor({
+    nc, id: "gov-perm", periodMs: 60_000, leaseMs: 120_000, dryRun: false, slo: { ttftSloMs: 3000, tpotSloMs: 300, attainmentTarget: 0.9 }, policy: { minSamples: 1, stablePeriods: 1 },
+    fallbackClocksMhz: Array.from({ length: 110 }, (_, i) => 1980 - 15 * i), nodes: ["node-a"],
+  });
+  t.teardown(() => g.stop());
+  const tap = Object.values(agent.tapUrls)[0]!;
+  const send = async () => (await fetch(`${tap}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: [1, 2, 3], max_tokens: 4, ignore_eos: true, stream: true }) })).text();
+  let decisions: Awaited<ReturnType<typeof g.tick>> = [];
+  await until(async () => {
+    await Promise.all([send(), send(), send()]);
+    await pause(300);
+    decisions = await g.tick();
+    return decisions.some((d) => d.applied && d.action === "down");
+  }, 20_000, "a step down applied through clock control");
+  await until(() => audits.some((a) => a.kind === "governor") && audits.some((a) => a.action === "set" && a.by === "gov-perm"), 5000, "the decision and clock control's set on audit.v1.node-a");
+  t.true(sim.node.knobs().smClockMhz < 1980, "the clock went down");
+  await g.stop();
+  t.is(sim.node.knobs().smClockMhz, 1980, "given back");
+  t.deepEqual(errs.filter((e) => /permission/i.test(e)), [], "nothing it needs was refused");
+
+  // What it may not do: publish a node's power, or answer a node's clock control.
+  await t.throwsAsync(jetstream(nc).publish("power.v1.node-a", encode({ spoof: true }), { timeout: 1500 }));
+  const sub = nc.subscribe("ctl.v1.node-a.>");
+  const closed = await Promise.race([sub.closed, pause(3000).then(() => "still open")]);
+  t.true(closed instanceof Error && /permission/i.test(closed.message), String(closed));
+});

@@ -5,10 +5,12 @@ import { dashboard, type Dashboard } from "./builder.ts";
  * gpu_energy (per GPU and window: energy, and power, clocks, utilization and temperature of its
  * samples; raw 10 Hz samples in gpu_power only with the analyzer's --raw-samples, so no panel needs
  * them), node_energy, instance_energy, request_energy, and the pipeline's own
- * health in agent_stats and analyzer_stats. PENDING_MEASUREMENTS lists measurements a panel may
- * read before the pipeline writes them (none now: every panel must return data in the test).
+ * health in agent_stats and analyzer_stats; governor_decision, written by `joulestream govern
+ * --influx-url`. PENDING_MEASUREMENTS lists measurements a panel may read that the demo's pipeline
+ * does not write: governor_decision (no governor in the demo), whose panels
+ * test/governor-eval.test.ts runs against the InfluxDB of a governed run instead.
  */
-export const PENDING_MEASUREMENTS = [] as const;
+export const PENDING_MEASUREMENTS = ["governor_decision"] as const;
 
 const node = `"node" =~ /^$node$/`;
 const nodeVar = { name: "node", label: "node", query: `SHOW TAG VALUES FROM "gpu_energy" WITH KEY = "node"` };
@@ -120,4 +122,22 @@ export const pipeline = dashboard({
   ],
 });
 
-export const DASHBOARDS: Record<string, Dashboard> = { fleet, node: nodeGpus, requests, slo, pipeline };
+const gov = `$timeFilter AND ${node}`;
+
+export const governor = dashboard({
+  uid: "joulestream-governor",
+  title: "joulestream — energy governor",
+  description: "The governor's decisions (governor_decision, written by joulestream govern --influx-url) over time beside SLO attainment and the power they buy.",
+  tags: ["governor"],
+  variables: [nodeVar],
+  panels: [
+    { title: "SM clock decided per instance", unit: "rotmhz", w: 12, queries: [{ query: `SELECT last("to_mhz") FROM "governor_decision" WHERE ${gov} GROUP BY time($__interval), "node", "instance" fill(none)`, alias: "$tag_node/$tag_instance" }] },
+    { title: "SLO attainment the governor saw per period (server side)", unit: "percentunit", w: 12, queries: [{ query: `SELECT mean("attainment") FROM "governor_decision" WHERE ${gov} GROUP BY time($__interval), "node", "instance" fill(none)`, alias: "$tag_node/$tag_instance" }] },
+    { title: "Decisions per interval by action", w: 12, stack: true, queries: [{ query: `SELECT count("to_mhz") FROM "governor_decision" WHERE ${gov} GROUP BY time($__interval), "action" fill(0)`, alias: "$tag_action" }] },
+    { title: "Requests within both SLOs vs all, per interval (client side)", w: 12, queries: [{ query: `SELECT count("slo_met") AS "within SLO" FROM "request_energy" WHERE ${gov} AND "slo_met" = true GROUP BY time($__interval) fill(0)` }, { query: `SELECT count("slo_met") AS "all" FROM "request_energy" WHERE ${gov} GROUP BY time($__interval) fill(0)` }] },
+    { title: "Fleet GPU power", unit: "watt", w: 12, queries: [{ query: summedPower(""), alias: "all GPUs" }] },
+    { title: "Latest decision per instance", type: "table", w: 12, queries: [{ query: `SELECT last("to_mhz") AS "MHz", last("reason") AS "reason", last("applied") AS "applied" FROM "governor_decision" WHERE ${gov} GROUP BY "node", "instance"` }] },
+  ],
+});
+
+export const DASHBOARDS: Record<string, Dashboard> = { fleet, node: nodeGpus, requests, slo, pipeline, governor };

@@ -1,4 +1,4 @@
-import { loadgenInboxPrefix, loadgenUser, nodeInboxPrefix, subjects, type LoadgenRole } from "../../shared/subjects.ts";
+import { GOVERNOR_USER, governorInboxPrefix, loadgenInboxPrefix, loadgenUser, nodeInboxPrefix, subjects, type LoadgenRole } from "../../shared/subjects.ts";
 
 /**
  * NATS server authorization for a fleet: one identity per node, allowed to publish only its own
@@ -20,6 +20,8 @@ export interface AuthConfig {
   operator: { user: string; password: string };
   /** Passwords of the load generator's identities; a role left out has no user (use the operator's). */
   loadgen?: Partial<Record<LoadgenRole, { password: string }>>;
+  /** Password of the `governor` user; left out: no such user (run it as the operator). */
+  governor?: { password: string };
 }
 
 export function nodePermissions(id: string): { publish: string[]; subscribe: string[] } {
@@ -83,6 +85,35 @@ export function loadgenCoordinatorPermissions(): { publish: string[]; subscribe:
   };
 }
 
+/**
+ * A governor (`joulestream govern`): reads the tap's request events, WORK and ENERGY live (core
+ * subscriptions, no consumer), the kill switch, and the nodes bucket (KV reads and its key listing,
+ * an ordered consumer); asks every node's clock control to set, renew and reset — never `get`'s
+ * neighbours in power — and publishes its decisions on the audit subjects. It cannot publish power,
+ * requests or work, answer clock control, nor read replies meant for others.
+ */
+export function governorPermissions(): { publish: string[]; subscribe: string[] } {
+  const kv = `KV_${"nodes"}`;
+  return {
+    publish: [
+      "ctl.v1.*.set",
+      "ctl.v1.*.renew",
+      "ctl.v1.*.reset",
+      anyId(subjects.audit),
+      "$JS.API.INFO",
+      `$JS.API.STREAM.INFO.${kv}`,
+      `$JS.API.STREAM.MSG.GET.${kv}`,
+      `$JS.API.DIRECT.GET.${kv}`,
+      `$JS.API.DIRECT.GET.${kv}.>`,
+      `$JS.API.CONSUMER.CREATE.${kv}`,
+      `$JS.API.CONSUMER.CREATE.${kv}.>`,
+      `$JS.API.CONSUMER.INFO.${kv}.*`,
+      `$JS.API.CONSUMER.DELETE.${kv}.*`,
+    ],
+    subscribe: [`${governorInboxPrefix()}.>`, anyId(subjects.requests), anyId(subjects.work), anyId(subjects.energy), subjects.governorKill],
+  };
+}
+
 const q = (s: string) => JSON.stringify(s);
 const list = (xs: string[]) => `[${xs.map(q).join(", ")}]`;
 
@@ -98,6 +129,10 @@ export function natsAuthConfig(cfg: AuthConfig): string {
     const p = perms();
     // allow_responses: a worker answers the coordinator's assign request on the coordinator's inbox.
     users.push(`    { user: ${q(loadgenUser(role))}, password: ${q(id.password)}, permissions: { publish: { allow: ${list(p.publish)} }, subscribe: { allow: ${list(p.subscribe)} }${role === "worker" ? ", allow_responses: true" : ""} } }`);
+  }
+  if (cfg.governor) {
+    const p = governorPermissions();
+    users.push(`    { user: ${q(GOVERNOR_USER)}, password: ${q(cfg.governor.password)}, permissions: { publish: { allow: ${list(p.publish)} }, subscribe: { allow: ${list(p.subscribe)} } } }`);
   }
   users.push(`    { user: ${q(cfg.operator.user)}, password: ${q(cfg.operator.password)} }`);
   return `authorization {\n  users = [\n${users.join(",\n")}\n  ]\n}\n`;

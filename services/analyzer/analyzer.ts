@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
-import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, withTimeout, type InfluxTarget } from "../../shared/mod.ts";
+import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, withTimeout, type CarbonSeries, type InfluxTarget } from "../../shared/mod.ts";
 import { createAckedPublisher } from "./acked-publisher.ts";
 import { openCheckpointStore } from "./checkpoint.ts";
 import type { InfluxSink } from "./influx-sink.ts";
@@ -54,6 +54,8 @@ export interface AnalyzerOptions {
   rollups?: RollupOptions;
   /** Every 10 Hz sample as its own gpu_power point, instead of one per GPU and window. */
   rawSamples?: boolean;
+  /** Grid carbon intensity: each request point gets gco2 (its energy at the intensity when it started). */
+  carbon?: CarbonSeries;
   /** InfluxDB to answer the query API from (the same the sink writes). */
   influx?: InfluxTarget;
   /** How often the join is drained even without new messages. */
@@ -123,7 +125,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         ...(opts.staticPowerW !== undefined ? { staticPowerW: opts.staticPowerW } : {}),
         ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
       };
-      const part = await startPartition({ partition: p, filtered: count > 1, name, jsm, js, publisher, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
+      const part = await startPartition({ partition: p, filtered: count > 1, name, jsm, js, publisher, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, ...(opts.carbon ? { carbon: opts.carbon } : {}), clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
       live.set(p, part);
     },
     onRelease: async (p) => {

@@ -1,4 +1,6 @@
+import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { parseCarbonCsv } from "../../shared/carbon.ts";
 import { connectNats, natsConfig, natsOptions, replicasConfig, replicasOptions, runUntilSignal, withTimeout } from "../../shared/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { DEFAULT_STOP_GRACE_MS, startAnalyzer } from "./analyzer.ts";
@@ -26,6 +28,7 @@ const schema = natsConfig.extend(replicasConfig.shape).extend({
   rawRetention: z.string().regex(/^\d+[hdw]$/, "an InfluxQL duration such as 7d").default("7d"),
   rollupRetention: z.string().regex(/^\d+[hdw]$/, "an InfluxQL duration such as 400d").default("400d"),
   stopGraceMs: z.coerce.number().int().min(0).default(DEFAULT_STOP_GRACE_MS),
+  carbonCsv: z.string().optional(),
 });
 
 export const analyzerCommand = defineCommand(
@@ -53,6 +56,7 @@ export const analyzerCommand = defineCommand(
       "raw-retention": { type: "string", arg: "DUR", description: "with --influx-rollups: how long raw data is kept", defaultText: "7d" },
       "rollup-retention": { type: "string", arg: "DUR", description: "with --influx-rollups: how long 1-min rollups are kept", defaultText: "400d" },
       "stop-grace-ms": { type: "string", arg: "MS", description: "on SIGTERM, how long to store and checkpoint what it holds; the rest is read again at the next start", defaultText: String(DEFAULT_STOP_GRACE_MS) },
+      "carbon-csv": { type: "string", arg: "FILE", description: "grid carbon intensity (time,gCO2/kWh CSV, e.g. a CAISO export): gco2 on every request_energy point" },
       "allowed-lateness-ms": { type: "string", arg: "MS", description: "how long a window waits for late messages", defaultText: "5000" },
     },
     schema,
@@ -83,6 +87,7 @@ export const analyzerCommand = defineCommand(
       replicas: cfg.replicas,
       rawSamples: cfg.rawSamples,
       stopGraceMs: cfg.stopGraceMs,
+      ...(cfg.carbonCsv ? { carbon: parseCarbonCsv(readFileSync(cfg.carbonCsv, "utf8"), "--carbon-csv") } : {}),
       ...(cfg.influxRollups ? (api === "v1" ? { rollups: { rawDuration: cfg.rawRetention, rollupDuration: cfg.rollupRetention } } : {}) : {}),
       slo: { ...(cfg.sloTtftMs ? { ttftMs: cfg.sloTtftMs } : {}), ...(cfg.sloTpotMs ? { tpotMs: cfg.sloTpotMs } : {}) },
       influx: { url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) },

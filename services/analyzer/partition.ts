@@ -10,7 +10,7 @@ import { createPacer } from "./pacing.ts";
 import type { LoadJoin } from "./load-join.ts";
 import { createPointWriter } from "./point-writer.ts";
 import { retrying } from "./retry.ts";
-import { createStore, type StoreStats } from "./store.ts";
+import { createStore, type StoreOptions, type StoreStats } from "./store.ts";
 
 /**
  * One partition's pipeline: consumers → intake → join → store, and its checkpoints. A partition is
@@ -35,6 +35,7 @@ export interface PartitionOptions {
   loadJoin: LoadJoin;
   join?: JoinOptions;
   rawSamples?: boolean;
+  carbon?: StoreOptions["carbon"];
   tickMs?: number;
   checkpointIntervalMs?: number;
   clock?: () => number;
@@ -95,7 +96,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
   // seconds, and a 10-s cap made the analyzer catch up 6 s after it recovered instead of 1–2 s.
   const retry = retrying({ log, onRetry, maxDelayMs: 2000 });
   const writer = createPointWriter(opts.sink, { log, onRetry });
-  const store = createStore<Token>({ writer, publisher: opts.publisher, loadJoin: opts.loadJoin, retry, rawSamples: opts.rawSamples ?? false, log });
+  const store = createStore<Token>({ writer, publisher: opts.publisher, loadJoin: opts.loadJoin, retry, rawSamples: opts.rawSamples ?? false, ...(opts.carbon ? { carbon: opts.carbon } : {}), log });
   const intake = createIntake({ next: join, js: opts.js, retry, ...(opts.clock ? { clock: opts.clock } : {}) });
 
   const drain = () => {

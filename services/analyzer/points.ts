@@ -1,5 +1,5 @@
 import { Line } from "./line-protocol.ts";
-import { mjToJ, mwToW, type GpuSamples, type RequestEnergy } from "../../shared/mod.ts";
+import { gco2Of, intensityAt, mjToJ, mwToW, type CarbonSeries, type GpuSamples, type RequestEnergy } from "../../shared/mod.ts";
 import type { InstanceWindowResult, NodeWindowResult } from "./join.ts";
 import type { JoinedRequest } from "./load-join.ts";
 
@@ -157,7 +157,7 @@ function requestBase(r: RequestEnergy): Line {
     .timestamp(nsTime(r.startMs, idHash(r.requestId)));
 }
 
-export function requestPoint(r: RequestEnergy): Line {
+export function requestPoint(r: RequestEnergy, carbon?: CarbonSeries): Line {
   const j = mjToJ(r.energyMj);
   const p = requestBase(r)
     .stringField("request_id", r.requestId)
@@ -174,6 +174,9 @@ export function requestPoint(r: RequestEnergy): Line {
   if (r.activeEnergyMj !== undefined) p.floatField("active_j", mjToJ(r.activeEnergyMj));
   if (r.outputTokens > 0) p.floatField("j_per_output_token", j / r.outputTokens);
   if (r.promptTokens + r.outputTokens > 0) p.floatField("j_per_token", j / (r.promptTokens + r.outputTokens));
+  // Emissions at the grid's intensity when the request started (none outside the series).
+  const g = carbon ? intensityAt(carbon, r.startMs) : undefined;
+  if (g !== undefined) p.floatField("gco2", gco2Of(j, g)).floatField("grid_gco2_per_kwh", g);
   return p;
 }
 

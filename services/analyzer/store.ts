@@ -1,4 +1,4 @@
-import { encode, errorMessage, subjects, type RequestEnergy } from "../../shared/mod.ts";
+import { encode, errorMessage, subjects, type CarbonSeries, type RequestEnergy } from "../../shared/mod.ts";
 import type { LineProtocolPoint as Point } from "./line-protocol.ts";
 import type { AckedPublisher } from "./acked-publisher.ts";
 import type { JoinOutput } from "./join.ts";
@@ -23,6 +23,8 @@ export interface StoreOptions {
   retry: Retry;
   /** Every 10 Hz sample as its own gpu_power point (default: one aggregate per GPU and window). */
   rawSamples?: boolean;
+  /** Grid carbon intensity for the request points' gco2. */
+  carbon?: CarbonSeries;
   /** ENERGY publishes and load joins in flight at most (then `ready()` waits). */
   maxInFlight?: number;
   log?: (line: string) => void;
@@ -103,7 +105,7 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
     store(out) {
       if (out.nodeWindows.length + out.instanceWindows.length + out.requests.length === 0) return;
       const raw = opts.rawSamples ?? false;
-      const points = [...built(out.nodeWindows, (w) => nodeWindowPoints(w, { rawSamples: raw })), ...built(out.instanceWindows, instanceWindowPoint), ...built(out.requests, requestPoint)];
+      const points = [...built(out.nodeWindows, (w) => nodeWindowPoints(w, { rawSamples: raw })), ...built(out.instanceWindows, instanceWindowPoint), ...built(out.requests, (r) => requestPoint(r, opts.carbon))];
       track(opts.writer.write(points));
       for (const r of out.requests) track(request(r));
       for (const w of out.nodeWindows) stats.latestWindowEndMs = Math.max(stats.latestWindowEndMs, w.windowEndMs);

@@ -18,6 +18,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand
   report: { summary: "render a sweep's results as one self-contained HTML report with charts", load: async () => (await import("../lab/command.ts")).reportCommand as CliCommand },
   govern: { summary: "energy governor: per instance, the least-energy SM clock within the SLO, through the agents' clock control", load: async () => (await import("../governor/mod.ts")).governCommand as CliCommand },
   calibrate: { summary: "measure a deployment's static power and prefill energy per token for the analyzer's attribution", load: async () => (await import("../lab/command.ts")).calibrateCommand as CliCommand },
+  "govern-eval": { summary: "evaluate the governor on a simulated fleet: the same trace replay at max clock, the lab's static choice, and governed", load: async () => (await import("../lab/mod.ts")).governEvalCommand as CliCommand },
   tail: { summary: "print the decoded messages of a subject as JSON lines", load: async () => (await import("./tail.ts")).tailCommand as CliCommand },
   traces: { summary: "download the full public traces (Azure 2023/2024, Mooncake, BurstGPT) to a cache, checksummed", load: async () => (await import("./traces.ts")).tracesCommand as CliCommand },
 };

@@ -1,10 +1,11 @@
 import { hostname } from "node:os";
 import { z } from "zod";
-import { connectNats, natsConfig, natsOptions, onShutdownSignal, errorMessage } from "../../shared/mod.ts";
+import { connectNats, governorInboxPrefix, natsConfig, natsOptions, onShutdownSignal, errorMessage } from "../../shared/mod.ts";
 import { defineCommand } from "../../shared/command.ts";
 import { startGovernor } from "./governor.ts";
 import { DEFAULT_POLICY } from "./policy.ts";
 import { loadProfile } from "./profile.ts";
+import { createDecisionSink } from "./decision-points.ts";
 
 const schema = natsConfig.extend({
   id: z.string().regex(/^[A-Za-z0-9_.-]{1,100}$/, "letters, digits, _ . - (up to 100)").default(`governor-${hostname().replace(/[^A-Za-z0-9_.-]/g, "_")}-${process.pid}`),
@@ -19,6 +20,9 @@ const schema = natsConfig.extend({
   minSamples: z.coerce.number().int().min(1).default(DEFAULT_POLICY.minSamples),
   profile: z.string().optional(),
   node: z.array(z.string()).optional(),
+  influxUrl: z.url().optional(),
+  influxDb: z.string().min(1).default("joulestream"),
+  influxToken: z.string().optional(),
   clockRange: z.string().regex(/^\d+:\d+:\d+$/, "MAX:MIN:STEP in MHz, e.g. 1980:345:15").default("1980:345:15"),
 });
 
@@ -49,6 +53,9 @@ export const governCommand = defineCommand(
       profile: { type: "string", arg: "FILE", description: "the lab's results.json (joulestream sweep --out DIR) as the prior" },
       "clock-range": { type: "string", arg: "MAX:MIN:STEP", description: "clocks to choose from where a node's inventory lists none (DCGM source)", defaultText: "1980:345:15 (H100 SXM)" },
       node: { type: "string", multiple: true, description: "govern only this node (repeatable)", defaultText: "every node in the inventory" },
+      "influx-url": { type: "string", arg: "URL", env: "JOULESTREAM_INFLUX_URL", description: "also write each decision to InfluxDB (governor_decision, for the governor dashboard)", defaultText: "not written" },
+      "influx-db": { type: "string", env: "JOULESTREAM_INFLUX_DB", description: "InfluxDB database (2.x: the bucket's DBRP mapping)", defaultText: "joulestream" },
+      "influx-token": { type: "string", env: "JOULESTREAM_INFLUX_TOKEN", description: "InfluxDB 2.x/3.x token" },
     },
     schema,
     notes: [
@@ -58,13 +65,15 @@ export const governCommand = defineCommand(
   },
   async (cfg) => {
     const profile = cfg.profile ? loadProfile(cfg.profile) : undefined;
-    const nc = await connectNats(cfg, cfg.id);
+    // Replies under its own prefix: the governor's NATS user (infra/nats/auth.ts) may read only those.
+    const nc = await connectNats(cfg, cfg.id, { inboxPrefix: governorInboxPrefix() });
     const log = (l: string) => process.stderr.write(`${l}\n`);
     const gov = await startGovernor({
       nc, id: cfg.id, periodMs: cfg.periodMs, leaseMs: cfg.leaseMs ?? Math.max(1000, 3 * cfg.periodMs), dryRun: cfg.dryRun,
       slo: { ttftSloMs: cfg.ttftSloMs, tpotSloMs: cfg.tpotSloMs, attainmentTarget: cfg.attainment },
       policy: { floorMhz: cfg.floorMhz, maxStepDownMhz: cfg.maxStepMhz, minSamples: cfg.minSamples },
       fallbackClocksMhz: clockSteps(cfg.clockRange), ...(profile ? { profile } : {}), ...(cfg.node ? { nodes: cfg.node } : {}), log,
+      ...(cfg.influxUrl ? { decisionSink: createDecisionSink({ url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) }) } : {}),
     });
     log(`governor ${cfg.id}: ${cfg.dryRun ? "DRY RUN, " : ""}period ${cfg.periodMs} ms, SLO TTFT ${cfg.ttftSloMs} ms / TPOT ${cfg.tpotSloMs} ms at ${cfg.attainment}${profile ? `, prior from ${cfg.profile} (${profile.rows.length} rows)` : ""}`);
     await new Promise<void>((resolve) => {

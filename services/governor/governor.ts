@@ -8,6 +8,7 @@ import { createClockClient, type ClockClient } from "./clock-client.ts";
 import { createObserver, instanceKey, type PeriodStats } from "./observe.ts";
 import { DEFAULT_POLICY, decide, freshMemory, type InstanceMemory, type PolicyConfig } from "./policy.ts";
 import { priorClock, type Profile } from "./profile.ts";
+import type { DecisionSink } from "./decision-points.ts";
 
 /**
  * `joulestream govern`: every control period, for each inference instance of the governed nodes,
@@ -39,6 +40,8 @@ export interface GovernorOptions {
   fallbackClocksMhz?: number[];
   /** Nodes to govern; default: every node in the inventory. */
   nodes?: string[];
+  /** Where each period's decisions are also written (InfluxDB `governor_decision`); a failed write is counted, never blocks a decision. */
+  decisionSink?: DecisionSink;
   log?: (line: string) => void;
   now?: () => number;
 }
@@ -51,6 +54,8 @@ export interface GovernorStats {
   refused: number;
   leasesLost: number;
   undecodable: number;
+  /** Periods whose decisions the decision sink refused or could not reach. */
+  sinkFailures: number;
   killed: boolean;
 }
 
@@ -79,7 +84,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   if (opts.leaseMs < Math.max(1000, 2 * opts.periodMs)) throw new Error(`leaseMs ${opts.leaseMs} must be ≥ 1000 and ≥ 2 × periodMs (${opts.periodMs})`);
   const observer = createObserver(opts.slo);
   const clocks: ClockClient = createClockClient(opts.nc, opts.id);
-  const stats: GovernorStats = { periods: 0, decisions: 0, sets: 0, setFailures: 0, refused: 0, leasesLost: 0, undecodable: 0, killed: false };
+  const stats: GovernorStats = { periods: 0, decisions: 0, sets: 0, setFailures: 0, refused: 0, leasesLost: 0, undecodable: 0, sinkFailures: 0, killed: false };
   const held = new Map<string, Held>();
   const kv: KV = await new Kvm(opts.nc).open(KV_NODES);
 
@@ -227,6 +232,13 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
           }
         }
         if (!opts.dryRun && !stats.killed) await renewAll();
+        if (opts.decisionSink) {
+          try {
+            await opts.decisionSink(out);
+          } catch (err) {
+            if (stats.sinkFailures++ === 0) log(`governor ${opts.id}: decisions not written to InfluxDB (${errorMessage(err)}); the audit subject has them`);
+          }
+        }
         return out;
       } finally {
         running = undefined;

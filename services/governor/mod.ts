@@ -4,3 +4,4 @@ export { decide, freshMemory, DEFAULT_POLICY, type PolicyConfig, type Observatio
 export { createObserver, type Observer, type PeriodStats } from "./observe.ts";
 export { loadProfile, priorClock, type Profile } from "./profile.ts";
 export { governCommand } from "./command.ts";
+export { createDecisionSink, decisionLine, type DecisionSink, type DecisionSinkOptions } from "./decision-points.ts";

@@ -15,3 +15,6 @@ export { buildCharts, type ChartSpec } from "./report/charts.ts";
 export { renderSvg } from "./report/render.ts";
 export { sweepCommand, reportCommand, calibrateCommand } from "./command.ts";
 export { calibrationFrom, calibrateSimulated, CALIBRATION_BURST, CALIBRATION_IDLE_MS, type AttributionCalibration, type CalibrationMeasurements, type SimulatedDeployment } from "./calibrate.ts";
+export { runGovernorEval, type EvalOptions, type EvalResult } from "./governor-eval/evaluate.ts";
+export { governEvalCommand } from "./governor-eval/command.ts";
+export { formatEvalTable, type EvalSummary, type ArmSummary } from "./governor-eval/report.ts";
