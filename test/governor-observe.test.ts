@@ -35,6 +35,21 @@ test("governor observe - TTFT, TPOT and attainment per request from the tap's ev
   t.is(q.jPerOutputToken, 0.5);
 });
 
+test("governor observe - attainment over the instance's last requests, across periods, beside the period's own", (t) => {
+  const o = createObserver({ ttftSloMs: 100, tpotSloMs: 10 });
+  const finish = (id: string, ttftMs: number) => {
+    o.onRequestEvent(ev(id, "start", 0));
+    o.onRequestEvent(ev(id, "first_token", ttftMs));
+    o.onRequestEvent(ev(id, "end", ttftMs + 10));
+  };
+  for (let i = 0; i < 150; i++) finish(`a${i}`, 50); // met
+  t.like(o.take("n1/i0"), { requests: 150, attainment: 1, windowAttainment: 1, windowRequests: 150 });
+  for (let i = 0; i < 10; i++) finish(`b${i}`, i < 2 ? 500 : 50); // 2 missed of 10
+  t.like(o.take("n1/i0"), { requests: 10, attainment: 0.8, windowAttainment: 158 / 160, windowRequests: 160 });
+  for (let i = 0; i < 200; i++) finish(`c${i}`, 50); // the window holds the last 200: the misses roll out
+  t.like(o.take("n1/i0"), { windowAttainment: 1, windowRequests: 200 });
+});
+
 test("governor profile - the prior is the least mix-weighted energy per token whose latencies meet the SLO", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "gov-profile-"));
   const row = (cls: string, f: number, j: number, ttft: number) => ({ model: "llama-2-70b", tp: 4, workloadClass: cls, smClockMhz: f, jPerOutputToken: j, ttftP90Ms: ttft, tpotP90Ms: 20 });

@@ -124,3 +124,21 @@ test("governor policy - close to the SLO (not yet breached) steps up, at most on
   );
   t.pass();
 });
+
+test("governor policy - with a window of recent requests, one bad period does not send the clock to max; the window or a severe drop does", (t) => {
+  const healthy = { ttftP90Ms: 100, tpotP90Ms: 20 }; // 20 % of each SLO: headroom
+  const mem = { ...freshMemory(), healthyStreak: 5 };
+  // A period of 20 requests with one miss (95 %) below the 99 % target, the last 200 at 99.5 %: no breach.
+  const mild = decide(cfg, 1500, { requests: 20, attainment: 0.95, windowAttainment: 0.995, windowRequests: 200, ...healthy }, mem);
+  t.not(mild.action, "max", mild.reason);
+  // Without a window the same period is a breach (judged alone, as before).
+  t.is(decide(cfg, 1500, { requests: 20, attainment: 0.95, ...healthy }, mem).action, "max");
+  // The window itself below target: a breach.
+  const win = decide(cfg, 1500, { requests: 20, attainment: 1, windowAttainment: 0.98, windowRequests: 200, ...healthy }, mem);
+  t.is(win.action, "max");
+  t.regex(win.reason, /over the last 200 requests/);
+  // A period more than severeDrop below target: a breach, whatever the window says.
+  const severe = decide(cfg, 1500, { requests: 20, attainment: 0.85, windowAttainment: 0.995, windowRequests: 200, ...healthy }, mem);
+  t.is(severe.action, "max");
+  t.regex(severe.reason, /this period/);
+});

@@ -40,6 +40,8 @@ const emptyPeriod = (): Period => ({ ttft: [], tpot: [], met: 0, judged: 0, clas
 
 /** Most open requests kept per instance: a tap that lost its end events must not grow memory without bound. */
 const MAX_OPEN = 50_000;
+/** Finished requests an instance's windowed attainment is judged over (across periods). */
+export const ATTAINMENT_WINDOW = 200;
 
 export const instanceKey = (node: string, instance: string) => `${node}/${instance}`;
 
@@ -57,6 +59,15 @@ export function createObserver(slo: SloTargets): Observer {
   const open = new Map<string, Map<string, Open>>();
   const periods = new Map<string, Period>();
   const inFlight = new Map<string, { now?: number; before?: number; atMs: number }>();
+  /** The last ATTAINMENT_WINDOW outcomes per instance (1 met, 0 missed), as a ring. */
+  const recent = new Map<string, { met: Uint8Array; n: number; next: number }>();
+  const remember = (key: string, met: boolean) => {
+    let r = recent.get(key);
+    if (!r) recent.set(key, (r = { met: new Uint8Array(ATTAINMENT_WINDOW), n: 0, next: 0 }));
+    r.met[r.next] = met ? 1 : 0;
+    r.next = (r.next + 1) % ATTAINMENT_WINDOW;
+    r.n = Math.min(ATTAINMENT_WINDOW, r.n + 1);
+  };
   const period = (key: string) => {
     let p = periods.get(key);
     if (!p) periods.set(key, (p = emptyPeriod()));
@@ -88,7 +99,9 @@ export function createObserver(slo: SloTargets): Observer {
         p.ttft.push(ttft);
         p.tpot.push(tpot);
         p.judged++;
-        if (ttft <= slo.ttftSloMs && tpot <= slo.tpotSloMs) p.met++;
+        const met = ttft <= slo.ttftSloMs && tpot <= slo.tpotSloMs;
+        if (met) p.met++;
+        remember(key, met);
         const cls = classify(e.promptTokens, e.outputTokens);
         p.classes[cls] = (p.classes[cls] ?? 0) + 1;
       }
@@ -118,7 +131,9 @@ export function createObserver(slo: SloTargets): Observer {
       const before = q?.before;
       if (q) q.before = q.now;
       const total = Object.values(p.classes).reduce((a, b) => a + b, 0);
+      const r = recent.get(key);
       return {
+        ...(r && r.n > 0 ? { windowAttainment: r.met.reduce((a, b) => a + b, 0) / r.n, windowRequests: r.n } : {}),
         requests: p.judged,
         ...(p.judged > 0 ? { attainment: p.met / p.judged, ttftP90Ms: p90(p.ttft), tpotP90Ms: p90(p.tpot) } : {}),
         ...(q?.now !== undefined ? { inFlight: q.now } : {}),

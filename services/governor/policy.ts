@@ -25,6 +25,13 @@ export interface PolicyConfig {
   tpotSloMs: number;
   /** Share of requests that must meet both SLOs (e.g. 0.99). */
   attainmentTarget: number;
+  /**
+   * With a window of recent requests (`Observation.windowAttainment`): a period this far below the
+   * target is a breach on its own; milder dips are judged over the window. A period of ~20 requests
+   * at 98 % attainment misses one or more a third of the time: judged alone, each of those sent the
+   * clock back to the maximum.
+   */
+  severeDrop: number;
   /** Fewest finished requests in a period to judge it; fewer: hold. */
   minSamples: number;
   /** A step down needs p90 latencies at most (1 − margin) of their SLO; above (1 − margin/2) steps up. */
@@ -43,6 +50,7 @@ export const DEFAULT_POLICY: Omit<PolicyConfig, "supportedMhz" | "ttftSloMs" | "
   maxStepDownMhz: 200,
   exploreStepMhz: 100,
   attainmentTarget: 0.99,
+  severeDrop: 0.1,
   minSamples: 20,
   margin: 0.2,
   stablePeriods: 2,
@@ -57,6 +65,9 @@ export interface Observation {
   requests: number;
   /** Share of them that met both SLOs (undefined without requests). */
   attainment?: number;
+  /** The same over the instance's last finished requests (a sliding window across periods), and how many. */
+  windowAttainment?: number;
+  windowRequests?: number;
   ttftP90Ms?: number;
   tpotP90Ms?: number;
   /** Requests in flight (running or queued) at the period's end, and at the previous period's end. */
@@ -117,7 +128,10 @@ export function decide(cfg: PolicyConfig, currentMhz: number, obs: Observation, 
   const queue = obs.inFlight ?? 0;
   const queueLimit = Math.max(cfg.queueMin, cfg.queueGrowth * (obs.inFlightBefore ?? Infinity));
   if (obs.inFlight !== undefined && obs.inFlightBefore !== undefined && queue > queueLimit) return toMax(`queue grew from ${obs.inFlightBefore} to ${queue} in flight (limit ${queueLimit.toFixed(0)})`);
-  if (obs.requests >= cfg.minSamples && obs.attainment !== undefined && obs.attainment < cfg.attainmentTarget) return toMax(`SLO attainment ${pct(obs.attainment)} < target ${pct(cfg.attainmentTarget)} over ${obs.requests} requests`);
+  if (obs.windowAttainment !== undefined && obs.windowRequests !== undefined) {
+    if (obs.windowRequests >= cfg.minSamples && obs.windowAttainment < cfg.attainmentTarget) return toMax(`SLO attainment ${pct(obs.windowAttainment)} < target ${pct(cfg.attainmentTarget)} over the last ${obs.windowRequests} requests`);
+    if (obs.requests >= cfg.minSamples && obs.attainment !== undefined && obs.attainment < cfg.attainmentTarget - cfg.severeDrop) return toMax(`SLO attainment ${pct(obs.attainment)} this period, more than ${pct(cfg.severeDrop)} below target ${pct(cfg.attainmentTarget)}`);
+  } else if (obs.requests >= cfg.minSamples && obs.attainment !== undefined && obs.attainment < cfg.attainmentTarget) return toMax(`SLO attainment ${pct(obs.attainment)} < target ${pct(cfg.attainmentTarget)} over ${obs.requests} requests`);
   if (currentMhz > maxMhz || currentMhz < cfg.floorMhz) return toMax(`clock ${currentMhz} MHz outside [${cfg.floorMhz}, ${maxMhz}]`);
 
   // 2. Too little to judge: hold.
