@@ -128,6 +128,9 @@ export async function runGovernorEval(o: EvalOptions): Promise<EvalResult | unde
       const r = await runArm(arm, ctx);
       if (o.carbon) r.energy = { ...r.energy, ...carbonOfArm(o.carbon, r.energy.timeline, r.t0Ms, o.speedup) };
       log(`arm ${arm}: ${(r.energy.energyJ / 3.6e6).toFixed(4)} kWh from InfluxDB (${r.energy.windows} node windows), attainment ${(r.attainment * 100).toFixed(1)}% of ${r.sent} requests`);
+      if (arm === "max" && r.attainment < o.slo.attainmentTarget) {
+        log(`note: at the maximum clock this load meets the SLO for ${(r.attainment * 100).toFixed(1)}% of requests, below the governor's target ${(o.slo.attainmentTarget * 100).toFixed(1)}%: the governor will hold the maximum (no clock meets the target); --attainment sets a reachable one`);
+      }
       arms.push(r);
     }
     if (o.signal?.aborted) return undefined;
