@@ -58,7 +58,7 @@ export interface ArmResult {
   attainment: number;
   byPool: Record<string, { sent: number; metSlo: number; nodes: string[]; staticMhz?: number }>;
   energy: ArmEnergy;
-  governor?: { decisions: number; sets: number; byAction: Record<string, number> };
+  governor?: { decisions: number; sets: number; byAction: Record<string, number>; upReasons: Record<string, number> };
 }
 
 const LEAD_MS = 2000;
@@ -138,15 +138,24 @@ export async function runArm(arm: ArmName, c: ArmContext): Promise<ArmResult> {
     }
     const metSlo = all.filter(met).length;
     const byAction: Record<string, number> = {};
+    const upReasons: Record<string, number> = {};
     if (govStats) {
       const q = `SELECT count("to_mhz") AS n FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms GROUP BY "action"`;
       for (const s of await influxQuery(c.influx, q)) byAction[s.tags.action ?? "?"] = Number(s.rows[0]?.n ?? 0);
+      // Why it went up: the reasons' words before their first figure ("queue grew from", "SLO attainment", …).
+      const rq = `SELECT "reason" FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND ("action" = 'max' OR "action" = 'up') AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms`;
+      for (const s of await influxQuery(c.influx, rq)) {
+        for (const row of s.rows) {
+          const why = String(row.reason ?? "?").split(/[0-9]/)[0]!.trim();
+          upReasons[why] = (upReasons[why] ?? 0) + 1;
+        }
+      }
     }
     return {
       arm, t0Ms, t1Ms, runIds, sent: all.length, ok: all.filter((r) => r.status === "ok").length,
       finishedInWindow: all.filter((r) => r.status === "ok" && r.sentMs + (r.e2eMs ?? Infinity) < t1Ms).length,
       metSlo, attainment: all.length > 0 ? metSlo / all.length : 0, byPool, energy,
-      ...(govStats ? { governor: { decisions: govStats.decisions, sets: govStats.sets, byAction } } : {}),
+      ...(govStats ? { governor: { decisions: govStats.decisions, sets: govStats.sets, byAction, upReasons } } : {}),
     };
   } finally {
     await gov?.stop().catch(() => undefined);
