@@ -15,6 +15,7 @@ import { CLASSES, traceRows, type TraceFormat } from "../services/loadgen/mod.ts
 import type { JoinOptions } from "../services/analyzer/mod.ts";
 import type { RequestEnergy } from "../shared/mod.ts";
 import { calibrateSimulated } from "../services/lab/mod.ts";
+import { decodeStepCtxTokensOf } from "../shared/energy/mod.ts";
 import { observe } from "./helpers/observed-node.ts";
 import { accuracy, runJoin, type Accuracy } from "./helpers/accuracy.ts";
 
@@ -64,6 +65,7 @@ const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
 
 /** Attribution rules to compare: the join's options for each. */
 const KV_TOKENS = kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp);
+const CTX_K = decodeStepCtxTokensOf(modelSpec(NODE.model));
 const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
@@ -86,6 +88,10 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   // the prompts the engine admitted are estimated (engine-metrics.ts); the KV guess only when stale.
   "prefill-lab-spread-engine": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   // The same scraped once a second (a slower agent, or a busy server).
+  // ... and the decode part of a window split by cost: each decode token's share of the step's fixed
+  // cost (weights read once for the batch) plus its own KV read (∝ its context, which the agent
+  // counts: WorkItem.decodeCtxTokens); the ratio from the model's config (decodeStepCtxTokensOf).
+  "prefill-lab-spread-engine-ctx": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   "prefill-lab-spread-engine-1s": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 1000 },
 };
 

@@ -42,6 +42,16 @@ export interface WorkTrackerOptions {
 interface Open {
   prefill: number;
   decode: number;
+  /** Σ of the decode tokens' contexts (WorkItem.decodeCtxTokens). */
+  ctx: number;
+}
+
+/** What a request's next decode token attends to: its prompt and the tokens it generated so far. */
+interface Context {
+  prompt: number;
+  generated: number;
+  /** The first token came: `prompt` is its count, no longer the arrival's estimate. */
+  prefilled: boolean;
 }
 
 interface InstanceState {
@@ -52,12 +62,13 @@ interface InstanceState {
   credit: Map<string, number>;
   /** Prefill tokens the window's first tokens brought: server time the spread cannot give others. */
   taken: number;
+  context: Map<string, Context>;
 }
 
 export function createWorkTracker(node: string, instances: readonly InstanceInfo[], opts: WorkTrackerOptions = {}): WorkTracker {
   const state = new Map<string, InstanceState>();
   for (const inst of instances) {
-    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}) }) } : {}) });
+    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, context: new Map(), ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}) }) } : {}) });
   }
   const of = (instance: string): InstanceState => {
     const s = state.get(instance);
@@ -66,7 +77,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
   };
   const entry = (s: InstanceState, requestId: string): Open => {
     let e = s.current.get(requestId);
-    if (!e) s.current.set(requestId, (e = { prefill: 0, decode: 0 }));
+    if (!e) s.current.set(requestId, (e = { prefill: 0, decode: 0, ctx: 0 }));
     return e;
   };
   return {
@@ -74,11 +85,17 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       const s = state.get(instance);
       if (!s) return;
       s.inFlight.add(requestId);
+      s.context.set(requestId, { prompt: promptTokens ?? 0, generated: 0, prefilled: false });
       if (s.spread && tMs !== undefined && promptTokens !== undefined) s.spread.arrived(requestId, tMs, promptTokens, maxTokens);
     },
     prefill(instance, requestId, tokens) {
       if (tokens <= 0) return;
       const s = of(instance);
+      // The first token's prompt count replaces the arrival's estimate; a later correction adds to it.
+      const c = s.context.get(requestId);
+      if (!c) s.context.set(requestId, { prompt: tokens, generated: 0, prefilled: true });
+      else if (!c.prefilled) Object.assign(c, { prompt: tokens, prefilled: true });
+      else c.prompt += tokens;
       if (s.spread) {
         const est = s.spread.done(requestId);
         if (est > 0) s.credit.set(requestId, (s.credit.get(requestId) ?? 0) + est);
@@ -92,7 +109,16 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       }
     },
     decode(instance, requestId, tokens) {
-      if (tokens > 0) entry(of(instance), requestId).decode += tokens;
+      if (tokens <= 0) return;
+      const s = of(instance);
+      const e = entry(s, requestId);
+      e.decode += tokens;
+      // Token j of these (0-based) follows the first token and `generated` decode tokens before it.
+      let c = s.context.get(requestId);
+      if (!c) s.context.set(requestId, (c = { prompt: 0, generated: 0, prefilled: false }));
+      const before = c.prompt + 1 + c.generated;
+      e.ctx += tokens * before + (tokens * (tokens - 1)) / 2;
+      c.generated += tokens;
     },
     ended(instance, requestId) {
       const s = state.get(instance);
@@ -100,6 +126,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       s.inFlight.delete(requestId);
       s.spread?.ended(requestId);
       s.credit.delete(requestId);
+      s.context.delete(requestId);
     },
     engine(instance, tMs, counts) {
       // Only the queue's length is used: with FCFS it says which prompts were admitted (prefill-spread.ts).
@@ -122,7 +149,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
             ...(inst.model ? { model: inst.model } : {}),
             windowStartMs,
             windowEndMs,
-            requests: [...m].map(([requestId, w]): WorkItem => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode, ...(awaiting?.has(requestId) ? { awaitingFirstToken: true } : {}) })),
+            requests: [...m].map(([requestId, w]): WorkItem => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode, ...(w.decode > 0 ? { decodeCtxTokens: w.ctx } : {}), ...(awaiting?.has(requestId) ? { awaitingFirstToken: true } : {}) })),
             inFlight: s.inFlight.size,
           }),
         );

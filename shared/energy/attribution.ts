@@ -28,14 +28,17 @@ export interface WindowAttribution {
 }
 
 /** Duplicates of one request merged (a WORK list is a set by requestId), with the ids in a fixed order. */
-function mergeByRequest(requests: readonly WorkItem[]): { merged: Map<string, { p: number; d: number }>; ids: string[] } {
-  const merged = new Map<string, { p: number; d: number }>();
+function mergeByRequest(requests: readonly WorkItem[]): { merged: Map<string, { p: number; d: number; c: number; noCtx: boolean }>; ids: string[] } {
+  const merged = new Map<string, { p: number; d: number; c: number; noCtx: boolean }>();
   for (const r of requests) {
     const m = merged.get(r.requestId);
+    const noCtx = r.decodeTokens > 0 && r.decodeCtxTokens === undefined;
     if (m) {
       m.p += r.prefillTokens;
       m.d += r.decodeTokens;
-    } else merged.set(r.requestId, { p: r.prefillTokens, d: r.decodeTokens });
+      m.c += r.decodeCtxTokens ?? 0;
+      m.noCtx ||= noCtx;
+    } else merged.set(r.requestId, { p: r.prefillTokens, d: r.decodeTokens, c: r.decodeCtxTokens ?? 0, noCtx });
   }
   return { merged, ids: [...merged.keys()].sort() };
 }
@@ -67,10 +70,14 @@ export function attributeWindow(energyMj: number, requests: readonly WorkItem[],
  * as the batch grows, and the window's remainder is exactly that amortized cost. Prefill never takes
  * more than the window; a window without decode tokens goes to its prefills alone. Pure, with the
  * invariants of `attributeWindow` (conservation, no negative share, order independence).
+ *
+ * With `decodeStepCtxTokens`, the decode tokens share the rest by their cost, not their count: a
+ * step's fixed part per token plus the KV each token's context read (decodeContextWeights).
  */
-export function attributeWindowPrefillEnergy(energyMj: number, requests: readonly WorkItem[], prefillMjPerToken: number): WindowAttribution {
+export function attributeWindowPrefillEnergy(energyMj: number, requests: readonly WorkItem[], prefillMjPerToken: number, decodeStepCtxTokens?: number): WindowAttribution {
   if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
   if (!(prefillMjPerToken >= 0)) throw new RangeError(`prefill energy per token must be ≥ 0, got ${prefillMjPerToken}`);
+  if (decodeStepCtxTokens !== undefined && !(decodeStepCtxTokens > 0)) throw new RangeError(`decode step context tokens must be > 0, got ${decodeStepCtxTokens}`);
   const { merged, ids } = mergeByRequest(requests);
   let p = 0;
   let d = 0;
@@ -81,14 +88,57 @@ export function attributeWindowPrefillEnergy(energyMj: number, requests: readonl
   if (p + d <= 0) return { shares: [], idleMj: energyMj };
   const prefillTotal = d > 0 ? Math.min(energyMj, prefillMjPerToken * p) : energyMj;
   const decodeTotal = energyMj - prefillTotal;
+  const weight = decodeStepCtxTokens !== undefined ? decodeContextWeights(merged, ids, decodeStepCtxTokens) : undefined;
   const shares: Share[] = [];
   for (const id of ids) {
     const m = merged.get(id)!;
     const prefillMj = p > 0 ? (prefillTotal * m.p) / p : 0;
-    const decodeMj = d > 0 ? (decodeTotal * m.d) / d : 0;
+    const decodeMj = weight ? (decodeTotal * weight.of(m)) / weight.total : d > 0 ? (decodeTotal * m.d) / d : 0;
     shares.push({ requestId: id, energyMj: prefillMj + decodeMj, prefillMj, decodeMj, prefillTokens: m.p, decodeTokens: m.d });
   }
   return { shares, idleMj: 0 };
+}
+
+/**
+ * The context-aware decode split. A decode step costs (reading the weights, launching the step: the
+ * same whatever the batch, shared by its tokens) + (each sequence reading its own KV cache: ∝ its
+ * context). `decodeStepCtxTokens` (K) is the first in units of the second: how many context tokens'
+ * KV reads cost as much as a step's fixed part. Both are HBM reads of a memory-bound step, so K ≈
+ * weight bytes ÷ KV bytes per token (per GPU both, so TP cancels): `decodeStepCtxTokensOf`.
+ *
+ * In a window with S decode steps the decode energy is ∝ S·K + Σ ctx, and request i's part is
+ * d_i·(S·K / D) + ctx_i (D = Σ d_i: the fixed part per decode token, the step's batch sharing it).
+ * S is not observed; every request decoding through the whole window gets a token a step, so S ≈
+ * max d_i. When every decode token has the same context c, the weights are d_i·(S·K/D + c) ∝ d_i:
+ * the count split. A window where any decode item lacks its context (an agent that does not report
+ * it) falls back to the count split, as does one whose weights are all 0.
+ */
+function decodeContextWeights(merged: ReadonlyMap<string, { d: number; c: number; noCtx: boolean }>, ids: readonly string[], k: number): { of: (m: { d: number; c: number }) => number; total: number } | undefined {
+  let d = 0;
+  let c = 0;
+  let steps = 0;
+  for (const id of ids) {
+    const m = merged.get(id)!;
+    if (m.noCtx) return undefined;
+    d += m.d;
+    c += m.c;
+    steps = Math.max(steps, m.d);
+  }
+  if (!(d > 0) || !(c > 0)) return undefined;
+  const perToken = (steps * k) / d;
+  const of = (m: { d: number; c: number }) => (m.d > 0 ? m.d * perToken + m.c : 0);
+  let total = 0;
+  for (const id of ids) total += of(merged.get(id)!);
+  return total > 0 ? { of, total } : undefined;
+}
+
+/**
+ * K of `attributeWindowPrefillEnergy` from a model's config (what an operator reads in its
+ * config.json): weight bytes ÷ KV bytes per token = params / (2 × layers × kv_heads × head_dim) when
+ * weights and KV cache have the same dtype. Llama 3.1 70B: 70.6e9 / (2·80·8·128) ≈ 431 k tokens.
+ */
+export function decodeStepCtxTokensOf(m: { params: number; layers: number; kvHeads: number; headDim: number; weightBytes?: number; kvBytes?: number }): number {
+  return (m.params * (m.weightBytes ?? 2)) / (2 * m.layers * m.kvHeads * m.headDim * (m.kvBytes ?? 2));
 }
 
 /**

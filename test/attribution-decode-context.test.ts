@@ -1,0 +1,95 @@
+import test from "ava";
+import fc from "fast-check";
+import { attributeWindowPrefillEnergy, decodeStepCtxTokensOf } from "../shared/energy/mod.ts";
+import { createWorkTracker } from "../services/agent/mod.ts";
+import { workWindow } from "../shared/mod.ts";
+import { modelSpec } from "../services/simnode/mod.ts";
+
+// Items with a context for their decode tokens: between 1 and 130k tokens each.
+const items = fc.array(
+  fc.record({ requestId: fc.string({ minLength: 1, maxLength: 6 }), prefillTokens: fc.nat(5000), decodeTokens: fc.nat(300), ctxPerToken: fc.integer({ min: 1, max: 130_000 }) }).map(({ ctxPerToken, ...r }) => ({ ...r, decodeCtxTokens: r.decodeTokens * ctxPerToken })),
+  { maxLength: 40 },
+);
+const energy = fc.double({ min: 0, max: 1e7, noNaN: true });
+const perToken = fc.double({ min: 0, max: 1000, noNaN: true });
+const ctxK = fc.double({ min: 1, max: 1e7, noNaN: true });
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+test("attribution, decode context - conservation: Σ attributed + idle = measured, and no share is negative", (t) => {
+  fc.assert(
+    fc.property(energy, items, perToken, ctxK, (e, reqs, a, k) => {
+      const r = attributeWindowPrefillEnergy(e, reqs, a, k);
+      const total = sum(r.shares.map((s) => s.energyMj)) + r.idleMj;
+      return Math.abs(total - e) <= 1e-9 * Math.max(1, e) && r.shares.every((s) => s.energyMj >= 0 && s.prefillMj >= 0 && s.decodeMj >= 0 && Math.abs(s.prefillMj + s.decodeMj - s.energyMj) <= 1e-9 * Math.max(1, e));
+    }),
+  );
+  t.pass();
+});
+
+test("attribution, decode context - order independence: shuffled work gives the same shares", (t) => {
+  fc.assert(
+    fc.property(energy, items, perToken, ctxK, fc.infiniteStream(fc.nat()), (e, reqs, a, k, rnd) => {
+      const shuffled = [...reqs];
+      const it = rnd[Symbol.iterator]();
+      for (let i = shuffled.length - 1; i > 0; i--) {
+        const j = (it.next().value as number) % (i + 1);
+        [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+      }
+      return JSON.stringify(attributeWindowPrefillEnergy(e, reqs, a, k)) === JSON.stringify(attributeWindowPrefillEnergy(e, shuffled, a, k));
+    }),
+  );
+  t.pass();
+});
+
+test("attribution, decode context - every decode token at the same context: the count split, whatever K", (t) => {
+  fc.assert(
+    fc.property(energy, items, perToken, ctxK, fc.integer({ min: 1, max: 130_000 }), (e, reqs, a, k, c) => {
+      const same = reqs.map((r) => ({ ...r, decodeCtxTokens: r.decodeTokens * c }));
+      const byCount = attributeWindowPrefillEnergy(e, same, a).shares;
+      const byCost = attributeWindowPrefillEnergy(e, same, a, k).shares;
+      return byCost.every((s, i) => Math.abs(s.decodeMj - byCount[i]!.decodeMj) <= 1e-9 * Math.max(1, e) && s.prefillMj === byCount[i]!.prefillMj);
+    }),
+  );
+  t.pass();
+});
+
+test("attribution, decode context - a short context beside a long one pays for the step's fixed part and its own KV only; an item without its context falls back to the count split", (t) => {
+  // Two requests decode 10 tokens each (10 steps): K = 100k, contexts 1k and 100k per token.
+  // Weights: 10·(10·100k/20) + 10k = 510k and 500k + 1M = 1.5M; decode energy 2010.
+  const reqs = [
+    { requestId: "short", prefillTokens: 0, decodeTokens: 10, decodeCtxTokens: 10_000 },
+    { requestId: "long", prefillTokens: 0, decodeTokens: 10, decodeCtxTokens: 1_000_000 },
+  ];
+  const r = attributeWindowPrefillEnergy(2010, reqs, 100, 100_000);
+  const by = new Map(r.shares.map((s) => [s.requestId, s.decodeMj]));
+  t.true(Math.abs(by.get("short")! - 510) < 1e-9);
+  t.true(Math.abs(by.get("long")! - 1500) < 1e-9);
+  // An old agent's item (no decodeCtxTokens) in the window: by count.
+  const old = attributeWindowPrefillEnergy(2010, [reqs[0]!, { requestId: "long", prefillTokens: 0, decodeTokens: 10 }], 100, 100_000);
+  t.deepEqual(old.shares.map((s) => s.decodeMj), [1005, 1005]);
+  t.throws(() => attributeWindowPrefillEnergy(1, reqs, 1, 0), { instanceOf: RangeError });
+});
+
+test("attribution, decode context - K from the model's config: weight bytes over KV bytes per token (Llama 3.1 70B ≈ 431 k)", (t) => {
+  const k = decodeStepCtxTokensOf(modelSpec("llama-3.1-70b"));
+  t.true(Math.abs(k - 70.6e9 / (2 * 80 * 8 * 128)) < 1e-6);
+  // FP8 weights, BF16 KV cache: half the weight bytes.
+  t.true(Math.abs(decodeStepCtxTokensOf({ ...modelSpec("llama-3.1-70b"), weightBytes: 1 }) - k / 2) < 1e-6);
+});
+
+test("work tracker - each decode token's context is its prompt and the tokens before it; WORK carries their sum, and an old item without it still passes the contract", (t) => {
+  const w = createWorkTracker("n", [{ id: "i0", upstream: "u", gpus: [0] }]);
+  w.started("i0", "a", 0, 90); // the arrival's estimate: replaced by the first token's count
+  w.prefill("i0", "a", 100);
+  w.decode("i0", "a", 2); // tokens 2 and 3 of the output: contexts 101, 102
+  t.deepEqual(w.closeWindow(0, 1000)[0]!.requests, [{ requestId: "a", prefillTokens: 100, decodeTokens: 2, decodeCtxTokens: 203 }]);
+  w.decode("i0", "a", 1); // context 103
+  w.prefill("i0", "a", 5); // usage says the prompt was 105: later tokens see it
+  w.decode("i0", "a", 1); // context 105 + 4
+  const [win] = w.closeWindow(1000, 2000);
+  t.deepEqual(win!.requests, [{ requestId: "a", prefillTokens: 5, decodeTokens: 2, decodeCtxTokens: 103 + 109 }]);
+  t.true(workWindow.safeParse(win).success);
+  const base = { v: 1, kind: "work", msgId: "m", node: "n", instance: "i0", gpus: [0], windowStartMs: 0, windowEndMs: 1000 };
+  t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 2 }] }).success);
+  t.false(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 2, decodeCtxTokens: -1 }] }).success);
+});
