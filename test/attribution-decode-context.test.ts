@@ -4,6 +4,9 @@ import { attributeWindowPrefillEnergy, decodeStepCtxTokensOf } from "../shared/e
 import { createWorkTracker } from "../services/agent/mod.ts";
 import { workWindow } from "../shared/mod.ts";
 import { modelSpec } from "../services/simnode/mod.ts";
+import { analyzerCommand } from "../services/analyzer/command.ts";
+import { createWindowJoin } from "../services/analyzer/join.ts";
+import { ConfigError, parseCommand, powerMessage, workMessage } from "../shared/mod.ts";
 
 // Items with a context for their decode tokens: between 1 and 130k tokens each.
 const items = fc.array(
@@ -92,4 +95,35 @@ test("work tracker - each decode token's context is its prompt and the tokens be
   const base = { v: 1, kind: "work", msgId: "m", node: "n", instance: "i0", gpus: [0], windowStartMs: 0, windowEndMs: 1000 };
   t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 2 }] }).success);
   t.false(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 2, decodeCtxTokens: -1 }] }).success);
+});
+
+test("analyzer command - --decode-step-ctx-tokens (or its env var) sets K; nonsense is refused by name", (t) => {
+  const flags = parseCommand(analyzerCommand.spec, ["--prefill-mj-per-token", "193", "--decode-step-ctx-tokens", "430908"], {});
+  if (!flags.help) t.is(flags.config.decodeStepCtxTokens, 430908);
+  const env = parseCommand(analyzerCommand.spec, [], { JOULESTREAM_DECODE_STEP_CTX_TOKENS: "1000" });
+  if (!env.help) t.is(env.config.decodeStepCtxTokens, 1000);
+  const e = t.throws(() => parseCommand(analyzerCommand.spec, ["--decode-step-ctx-tokens", "0"], {}), { instanceOf: ConfigError });
+  t.regex(e.message, /--decode-step-ctx-tokens/);
+});
+
+test("join - with decodeStepCtxTokens the windowed join splits decode energy by context", (t) => {
+  const run = (k?: number) => {
+    const join = createWindowJoin<number>({ prefillMjPerToken: 100, ...(k !== undefined ? { decodeStepCtxTokens: k } : {}) });
+    const gpu = { gpu: 0, uuid: "GPU-0", tMs: [2000], powerMw: [1000_000], energyMj: [3010], energyStartMj: 1000, startTMs: 1000 };
+    join.addPower(powerMessage({ node: "n", seq: 0, windowStartMs: 1000, windowEndMs: 2000, source: "fake", gpus: [gpu], instances: ["i0"] }), 1);
+    const requests = [
+      { requestId: "short", prefillTokens: 0, decodeTokens: 10, decodeCtxTokens: 10_000 },
+      { requestId: "long", prefillTokens: 0, decodeTokens: 10, decodeCtxTokens: 1_000_000 },
+    ];
+    join.addWork(workMessage({ node: "n", instance: "i0", gpus: [0], windowStartMs: 1000, windowEndMs: 2000, requests }), 2);
+    for (const id of ["short", "long"]) {
+      const base = { v: 1 as const, kind: "request" as const, node: "n", instance: "i0", requestId: id };
+      join.addRequest({ ...base, msgId: `s${id}`, event: "start", tMs: 1100, endpoint: "completions", stream: true }, 3);
+      join.addRequest({ ...base, msgId: `e${id}`, event: "end", tMs: 1900, status: "ok", promptTokens: 3, outputTokens: 11 }, 4);
+    }
+    return new Map(join.flush().requests.map((r) => [r.requestId, r.energyMj]));
+  };
+  t.deepEqual([...run()].sort(), [["long", 1005], ["short", 1005]].sort());
+  const by = run(100_000); // 10 steps: weights 510k and 1.5M of 2.01M
+  t.true(Math.abs(by.get("short")! - 510) < 1e-9 && Math.abs(by.get("long")! - 1500) < 1e-9);
 });
