@@ -14,8 +14,8 @@ import { burstWorkload, gpuSpec, kvCapacityTokens, modelSpec, poissonClassWorklo
 import { CLASSES, traceRows, type TraceFormat } from "../services/loadgen/mod.ts";
 import type { JoinOptions } from "../services/analyzer/mod.ts";
 import type { RequestEnergy } from "../shared/mod.ts";
-import { calibrateSimulated } from "../services/lab/mod.ts";
-import { decodeStepCtxTokensOf } from "../shared/energy/mod.ts";
+import { CALIBRATION_BURST, calibrateSimulated } from "../services/lab/mod.ts";
+import { decodeStepCtxTokensOf, prefillCtxTokensOf } from "../shared/energy/mod.ts";
 import { observe } from "./helpers/observed-node.ts";
 import { accuracy, runJoin, type Accuracy } from "./helpers/accuracy.ts";
 
@@ -66,6 +66,7 @@ const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
 /** Attribution rules to compare: the join's options for each. */
 const KV_TOKENS = kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp);
 const CTX_K = decodeStepCtxTokensOf(modelSpec(NODE.model));
+const PREFILL_CTX = { k: prefillCtxTokensOf(modelSpec(NODE.model)), calibrationPosition: (CALIBRATION_BURST.promptTokens - 1) / 2 };
 const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
@@ -92,6 +93,11 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   // cost (weights read once for the batch) plus its own KV read (∝ its context, which the agent
   // counts: WorkItem.decodeCtxTokens); the ratio from the model's config (decodeStepCtxTokensOf).
   "prefill-lab-spread-engine-ctx": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
+  // ... and a prefill token's cost grows with its position in the prompt (attention over the tokens
+  // before it; the agent counts positions: WorkItem.prefillCtxTokens), relative to the calibration
+  // burst's prompts (prefillCtxTokensOf, from the model's config).
+  "prefill-lab-spread-engine-ctx-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
+  "prefill-lab-spread-engine-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   "prefill-lab-spread-engine-1s": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 1000 },
 };
 

@@ -114,7 +114,7 @@ test("work tracker - without a prefill rate, WORK is as before: every prompt tok
   t.deepEqual(w.closeWindow(0, 1000)[0]!.requests, []);
   w.prefill("i0", "a", 5000);
   w.decode("i0", "a", 2);
-  t.deepEqual(w.closeWindow(1000, 2000)[0]!.requests, [{ requestId: "a", prefillTokens: 5000, decodeTokens: 2, decodeCtxTokens: 5001 + 5002 }]);
+  t.deepEqual(w.closeWindow(1000, 2000)[0]!.requests, [{ requestId: "a", prefillTokens: 5000, prefillCtxTokens: (5000 * 4999) / 2, decodeTokens: 2, decodeCtxTokens: 5001 + 5002 }]);
   // An old agent's WORK item (no awaitingFirstToken) and a new one both pass the contract.
   const base = { v: 1, kind: "work", msgId: "m", node: "n", instance: "i0", gpus: [0], windowStartMs: 0, windowEndMs: 1000 };
   t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 0 }] }).success);

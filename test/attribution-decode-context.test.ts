@@ -21,7 +21,7 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 test("attribution, decode context - conservation: Σ attributed + idle = measured, and no share is negative", (t) => {
   fc.assert(
     fc.property(energy, items, perToken, ctxK, (e, reqs, a, k) => {
-      const r = attributeWindowPrefillEnergy(e, reqs, a, k);
+      const r = attributeWindowPrefillEnergy(e, reqs, a, { decodeStepCtxTokens: k });
       const total = sum(r.shares.map((s) => s.energyMj)) + r.idleMj;
       return Math.abs(total - e) <= 1e-9 * Math.max(1, e) && r.shares.every((s) => s.energyMj >= 0 && s.prefillMj >= 0 && s.decodeMj >= 0 && Math.abs(s.prefillMj + s.decodeMj - s.energyMj) <= 1e-9 * Math.max(1, e));
     }),
@@ -38,7 +38,7 @@ test("attribution, decode context - order independence: shuffled work gives the 
         const j = (it.next().value as number) % (i + 1);
         [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
       }
-      return JSON.stringify(attributeWindowPrefillEnergy(e, reqs, a, k)) === JSON.stringify(attributeWindowPrefillEnergy(e, shuffled, a, k));
+      return JSON.stringify(attributeWindowPrefillEnergy(e, reqs, a, { decodeStepCtxTokens: k })) === JSON.stringify(attributeWindowPrefillEnergy(e, shuffled, a, { decodeStepCtxTokens: k }));
     }),
   );
   t.pass();
@@ -49,7 +49,7 @@ test("attribution, decode context - every decode token at the same context: the 
     fc.property(energy, items, perToken, ctxK, fc.integer({ min: 1, max: 130_000 }), (e, reqs, a, k, c) => {
       const same = reqs.map((r) => ({ ...r, decodeCtxTokens: r.decodeTokens * c }));
       const byCount = attributeWindowPrefillEnergy(e, same, a).shares;
-      const byCost = attributeWindowPrefillEnergy(e, same, a, k).shares;
+      const byCost = attributeWindowPrefillEnergy(e, same, a, { decodeStepCtxTokens: k }).shares;
       return byCost.every((s, i) => Math.abs(s.decodeMj - byCount[i]!.decodeMj) <= 1e-9 * Math.max(1, e) && s.prefillMj === byCount[i]!.prefillMj);
     }),
   );
@@ -63,14 +63,14 @@ test("attribution, decode context - a short context beside a long one pays for t
     { requestId: "short", prefillTokens: 0, decodeTokens: 10, decodeCtxTokens: 10_000 },
     { requestId: "long", prefillTokens: 0, decodeTokens: 10, decodeCtxTokens: 1_000_000 },
   ];
-  const r = attributeWindowPrefillEnergy(2010, reqs, 100, 100_000);
+  const r = attributeWindowPrefillEnergy(2010, reqs, 100, { decodeStepCtxTokens: 100_000 });
   const by = new Map(r.shares.map((s) => [s.requestId, s.decodeMj]));
   t.true(Math.abs(by.get("short")! - 510) < 1e-9);
   t.true(Math.abs(by.get("long")! - 1500) < 1e-9);
   // An old agent's item (no decodeCtxTokens) in the window: by count.
-  const old = attributeWindowPrefillEnergy(2010, [reqs[0]!, { requestId: "long", prefillTokens: 0, decodeTokens: 10 }], 100, 100_000);
+  const old = attributeWindowPrefillEnergy(2010, [reqs[0]!, { requestId: "long", prefillTokens: 0, decodeTokens: 10 }], 100, { decodeStepCtxTokens: 100_000 });
   t.deepEqual(old.shares.map((s) => s.decodeMj), [1005, 1005]);
-  t.throws(() => attributeWindowPrefillEnergy(1, reqs, 1, 0), { instanceOf: RangeError });
+  t.throws(() => attributeWindowPrefillEnergy(1, reqs, 1, { decodeStepCtxTokens: 0 }), { instanceOf: RangeError });
 });
 
 test("attribution, decode context - K from the model's config: weight bytes over KV bytes per token (Llama 3.1 70B ≈ 431 k)", (t) => {
@@ -85,12 +85,12 @@ test("work tracker - each decode token's context is its prompt and the tokens be
   w.started("i0", "a", 0, 90); // the arrival's estimate: replaced by the first token's count
   w.prefill("i0", "a", 100);
   w.decode("i0", "a", 2); // tokens 2 and 3 of the output: contexts 101, 102
-  t.deepEqual(w.closeWindow(0, 1000)[0]!.requests, [{ requestId: "a", prefillTokens: 100, decodeTokens: 2, decodeCtxTokens: 203 }]);
+  t.deepEqual(w.closeWindow(0, 1000)[0]!.requests, [{ requestId: "a", prefillTokens: 100, decodeTokens: 2, prefillCtxTokens: (100 * 99) / 2, decodeCtxTokens: 203 }]);
   w.decode("i0", "a", 1); // context 103
   w.prefill("i0", "a", 5); // usage says the prompt was 105: later tokens see it
   w.decode("i0", "a", 1); // context 105 + 4
   const [win] = w.closeWindow(1000, 2000);
-  t.deepEqual(win!.requests, [{ requestId: "a", prefillTokens: 5, decodeTokens: 2, decodeCtxTokens: 103 + 109 }]);
+  t.deepEqual(win!.requests, [{ requestId: "a", prefillTokens: 5, decodeTokens: 2, prefillCtxTokens: 5 * 100 + 10, decodeCtxTokens: 103 + 109 }]);
   t.true(workWindow.safeParse(win).success);
   const base = { v: 1, kind: "work", msgId: "m", node: "n", instance: "i0", gpus: [0], windowStartMs: 0, windowEndMs: 1000 };
   t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 2 }] }).success);
@@ -126,4 +126,49 @@ test("join - with decodeStepCtxTokens the windowed join splits decode energy by 
   t.deepEqual([...run()].sort(), [["long", 1005], ["short", 1005]].sort());
   const by = run(100_000); // 10 steps: weights 510k and 1.5M of 2.01M
   t.true(Math.abs(by.get("short")! - 510) < 1e-9 && Math.abs(by.get("long")! - 1500) < 1e-9);
+});
+
+// Prefill items with positions: a window's part of a prompt of up to 120k tokens.
+const prefillItems = fc.array(
+  fc.record({ requestId: fc.string({ minLength: 1, maxLength: 6 }), prefillTokens: fc.nat(5000), decodeTokens: fc.nat(300), start: fc.nat(120_000) }).map(({ start, ...r }) => ({ ...r, prefillCtxTokens: r.prefillTokens * start + (r.prefillTokens * (r.prefillTokens - 1)) / 2, decodeCtxTokens: r.decodeTokens * (start + r.prefillTokens) })),
+  { maxLength: 40 },
+);
+const prefillCtx = fc.record({ k: fc.double({ min: 1, max: 1e6, noNaN: true }), calibrationPosition: fc.double({ min: 0, max: 1e5, noNaN: true }) });
+
+test("attribution, prefill positions - conservation, no negative share, order independence", (t) => {
+  fc.assert(
+    fc.property(energy, prefillItems, perToken, ctxK, prefillCtx, (e, reqs, a, k, pc) => {
+      const costs = { decodeStepCtxTokens: k, prefillCtx: pc };
+      const r = attributeWindowPrefillEnergy(e, reqs, a, costs);
+      const total = sum(r.shares.map((s) => s.energyMj)) + r.idleMj;
+      const reversed = attributeWindowPrefillEnergy(e, [...reqs].reverse(), a, costs);
+      return Math.abs(total - e) <= 1e-9 * Math.max(1, e) && r.shares.every((s) => s.energyMj >= 0 && s.prefillMj >= 0 && s.decodeMj >= 0) && JSON.stringify(r) === JSON.stringify(reversed);
+    }),
+  );
+  t.pass();
+});
+
+test("attribution, prefill positions - a token at the calibration's position costs prefillMjPerToken, one further on more (∝ Kp + x); an item without positions keeps the fixed cost", (t) => {
+  const pc = { k: 1000, calibrationPosition: 1000 };
+  const d = { requestId: "d", prefillTokens: 0, decodeTokens: 1, decodeCtxTokens: 5 };
+  const at = (x: number) => attributeWindowPrefillEnergy(1e6, [{ requestId: "p", prefillTokens: 1, decodeTokens: 0, prefillCtxTokens: x }, d], 100, { prefillCtx: pc }).shares.find((s) => s.requestId === "p")!.prefillMj;
+  t.is(at(1000), 100);
+  t.is(at(3000), 200);
+  t.is(at(0), 50);
+  t.is(attributeWindowPrefillEnergy(1e6, [{ requestId: "p", prefillTokens: 1, decodeTokens: 0 }, d], 100, { prefillCtx: pc }).shares.find((s) => s.requestId === "p")!.prefillMj, 100);
+});
+
+test("work tracker - prefill tokens carry their positions in the prompt, estimated before the first token or not", (t) => {
+  const w = createWorkTracker("n", [{ id: "i0", upstream: "u", gpus: [0] }], { prefillTokensPerS: 1000 });
+  w.started("i0", "a", 0, 1500);
+  const [first] = w.closeWindow(0, 1000); // the spread's estimate: 1000 tokens, positions 0…999
+  t.deepEqual(first!.requests, [{ requestId: "a", prefillTokens: 1000, decodeTokens: 0, prefillCtxTokens: (1000 * 999) / 2, awaitingFirstToken: true }]);
+  w.prefill("i0", "a", 1500); // the rest: positions 1000…1499
+  t.deepEqual(w.closeWindow(1000, 2000)[0]!.requests, [{ requestId: "a", prefillTokens: 500, decodeTokens: 0, prefillCtxTokens: 500 * 1000 + (500 * 499) / 2 }]);
+});
+
+test("analyzer command - --prefill-ctx-tokens sets Kp, at the calibration burst's mean position (2048-token prompts unless told)", (t) => {
+  const f = parseCommand(analyzerCommand.spec, ["--prefill-mj-per-token", "193", "--prefill-ctx-tokens", "53864"], {});
+  if (!f.help) t.deepEqual([f.config.prefillCtxTokens, f.config.prefillCalibrationPromptTokens], [53864, 2048]);
+  t.throws(() => parseCommand(analyzerCommand.spec, ["--prefill-ctx-tokens", "-1"], {}), { instanceOf: ConfigError, message: /--prefill-ctx-tokens/ });
 });

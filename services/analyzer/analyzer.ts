@@ -45,6 +45,8 @@ export interface AnalyzerOptions {
   prefillMjPerToken?: number;
   /** JoinOptions.decodeStepCtxTokens: with prefillMjPerToken, decode energy split by cost (context), not count. */
   decodeStepCtxTokens?: number;
+  /** JoinOptions.prefillCtx: a prefill token's cost grows with its position in the prompt. */
+  prefillCtx?: { k: number; calibrationPosition: number };
   /** Static (idle) power of one GPU, W: a request's part of it is reported apart from its active energy. */
   staticPowerW?: number;
   allowedLatenessMs?: number;
@@ -125,6 +127,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
         ...(opts.prefillMjPerToken !== undefined ? { prefillMjPerToken: opts.prefillMjPerToken } : {}),
         ...(opts.decodeStepCtxTokens !== undefined ? { decodeStepCtxTokens: opts.decodeStepCtxTokens } : {}),
+        ...(opts.prefillCtx ? { prefillCtx: opts.prefillCtx } : {}),
         ...(opts.staticPowerW !== undefined ? { staticPowerW: opts.staticPowerW } : {}),
         ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
       };

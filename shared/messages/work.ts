@@ -22,6 +22,11 @@ export const workItem = z.object({
    * by it (shared/energy/attribution.ts). Absent from agents that do not count it.
    */
   decodeCtxTokens: count.optional(),
+  /**
+   * Σ over this window's prefill tokens of their position in the prompt (the tokens before each, which
+   * its attention reads): prefill's cost per token grows with it. Absent from agents that do not count it.
+   */
+  prefillCtxTokens: count.optional(),
 });
 export type WorkItem = z.infer<typeof workItem>;
 
