@@ -67,7 +67,7 @@ const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
 const KV_TOKENS = kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp);
 const CTX_K = decodeStepCtxTokensOf(modelSpec(NODE.model));
 const PREFILL_CTX = { k: prefillCtxTokensOf(modelSpec(NODE.model)), calibrationPosition: (CALIBRATION_BURST.promptTokens - 1) / 2 };
-const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number }> = {
+const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number; prefillPositionCost?: { k: number; calibrationPosition: number } }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
   "window-0.03": { opts: { prefillWeight: 0.03 } },
@@ -97,6 +97,8 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   // before it; the agent counts positions: WorkItem.prefillCtxTokens), relative to the calibration
   // burst's prompts (prefillCtxTokensOf, from the model's config).
   "prefill-lab-spread-engine-ctx-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
+  // ... and the agent's spread slows a prompt's prefill down as it goes on (a token's time ∝ Kp + x).
+  "prefill-lab-spread-engine-ctx-pos-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200, prefillPositionCost: PREFILL_CTX },
   "prefill-lab-spread-engine-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   "prefill-lab-spread-engine-1s": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 1000 },
 };
@@ -138,8 +140,8 @@ for (const rule of ruleNames) {
     const t0 = performance.now();
     const workload = await TRACES[name]!();
     const sim = simulate(workload, { ...NODE, ledger: true, recordTokenTimes: true, sampleIntervalMs: 100 });
-    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv, engineScrapeMs } = RULES[rule]!;
-    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}), ...(engineScrapeMs !== undefined ? { engineScrapeMs } : {}) });
+    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv, engineScrapeMs, prefillPositionCost } = RULES[rule]!;
+    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}), ...(engineScrapeMs !== undefined ? { engineScrapeMs } : {}), ...(prefillPositionCost ? { prefillPositionCost } : {}) });
     let fitted: number | undefined;
     if (fit) {
       const windows = runJoin(obs, opts).instanceWindows.filter((w) => w.prefillTokens + w.decodeTokens > 0);

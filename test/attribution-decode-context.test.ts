@@ -5,6 +5,7 @@ import { createWorkTracker } from "../services/agent/mod.ts";
 import { workWindow } from "../shared/mod.ts";
 import { modelSpec } from "../services/simnode/mod.ts";
 import { analyzerCommand } from "../services/analyzer/command.ts";
+import { agentCommand } from "../services/agent/command.ts";
 import { createWindowJoin } from "../services/analyzer/join.ts";
 import { ConfigError, parseCommand, powerMessage, workMessage } from "../shared/mod.ts";
 
@@ -171,4 +172,10 @@ test("analyzer command - --prefill-ctx-tokens sets Kp, at the calibration burst'
   const f = parseCommand(analyzerCommand.spec, ["--prefill-mj-per-token", "193", "--prefill-ctx-tokens", "53864"], {});
   if (!f.help) t.deepEqual([f.config.prefillCtxTokens, f.config.prefillCalibrationPromptTokens], [53864, 2048]);
   t.throws(() => parseCommand(analyzerCommand.spec, ["--prefill-ctx-tokens", "-1"], {}), { instanceOf: ConfigError, message: /--prefill-ctx-tokens/ });
+});
+
+test("agent command - --prefill-ctx-tokens slows the spread down along a prompt, from the calibration burst's mean position", (t) => {
+  const f = parseCommand(agentCommand.spec, ["--prefill-tokens-per-s", "14285", "--prefill-ctx-tokens", "53864"], {});
+  if (!f.help) t.deepEqual([f.config.prefillCtxTokens, f.config.prefillCalibrationPromptTokens], [53864, 2048]);
+  t.throws(() => parseCommand(agentCommand.spec, ["--prefill-ctx-tokens", "x"], {}), { instanceOf: ConfigError, message: /--prefill-ctx-tokens/ });
 });

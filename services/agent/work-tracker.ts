@@ -37,6 +37,8 @@ export interface WorkTrackerOptions {
   kvCapacityTokens?: number;
   /** How long before a scrape a prompt must have reached the tap to count in it (prefill-spread.ts ENGINE_LAG_MS). */
   engineLagMs?: number;
+  /** A prompt token's prefill time grows with its position (prefill-spread.ts positionCost). */
+  prefillPositionCost?: { k: number; calibrationPosition: number };
 }
 
 interface Open {
@@ -72,7 +74,7 @@ interface InstanceState {
 export function createWorkTracker(node: string, instances: readonly InstanceInfo[], opts: WorkTrackerOptions = {}): WorkTracker {
   const state = new Map<string, InstanceState>();
   for (const inst of instances) {
-    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, context: new Map(), ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}) }) } : {}) });
+    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, context: new Map(), ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}), ...(opts.prefillPositionCost ? { positionCost: opts.prefillPositionCost } : {}) }) } : {}) });
   }
   const of = (instance: string): InstanceState => {
     const s = state.get(instance);

@@ -167,7 +167,7 @@ export const calibrateCommand = defineCommand(
     const spec = modelSpec(cfg.model);
     const ctx = `--decode-step-ctx-tokens ${Math.round(decodeStepCtxTokensOf(spec))} --prefill-ctx-tokens ${Math.round(prefillCtxTokensOf(spec))} --prefill-calibration-prompt-tokens ${CALIBRATION_BURST.promptTokens}`;
     process.stdout.write(`analyzer: --prefill-mj-per-token ${c.prefillMjPerToken.toFixed(1)} --static-power-w ${c.staticPowerW.toFixed(1)} ${ctx}\n`);
-    process.stdout.write(`agent:    --prefill-tokens-per-s ${Math.round(c.prefillTokensPerS)}\n`);
+    process.stdout.write(`agent:    --prefill-tokens-per-s ${Math.round(c.prefillTokensPerS)} --prefill-ctx-tokens ${Math.round(prefillCtxTokensOf(spec))} --prefill-calibration-prompt-tokens ${CALIBRATION_BURST.promptTokens}\n`);
     process.stdout.write(`${JSON.stringify({ model: cfg.model, gpu: cfg.gpu, tp: cfg.tp, ...(cfg.smClockMhz ? { smClockMhz: cfg.smClockMhz } : {}), staticPowerW: c.staticPowerW, prefillMjPerToken: c.prefillMjPerToken, prefillTokensPerS: c.prefillTokensPerS })}\n`);
     return 0;
   },
