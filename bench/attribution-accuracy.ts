@@ -99,6 +99,7 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   "prefill-lab-spread-engine-ctx-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   // ... and the agent's spread slows a prompt's prefill down as it goes on (a token's time ∝ Kp + x).
   "prefill-lab-spread-engine-ctx-pos-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200, prefillPositionCost: PREFILL_CTX },
+  "prefill-lab-spread-engine-pos-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200, prefillPositionCost: PREFILL_CTX },
   "prefill-lab-spread-engine-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   "prefill-lab-spread-engine-1s": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 1000 },
 };
