@@ -14,7 +14,8 @@ import { burstWorkload, gpuSpec, kvCapacityTokens, modelSpec, poissonClassWorklo
 import { CLASSES, traceRows, type TraceFormat } from "../services/loadgen/mod.ts";
 import type { JoinOptions } from "../services/analyzer/mod.ts";
 import type { RequestEnergy } from "../shared/mod.ts";
-import { calibrateSimulated } from "../services/lab/mod.ts";
+import { CALIBRATION_BURST, calibrateSimulated } from "../services/lab/mod.ts";
+import { decodeStepCtxTokensOf, prefillCtxTokensOf } from "../shared/energy/mod.ts";
 import { observe } from "./helpers/observed-node.ts";
 import { accuracy, runJoin, type Accuracy } from "./helpers/accuracy.ts";
 
@@ -64,7 +65,9 @@ const CAL = calibrateSimulated({ model: NODE.model, tp: NODE.tp });
 
 /** Attribution rules to compare: the join's options for each. */
 const KV_TOKENS = kvCapacityTokens(modelSpec(NODE.model), gpuSpec("h100-sxm"), NODE.tp);
-const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number }> = {
+const CTX_K = decodeStepCtxTokensOf(modelSpec(NODE.model));
+const PREFILL_CTX = { k: prefillCtxTokensOf(modelSpec(NODE.model)), calibrationPosition: (CALIBRATION_BURST.promptTokens - 1) / 2 };
+const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => number; fit?: boolean; prefillTokensPerS?: number; kvCapacityTokens?: number; engineScrapeMs?: number; prefillPositionCost?: { k: number; calibrationPosition: number } }> = {
   // Today's rule: each 1-s window split by 0.1 × prefill + decode tokens; and the weight moved both ways.
   "window-0.1": { opts: { prefillWeight: 0.1 } },
   "window-0.03": { opts: { prefillWeight: 0.03 } },
@@ -86,6 +89,18 @@ const RULES: Record<string, { opts: JoinOptions; stored?: (r: RequestEnergy) => 
   // the prompts the engine admitted are estimated (engine-metrics.ts); the KV guess only when stale.
   "prefill-lab-spread-engine": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   // The same scraped once a second (a slower agent, or a busy server).
+  // ... and the decode part of a window split by cost: each decode token's share of the step's fixed
+  // cost (weights read once for the batch) plus its own KV read (∝ its context, which the agent
+  // counts: WorkItem.decodeCtxTokens); the ratio from the model's config (decodeStepCtxTokensOf).
+  "prefill-lab-spread-engine-ctx": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
+  // ... and a prefill token's cost grows with its position in the prompt (attention over the tokens
+  // before it; the agent counts positions: WorkItem.prefillCtxTokens), relative to the calibration
+  // burst's prompts (prefillCtxTokensOf, from the model's config).
+  "prefill-lab-spread-engine-ctx-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
+  // ... and the agent's spread slows a prompt's prefill down as it goes on (a token's time ∝ Kp + x).
+  "prefill-lab-spread-engine-ctx-pos-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, decodeStepCtxTokens: CTX_K, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200, prefillPositionCost: PREFILL_CTX },
+  "prefill-lab-spread-engine-pos-spread": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200, prefillPositionCost: PREFILL_CTX },
+  "prefill-lab-spread-engine-pos": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW, prefillCtx: PREFILL_CTX }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 200 },
   "prefill-lab-spread-engine-1s": { opts: { prefillMjPerToken: CAL.prefillMjPerToken, staticPowerW: CAL.staticPowerW }, prefillTokensPerS: CAL.prefillTokensPerS, kvCapacityTokens: KV_TOKENS, engineScrapeMs: 1000 },
 };
 
@@ -126,8 +141,8 @@ for (const rule of ruleNames) {
     const t0 = performance.now();
     const workload = await TRACES[name]!();
     const sim = simulate(workload, { ...NODE, ledger: true, recordTokenTimes: true, sampleIntervalMs: 100 });
-    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv, engineScrapeMs } = RULES[rule]!;
-    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}), ...(engineScrapeMs !== undefined ? { engineScrapeMs } : {}) });
+    const { opts, stored, fit, prefillTokensPerS, kvCapacityTokens: kv, engineScrapeMs, prefillPositionCost } = RULES[rule]!;
+    const obs = observe(sim, { node: "sim0", model: NODE.model, ...(prefillTokensPerS !== undefined ? { prefillTokensPerS } : {}), ...(kv !== undefined ? { kvCapacityTokens: kv } : {}), ...(engineScrapeMs !== undefined ? { engineScrapeMs } : {}), ...(prefillPositionCost ? { prefillPositionCost } : {}) });
     let fitted: number | undefined;
     if (fit) {
       const windows = runJoin(obs, opts).instanceWindows.filter((w) => w.prefillTokens + w.decodeTokens > 0);

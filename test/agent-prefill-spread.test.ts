@@ -114,9 +114,48 @@ test("work tracker - without a prefill rate, WORK is as before: every prompt tok
   t.deepEqual(w.closeWindow(0, 1000)[0]!.requests, []);
   w.prefill("i0", "a", 5000);
   w.decode("i0", "a", 2);
-  t.deepEqual(w.closeWindow(1000, 2000)[0]!.requests, [{ requestId: "a", prefillTokens: 5000, decodeTokens: 2 }]);
+  t.deepEqual(w.closeWindow(1000, 2000)[0]!.requests, [{ requestId: "a", prefillTokens: 5000, prefillCtxTokens: (5000 * 4999) / 2, decodeTokens: 2, decodeCtxTokens: 5001 + 5002 }]);
   // An old agent's WORK item (no awaitingFirstToken) and a new one both pass the contract.
   const base = { v: 1, kind: "work", msgId: "m", node: "n", instance: "i0", gpus: [0], windowStartMs: 0, windowEndMs: 1000 };
   t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 0 }] }).success);
   t.true(workWindow.safeParse({ ...base, requests: [{ requestId: "a", prefillTokens: 1, decodeTokens: 0, awaitingFirstToken: true }] }).success);
+});
+
+test("prefill spread - with a position cost, a prompt's tokens take longer further into it (∝ k + x), the rate holding at the calibration's position", (t) => {
+  // k = 1000, calibrated at position 0: token x takes (1000 + x)/1000 ms at 1000 tokens/s.
+  const s = createPrefillSpread({ tokensPerS: 1000, positionCost: { k: 1000, calibrationPosition: 0 } });
+  s.arrived("a", 0, 3000);
+  // Σ_{x<n} (1000 + x) ≤ 1e6 ms·tokens: n = 732 (733 would take 1001.3 ms).
+  t.deepEqual([...s.close(0, 1000, 0)], [["a", 732]]);
+  // From 732 on: Σ_{732 ≤ x < 732+n} (1000 + x) ≤ 1e6 → n = 504.
+  t.deepEqual([...s.close(1000, 2000, 0)], [["a", 504]]);
+  // At the calibration's position the rate is the calibrated one.
+  const c = createPrefillSpread({ tokensPerS: 1000, positionCost: { k: 1e9, calibrationPosition: 5000 } });
+  c.arrived("b", 0, 5000);
+  t.deepEqual([...c.close(0, 1000, 0)], [["b", 1000]]);
+  t.throws(() => createPrefillSpread({ tokensPerS: 1, positionCost: { k: 0, calibrationPosition: 0 } }), { instanceOf: RangeError });
+});
+
+test("prefill spread - with a position cost, a prompt's estimate never passes its length less the first token's, and a window is never overfilled", (t) => {
+  fc.assert(
+    fc.property(fc.array(fc.record({ at: fc.nat(5000), len: fc.integer({ min: 1, max: 200_000 }) }), { minLength: 1, maxLength: 8 }), fc.integer({ min: 100, max: 100_000 }), fc.integer({ min: 1000, max: 200_000 }), (ps, rate, k) => {
+      const s = createPrefillSpread({ tokensPerS: rate, positionCost: { k, calibrationPosition: 1023.5 } });
+      const sorted = [...ps].sort((a, b) => a.at - b.at);
+      sorted.forEach((p, i) => s.arrived(`r${i}`, p.at, p.len));
+      const total = new Map<string, number>();
+      for (let w = 0; w < 30; w++) {
+        const out = s.close(w * 1000, (w + 1) * 1000, 0);
+        // The window's estimated time at the position-dependent rate fits in it.
+        let ms = 0;
+        for (const [id, n] of out) {
+          const x0 = total.get(id) ?? 0;
+          ms += ((n * (k + x0) + (n * (n - 1)) / 2) / (k + 1023.5) / rate) * 1000;
+          total.set(id, x0 + n);
+        }
+        if (ms > 1000 + 1e-6) return false;
+      }
+      return sorted.every((p, i) => (total.get(`r${i}`) ?? 0) <= p.len - 1);
+    }),
+  );
+  t.pass();
 });

@@ -65,7 +65,7 @@ test("tap - streaming completion: tokens pass through, lifecycle and token count
   t.like(events[2]!, { status: "ok", promptTokens: 100, outputTokens: 12, httpStatus: 200 });
   const w = tracker.closeWindow(0, 1)[0]!;
   t.is(w.instance, inst.id);
-  t.deepEqual(w.requests, [{ requestId: "req-1", prefillTokens: 100, decodeTokens: 11 }]);
+  t.deepEqual(w.requests, [{ requestId: "req-1", prefillTokens: 100, prefillCtxTokens: (100 * 99) / 2, decodeTokens: 11, decodeCtxTokens: 11 * 101 + 55 }]); // contexts 101…111
 });
 
 test("tap - a server that writes the whole stream at once: every token and [DONE] reach the client, the usage chunk does not", async (t) => {
@@ -197,7 +197,7 @@ test("tap - non-streaming requests are recorded from the response's usage", asyn
   const body = (await res.json()) as { usage: { completion_tokens: number } };
   t.is(body.usage.completion_tokens, 9);
   t.like(events.at(-1)!, { event: "end", promptTokens: 30, outputTokens: 9, stream: undefined });
-  t.deepEqual(tracker.closeWindow(0, 1)[0]!.requests, [{ requestId: "ns", prefillTokens: 30, decodeTokens: 8 }]);
+  t.deepEqual(tracker.closeWindow(0, 1)[0]!.requests, [{ requestId: "ns", prefillTokens: 30, prefillCtxTokens: (30 * 29) / 2, decodeTokens: 8, decodeCtxTokens: 8 * 31 + 28 }]); // contexts 31…38
 });
 
 test("tap - upstream down: a clear 502 JSON error, recorded as an upstream error", async (t) => {

@@ -38,6 +38,8 @@ export interface ObserveOptions {
   engineScrapeOffsetMs?: number;
   /** The tracker's engineLagMs. */
   engineLagMs?: number;
+  /** The tracker's prefillPositionCost. */
+  prefillPositionCost?: { k: number; calibrationPosition: number };
 }
 
 export function observe(r: SimulationResult, o: ObserveOptions): ObservedNode {
@@ -78,7 +80,7 @@ export function observe(r: SimulationResult, o: ObserveOptions): ObservedNode {
 
   // WORK per instance and window from the agent's own work tracker, fed what the tap sees of each
   // request in time order; REQUEST events as the tap emits them.
-  const tracker = createWorkTracker(node, r.instances.map((i) => ({ id: i.id, upstream: "simulated", gpus: i.gpus, ...(o.model ? { model: o.model } : {}) })), { ...(o.prefillTokensPerS !== undefined ? { prefillTokensPerS: o.prefillTokensPerS } : {}), ...(o.kvCapacityTokens !== undefined ? { kvCapacityTokens: o.kvCapacityTokens } : {}), ...(o.engineLagMs !== undefined ? { engineLagMs: o.engineLagMs } : {}) });
+  const tracker = createWorkTracker(node, r.instances.map((i) => ({ id: i.id, upstream: "simulated", gpus: i.gpus, ...(o.model ? { model: o.model } : {}) })), { ...(o.prefillTokensPerS !== undefined ? { prefillTokensPerS: o.prefillTokensPerS } : {}), ...(o.kvCapacityTokens !== undefined ? { kvCapacityTokens: o.kvCapacityTokens } : {}), ...(o.engineLagMs !== undefined ? { engineLagMs: o.engineLagMs } : {}), ...(o.prefillPositionCost ? { prefillPositionCost: o.prefillPositionCost } : {}) });
   /** Tap observations: [sim ms, order at equal times (arrive, scrape, first, token, end), request or instance index, what]. */
   const seen: [number, number, number, "start" | "scrape" | "first" | "token" | "end"][] = [];
   const gauges = r.instances.map((inst) => {

@@ -41,6 +41,8 @@ export interface AgentOptions {
   prefillTokensPerS?: number;
   /** Each instance's KV cache, tokens: with the rate, a prompt is not estimated to prefill before it fits. */
   kvCapacityTokens?: number;
+  /** With prefillTokensPerS: a prompt token's prefill time grows with its position (work-tracker.ts prefillPositionCost). */
+  prefillPositionCost?: { k: number; calibrationPosition: number };
   /**
    * Scrape each instance's `<upstream>/metrics` for vLLM's running/waiting gauges (engine-metrics.ts):
    * with the rate, only prompts the engine admitted are estimated. Default off; auto: where they answer.
@@ -94,6 +96,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const tracker = createWorkTracker(opts.node, opts.instances, {
     ...(opts.prefillTokensPerS !== undefined ? { prefillTokensPerS: opts.prefillTokensPerS } : {}),
     ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}),
+    ...(opts.prefillPositionCost ? { prefillPositionCost: opts.prefillPositionCost } : {}),
   });
   let carryFailed = false;
   const carryFile: WindowCarryFile | undefined = opts.spoolDir

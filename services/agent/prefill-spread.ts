@@ -78,6 +78,12 @@ export interface PrefillSpreadOptions {
   engineLagMs?: number;
   /** The engine's counts older than this at a window's close are stale: the estimate goes back to the rate and the KV guess. Default ENGINE_FRESH_MS. */
   engineFreshMs?: number;
+  /**
+   * A prompt token's time grows with its position x: ∝ k + x (its attention reads the x before it),
+   * `tokensPerS` holding at `calibrationPosition` (the calibration burst's mean position). Kp of the
+   * analyzer's --prefill-ctx-tokens (shared/energy/attribution.ts prefillCtxTokensOf). None: a flat rate.
+   */
+  positionCost?: { k: number; calibrationPosition: number };
 }
 
 /** See `engineLagMs`: the tap's forward and the server's tokenizing of a long prompt take milliseconds, tens for 100k tokens. */
@@ -89,6 +95,17 @@ export function createPrefillSpread(o: PrefillSpreadOptions): PrefillSpread {
   const { tokensPerS } = o;
   if (!(tokensPerS > 0) || !Number.isFinite(tokensPerS)) throw new RangeError(`prefill rate must be > 0 tokens/s, got ${tokensPerS}`);
   const perMs = tokensPerS / 1000;
+  const pc = o.positionCost;
+  if (pc && !(pc.k > 0 && pc.calibrationPosition >= 0)) throw new RangeError(`position cost: k must be > 0 and the calibration position ≥ 0, got ${pc.k}, ${pc.calibrationPosition}`);
+  /** Time of prompt tokens x0 … x0 + n − 1, ms. */
+  const timeOf = (x0: number, n: number): number => (pc ? (n * (pc.k + x0) + (n * (n - 1)) / 2) / (pc.k + pc.calibrationPosition) : n) / perMs;
+  /** How many prompt tokens from position x0 fit in `ms`: the inverse of timeOf, rounded down. */
+  const tokensIn = (x0: number, ms: number): number => {
+    if (!pc) return Math.floor(ms * perMs);
+    const b = pc.k + x0 - 0.5;
+    const n = Math.floor(-b + Math.sqrt(b * b + 2 * ms * perMs * (pc.k + pc.calibrationPosition)));
+    return n > 0 && timeOf(x0, n) > ms ? n - 1 : n;
+  };
   const kvCap = o.kvCapacityTokens ?? Number.POSITIVE_INFINITY;
   // Arrival order is insertion order: the tap sees requests in the order they arrive.
   const waiting = new Map<string, Waiting>();
@@ -168,11 +185,11 @@ export function createPrefillSpread(o: PrefillSpreadOptions): PrefillSpread {
         if (left <= 0) continue;
         const from = Math.max(t, w.admitMs);
         if (from >= endMs) break; // arrived or admitted after the window: those after it were too
-        const n = Math.min(left, Math.floor((endMs - from) * perMs));
+        const n = Math.min(left, tokensIn(w.estimated, endMs - from));
         if (n <= 0) continue;
-        w.estimated += n;
         out.set(id, n);
-        t = from + n / perMs;
+        t = from + timeOf(w.estimated, n);
+        w.estimated += n;
       }
       return out;
     },

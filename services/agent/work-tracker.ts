@@ -37,11 +37,27 @@ export interface WorkTrackerOptions {
   kvCapacityTokens?: number;
   /** How long before a scrape a prompt must have reached the tap to count in it (prefill-spread.ts ENGINE_LAG_MS). */
   engineLagMs?: number;
+  /** A prompt token's prefill time grows with its position (prefill-spread.ts positionCost). */
+  prefillPositionCost?: { k: number; calibrationPosition: number };
 }
 
 interface Open {
   prefill: number;
   decode: number;
+  /** Σ of the decode tokens' contexts (WorkItem.decodeCtxTokens). */
+  ctx: number;
+  /** Σ of the prefill tokens' positions in their prompt (WorkItem.prefillCtxTokens). */
+  prefillCtx: number;
+}
+
+/** What a request's next decode token attends to: its prompt and the tokens it generated so far. */
+interface Context {
+  prompt: number;
+  generated: number;
+  /** The first token came: `prompt` is its count, no longer the arrival's estimate. */
+  prefilled: boolean;
+  /** Prompt tokens counted as prefill so far, estimated or not: the next one's position. */
+  position: number;
 }
 
 interface InstanceState {
@@ -52,12 +68,13 @@ interface InstanceState {
   credit: Map<string, number>;
   /** Prefill tokens the window's first tokens brought: server time the spread cannot give others. */
   taken: number;
+  context: Map<string, Context>;
 }
 
 export function createWorkTracker(node: string, instances: readonly InstanceInfo[], opts: WorkTrackerOptions = {}): WorkTracker {
   const state = new Map<string, InstanceState>();
   for (const inst of instances) {
-    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}) }) } : {}) });
+    state.set(inst.id, { current: new Map(), inFlight: new Set(), credit: new Map(), taken: 0, context: new Map(), ...(opts.prefillTokensPerS !== undefined ? { spread: createPrefillSpread({ tokensPerS: opts.prefillTokensPerS, ...(opts.kvCapacityTokens !== undefined ? { kvCapacityTokens: opts.kvCapacityTokens } : {}), ...(opts.engineLagMs !== undefined ? { engineLagMs: opts.engineLagMs } : {}), ...(opts.prefillPositionCost ? { positionCost: opts.prefillPositionCost } : {}) }) } : {}) });
   }
   const of = (instance: string): InstanceState => {
     const s = state.get(instance);
@@ -66,19 +83,34 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
   };
   const entry = (s: InstanceState, requestId: string): Open => {
     let e = s.current.get(requestId);
-    if (!e) s.current.set(requestId, (e = { prefill: 0, decode: 0 }));
+    if (!e) s.current.set(requestId, (e = { prefill: 0, decode: 0, ctx: 0, prefillCtx: 0 }));
     return e;
+  };
+  /** `n` more of a prompt's tokens prefilled in this window, after those counted before (their positions). */
+  const addPrefill = (s: InstanceState, requestId: string, n: number): void => {
+    const e = entry(s, requestId);
+    let c = s.context.get(requestId);
+    if (!c) s.context.set(requestId, (c = { prompt: 0, generated: 0, prefilled: false, position: 0 }));
+    e.prefill += n;
+    e.prefillCtx += n * c.position + (n * (n - 1)) / 2;
+    c.position += n;
   };
   return {
     started(instance, requestId, tMs, promptTokens, maxTokens) {
       const s = state.get(instance);
       if (!s) return;
       s.inFlight.add(requestId);
+      s.context.set(requestId, { prompt: promptTokens ?? 0, generated: 0, prefilled: false, position: 0 });
       if (s.spread && tMs !== undefined && promptTokens !== undefined) s.spread.arrived(requestId, tMs, promptTokens, maxTokens);
     },
     prefill(instance, requestId, tokens) {
       if (tokens <= 0) return;
       const s = of(instance);
+      // The first token's prompt count replaces the arrival's estimate; a later correction adds to it.
+      const c = s.context.get(requestId);
+      if (!c) s.context.set(requestId, { prompt: tokens, generated: 0, prefilled: true, position: 0 });
+      else if (!c.prefilled) Object.assign(c, { prompt: tokens, prefilled: true });
+      else c.prompt += tokens;
       if (s.spread) {
         const est = s.spread.done(requestId);
         if (est > 0) s.credit.set(requestId, (s.credit.get(requestId) ?? 0) + est);
@@ -87,12 +119,21 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       const off = Math.min(credit, tokens);
       if (credit > 0) s.credit.set(requestId, credit - off);
       if (tokens - off > 0) {
-        entry(s, requestId).prefill += tokens - off;
+        addPrefill(s, requestId, tokens - off);
         s.taken += tokens - off;
       }
     },
     decode(instance, requestId, tokens) {
-      if (tokens > 0) entry(of(instance), requestId).decode += tokens;
+      if (tokens <= 0) return;
+      const s = of(instance);
+      const e = entry(s, requestId);
+      e.decode += tokens;
+      // Token j of these (0-based) follows the first token and `generated` decode tokens before it.
+      let c = s.context.get(requestId);
+      if (!c) s.context.set(requestId, (c = { prompt: 0, generated: 0, prefilled: false, position: 0 }));
+      const before = c.prompt + 1 + c.generated;
+      e.ctx += tokens * before + (tokens * (tokens - 1)) / 2;
+      c.generated += tokens;
     },
     ended(instance, requestId) {
       const s = state.get(instance);
@@ -100,6 +141,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       s.inFlight.delete(requestId);
       s.spread?.ended(requestId);
       s.credit.delete(requestId);
+      s.context.delete(requestId);
     },
     engine(instance, tMs, counts) {
       // Only the queue's length is used: with FCFS it says which prompts were admitted (prefill-spread.ts).
@@ -110,7 +152,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       for (const inst of instances) {
         const s = state.get(inst.id)!;
         const awaiting = s.spread?.close(windowStartMs, windowEndMs, s.taken);
-        for (const [id, n] of awaiting ?? []) entry(s, id).prefill += n;
+        for (const [id, n] of awaiting ?? []) addPrefill(s, id, n);
         const m = s.current;
         s.current = new Map();
         s.taken = 0;
@@ -122,7 +164,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
             ...(inst.model ? { model: inst.model } : {}),
             windowStartMs,
             windowEndMs,
-            requests: [...m].map(([requestId, w]): WorkItem => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode, ...(awaiting?.has(requestId) ? { awaitingFirstToken: true } : {}) })),
+            requests: [...m].map(([requestId, w]): WorkItem => ({ requestId, prefillTokens: w.prefill, decodeTokens: w.decode, ...(w.prefill > 0 ? { prefillCtxTokens: w.prefillCtx } : {}), ...(w.decode > 0 ? { decodeCtxTokens: w.ctx } : {}), ...(awaiting?.has(requestId) ? { awaitingFirstToken: true } : {}) })),
             inFlight: s.inFlight.size,
           }),
         );

@@ -43,6 +43,10 @@ export interface AnalyzerOptions {
   prefillWeight?: number;
   /** Attribute by the prefill-energy rule with this energy per prefill token, mJ (the instance's GPUs together; `joulestream calibrate`). */
   prefillMjPerToken?: number;
+  /** JoinOptions.decodeStepCtxTokens: with prefillMjPerToken, decode energy split by cost (context), not count. */
+  decodeStepCtxTokens?: number;
+  /** JoinOptions.prefillCtx: a prefill token's cost grows with its position in the prompt. */
+  prefillCtx?: { k: number; calibrationPosition: number };
   /** Static (idle) power of one GPU, W: a request's part of it is reported apart from its active energy. */
   staticPowerW?: number;
   allowedLatenessMs?: number;
@@ -122,6 +126,8 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       const join = {
         ...(opts.prefillWeight !== undefined ? { prefillWeight: opts.prefillWeight } : {}),
         ...(opts.prefillMjPerToken !== undefined ? { prefillMjPerToken: opts.prefillMjPerToken } : {}),
+        ...(opts.decodeStepCtxTokens !== undefined ? { decodeStepCtxTokens: opts.decodeStepCtxTokens } : {}),
+        ...(opts.prefillCtx ? { prefillCtx: opts.prefillCtx } : {}),
         ...(opts.staticPowerW !== undefined ? { staticPowerW: opts.staticPowerW } : {}),
         ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
       };

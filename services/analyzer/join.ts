@@ -36,6 +36,13 @@ export interface JoinOptions {
    * instead of weighting prefill tokens by `prefillWeight`.
    */
   prefillMjPerToken?: number;
+  /**
+   * With `prefillMjPerToken`: split each window's decode energy by cost, not count — context tokens
+   * whose KV reads cost as much as a decode step's fixed part (attribution.ts, decodeStepCtxTokensOf).
+   */
+  decodeStepCtxTokens?: number;
+  /** With `prefillMjPerToken`: a prefill token's cost grows with its position in the prompt (attribution.ts, ContextCosts). */
+  prefillCtx?: { k: number; calibrationPosition: number };
   /** Static (idle) power of one GPU, W: each request's part of it over its windows is reported apart (staticEnergyMj). */
   staticPowerW?: number;
   allowedLatenessMs?: number;
@@ -98,7 +105,8 @@ const emptyOutput = <T>(): JoinOutput<T> => ({ nodeWindows: [], instanceWindows:
 export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const prefillWeight = opts.prefillWeight ?? DEFAULT_PREFILL_WEIGHT;
   const perToken = opts.prefillMjPerToken;
-  const attribute: AttributeFn = perToken !== undefined ? (e, reqs) => attributeWindowPrefillEnergy(e, reqs, perToken) : (e, reqs) => attributeWindow(e, reqs, prefillWeight);
+  const costs = { ...(opts.decodeStepCtxTokens !== undefined ? { decodeStepCtxTokens: opts.decodeStepCtxTokens } : {}), ...(opts.prefillCtx ? { prefillCtx: opts.prefillCtx } : {}) };
+  const attribute: AttributeFn = perToken !== undefined ? (e, reqs) => attributeWindowPrefillEnergy(e, reqs, perToken, costs) : (e, reqs) => attributeWindow(e, reqs, prefillWeight);
   const lateness = opts.allowedLatenessMs ?? 5_000;
   const maxIdle = opts.maxRequestIdleMs ?? 10 * 60_000;
   const windows = new Map<string, WindowState<T>>();

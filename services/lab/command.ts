@@ -6,7 +6,9 @@ import { onShutdownSignal } from "../../shared/lifecycle.ts";
 import { natsOptions } from "../../shared/config.ts";
 import { connectNats } from "../../shared/nats.ts";
 import { defineCommand } from "../../shared/command.ts";
-import { calibrateSimulated } from "./calibrate.ts";
+import { decodeStepCtxTokensOf, prefillCtxTokensOf } from "../../shared/energy/mod.ts";
+import { modelSpec } from "../simnode/mod.ts";
+import { CALIBRATION_BURST, calibrateSimulated } from "./calibrate.ts";
 import { createFleetController, createSimnodeController, parseEndpoint, type KnobController } from "./controllers.ts";
 import { createLibraryRunner, type PointRunner } from "./library-runner.ts";
 import { loadMatrix } from "./matrix.ts";
@@ -161,8 +163,11 @@ export const calibrateCommand = defineCommand(
     process.stderr.write(
       `calibrate: simulated ${cfg.model} on ${cfg.tp}× ${cfg.gpu}: idle ${(idle.durationMs / 1000).toFixed(1)} s; burst of ${burst.promptTokens} prompt tokens (1 output token each) in ${(burst.durationMs / 1000).toFixed(2)} s, ${(burst.energyMj / 1000).toFixed(0)} J\n`,
     );
-    process.stdout.write(`analyzer: --prefill-mj-per-token ${c.prefillMjPerToken.toFixed(1)} --static-power-w ${c.staticPowerW.toFixed(1)}\n`);
-    process.stdout.write(`agent:    --prefill-tokens-per-s ${Math.round(c.prefillTokensPerS)}\n`);
+    // The costs that grow with context are ratios from the model's config, not measured (docs/attribution.md).
+    const spec = modelSpec(cfg.model);
+    const ctx = `--decode-step-ctx-tokens ${Math.round(decodeStepCtxTokensOf(spec))} --prefill-ctx-tokens ${Math.round(prefillCtxTokensOf(spec))} --prefill-calibration-prompt-tokens ${CALIBRATION_BURST.promptTokens}`;
+    process.stdout.write(`analyzer: --prefill-mj-per-token ${c.prefillMjPerToken.toFixed(1)} --static-power-w ${c.staticPowerW.toFixed(1)} ${ctx}\n`);
+    process.stdout.write(`agent:    --prefill-tokens-per-s ${Math.round(c.prefillTokensPerS)} --prefill-ctx-tokens ${Math.round(prefillCtxTokensOf(spec))} --prefill-calibration-prompt-tokens ${CALIBRATION_BURST.promptTokens}\n`);
     process.stdout.write(`${JSON.stringify({ model: cfg.model, gpu: cfg.gpu, tp: cfg.tp, ...(cfg.smClockMhz ? { smClockMhz: cfg.smClockMhz } : {}), staticPowerW: c.staticPowerW, prefillMjPerToken: c.prefillMjPerToken, prefillTokensPerS: c.prefillTokensPerS })}\n`);
     return 0;
   },

@@ -16,6 +16,17 @@ export const workItem = z.object({
    * gets the rest. Absent from agents that do not estimate (all prefill in the first token's window).
    */
   awaitingFirstToken: z.literal(true).optional(),
+  /**
+   * Σ over this window's decode tokens of the context each was generated at (prompt + tokens before
+   * it): what the step read of the KV cache for the request. The context-aware decode split weighs
+   * by it (shared/energy/attribution.ts). Absent from agents that do not count it.
+   */
+  decodeCtxTokens: count.optional(),
+  /**
+   * Σ over this window's prefill tokens of their position in the prompt (the tokens before each, which
+   * its attention reads): prefill's cost per token grows with it. Absent from agents that do not count it.
+   */
+  prefillCtxTokens: count.optional(),
 });
 export type WorkItem = z.infer<typeof workItem>;
 
