@@ -225,13 +225,14 @@ test("work tracker - every instance gets a window, tokens land in the window the
   w.decode("a", "r1", 3);
   const first = w.closeWindow(0, 1000);
   t.is(first.length, 2);
-  t.deepEqual(first[0]!.requests, [{ requestId: "r1", prefillTokens: 100, decodeTokens: 3 }]);
+  // With the contexts the cost-aware split uses: prompt positions 0…99, decodes at contexts 101…103.
+  t.deepEqual(first[0]!.requests, [{ requestId: "r1", prefillTokens: 100, decodeTokens: 3, prefillCtxTokens: 4950, decodeCtxTokens: 306 }]);
   t.is(first[0]!.inFlight, 1);
   t.deepEqual(first[1]!.requests, []);
   w.decode("a", "r1", 2);
   w.ended("a", "r1");
   const second = w.closeWindow(1000, 2000);
-  t.deepEqual(second[0]!.requests, [{ requestId: "r1", prefillTokens: 0, decodeTokens: 2 }]);
+  t.deepEqual(second[0]!.requests, [{ requestId: "r1", prefillTokens: 0, decodeTokens: 2, decodeCtxTokens: 104 + 105 }]);
   t.is(second[0]!.inFlight, 0);
 });
 
