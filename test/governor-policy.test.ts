@@ -18,14 +18,16 @@ const obsArb: fc.Arbitrary<Observation> = fc.record(
   { requiredKeys: ["requests"] },
 );
 const memArb: fc.Arbitrary<InstanceMemory> = fc.record({
+  queueGrew: fc.boolean(),
   healthyStreak: fc.nat(10),
   cooldownLeft: fc.nat(5),
   energyByMhz: fc.dictionary(fc.constantFrom(...H100_CLOCKS.slice(0, 70)).map(String), fc.double({ min: 0.01, max: 5, noNaN: true })).map((d) => Object.fromEntries(Object.entries(d).map(([k, v]) => [Number(k), v]))),
 });
 const clockArb = fc.constantFrom(...H100_CLOCKS.filter((f) => f >= cfg.floorMhz));
 const priorArb = fc.option(clockArb, { nil: undefined });
-const isBreach = (o: Observation) =>
-  (o.inFlight !== undefined && o.inFlightBefore !== undefined && o.inFlight > Math.max(cfg.queueMin, cfg.queueGrowth * o.inFlightBefore)) ||
+const isBreach = (o: Observation, m: InstanceMemory) =>
+  (o.inFlight !== undefined && o.inFlightBefore !== undefined && o.inFlight > Math.max(cfg.queueMin, cfg.queueSurge * o.inFlightBefore)) ||
+  (o.inFlight !== undefined && o.inFlightBefore !== undefined && m.queueGrew === true && o.inFlight > Math.max(cfg.queueMin, cfg.queueGrowth * o.inFlightBefore)) ||
   (o.requests >= cfg.minSamples && o.attainment !== undefined && o.attainment < cfg.attainmentTarget);
 
 test("governor policy - the clock chosen is always a supported one within [floor, max]", (t) => {
@@ -46,7 +48,7 @@ test("governor policy - a step down never exceeds the step limit", (t) => {
 test("governor policy - attainment below target (enough samples) or a growing queue returns to the maximum at once, and starts a cooldown", (t) => {
   fc.assert(
     fc.property(clockArb, obsArb, memArb, priorArb, (cur, obs, mem, prior) => {
-      fc.pre(isBreach(obs));
+      fc.pre(isBreach(obs, mem));
       const d = decide(cfg, cur, obs, mem, prior);
       return d.toMhz === 1980 && d.memory.cooldownLeft === cfg.cooldownPeriods && d.reason.length > 0;
     }),
@@ -141,4 +143,17 @@ test("governor policy - with a window of recent requests, one bad period does no
   const severe = decide(cfg, 1500, { requests: 20, attainment: 0.85, windowAttainment: 0.995, windowRequests: 200, ...healthy }, mem);
   t.is(severe.action, "max");
   t.regex(severe.reason, /this period/);
+});
+
+test("governor policy - a queue that jumps once holds the clock; one that grows two periods in a row, or surges, returns it to max", (t) => {
+  const healthy = { requests: 30, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20 };
+  const jump = decide(cfg, 1500, { ...healthy, inFlight: 19, inFlightBefore: 12 }, freshMemory());
+  t.not(jump.action, "max", jump.reason);
+  t.true(jump.memory.queueGrew);
+  const again = decide(cfg, jump.toMhz, { ...healthy, inFlight: 30, inFlightBefore: 19 }, jump.memory);
+  t.is(again.action, "max");
+  t.regex(again.reason, /two periods in a row/);
+  const surge = decide(cfg, 1500, { ...healthy, inFlight: 40, inFlightBefore: 0 }, freshMemory());
+  t.is(surge.action, "max");
+  t.regex(surge.reason, /surged/);
 });
