@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what bench/device/h200.sh needs on a machine that can fetch nothing: this machine's node,
 # nats-server and influxd (xz), and node_modules without what the benches never load (tar.xz),
-# into .dev/ (keep it out of git: `echo /.dev/ >> .git/info/exclude`). About 40 MB.
+# into .dev/ (ignored by git). About 40 MB.
 set -eu
 cd "$(dirname "$0")/../.."
 mkdir -p .dev

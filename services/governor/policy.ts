@@ -43,7 +43,7 @@ export interface PolicyConfig {
   /**
    * The queue "grows" when in-flight requests exceed max(queueMin, queueGrowth × the previous
    * period's) two periods in a row, or exceed max(queueMin, queueSurge × it) in one. Bursty traffic
-   * jumps by half in one period often (in the evaluation, 10 of the governor's 15 returns to the
+   * jumps by half in one period often (in the evaluation, all 10 of the governor's returns to the
    * maximum were such jumps on instances meeting the SLO for every request); an overload keeps growing.
    */
   queueGrowth: number;
