@@ -131,7 +131,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
         ...(opts.staticPowerW !== undefined ? { staticPowerW: opts.staticPowerW } : {}),
         ...(opts.allowedLatenessMs !== undefined ? { allowedLatenessMs: opts.allowedLatenessMs } : {}),
       };
-      const part = await startPartition({ partition: p, filtered: count > 1, name, jsm, js, publisher, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, ...(opts.carbon ? { carbon: opts.carbon } : {}), clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
+      const part = await startPartition({ partition: p, filtered: count > 1, name, nc: opts.nc, jsm, js, publisher, sink: opts.sink, checkpoints, loadJoin, join, rawSamples: opts.rawSamples ?? false, ...(opts.carbon ? { carbon: opts.carbon } : {}), clock, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}), ...(opts.checkpointIntervalMs ? { checkpointIntervalMs: opts.checkpointIntervalMs } : {}) });
       live.set(p, part);
     },
     onRelease: async (p) => {

@@ -1,4 +1,5 @@
 import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { createLifecycle, errorMessage, STREAM_SUBJECTS } from "../../shared/mod.ts";
 import type { AckedPublisher } from "./acked-publisher.ts";
 import type { CheckpointStore } from "./checkpoint.ts";
@@ -27,6 +28,8 @@ export interface PartitionOptions {
   /** Consumers filtered to the partition's subjects (`power.v1.*.<p>`), or reading everything. */
   filtered: boolean;
   name: string;
+  /** Watched for disconnects: acknowledgements sent around one are sent again (see `reacks`). */
+  nc?: NatsConnection;
   jsm: JetStreamManager;
   js: JetStreamClient;
   publisher: AckedPublisher;
@@ -145,10 +148,12 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
         stats.checkpoints++;
         for (const m of toAck) m.ack();
         stats.acked += toAck.length;
+        reacks.acked(toAck);
       } finally {
         checkpointing = undefined;
       }
     })());
+  const reacks = createReacks(opts.nc);
   let stopped = false;
   const tick = setInterval(() => !stopped && drain(), opts.tickMs ?? DEFAULT_TICK_MS);
   const every = setInterval(() => {
@@ -164,6 +169,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     graceful: async () => {
       stopped = true;
       pacer.close();
+      reacks.close();
       clearInterval(tick);
       clearInterval(every);
       await Promise.all(consumers.map((c) => c.close()));
@@ -202,3 +208,47 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     },
   };
 }
+
+/** How long after a reconnect acknowledgements sent since the disconnect are sent again, at each checkpoint. */
+const REACK_FOR_MS = 30_000;
+
+/**
+ * Acknowledgements are fire-and-forget: one sent while the connection is down, or before a
+ * restarted server's consumer has a leader again, is lost, and the server holds the message as
+ * unacknowledged until its ack wait (30 min) runs out — the fault suite saw 4 REQUESTS messages
+ * held so after their server was killed, all their outputs stored. So from a disconnect on, the
+ * messages acknowledged are kept, and for 30 s after the reconnect each checkpoint (proof that
+ * JetStream answers again) acknowledges them again (the server ignores a second ack); then they are
+ * let go. Nothing is kept while the connection is up.
+ */
+function createReacks(nc: NatsConnection | undefined): { acked(ms: JsMsg[]): void; close(): void } {
+  let keeping: JsMsg[] | undefined;
+  let reackUntil = 0;
+  let closed = false;
+  if (nc) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (closed) return;
+        if (s.type === "disconnect") keeping ??= [];
+        if (s.type === "reconnect") reackUntil = Date.now() + REACK_FOR_MS;
+      }
+    })().catch(() => undefined);
+  }
+  return {
+    acked(ms) {
+      if (!keeping) return;
+      for (const m of ms) keeping.push(m);
+      if (reackUntil === 0) return; // still disconnected: sent again once reconnected
+      for (const m of keeping) nc!.publish((m as unknown as { reply: string }).reply, "+ACK");
+      if (Date.now() > reackUntil) {
+        keeping = undefined;
+        reackUntil = 0;
+      }
+    },
+    close() {
+      closed = true;
+      keeping = undefined;
+    },
+  };
+}
+
