@@ -100,6 +100,7 @@ export async function runScenario(sc: Scenario, scale: Scale, log: (line: string
     const stoppedAt = Date.now();
     const idle = await untilDrained(jsm, ANALYZER, drainTimeoutMs(scale), () => analyzers.some((a) => a.running()), (line) => log(`${sc.name}: ${line}`));
     const catchUpS = (Date.now() - stoppedAt) / 1000;
+    const runningAtEnd = analyzers.some((a) => a.running());
     const deadLettered = sc.hostile ? (await jsm.streams.info("DEADLETTER")).state.messages : 0;
     for (const a of analyzers) if (a.running()) await a.stop();
 
@@ -123,7 +124,7 @@ export async function runScenario(sc: Scenario, scale: Scale, log: (line: string
       ...(sc.hostile ? { deadLetters: { sent: sc.hostile(scale), deadLettered } } : {}),
     };
     const rows = verdict(obs);
-    if (!idle) rows.push({ check: "analyzer drained", expected: "yes", observed: `no (${analyzers.some((a) => a.running()) ? `${drainTimeoutMs(scale) / 1000} s` : "no analyzer running"})`, ok: false });
+    if (!idle) rows.push({ check: "analyzer drained", expected: "yes", observed: `no (${runningAtEnd ? `${drainTimeoutMs(scale) / 1000} s` : "no analyzer running"})`, ok: false });
     return { scenario: sc.name, fault, rows, wallS: (Date.now() - t0) / 1000, catchUpS };
   } finally {
     await stopAll(stops).catch((err) => log(`${sc.name}: teardown: ${errorMessage(err)}`));
