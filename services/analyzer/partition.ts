@@ -28,7 +28,7 @@ export interface PartitionOptions {
   /** Consumers filtered to the partition's subjects (`power.v1.*.<p>`), or reading everything. */
   filtered: boolean;
   name: string;
-  /** Watched for disconnects: acknowledgements sent around one are sent again (see `reacks`). */
+  /** Where acknowledgements are sent a second time, 10 s after the first (see `createReacks`). */
   nc?: NatsConnection;
   jsm: JetStreamManager;
   js: JetStreamClient;
