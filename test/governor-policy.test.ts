@@ -1,6 +1,6 @@
 import test from "ava";
 import fc from "fast-check";
-import { decide, freshMemory, DEFAULT_POLICY, type InstanceMemory, type Observation, type PolicyConfig } from "../services/governor/policy.ts";
+import { decide, freshMemory, DEFAULT_POLICY, ENERGY_FORGET_PERIODS, type InstanceMemory, type Observation, type PolicyConfig } from "../services/governor/policy.ts";
 
 const H100_CLOCKS = Array.from({ length: 110 }, (_, i) => 1980 - 15 * i); // 1980 → 345
 const cfg: PolicyConfig = { ...DEFAULT_POLICY, supportedMhz: H100_CLOCKS, ttftSloMs: 500, tpotSloMs: 100 };
@@ -101,7 +101,7 @@ test("governor policy - heads for the prior and, without energy measured, stops 
   t.is(cur, 1410);
 });
 
-test("governor policy - measured energy per token that rises below a clock sends it back up and is not explored again", (t) => {
+test("governor policy - measured energy per token that rises below a clock sends it back up; that clock is explored again only once its measurement is forgotten", (t) => {
   // Energy falls from 1980 to 1500 MHz, then rises: the policy must settle around 1500, not run to the floor.
   const jAt = (f: number) => 1 + Math.abs(f - 1500) / 1000;
   let mem = freshMemory();
@@ -114,7 +114,27 @@ test("governor policy - measured energy per token that rises below a clock sends
     path.push(cur);
   }
   t.log(path.join(" "));
-  t.true(path.slice(-20).every((f) => f >= 1300 && f <= 1700), `settles near the optimum: ${path.slice(-20).join(" ")}`);
+  const settled = path.slice(20);
+  t.true(settled.every((f) => f >= 1150 && f <= 1700), `settles near the optimum: ${settled.join(" ")}`);
+  // The worse clock below is visited again once its measurement is forgotten, for the 2 periods a comparison needs.
+  const below = settled.filter((f) => f < 1300).length;
+  t.true(below > 0 && below <= 2 * Math.ceil(settled.length / ENERGY_FORGET_PERIODS), `${below} of ${settled.length} periods below the optimum`);
+});
+
+test("governor policy - energy is compared only once measured for two periods at each clock: one noisy period does not send the clock up", (t) => {
+  // Every period healthy; one period at 1785 MHz reads 30 % dearer than 1980 MHz did (a mix of long prompts), the next one 25 % cheaper.
+  let mem = freshMemory();
+  let cur = 1980;
+  const jSeq = new Map<number, number[]>([[1980, [1, 1]], [1785, [1.3, 0.75]]]);
+  const path: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const j = jSeq.get(cur)?.shift() ?? 0.9;
+    const d = decide(cfg, cur, { requests: 100, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20, jPerOutputToken: j }, mem);
+    mem = d.memory;
+    cur = d.toMhz;
+    path.push(cur);
+  }
+  t.false(path.slice(2).includes(1980), `not back to 1980 after one dear period: ${path.join(" ")}`);
 });
 
 test("governor policy - close to the SLO (not yet breached) steps up, at most one step", (t) => {
@@ -156,4 +176,27 @@ test("governor policy - a queue that jumps once holds the clock; one that grows 
   const surge = decide(cfg, 1500, { ...healthy, inFlight: 40, inFlightBefore: 0 }, freshMemory());
   t.is(surge.action, "max");
   t.regex(surge.reason, /surged/);
+});
+
+test("governor policy - where the maximum clock itself keeps fewer requests within the SLO than the target, the target becomes what it keeps less the slack", (t) => {
+  const c: PolicyConfig = { ...cfg, attainmentTarget: 0.97, minSamples: 10 };
+  const obs = (attainment: number): Observation => ({ requests: 20, attainment, windowAttainment: attainment, windowRequests: 200, ttftP90Ms: 100, tpotP90Ms: 20 });
+  let mem = freshMemory();
+  let cur = 1980;
+  const actions: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    const d = decide(c, cur, obs(0.94), mem);
+    mem = d.memory;
+    cur = d.toMhz;
+    actions.push(d.action);
+  }
+  // Judged at the maximum from its second period on: 100 requests after 6 such periods; then the target is 93 %.
+  t.true(actions.slice(0, 5).every((a) => a === "hold"), `at the maximum, below target, while too little is known: ${actions.join(" ")}`);
+  t.true(cur < 1980, `with 94 % kept at the maximum, a clock below it is tried: ${actions.join(" ")}`);
+  const d = decide(c, cur, obs(0.925), mem);
+  t.is(d.toMhz, 1980, "below what the maximum keeps less the slack: back to the maximum");
+  t.regex(d.reason, /maximum clock keeps 94\.0%/);
+  // A maximum that keeps the target changes nothing: below target is a breach at once.
+  const fresh = decide(c, 1785, obs(0.96), freshMemory());
+  t.is(fresh.action, "max");
 });

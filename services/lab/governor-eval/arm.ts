@@ -5,21 +5,28 @@ import { azureTrace, openResultsOutbox, runLoad } from "../../loadgen/mod.ts";
 import { H100_SUPPORTED_SM_CLOCKS_MHZ, modelSpec } from "../../simnode/mod.ts";
 import { startEvalFleet } from "./fleet.ts";
 import { measureArm, waitForWindows, type ArmEnergy } from "./measure.ts";
+import type { ReplayRow } from "./static-replay.ts";
 
 /**
  * One arm of the evaluation: a fresh simulated fleet split in two pools (conversation and code,
  * each replaying its Azure 2023 trace over the same window), its clocks run one way — `max` (left
- * at the maximum), `static` (each pool locked at the lab's choice for the pool's class mix, through
- * clock control, for the whole run), `governor` (a governor in this process, acting through clock
- * control like any other) — then the energy and attainment read back from InfluxDB.
+ * at the maximum), `static` (each pool locked, through clock control, for the whole run, at the
+ * cheapest clock that holds the SLO on a library-mode replay of its trace: static-replay.ts),
+ * `governor` (a governor in this process, acting through clock control like any other) — then the
+ * energy and attainment read back from InfluxDB.
  */
 export type ArmName = "max" | "static" | "governor";
 
 export interface Pool {
   name: "conv" | "code";
   trace: string;
-  /** Clock of the static arm for this pool, MHz (the lab's choice for its class mix). */
+  /** Clock of the static arm for this pool, MHz (the cheapest that holds the SLO on a replay of the pool's trace). */
   staticMhz: number;
+  /** The lab's steady-load sweep's choice for the pool's class mix, and what it keeps on the replay (information). */
+  sweepMhz?: number;
+  sweepReplay?: ReplayRow;
+  /** The replay at each candidate clock. */
+  replay?: ReplayRow[];
 }
 
 export interface ArmContext {
@@ -58,7 +65,8 @@ export interface ArmResult {
   attainment: number;
   byPool: Record<string, { sent: number; metSlo: number; nodes: string[]; staticMhz?: number }>;
   energy: ArmEnergy;
-  governor?: { decisions: number; sets: number; byAction: Record<string, number>; upReasons: Record<string, number> };
+  /** Decisions by action; why it went up, and why it held per pool (reasons without their figures). */
+  governor?: { decisions: number; sets: number; byAction: Record<string, number>; upReasons: Record<string, number>; holdReasons: Record<string, number> };
 }
 
 const LEAD_MS = 2000;
@@ -139,15 +147,20 @@ export async function runArm(arm: ArmName, c: ArmContext): Promise<ArmResult> {
     const metSlo = all.filter(met).length;
     const byAction: Record<string, number> = {};
     const upReasons: Record<string, number> = {};
+    const holdReasons: Record<string, number> = {};
     if (govStats) {
       const q = `SELECT count("to_mhz") AS n FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms GROUP BY "action"`;
       for (const s of await influxQuery(c.influx, q)) byAction[s.tags.action ?? "?"] = Number(s.rows[0]?.n ?? 0);
       // Why it went up: the reasons' words before their first figure ("queue grew from", "SLO attainment", …).
-      const rq = `SELECT "reason" FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND ("action" = 'max' OR "action" = 'up') AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms`;
+      const rq = `SELECT "reason" FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms GROUP BY "action", "node"`;
       for (const s of await influxQuery(c.influx, rq)) {
+        const up = s.tags.action === "max" || s.tags.action === "up";
+        const pool = poolNodes.find((p) => p.nodes.some((n) => n.id === s.tags.node))?.pool.name ?? "?";
         for (const row of s.rows) {
-          const why = String(row.reason ?? "?").split(/[0-9]/)[0]!.trim();
-          upReasons[why] = (upReasons[why] ?? 0) + 1;
+          // The reason's words without its figures ("p90 TTFT % / TPOT % of SLO, attainment %: inside the % margin band").
+          const why = String(row.reason ?? "?").replace(/[0-9][0-9.,]*/g, "").replace(/\s+/g, " ").trim();
+          if (up) upReasons[why.split(/ from | of | < /)[0]!] = (upReasons[why.split(/ from | of | < /)[0]!] ?? 0) + 1;
+          else if (s.tags.action === "hold") holdReasons[`${pool}: ${why}`] = (holdReasons[`${pool}: ${why}`] ?? 0) + 1;
         }
       }
     }
@@ -155,7 +168,7 @@ export async function runArm(arm: ArmName, c: ArmContext): Promise<ArmResult> {
       arm, t0Ms, t1Ms, runIds, sent: all.length, ok: all.filter((r) => r.status === "ok").length,
       finishedInWindow: all.filter((r) => r.status === "ok" && r.sentMs + (r.e2eMs ?? Infinity) < t1Ms).length,
       metSlo, attainment: all.length > 0 ? metSlo / all.length : 0, byPool, energy,
-      ...(govStats ? { governor: { decisions: govStats.decisions, sets: govStats.sets, byAction, upReasons } } : {}),
+      ...(govStats ? { governor: { decisions: govStats.decisions, sets: govStats.sets, byAction, upReasons, holdReasons } } : {}),
     };
   } finally {
     await gov?.stop().catch(() => undefined);

@@ -12,13 +12,18 @@ import { runSweep } from "../sweep.ts";
 import { runArm, type ArmName, type ArmResult, type ArmContext, type Pool } from "./arm.ts";
 import { carbonOfArm, type CarbonSeries } from "./carbon.ts";
 import { buildEvalHtml, summarizeArms, type EvalSummary } from "./report.ts";
+import { chooseStaticByReplay, poolWorkloads, replayAt } from "./static-replay.ts";
+
+/** Lowest clock of both the static replay and the governor when no floor is given: the bottom of the lab's clock grid. */
+const EVAL_FLOOR_MHZ = 795;
 
 /**
  * `joulestream govern-eval`: the governor's acceptance run on simulated nodes. One local stack
  * (nats-server, influxd), one analyzer; then, one after another on a fresh fleet each time, the
  * same replay of the Azure 2023 conversation and code traces (one pool of nodes each) run three
- * ways: every clock at the maximum, each pool locked at the lab's choice for its class mix, the
- * governor. Energy is what the analyzer wrote to InfluxDB; attainment is the load generator's.
+ * ways: every clock at the maximum, each pool locked at the cheapest clock that holds the SLO on a
+ * replay of its trace (static-replay.ts), the governor. Energy is what the analyzer wrote to
+ * InfluxDB; attainment is the load generator's.
  */
 export interface EvalOptions {
   /** Nodes per pool (two pools: conversation, code). */
@@ -98,9 +103,15 @@ export async function runGovernorEval(o: EvalOptions): Promise<EvalResult | unde
     for (const [name, trace] of [["conv", o.convTrace], ["code", o.codeTrace]] as const) {
       const mix = await classMix(trace, o, sample);
       const prior = priorClock(profile, o.model, o.gpus, mix, slo);
-      const staticMhz = prior?.mhz ?? Math.max(...H100_SUPPORTED_SM_CLOCKS_MHZ);
-      log(`${name} pool: class mix ${Object.entries(mix).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([c, s]) => `${c} ${(s * 100).toFixed(0)}%`).join(", ")}; lab's static choice ${staticMhz} MHz${prior ? "" : " (the profile has none meeting the SLO: maximum)"}`);
-      pools.push({ name, trace, staticMhz });
+      const sweepMhz = prior?.mhz ?? Math.max(...H100_SUPPORTED_SM_CLOCKS_MHZ);
+      log(`${name} pool: class mix ${Object.entries(mix).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([c, s]) => `${c} ${(s * 100).toFixed(0)}%`).join(", ")}; the steady-load sweep's choice ${sweepMhz} MHz${prior ? "" : " (the profile has none meeting the SLO: maximum)"}`);
+      // The static arm's clock: the pool's own trace replayed in library mode at every clock from the floor up.
+      const replay = await chooseStaticByReplay({
+        trace, model: o.model, gpus: o.gpus, nodes: o.nodesPerPool, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, sample, seed: o.seed, tailMs: o.tailS * 1000, slo, minMhz: o.floorMhz ?? EVAL_FLOOR_MHZ,
+      });
+      const atSweep = replayAt(await poolWorkloads({ trace, model: o.model, nodes: o.nodesPerPool, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, sample, seed: o.seed }), sweepMhz, { model: o.model, gpus: o.gpus, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, tailMs: o.tailS * 1000, slo });
+      log(`${name} pool: static clock ${replay.mhz} MHz (${replay.why}); the sweep's ${sweepMhz} MHz would keep ${(atSweep.attainment * 100).toFixed(2)}% within the SLO`);
+      pools.push({ name, trace, staticMhz: replay.mhz, sweepMhz, replay: replay.rows, sweepReplay: atSweep });
     }
     if (o.signal?.aborted) return undefined;
 
@@ -119,7 +130,7 @@ export async function runGovernorEval(o: EvalOptions): Promise<EvalResult | unde
     const stamp = Date.now().toString(36).slice(-5);
     const ctx: ArmContext = {
       nc, influx, pools, nodesPerPool: o.nodesPerPool, gpus: o.gpus, model: o.model, seed: o.seed, windowMs: o.traceMinutes * 60_000, speedup: o.speedup, sample,
-      tailMs: o.tailS * 1000, slo: o.slo, governor: { periodMs: o.periodMs, policy: { minSamples: o.minSamples, ...(o.floorMhz !== undefined ? { floorMhz: o.floorMhz } : {}) }, profile }, stamp, log, ...(o.signal ? { signal: o.signal } : {}),
+      tailMs: o.tailS * 1000, slo: o.slo, governor: { periodMs: o.periodMs, policy: { minSamples: o.minSamples, floorMhz: o.floorMhz ?? EVAL_FLOOR_MHZ }, profile }, stamp, log, ...(o.signal ? { signal: o.signal } : {}),
     };
     const arms: ArmResult[] = [];
     for (const [i, arm] of o.arms.entries()) {

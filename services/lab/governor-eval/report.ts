@@ -51,7 +51,20 @@ export function summarizeArms(arms: readonly ArmResult[], setup: { nodesPerPool:
   const stat = rows.find((x) => x.arm === "static");
   const { pools, ...rest } = setup;
   return {
-    setup: { ...rest, nodes: setup.nodesPerPool * pools.length, pools: pools.map((p) => ({ name: p.name, trace: p.trace.replace(/^.*\/load\//, "load/"), staticMhz: p.staticMhz })) },
+    setup: {
+      ...rest, nodes: setup.nodesPerPool * pools.length,
+      pools: pools.map((p) => {
+        const at = p.replay?.find((x) => x.mhz === p.staticMhz);
+        const top = p.replay?.[0];
+        return {
+          name: p.name, trace: p.trace.replace(/^.*\/load\//, "load/"), staticMhz: p.staticMhz,
+          ...(at && top ? { staticReplay: { attainmentPct: r(at.attainment * 100, 2), maxAttainmentPct: r(top.attainment * 100, 2), energyKwh: r(at.energyKwh, 4), maxEnergyKwh: r(top.energyKwh, 4) } } : {}),
+          ...(p.sweepMhz !== undefined ? { sweepMhz: p.sweepMhz } : {}),
+          ...(p.sweepReplay ? { sweepReplay: { attainmentPct: r(p.sweepReplay.attainment * 100, 2), energyKwh: r(p.sweepReplay.energyKwh, 4) } } : {}),
+          ...(p.replay ? { replay: p.replay.map((x) => ({ mhz: x.mhz, kwh: r(x.energyKwh, 4), attainmentPct: r(x.attainment * 100, 2) })) } : {}),
+        };
+      }),
+    },
     arms: rows,
     ...(gov && gov.savingPctVsMax !== undefined && gov.attainmentDeltaPts !== undefined
       ? {
@@ -72,7 +85,9 @@ export function formatEvalTable(s: EvalSummary): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i]!)).join("  ");
   const acc = s.acceptance;
-  return [line(head), ...rows.map(line), "", acc ? `acceptance (${acc.target}): ${acc.met ? "MET" : "NOT MET"} — governor saves ${acc.savingPct.toFixed(1)}% at ${acc.attainmentDeltaPts.toFixed(2)} points of attainment, ${acc.beatsStatic ? "beats" : "does not beat"} the static choice` : "acceptance: needs the max and governor arms", ""].join("\n");
+  const pools = (s.setup.pools ?? []) as { name: string; staticMhz: number; staticReplay?: { attainmentPct: number; maxAttainmentPct: number }; sweepMhz?: number; sweepReplay?: { attainmentPct: number } }[];
+  const how = pools.map((p) => `static ${p.name}: ${p.staticMhz} MHz, the cheapest clock within 1 point of the maximum's attainment on a replay of the pool's trace${p.staticReplay ? ` (${p.staticReplay.attainmentPct.toFixed(2)}% vs ${p.staticReplay.maxAttainmentPct.toFixed(2)}%)` : ""}${p.sweepMhz !== undefined ? `; the lab's steady-load sweep picks ${p.sweepMhz} MHz${p.sweepReplay ? `, ${p.sweepReplay.attainmentPct.toFixed(2)}% on the replay` : ""}` : ""}`);
+  return [line(head), ...rows.map(line), "", ...how, ...(how.length ? [""] : []), acc ? `acceptance (${acc.target}): ${acc.met ? "MET" : "NOT MET"} — governor saves ${acc.savingPct.toFixed(1)}% at ${acc.attainmentDeltaPts.toFixed(2)} points of attainment, ${acc.beatsStatic ? "beats" : "does not beat"} the static choice` : "acceptance: needs the max and governor arms", ""].join("\n");
 }
 
 const esc = (x: unknown) => String(x).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
@@ -83,6 +98,14 @@ export function evalCharts(s: EvalSummary, arms: readonly ArmResult[]): { title:
   return [
     { title: "Energy per arm (kWh, from InfluxDB node_energy)", spec: { ...base, width: 360, height: 200, data: { values: s.arms.map((a) => ({ arm: a.arm, kwh: a.energyKwh })) }, mark: "bar", encoding: { x: { field: "arm", type: "nominal", sort: ["max", "static", "governor"] }, y: { field: "kwh", type: "quantitative", title: "kWh" } } } },
     { title: "SLO attainment per arm (%)", spec: { ...base, width: 360, height: 200, data: { values: s.arms.map((a) => ({ arm: a.arm, pct: a.attainmentPct })) }, mark: "bar", encoding: { x: { field: "arm", type: "nominal", sort: ["max", "static", "governor"] }, y: { field: "pct", type: "quantitative", title: "% of requests within both SLOs", scale: { zero: false } } } } },
+    {
+      title: "Static choice: each clock replayed on the pool's trace (library mode): simulated energy against SLO attainment",
+      spec: {
+        ...base, width: 360, height: 220,
+        data: { values: ((s.setup.pools ?? []) as { name: string; replay?: { mhz: number; kwh: number; attainmentPct: number }[] }[]).flatMap((p) => (p.replay ?? []).map((x) => ({ pool: p.name, ...x }))) },
+        mark: { type: "line", point: true }, encoding: { x: { field: "attainmentPct", type: "quantitative", title: "% within both SLOs (replay)", scale: { zero: false } }, y: { field: "kwh", type: "quantitative", title: "kWh (simulated)" }, color: { field: "pool", type: "nominal" }, tooltip: [{ field: "mhz", type: "quantitative" }] },
+      },
+    },
     { title: "Fleet power over the replay (W)", spec: { ...base, width: 640, height: 220, data: { values: arms.flatMap((a) => a.energy.timeline.map((p) => ({ arm: a.arm, s: since(a, p.tMs), w: p.powerW }))) }, mark: "line", encoding: { x: { field: "s", type: "quantitative", title: "seconds into the arm" }, y: { field: "w", type: "quantitative", title: "W" }, color: { field: "arm", type: "nominal" } } } },
     { title: "SM clock per node over the replay (MHz)", spec: { ...base, width: 640, height: 220, data: { values: arms.flatMap((a) => a.energy.clocks.map((p) => ({ arm: a.arm, node: p.node.replace(/^.*-(n\d+)$/, "$1"), s: since(a, p.tMs), mhz: p.clockMhz }))) }, mark: "line", encoding: { x: { field: "s", type: "quantitative", title: "seconds into the arm" }, y: { field: "mhz", type: "quantitative", title: "MHz", scale: { zero: false } }, color: { field: "arm", type: "nominal" }, detail: { field: "node", type: "nominal" } } } },
   ];
