@@ -55,7 +55,7 @@ export const governEvalCommand = defineCommand(
       attainment: { type: "string", arg: "SHARE", description: "the governor's attainment target", defaultText: "0.99" },
       "period-ms": { type: "string", arg: "MS", description: "the governor's control period (wall time)", defaultText: "5000" },
       "min-samples": { type: "string", arg: "N", description: "the governor's fewest requests per period to act", defaultText: "10" },
-      "floor-mhz": { type: "string", arg: "MHZ", description: "lowest clock of the governor and of the static arm's search", defaultText: "795 (the bottom of the lab's clock grid)" },
+      "floor-mhz": { type: "string", arg: "MHZ", description: "lowest clock of the governor and of the static arm's search", defaultText: "the governor's default, 1005" },
       profile: { type: "string", arg: "FILE", description: "the lab's results.json (prior and static choice)", defaultText: "a library-mode sweep run here (seconds)" },
       arms: { type: "string", arg: "LIST", description: "arms to run", defaultText: "max,static,governor" },
       seed: { type: "string", description: "simulation and sampling seed", defaultText: "1" },
