@@ -29,6 +29,8 @@ export interface SimulationOptions extends NodeConfig {
   untilMs?: number;
   /** Keep the energy ledger: each request's share of the energy of the steps it ran in (ledger.ts). Default false. */
   ledger?: boolean;
+  /** SM clock changes during the run, as a governor would make them (simulated ms, any order). */
+  clockSchedule?: readonly { atMs: number; smClockMhz: number }[];
 }
 
 export interface RequestTiming {
@@ -111,7 +113,17 @@ export function simulate(workload: readonly WorkloadRequest[], opts: SimulationO
   });
 
   let nextSample = interval > 0 ? 0 : Infinity;
+  const schedule = [...(opts.clockSchedule ?? [])].sort((a, b) => a.atMs - b.atMs);
+  let nextChange = 0;
   const advance = (tMs: number) => {
+    while (nextChange < schedule.length && schedule[nextChange]!.atMs <= tMs) {
+      const c = schedule[nextChange++]!;
+      advanceSampled(c.atMs);
+      node.setKnobs({ smClockMhz: c.smClockMhz }, c.atMs);
+    }
+    advanceSampled(tMs);
+  };
+  const advanceSampled = (tMs: number) => {
     while (nextSample <= tMs) {
       node.advanceTo(nextSample);
       samples.tMs.push(nextSample);

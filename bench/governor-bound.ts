@@ -1,0 +1,159 @@
+/**
+ * How much a clock that changes over time could save on the governor evaluation's replay, with
+ * foresight — a bound on what any governor could get there, against the best static clock:
+ *
+ *   npm run bench -- governor-bound [--floor-mhz 1005] [--bin-s 10] [--slack-pts 1] [--nodes-per-pool 2]
+ *
+ * Library mode (the simulated node as a function, no wall clock), the evaluation's defaults: Azure
+ * 2023 conversation and code, an hour at 12× with 2/12 of rows kept, Llama-2-70B TP8 per node, SLO
+ * TTFT 2 s / TPOT 100 ms, requests dealt to a pool's nodes i mod n. Per pool and node, three ways:
+ * the maximum clock; the best static clock (static-replay.ts: the cheapest within `slack` points of
+ * the maximum's attainment); and a schedule chosen bin by bin (`--bin-s` of replay time) knowing the
+ * arrivals: for each bin in turn, the lowest clock (binary search over the candidates) that keeps
+ * that bin's requests within the maximum's misses plus `slack` of them, with every later bin at the
+ * maximum while it is judged. The schedule's figures are from one last run with it, as it is. And,
+ * without foresight, the simplest fast reaction there is: every `--reactive-period-ms` of replay time,
+ * the maximum when more than `--reactive-high` requests are in flight on the node, the floor when
+ * `--reactive-low` or fewer are, else the clock stays.
+ * Last line: one JSON object.
+ */
+import { parseArgs } from "node:util";
+import { H100_SUPPORTED_SM_CLOCKS_MHZ, createSimNode, simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
+import { chooseStaticByReplay, poolWorkloads } from "../services/lab/governor-eval/static-replay.ts";
+import { DEFAULT_POLICY } from "../services/governor/mod.ts";
+
+const { values: flags } = parseArgs({
+  options: {
+    "floor-mhz": { type: "string", default: String(DEFAULT_POLICY.floorMhz) },
+    "bin-s": { type: "string", default: "10" },
+    "slack-pts": { type: "string", default: "1" },
+    "nodes-per-pool": { type: "string", default: "2" },
+    "reactive-period-ms": { type: "string", default: "1000" },
+    "reactive-high": { type: "string", default: "2" },
+    "reactive-low": { type: "string", default: "0" },
+  },
+});
+const reactive = { periodMs: Number(flags["reactive-period-ms"]), high: Number(flags["reactive-high"]), low: Number(flags["reactive-low"]) };
+const floor = Number(flags["floor-mhz"]);
+const binMs = Number(flags["bin-s"]) * 1000;
+const slack = Number(flags["slack-pts"]) / 100;
+const nodes = Number(flags["nodes-per-pool"]);
+const model = "llama-2-70b";
+const gpus = 8;
+const speedup = 12;
+const windowMs = 3600_000;
+const sample = 2 / 12;
+const seed = 1;
+const tailMs = 20_000;
+const slo = { ttftSloMs: 2000, tpotSloMs: 100 };
+const untilMs = windowMs / speedup + tailMs;
+const clocks = [...new Set(H100_SUPPORTED_SM_CLOCKS_MHZ.filter((f) => f >= floor))].sort((a, b) => a - b);
+const maxMhz = clocks.at(-1)!;
+const log = (l: string) => process.stderr.write(`governor-bound: ${l}\n`);
+
+type Schedule = { atMs: number; smClockMhz: number }[];
+function run(w: readonly WorkloadRequest[], schedule: Schedule) {
+  const r = simulate(w, { model, gpus, tp: gpus, smClockMhz: schedule[0]?.smClockMhz ?? maxMhz, clockSchedule: schedule, sampleIntervalMs: 1000, untilMs });
+  const k = r.samples.tMs.findLastIndex((t) => t <= untilMs);
+  let energyMj = 0;
+  for (const e of r.samples.energyMj) energyMj += e[k]! - e[0]!;
+  const missed = new Set<string>(r.rejected.map((x) => x.id));
+  for (const q of r.requests) if (!(q.endMs <= untilMs && q.ttftMs <= slo.ttftSloMs && (q.outputTokens <= 1 || q.meanItlMs <= slo.tpotSloMs))) missed.add(q.id);
+  return { energyKwh: energyMj / 3.6e9, missed };
+}
+
+/** The reactive rule, stepped with the node: it sees only what has happened (requests in flight). */
+function runReactive(w: readonly WorkloadRequest[]) {
+  const node = createSimNode({ model, gpus, tp: gpus, smClockMhz: maxMhz });
+  const t = w.map((q) => ({ arrivalMs: q.arrivalMs, firstMs: Number.NaN, endMs: Number.NaN, outputTokens: q.outputTokens }));
+  node.onStep((_inst, step) => {
+    for (const e of step.emitted) if (e.generated === 1) t[e.req.tag as number]!.firstMs = step.endMs;
+    for (const e of step.finished) t[e.req.tag as number]!.endMs = step.endMs;
+  });
+  let clock = maxMhz;
+  let next = reactive.periodMs;
+  let clockMs = 0;
+  const advance = (to: number) => {
+    for (; next <= to; next += reactive.periodMs) {
+      node.advanceTo(next);
+      const inFlight = node.instances.reduce((a, i) => a + i.engine.running + i.engine.waiting, 0);
+      const f = inFlight > reactive.high ? maxMhz : inFlight <= reactive.low ? clocks[0]! : clock;
+      if (f !== clock) node.setKnobs({ smClockMhz: f }, next);
+      clock = f;
+      clockMs += f * reactive.periodMs;
+    }
+    node.advanceTo(to);
+  };
+  for (const [i, q] of w.entries()) {
+    advance(q.arrivalMs);
+    node.submit({ id: q.id ?? `r${i}`, promptTokens: q.promptTokens, outputTokens: q.outputTokens, tag: i }, q.arrivalMs);
+  }
+  advance(untilMs);
+  let energyMj = 0;
+  for (let g = 0; g < node.gpuCount; g++) energyMj += node.energyMj(g, untilMs);
+  const missed = t.filter((x) => !(x.endMs <= untilMs && x.firstMs - x.arrivalMs <= slo.ttftSloMs && (x.outputTokens <= 1 || (x.endMs - x.firstMs) / (x.outputTokens - 1) <= slo.tpotSloMs))).length;
+  return { energyKwh: energyMj / 3.6e9, missed, meanMhz: clockMs / (next - reactive.periodMs) };
+}
+
+const out: Record<string, unknown> = { bench: "governor-bound", floorMhz: floor, binS: binMs / 1000, slackPts: slack * 100 };
+const totals = { max: 0, static: 0, dynamic: 0, reactive: 0 };
+const pools: Record<string, unknown>[] = [];
+for (const pool of ["conv", "code"] as const) {
+  const trace = `load/traces/azure/AzureLLMInferenceTrace_${pool}.csv`;
+  const per = await poolWorkloads({ trace, model, nodes, speedup, windowMs, sample, seed });
+  const st = await chooseStaticByReplay({ trace, model, gpus, nodes, speedup, windowMs, sample, seed, tailMs, slo, minMhz: floor, slackPts: slack * 100 });
+  const stRow = st.rows.find((x) => x.mhz === st.mhz)!;
+  let maxE = 0, dynE = 0, n = 0, maxMiss = 0, dynMiss = 0, reE = 0, reMiss = 0, reMhz = 0;
+  const clockMs = new Map<number, number>();
+  for (const [k, w] of per.entries()) {
+    const bins = Math.ceil(untilMs / binMs);
+    const binOf = new Map(w.map((q) => [q.id!, Math.floor(q.arrivalMs / binMs)]));
+    const inBin = (b: number, ids: Set<string>) => [...ids].filter((id) => binOf.get(id) === b).length;
+    const atMax = run(w, []);
+    const schedule: Schedule = [];
+    for (let b = 0; b < bins; b++) {
+      const count = w.filter((q) => binOf.get(q.id!) === b).length;
+      const allowed = inBin(b, atMax.missed) + Math.floor(slack * count);
+      // The lowest clock for this bin whose misses stay within what is allowed (misses fall as the clock rises).
+      let lo = 0, hi = clocks.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        const trial = run(w, [...schedule, { atMs: b * binMs, smClockMhz: clocks[mid]! }, { atMs: (b + 1) * binMs, smClockMhz: maxMhz }]);
+        if (inBin(b, trial.missed) <= allowed) hi = mid;
+        else lo = mid + 1;
+      }
+      schedule.push({ atMs: b * binMs, smClockMhz: clocks[lo]! });
+      clockMs.set(clocks[lo]!, (clockMs.get(clocks[lo]!) ?? 0) + binMs);
+    }
+    const dyn = run(w, schedule);
+    const re = runReactive(w);
+    reE += re.energyKwh;
+    reMiss += re.missed;
+    reMhz += re.meanMhz / per.length;
+    maxE += atMax.energyKwh;
+    dynE += dyn.energyKwh;
+    n += w.length;
+    maxMiss += atMax.missed.size;
+    dynMiss += dyn.missed.size;
+    log(`${pool} node ${k}: schedule ${schedule.map((s) => s.smClockMhz).join(" ")}`);
+  }
+  const row = {
+    pool, requests: n,
+    max: { kwh: +maxE.toFixed(4), attainmentPct: +(100 * (1 - maxMiss / n)).toFixed(2) },
+    static: { mhz: st.mhz, kwh: +stRow.energyKwh.toFixed(4), attainmentPct: +(100 * stRow.attainment).toFixed(2) },
+    dynamic: { kwh: +dynE.toFixed(4), attainmentPct: +(100 * (1 - dynMiss / n)).toFixed(2), meanMhz: Math.round([...clockMs].reduce((a, [f, ms]) => a + f * ms, 0) / [...clockMs.values()].reduce((a, b) => a + b, 0)) },
+    reactive: { kwh: +reE.toFixed(4), attainmentPct: +(100 * (1 - reMiss / n)).toFixed(2), meanMhz: Math.round(reMhz) },
+  };
+  totals.reactive += reE;
+  totals.max += maxE;
+  totals.static += stRow.energyKwh;
+  totals.dynamic += dynE;
+  pools.push(row);
+  log(`${pool}: max ${row.max.kwh} kWh (${row.max.attainmentPct}%), static ${st.mhz} MHz ${row.static.kwh} kWh (${row.static.attainmentPct}%), schedule with foresight ${row.dynamic.kwh} kWh (${row.dynamic.attainmentPct}%, mean ${row.dynamic.meanMhz} MHz), reactive ${row.reactive.kwh} kWh (${row.reactive.attainmentPct}%, mean ${row.reactive.meanMhz} MHz)`);
+}
+out.pools = pools;
+out.reactive = reactive;
+out.kwh = { max: +totals.max.toFixed(4), static: +totals.static.toFixed(4), dynamic: +totals.dynamic.toFixed(4), reactive: +totals.reactive.toFixed(4) };
+out.savingVsMaxPct = { static: +(100 * (1 - totals.static / totals.max)).toFixed(1), dynamic: +(100 * (1 - totals.dynamic / totals.max)).toFixed(1), reactive: +(100 * (1 - totals.reactive / totals.max)).toFixed(1) };
+out.dynamicVsStaticPct = +(100 * (1 - totals.dynamic / totals.static)).toFixed(1);
+process.stdout.write(`${JSON.stringify(out)}\n`);
