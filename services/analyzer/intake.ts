@@ -1,5 +1,5 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { decodeAs, encode, eventsOf, powerBatch, requestEvent, requestsMessage, subjectId, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
+import { decodeAs, encode, eventsOf, isPowerBatchExact, isRequestEventExact, isRequestsMessageExact, isWorkWindowExact, powerBatch, requestEvent, requestsMessage, subjectId, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
 import type { Token } from "./consumers.ts";
 import type { Retry } from "./retry.ts";
 
@@ -53,7 +53,7 @@ export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retr
     handle(stream, m, token) {
       stats.received[stream]++;
       if (stream === "POWER" || stream === "WORK") {
-        const d = stream === "POWER" ? decodeAs(powerBatch, m.data) : decodeAs(workWindow, m.data);
+        const d = stream === "POWER" ? decodeAs(powerBatch, m.data, isPowerBatchExact) : decodeAs(workWindow, m.data, isWorkWindowExact);
         if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
         const f = foreign(m, d.value.node);
         if (f) return deadLetter(stream, m, token, "subject", f);
@@ -61,14 +61,14 @@ export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retr
         else opts.next.addWork(d.value as WorkWindow, token);
         return;
       }
-      const d = decodeAs(requestsMessage, m.data);
+      const d = decodeAs(requestsMessage, m.data, isRequestsMessageExact);
       if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
       const f = foreign(m, d.value.node);
       if (f) return deadLetter(stream, m, token, "subject", f);
       const events = eventsOf(d.value);
       const shares = sharedToken(token, events.length);
       for (let i = 0; i < events.length; i++) {
-        const e = validate(requestEvent, events[i]);
+        const e = validate(requestEvent, events[i], isRequestEventExact);
         const fe = e.ok ? foreign(m, e.value.node) : undefined;
         if (e.ok && !fe) opts.next.addRequest(e.value, shares[i]!);
         else if (e.ok) deadLetter(stream, m, shares[i]!, "subject", fe!, { index: i, data: encode(events[i]) });
