@@ -69,17 +69,22 @@ export class Line implements LineProtocolPoint {
   }
 
   private field(key: string, formatted: string): this {
-    this.fields = this.fields === "" ? `${escapeKey(key)}=${formatted}` : `${this.fields},${escapeKey(key)}=${formatted}`;
+    this.fields = this.fields === "" ? escapeKey(key) + "=" + formatted : this.fields + "," + escapeKey(key) + "=" + formatted;
     return this;
   }
 
   toLineProtocol(): string | undefined {
     if (this.fields === "") return undefined;
-    let order = this.tagKeys.map((_, i) => i);
-    if (!this.sorted) order = order.sort((a, b) => (this.tagKeys[a]! < this.tagKeys[b]! ? -1 : this.tagKeys[a]! > this.tagKeys[b]! ? 1 : 0));
+    const keys = this.tagKeys;
+    const values = this.tagValues;
     let line = escapeMeasurement(this.measurement);
-    for (const i of order) line += `,${escapeKey(this.tagKeys[i]!)}=${escapeKey(this.tagValues[i]!)}`;
-    line += ` ${this.fields}`;
-    return this.time === undefined ? line : `${line} ${this.time}`;
+    if (this.sorted) {
+      for (let i = 0; i < keys.length; i++) line += "," + escapeKey(keys[i]!) + "=" + escapeKey(values[i]!);
+    } else {
+      const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
+      for (const i of order) line += "," + escapeKey(keys[i]!) + "=" + escapeKey(values[i]!);
+    }
+    line += " " + this.fields;
+    return this.time === undefined ? line : line + " " + this.time;
   }
 }
