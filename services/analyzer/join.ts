@@ -212,9 +212,17 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
     const incomplete = !w.power || !hasAllWork(w, ns);
     if (incomplete) stats.incompleteWindows++;
     const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, attribute, opts.staticPowerW);
+    // The node's emitted ids and open requests, looked up once per window rather than per share.
+    // (Not created here: a node without open requests must stay without an entry.)
+    const emittedHere = emitted.get(w.node);
+    let open = openRequests.get(w.node);
     for (const sh of closed.shares) {
-      if (isEmitted(w.node, sh.requestId)) continue; // a window that came after its request was emitted
-      const a = acc(w.node, sh.requestId);
+      if (emittedHere?.has(sh.requestId)) continue; // a window that came after its request was emitted
+      let a = open?.get(sh.requestId);
+      if (!a) {
+        a = acc(w.node, sh.requestId);
+        open = openRequests.get(w.node);
+      }
       a.instance ??= sh.instance;
       a.energyMj += sh.energyMj;
       a.prefillMj += sh.prefillMj;

@@ -29,7 +29,8 @@ export class Line implements LineProtocolPoint {
   private readonly tagKeys: string[] = [];
   private readonly tagValues: string[] = [];
   private sorted = true;
-  private fields = "";
+  /** `key=value` of each field, escaped and formatted, in the order given. */
+  private readonly fields: string[] = [];
   private time: string | undefined;
 
   constructor(private readonly measurement: string) {}
@@ -69,12 +70,12 @@ export class Line implements LineProtocolPoint {
   }
 
   private field(key: string, formatted: string): this {
-    this.fields = this.fields === "" ? escapeKey(key) + "=" + formatted : this.fields + "," + escapeKey(key) + "=" + formatted;
+    this.fields.push(escapeKey(key) + "=" + formatted);
     return this;
   }
 
   toLineProtocol(): string | undefined {
-    if (this.fields === "") return undefined;
+    if (this.fields.length === 0) return undefined;
     const keys = this.tagKeys;
     const values = this.tagValues;
     let line = escapeMeasurement(this.measurement);
@@ -84,7 +85,7 @@ export class Line implements LineProtocolPoint {
       const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
       for (const i of order) line += "," + escapeKey(keys[i]!) + "=" + escapeKey(values[i]!);
     }
-    line += " " + this.fields;
+    line += " " + this.fields.join(",");
     return this.time === undefined ? line : line + " " + this.time;
   }
 }

@@ -65,16 +65,22 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
       () => undefined,
     );
   };
-  const built = <I>(items: readonly I[], fn: (i: I) => Point | Point[]): Point[] =>
-    items.flatMap((i) => {
+  /** The points of `items`, appended to `into` (a fresh array by default); one that cannot be built is dropped. */
+  const built = <I>(items: readonly I[], fn: (i: I) => Point | Point[], into: Point[] = []): Point[] => {
+    for (const i of items) {
+      let p: Point | Point[];
       try {
-        return fn(i);
+        p = fn(i);
       } catch (err) {
         stats.pointsUnbuildable++;
         log(`point not built, dropped: ${errorMessage(err)}`);
-        return [];
+        continue;
       }
-    });
+      if (Array.isArray(p)) for (const x of p) into.push(x);
+      else into.push(p);
+    }
+    return into;
+  };
   const released = () => {
     inFlight--;
     if (inFlight < maxInFlight) {
@@ -105,7 +111,9 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
     store(out) {
       if (out.nodeWindows.length + out.instanceWindows.length + out.requests.length === 0) return;
       const raw = opts.rawSamples ?? false;
-      const points = [...built(out.nodeWindows, (w) => nodeWindowPoints(w, { rawSamples: raw })), ...built(out.instanceWindows, instanceWindowPoint), ...built(out.requests, (r) => requestPoint(r, opts.carbon))];
+      const points = built(out.nodeWindows, (w) => nodeWindowPoints(w, { rawSamples: raw }));
+      built(out.instanceWindows, instanceWindowPoint, points);
+      built(out.requests, (r) => requestPoint(r, opts.carbon), points);
       track(opts.writer.write(points));
       for (const r of out.requests) track(request(r));
       for (const w of out.nodeWindows) stats.latestWindowEndMs = Math.max(stats.latestWindowEndMs, w.windowEndMs);
