@@ -49,6 +49,21 @@ export interface Store<T> {
   stats(): StoreStats;
 }
 
+/**
+ * A point as its line, written when it is built: the writer's queue (up to 200,000 points on a
+ * backlog) then holds one string per point, not each builder's arrays and pieces, which every
+ * young-generation collection copied until the write.
+ */
+class Written implements Point {
+  private readonly line: string | undefined;
+  constructor(p: Point) {
+    this.line = p.toLineProtocol();
+  }
+  toLineProtocol(): string | undefined {
+    return this.line;
+  }
+}
+
 export function createStore<T>(opts: StoreOptions): Store<T> {
   const log = opts.log ?? (() => {});
   const maxInFlight = opts.maxInFlight ?? 4096;
@@ -76,8 +91,8 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
         log(`point not built, dropped: ${errorMessage(err)}`);
         continue;
       }
-      if (Array.isArray(p)) for (const x of p) into.push(x);
-      else into.push(p);
+      if (Array.isArray(p)) for (const x of p) into.push(new Written(x));
+      else into.push(new Written(p));
     }
     return into;
   };
