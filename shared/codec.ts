@@ -58,21 +58,29 @@ export type DecodeFailure = { ok: false; reason: "decode" | "version" | "schema"
 export type Decoded<T> = { ok: true; value: T } | DecodeFailure;
 
 /**
+ * A hand-written check that says `true` only of a value `schema` accepts and would return as it is
+ * (shared/messages/fast.ts): then the value is taken without the schema's parse (and its copy).
+ * `false` proves nothing; the schema decides.
+ */
+export type ExactCheck = (raw: unknown) => boolean;
+
+/**
  * Decode and validate at the edge: the only place where untrusted bytes become typed values.
  * Never throws: a message that fails is permanent and the caller dead-letters it with `detail`.
  */
-export function decodeAs<S extends z.ZodType>(schema: S, bytes: Uint8Array): Decoded<z.infer<S>> {
+export function decodeAs<S extends z.ZodType>(schema: S, bytes: Uint8Array, exact?: ExactCheck): Decoded<z.infer<S>> {
   let raw: unknown;
   try {
     raw = packr.unpack(bytes);
   } catch (err) {
     return { ok: false, reason: "decode", detail: errorMessage(err) };
   }
-  return validate(schema, raw);
+  return validate(schema, raw, exact);
 }
 
 /** The checks of `decodeAs` on a value already decoded (an event inside a batch, say). */
-export function validate<S extends z.ZodType>(schema: S, raw: unknown): Decoded<z.infer<S>> {
+export function validate<S extends z.ZodType>(schema: S, raw: unknown, exact?: ExactCheck): Decoded<z.infer<S>> {
+  if (exact?.(raw)) return { ok: true, value: raw as z.infer<S> };
   if (typeof raw === "object" && raw !== null && "v" in raw && (raw as { v: unknown }).v !== 1) {
     return { ok: false, reason: "version", detail: `unsupported message version ${JSON.stringify((raw as { v: unknown }).v)}` };
   }

@@ -39,6 +39,7 @@ export function createAckedPublisher(nc: NatsConnection, opts: { timeoutMs?: num
   let sub: Subscription | undefined;
   let closed = false;
 
+  const text = new TextDecoder();
   const settle = (m: Msg) => {
     const id = m.subject.slice(inbox.length + 1);
     const w = waiting.get(id);
@@ -49,7 +50,7 @@ export function createAckedPublisher(nc: NatsConnection, opts: { timeoutMs?: num
       return;
     }
     try {
-      const r = JSON.parse(new TextDecoder().decode(m.data)) as { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
+      const r = JSON.parse(text.decode(m.data)) as { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
       if (r.error) w.reject(new RetryableError("UNAVAILABLE", `JetStream publish refused: ${r.error.description ?? "error"} (${r.error.err_code ?? r.error.code})`));
       else w.resolve({ stream: r.stream ?? "", seq: r.seq ?? 0, duplicate: r.duplicate === true });
     } catch (err) {

@@ -1,5 +1,5 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { decodeAs, encode, eventsOf, powerBatch, requestEvent, requestsMessage, subjectId, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
+import { decodeAs, encode, eventsOf, isPowerBatchExact, isRequestEventExact, isRequestsMessageExact, isWorkWindowExact, powerBatch, requestEvent, requestsMessage, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
 import type { Token } from "./consumers.ts";
 import type { Retry } from "./retry.ts";
 
@@ -35,6 +35,15 @@ export function publishDeadLetter(js: JetStreamClient, retry: Retry, stream: Str
   return retry("dead-lettering", () => js.publish(subjects.deadLetter(stream), encode(dl), { msgID }));
 }
 
+/** `subjectId(subject)` (the third token, or ""), without splitting the whole subject. */
+function subjectNodeOf(subject: string): string {
+  const i = subject.indexOf(".");
+  const j = i < 0 ? -1 : subject.indexOf(".", i + 1);
+  if (j < 0) return "";
+  const k = subject.indexOf(".", j + 1);
+  return subject.slice(j + 1, k < 0 ? subject.length : k);
+}
+
 export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retry: Retry; clock?: () => number }): Intake {
   const now = opts.clock ?? Date.now;
   const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<InputStream, number>, deadLettered: 0 };
@@ -47,29 +56,31 @@ export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retr
       })
       .catch(() => undefined); // stopped: the message stays unacknowledged and comes again
   };
-  const foreign = (m: JsMsg, node: string) => (subjectId(m.subject) === node ? undefined : `node ${JSON.stringify(node)} on subject ${m.subject}`);
+  /** The node a message's subject names (`subjectId`), read once per message; a batch's events are compared with it. */
+  const foreign = (m: JsMsg, subjectNode: string, node: string) => (subjectNode === node ? undefined : `node ${JSON.stringify(node)} on subject ${m.subject}`);
 
   return {
     handle(stream, m, token) {
       stats.received[stream]++;
       if (stream === "POWER" || stream === "WORK") {
-        const d = stream === "POWER" ? decodeAs(powerBatch, m.data) : decodeAs(workWindow, m.data);
+        const d = stream === "POWER" ? decodeAs(powerBatch, m.data, isPowerBatchExact) : decodeAs(workWindow, m.data, isWorkWindowExact);
         if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
-        const f = foreign(m, d.value.node);
+        const f = foreign(m, subjectNodeOf(m.subject), d.value.node);
         if (f) return deadLetter(stream, m, token, "subject", f);
         if (stream === "POWER") opts.next.addPower(d.value as PowerBatch, token);
         else opts.next.addWork(d.value as WorkWindow, token);
         return;
       }
-      const d = decodeAs(requestsMessage, m.data);
+      const d = decodeAs(requestsMessage, m.data, isRequestsMessageExact);
       if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
-      const f = foreign(m, d.value.node);
+      const subjectNode = subjectNodeOf(m.subject);
+      const f = foreign(m, subjectNode, d.value.node);
       if (f) return deadLetter(stream, m, token, "subject", f);
       const events = eventsOf(d.value);
       const shares = sharedToken(token, events.length);
       for (let i = 0; i < events.length; i++) {
-        const e = validate(requestEvent, events[i]);
-        const fe = e.ok ? foreign(m, e.value.node) : undefined;
+        const e = validate(requestEvent, events[i], isRequestEventExact);
+        const fe = e.ok ? foreign(m, subjectNode, e.value.node) : undefined;
         if (e.ok && !fe) opts.next.addRequest(e.value, shares[i]!);
         else if (e.ok) deadLetter(stream, m, shares[i]!, "subject", fe!, { index: i, data: encode(events[i]) });
         else deadLetter(stream, m, shares[i]!, e.reason, e.detail, { index: i, data: encode(events[i]) });

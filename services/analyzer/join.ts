@@ -109,9 +109,12 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
   const attribute: AttributeFn = perToken !== undefined ? (e, reqs) => attributeWindowPrefillEnergy(e, reqs, perToken, costs) : (e, reqs) => attributeWindow(e, reqs, prefillWeight);
   const lateness = opts.allowedLatenessMs ?? 5_000;
   const maxIdle = opts.maxRequestIdleMs ?? 10 * 60_000;
-  const windows = new Map<string, WindowState<T>>();
-  /** Open windows per node, and open requests per node: a drain looks at the nodes that changed only. */
-  const openWindows = new Map<string, Set<WindowState<T>>>();
+  /**
+   * Open windows per node by start, and open requests per node: a drain looks at the nodes that
+   * changed only. (Keyed by node, then start: no `node|start` string built per message.)
+   */
+  const openWindows = new Map<string, Map<number, WindowState<T>>>();
+  let openWindowCount = 0;
   /**
    * Windows that got input since the last drain, per node, and the watermark each node's open
    * windows were last checked at: a drain checks a node's touched windows for completeness, and all
@@ -157,13 +160,13 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       out.ackable.push(token);
       return undefined;
     }
-    const key = `${node}|${start}`;
-    let w = windows.get(key);
+    let open = openWindows.get(node);
+    let w = open?.get(start);
     if (!w) {
-      windows.set(key, (w = { node, start, end, work: new Map(), tokens: [] }));
-      let set = openWindows.get(node);
-      if (!set) openWindows.set(node, (set = new Set()));
-      set.add(w);
+      w = { node, start, end, work: new Map(), tokens: [] };
+      if (!open) openWindows.set(node, (open = new Map()));
+      open.set(start, w);
+      openWindowCount++;
     }
     w.tokens.push(token);
     let t = touched.get(node);
@@ -203,16 +206,23 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
 
   const closeWindow = (w: WindowState<T>) => {
     const ns = nodeState(w.node);
-    windows.delete(`${w.node}|${w.start}`);
-    openWindows.get(w.node)?.delete(w);
+    if (openWindows.get(w.node)?.delete(w.start)) openWindowCount--;
     ns.closed.add(w.start);
     pruneClosed(ns);
     const incomplete = !w.power || !hasAllWork(w, ns);
     if (incomplete) stats.incompleteWindows++;
     const closed = attributeClosedWindow({ node: w.node, start: w.start, end: w.end, ...(w.power ? { power: w.power } : {}), work: w.work }, incomplete, attribute, opts.staticPowerW);
+    // The node's emitted ids and open requests, looked up once per window rather than per share.
+    // (Not created here: a node without open requests must stay without an entry.)
+    const emittedHere = emitted.get(w.node);
+    let open = openRequests.get(w.node);
     for (const sh of closed.shares) {
-      if (isEmitted(w.node, sh.requestId)) continue; // a window that came after its request was emitted
-      const a = acc(w.node, sh.requestId);
+      if (emittedHere?.has(sh.requestId)) continue; // a window that came after its request was emitted
+      let a = open?.get(sh.requestId);
+      if (!a) {
+        a = acc(w.node, sh.requestId);
+        open = openRequests.get(w.node);
+      }
       a.instance ??= sh.instance;
       a.energyMj += sh.energyMj;
       a.prefillMj += sh.prefillMj;
@@ -263,13 +273,14 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       ws = seenFrom;
     }
     let allClosed = !missing;
+    const open = openWindows.get(a.node);
     for (; ws <= a.end.tMs; ws += wm) {
       if (isClosed(ns, ws)) {
         if (allClosed) a.checkedFromMs = ws + wm;
         continue;
       }
       allClosed = false;
-      if (windows.has(`${a.node}|${ws}`) || mark < ws + wm + lateness) return false;
+      if (open?.has(ws) || mark < ws + wm + lateness) return false;
       missing = true;
     }
     return missing ? "missing" : true;
@@ -285,8 +296,8 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
       const moved = force || checkedAt.get(node) !== mark;
       checkedAt.set(node, mark);
       const ready: WindowState<T>[] = [];
-      for (const w of moved ? open : (fresh ?? [])) {
-        if (!open.has(w)) continue;
+      for (const w of moved ? open.values() : (fresh ?? [])) {
+        if (open.get(w.start) !== w) continue;
         const complete = w.power !== undefined && (w.power.instances ? w.power.instances.length > 0 : ns.instances.size > 0) && hasAllWork(w, ns);
         if (force || mark >= w.end + lateness || complete) ready.push(w);
       }
@@ -381,6 +392,6 @@ export function createWindowJoin<T>(opts: JoinOptions = {}): WindowJoin<T> {
         dirty.add(a.node);
       }
     },
-    stats: () => ({ ...stats, openWindows: windows.size, openRequests: openRequestCount, closedListed: [...nodes.values()].reduce((n, ns) => n + ns.closed.size, 0) }),
+    stats: () => ({ ...stats, openWindows: openWindowCount, openRequests: openRequestCount, closedListed: [...nodes.values()].reduce((n, ns) => n + ns.closed.size, 0) }),
   };
 }

@@ -29,7 +29,8 @@ export class Line implements LineProtocolPoint {
   private readonly tagKeys: string[] = [];
   private readonly tagValues: string[] = [];
   private sorted = true;
-  private fields = "";
+  /** `key=value` of each field, escaped and formatted, in the order given. */
+  private readonly fields: string[] = [];
   private time: string | undefined;
 
   constructor(private readonly measurement: string) {}
@@ -69,17 +70,22 @@ export class Line implements LineProtocolPoint {
   }
 
   private field(key: string, formatted: string): this {
-    this.fields = this.fields === "" ? `${escapeKey(key)}=${formatted}` : `${this.fields},${escapeKey(key)}=${formatted}`;
+    this.fields.push(escapeKey(key) + "=" + formatted);
     return this;
   }
 
   toLineProtocol(): string | undefined {
-    if (this.fields === "") return undefined;
-    let order = this.tagKeys.map((_, i) => i);
-    if (!this.sorted) order = order.sort((a, b) => (this.tagKeys[a]! < this.tagKeys[b]! ? -1 : this.tagKeys[a]! > this.tagKeys[b]! ? 1 : 0));
+    if (this.fields.length === 0) return undefined;
+    const keys = this.tagKeys;
+    const values = this.tagValues;
     let line = escapeMeasurement(this.measurement);
-    for (const i of order) line += `,${escapeKey(this.tagKeys[i]!)}=${escapeKey(this.tagValues[i]!)}`;
-    line += ` ${this.fields}`;
-    return this.time === undefined ? line : `${line} ${this.time}`;
+    if (this.sorted) {
+      for (let i = 0; i < keys.length; i++) line += "," + escapeKey(keys[i]!) + "=" + escapeKey(values[i]!);
+    } else {
+      const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
+      for (const i of order) line += "," + escapeKey(keys[i]!) + "=" + escapeKey(values[i]!);
+    }
+    line += " " + this.fields.join(",");
+    return this.time === undefined ? line : line + " " + this.time;
   }
 }

@@ -49,6 +49,21 @@ export interface Store<T> {
   stats(): StoreStats;
 }
 
+/**
+ * A point as its line, written when it is built: the writer's queue (up to 200,000 points on a
+ * backlog) then holds one string per point, not each builder's arrays and pieces, which every
+ * young-generation collection copied until the write.
+ */
+class Written implements Point {
+  private readonly line: string | undefined;
+  constructor(p: Point) {
+    this.line = p.toLineProtocol();
+  }
+  toLineProtocol(): string | undefined {
+    return this.line;
+  }
+}
+
 export function createStore<T>(opts: StoreOptions): Store<T> {
   const log = opts.log ?? (() => {});
   const maxInFlight = opts.maxInFlight ?? 4096;
@@ -65,16 +80,22 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
       () => undefined,
     );
   };
-  const built = <I>(items: readonly I[], fn: (i: I) => Point | Point[]): Point[] =>
-    items.flatMap((i) => {
+  /** The points of `items`, appended to `into` (a fresh array by default); one that cannot be built is dropped. */
+  const built = <I>(items: readonly I[], fn: (i: I) => Point | Point[], into: Point[] = []): Point[] => {
+    for (const i of items) {
+      let p: Point | Point[];
       try {
-        return fn(i);
+        p = fn(i);
       } catch (err) {
         stats.pointsUnbuildable++;
         log(`point not built, dropped: ${errorMessage(err)}`);
-        return [];
+        continue;
       }
-    });
+      if (Array.isArray(p)) for (const x of p) into.push(new Written(x));
+      else into.push(new Written(p));
+    }
+    return into;
+  };
   const released = () => {
     inFlight--;
     if (inFlight < maxInFlight) {
@@ -105,7 +126,9 @@ export function createStore<T>(opts: StoreOptions): Store<T> {
     store(out) {
       if (out.nodeWindows.length + out.instanceWindows.length + out.requests.length === 0) return;
       const raw = opts.rawSamples ?? false;
-      const points = [...built(out.nodeWindows, (w) => nodeWindowPoints(w, { rawSamples: raw })), ...built(out.instanceWindows, instanceWindowPoint), ...built(out.requests, (r) => requestPoint(r, opts.carbon))];
+      const points = built(out.nodeWindows, (w) => nodeWindowPoints(w, { rawSamples: raw }));
+      built(out.instanceWindows, instanceWindowPoint, points);
+      built(out.requests, (r) => requestPoint(r, opts.carbon), points);
       track(opts.writer.write(points));
       for (const r of out.requests) track(request(r));
       for (const w of out.nodeWindows) stats.latestWindowEndMs = Math.max(stats.latestWindowEndMs, w.windowEndMs);

@@ -8,3 +8,4 @@ export * from "./inventory.ts";
 export * from "./dead-letter.ts";
 export * from "./query.ts";
 export * from "./governor.ts";
+export * from "./fast.ts";
