@@ -53,6 +53,11 @@ const isArrayOf = (v: unknown, ok: (x: unknown) => boolean): v is unknown[] => {
   return true;
 };
 
+/** An optional field: absent (0 keys), right (1 key), or wrong (-1). */
+const opt = (v: unknown, ok: (v: unknown) => boolean): 0 | 1 | -1 => (v === undefined ? 0 : ok(v) ? 1 : -1);
+const isTrue = (v: unknown): boolean => v === true;
+const isCountArray = (v: unknown): boolean => isArrayOf(v, isCount);
+const isTokenArray = (v: unknown): boolean => isArrayOf(v, isToken);
 /** One optional column of a GPU's samples: absent, or a column of `n` values. Counts the key. */
 const optColumn = (v: unknown, min: number, max: number, n: number): 0 | 1 | -1 => (v === undefined ? 0 : isColumn(v, min, max) && v.length === n ? 1 : -1);
 
@@ -63,22 +68,23 @@ function isGpuSamples(g: unknown): boolean {
   const n = g.tMs.length;
   if (g.powerMw.length !== n) return false;
   let keys = 4;
-  for (const r of [optColumn(g.energyMj, 0, NON_NEG_MAX, n), optColumn(g.smClockMhz, 0, NON_NEG_MAX, n), optColumn(g.memClockMhz, 0, NON_NEG_MAX, n), optColumn(g.utilPct, 0, NON_NEG_MAX, n), optColumn(g.tempC, -NON_NEG_MAX, NON_NEG_MAX, n)]) {
-    if (r < 0) return false;
-    keys += r;
-  }
-  if (g.energyStartMj !== undefined) {
-    if (!isNonNeg(g.energyStartMj)) return false;
-    keys++;
-  }
-  if (g.startTMs !== undefined) {
-    if (!isEpochMs(g.startTMs)) return false;
-    keys++;
-  }
-  if (g.startPowerMw !== undefined) {
-    if (!isNonNeg(g.startPowerMw)) return false;
-    keys++;
-  }
+  let r: number;
+  if ((r = optColumn(g.energyMj, 0, NON_NEG_MAX, n)) < 0) return false;
+  keys += r;
+  if ((r = optColumn(g.smClockMhz, 0, NON_NEG_MAX, n)) < 0) return false;
+  keys += r;
+  if ((r = optColumn(g.memClockMhz, 0, NON_NEG_MAX, n)) < 0) return false;
+  keys += r;
+  if ((r = optColumn(g.utilPct, 0, NON_NEG_MAX, n)) < 0) return false;
+  keys += r;
+  if ((r = optColumn(g.tempC, -NON_NEG_MAX, NON_NEG_MAX, n)) < 0) return false;
+  keys += r;
+  if ((r = opt(g.energyStartMj, isNonNeg)) < 0) return false;
+  keys += r;
+  if ((r = opt(g.startTMs, isEpochMs)) < 0) return false;
+  keys += r;
+  if ((r = opt(g.startPowerMw, isNonNeg)) < 0) return false;
+  keys += r;
   return keyCount(g) === keys;
 }
 
@@ -92,14 +98,11 @@ function isAgent(a: unknown): boolean {
   if (!isObj(a)) return false;
   if (!(isCount(a.queued) && isCount(a.published) && isCount(a.dropped) && isCount(a.spilled) && isCount(a.sampleErrors) && isCount(a.skippedTicks))) return false;
   let keys = 6;
-  if (a.sampleP99Ms !== undefined) {
-    if (!isNonNeg(a.sampleP99Ms)) return false;
-    keys++;
-  }
-  if (a.missingGpus !== undefined) {
-    if (!isArrayOf(a.missingGpus, isCount)) return false;
-    keys++;
-  }
+  let r: number;
+  if ((r = opt(a.sampleP99Ms, isNonNeg)) < 0) return false;
+  keys += r;
+  if ((r = opt(a.missingGpus, isCountArray)) < 0) return false;
+  keys += r;
   return keyCount(a) === keys;
 }
 
@@ -114,42 +117,30 @@ export function isPowerBatchExact(raw: unknown): raw is PowerBatch {
   if ((m.windowEndMs as number) - (m.windowStartMs as number) < MIN_WINDOW_MS) return false;
   if (!isArrayOf(m.gpus, isGpuSamples)) return false;
   let keys = 9;
-  if (m.instances !== undefined) {
-    if (!isArrayOf(m.instances, isToken)) return false;
-    keys++;
-  }
-  if (m.cpu !== undefined) {
-    if (!isCpu(m.cpu)) return false;
-    keys++;
-  }
-  if (m.jitterP99Ms !== undefined) {
-    if (!isNonNeg(m.jitterP99Ms)) return false;
-    keys++;
-  }
-  if (m.agent !== undefined) {
-    if (!isAgent(m.agent)) return false;
-    keys++;
-  }
+  let r: number;
+  if ((r = opt(m.instances, isTokenArray)) < 0) return false;
+  keys += r;
+  if ((r = opt(m.cpu, isCpu)) < 0) return false;
+  keys += r;
+  if ((r = opt(m.jitterP99Ms, isNonNeg)) < 0) return false;
+  keys += r;
+  if ((r = opt(m.agent, isAgent)) < 0) return false;
+  keys += r;
   return keyCount(m) === keys;
 }
 
-function isWorkItem(r: unknown): boolean {
-  if (!isObj(r)) return false;
-  if (!isRequestId(r.requestId) || !isCount(r.prefillTokens) || !isCount(r.decodeTokens)) return false;
+function isWorkItem(w: unknown): boolean {
+  if (!isObj(w)) return false;
+  if (!isRequestId(w.requestId) || !isCount(w.prefillTokens) || !isCount(w.decodeTokens)) return false;
   let keys = 3;
-  if (r.awaitingFirstToken !== undefined) {
-    if (r.awaitingFirstToken !== true) return false;
-    keys++;
-  }
-  if (r.decodeCtxTokens !== undefined) {
-    if (!isCount(r.decodeCtxTokens)) return false;
-    keys++;
-  }
-  if (r.prefillCtxTokens !== undefined) {
-    if (!isCount(r.prefillCtxTokens)) return false;
-    keys++;
-  }
-  return keyCount(r) === keys;
+  let r: number;
+  if ((r = opt(w.awaitingFirstToken, isTrue)) < 0) return false;
+  keys += r;
+  if ((r = opt(w.decodeCtxTokens, isCount)) < 0) return false;
+  keys += r;
+  if ((r = opt(w.prefillCtxTokens, isCount)) < 0) return false;
+  keys += r;
+  return keyCount(w) === keys;
 }
 
 /** `workWindow` (work.ts) would accept `raw` and return it unchanged. */
@@ -161,21 +152,16 @@ export function isWorkWindowExact(raw: unknown): raw is WorkWindow {
   if (!isEpochMs(m.windowStartMs) || !isEpochMs(m.windowEndMs) || (m.windowEndMs as number) - (m.windowStartMs as number) < MIN_WINDOW_MS) return false;
   if (!isArrayOf(m.requests, isWorkItem)) return false;
   let keys = 9;
-  if (m.model !== undefined) {
-    if (!isStr(m.model)) return false;
-    keys++;
-  }
-  if (m.inFlight !== undefined) {
-    if (!isCount(m.inFlight)) return false;
-    keys++;
-  }
+  let r: number;
+  if ((r = opt(m.model, isStr)) < 0) return false;
+  keys += r;
+  if ((r = opt(m.inFlight, isCount)) < 0) return false;
+  keys += r;
   return keyCount(m) === keys;
 }
 
 const ENDPOINTS = new Set(["completions", "chat"]);
 const STATUSES = new Set(["ok", "aborted", "error"]);
-/** An optional field: absent (0 keys), right (1 key), or wrong (-1). */
-const opt = (v: unknown, ok: (v: unknown) => boolean): 0 | 1 | -1 => (v === undefined ? 0 : ok(v) ? 1 : -1);
 
 /** `requestEvent` (request.ts) would accept `raw` and return it unchanged. */
 export function isRequestEventExact(raw: unknown): raw is RequestEvent {
