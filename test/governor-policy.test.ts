@@ -21,7 +21,9 @@ const memArb: fc.Arbitrary<InstanceMemory> = fc.record({
   queueGrew: fc.boolean(),
   healthyStreak: fc.nat(10),
   cooldownLeft: fc.nat(5),
-  energyByMhz: fc.dictionary(fc.constantFrom(...H100_CLOCKS.slice(0, 70)).map(String), fc.double({ min: 0.01, max: 5, noNaN: true })).map((d) => Object.fromEntries(Object.entries(d).map(([k, v]) => [Number(k), v]))),
+  energyByMhz: fc
+    .dictionary(fc.constantFrom(...H100_CLOCKS.slice(0, 70)).map(String), fc.record({ jPerOutputToken: fc.double({ min: 0.01, max: 5, noNaN: true }), periods: fc.integer({ min: 1, max: 20 }), lastPeriod: fc.constant(0) }))
+    .map((d) => Object.fromEntries(Object.entries(d).map(([k, v]) => [Number(k), v]))),
 });
 const clockArb = fc.constantFrom(...H100_CLOCKS.filter((f) => f >= cfg.floorMhz));
 const priorArb = fc.option(clockArb, { nil: undefined });

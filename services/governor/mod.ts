@@ -1,6 +1,6 @@
 /** The energy governor: public names (what apps and tests compose; everything else is internal). */
 export { startGovernor, type Governor, type GovernorOptions, type GovernorStats } from "./governor.ts";
-export { decide, freshMemory, DEFAULT_POLICY, type PolicyConfig, type Observation, type Decision, type InstanceMemory } from "./policy.ts";
+export { decide, freshMemory, DEFAULT_POLICY, type PolicyConfig, type Observation, type Decision, type InstanceMemory, type ClockEnergy } from "./policy.ts";
 export { createObserver, type Observer, type PeriodStats } from "./observe.ts";
 export { loadProfile, priorClock, type Profile } from "./profile.ts";
 export { governCommand } from "./command.ts";

@@ -94,15 +94,18 @@ export interface Observation {
   jPerOutputToken?: number;
 }
 
+export interface ClockEnergy {
+  jPerOutputToken: number;
+  periods: number;
+  lastPeriod: number;
+}
+
 /** What the policy remembers of an instance between periods. */
 export interface InstanceMemory {
   healthyStreak: number;
   cooldownLeft: number;
-  /** Measured J per output token by clock (exponentially averaged). */
-  energyByMhz: Record<number, number>;
-  /** Periods measured at each clock, and the period of the last one (see ENERGY_MIN_PERIODS, ENERGY_FORGET_PERIODS). */
-  energyPeriods?: Record<number, number>;
-  energyLastPeriod?: Record<number, number>;
+  /** Measured energy by clock: J per output token (averaged), over how many periods, the last of them (see ENERGY_MIN_PERIODS, ENERGY_FORGET_PERIODS). */
+  energyByMhz: Record<number, ClockEnergy>;
   /** Periods decided so far. */
   period?: number;
   /** Periods in a row at the maximum clock, and requests met / judged in such periods (decayed sums). */
@@ -161,26 +164,16 @@ export function decide(cfg: PolicyConfig, currentMhz: number, obs: Observation, 
   const maxMhz = clocks[0] ?? currentMhz;
   const allowed = clocks.filter((f) => f >= cfg.floorMhz);
   const period = (memory.period ?? 0) + 1;
-  const mem: InstanceMemory = {
-    healthyStreak: memory.healthyStreak, cooldownLeft: Math.max(0, memory.cooldownLeft - 1), energyByMhz: {}, energyPeriods: {}, energyLastPeriod: {}, period,
-  };
+  const mem: InstanceMemory = { healthyStreak: memory.healthyStreak, cooldownLeft: Math.max(0, memory.cooldownLeft - 1), energyByMhz: {}, period };
   // What is remembered of energy: measurements of the last ENERGY_FORGET_PERIODS periods.
-  for (const [k, j] of Object.entries(memory.energyByMhz)) {
-    const f = Number(k);
-    const last = memory.energyLastPeriod?.[f];
-    if (last !== undefined && period - last > ENERGY_FORGET_PERIODS) continue;
-    mem.energyByMhz[f] = j;
-    mem.energyPeriods![f] = memory.energyPeriods?.[f] ?? ENERGY_MIN_PERIODS;
-    if (last !== undefined) mem.energyLastPeriod![f] = last;
-  }
+  for (const [f, e] of Object.entries(memory.energyByMhz)) if (period - e.lastPeriod <= ENERGY_FORGET_PERIODS) mem.energyByMhz[Number(f)] = e;
   if (obs.jPerOutputToken !== undefined && obs.requests > 0) {
     const old = mem.energyByMhz[currentMhz];
-    const n = (mem.energyPeriods![currentMhz] ?? 0) + 1;
+    const periods = (old?.periods ?? 0) + 1;
     // A plain mean of the first periods (an average weighted 70/30 at the second one lets the first rule), then the moving average.
-    const w = Math.max(ENERGY_EWMA, 1 / n);
-    mem.energyByMhz[currentMhz] = old === undefined ? obs.jPerOutputToken : (1 - w) * old + w * obs.jPerOutputToken;
-    mem.energyPeriods![currentMhz] = n;
-    mem.energyLastPeriod![currentMhz] = period;
+    const w = Math.max(ENERGY_EWMA, 1 / periods);
+    const j = old === undefined ? obs.jPerOutputToken : (1 - w) * old.jPerOutputToken + w * obs.jPerOutputToken;
+    mem.energyByMhz[currentMhz] = { jPerOutputToken: j, periods, lastPeriod: period };
   }
   // What the maximum clock keeps within the SLO: periods that ran at the maximum after one there already (their requests ran at it).
   mem.maxStreak = currentMhz === maxMhz ? (memory.maxStreak ?? 0) + 1 : 0;
@@ -194,7 +187,10 @@ export function decide(cfg: PolicyConfig, currentMhz: number, obs: Observation, 
   const goal = atMax !== undefined && atMax < cfg.attainmentTarget ? atMax - cfg.reachableSlack : cfg.attainmentTarget;
   const goalText = goal === cfg.attainmentTarget ? `target ${pct(goal)}` : `target ${pct(goal)} (the maximum clock keeps ${pct(atMax!)} < ${pct(cfg.attainmentTarget)})`;
   /** The clock's energy if measured often enough to be compared. */
-  const energyAt = (f: number) => ((mem.energyPeriods![f] ?? 0) >= ENERGY_MIN_PERIODS ? mem.energyByMhz[f] : undefined);
+  const energyAt = (f: number) => {
+    const e = mem.energyByMhz[f];
+    return e && e.periods >= ENERGY_MIN_PERIODS ? e.jPerOutputToken : undefined;
+  };
   const out = (toMhz: number, action: Action, reason: string): Decision => ({ fromMhz: currentMhz, toMhz, action: toMhz === currentMhz ? "hold" : action, reason, memory: mem });
   const toMax = (reason: string): Decision => {
     mem.healthyStreak = 0;
