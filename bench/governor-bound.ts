@@ -18,8 +18,8 @@
  * Last line: one JSON object.
  */
 import { parseArgs } from "node:util";
-import { H100_SUPPORTED_SM_CLOCKS_MHZ, createSimNode, simulate, type WorkloadRequest } from "../services/simnode/mod.ts";
-import { chooseStaticByReplay, poolWorkloads } from "../services/lab/governor-eval/static-replay.ts";
+import { H100_SUPPORTED_SM_CLOCKS_MHZ, createSimNode, type WorkloadRequest } from "../services/simnode/mod.ts";
+import { chooseStaticByReplay, metSlo, poolWorkloads, replayNode, replayUntilMs } from "../services/lab/governor-eval/static-replay.ts";
 import { DEFAULT_POLICY } from "../services/governor/mod.ts";
 
 const { values: flags } = parseArgs({
@@ -46,21 +46,14 @@ const sample = 2 / 12;
 const seed = 1;
 const tailMs = 20_000;
 const slo = { ttftSloMs: 2000, tpotSloMs: 100 };
-const untilMs = windowMs / speedup + tailMs;
+const untilMs = replayUntilMs({ windowMs, speedup, tailMs });
 const clocks = [...new Set(H100_SUPPORTED_SM_CLOCKS_MHZ.filter((f) => f >= floor))].sort((a, b) => a - b);
 const maxMhz = clocks.at(-1)!;
 const log = (l: string) => process.stderr.write(`governor-bound: ${l}\n`);
 
 type Schedule = { atMs: number; smClockMhz: number }[];
-function run(w: readonly WorkloadRequest[], schedule: Schedule) {
-  const r = simulate(w, { model, gpus, tp: gpus, smClockMhz: schedule[0]?.smClockMhz ?? maxMhz, clockSchedule: schedule, sampleIntervalMs: 1000, untilMs });
-  const k = r.samples.tMs.findLastIndex((t) => t <= untilMs);
-  let energyMj = 0;
-  for (const e of r.samples.energyMj) energyMj += e[k]! - e[0]!;
-  const missed = new Set<string>(r.rejected.map((x) => x.id));
-  for (const q of r.requests) if (!(q.endMs <= untilMs && q.ttftMs <= slo.ttftSloMs && (q.outputTokens <= 1 || q.meanItlMs <= slo.tpotSloMs))) missed.add(q.id);
-  return { energyKwh: energyMj / 3.6e9, missed };
-}
+const sim = { model, gpus, speedup, windowMs, tailMs, slo };
+const run = (w: readonly WorkloadRequest[], schedule: Schedule) => replayNode(w, maxMhz, sim, schedule);
 
 /** The reactive rule, stepped with the node: it sees only what has happened (requests in flight). */
 function runReactive(w: readonly WorkloadRequest[]) {
@@ -91,7 +84,7 @@ function runReactive(w: readonly WorkloadRequest[]) {
   advance(untilMs);
   let energyMj = 0;
   for (let g = 0; g < node.gpuCount; g++) energyMj += node.energyMj(g, untilMs);
-  const missed = t.filter((x) => !(x.endMs <= untilMs && x.firstMs - x.arrivalMs <= slo.ttftSloMs && (x.outputTokens <= 1 || (x.endMs - x.firstMs) / (x.outputTokens - 1) <= slo.tpotSloMs))).length;
+  const missed = t.filter((x) => !metSlo({ endMs: x.endMs, ttftMs: x.firstMs - x.arrivalMs, outputTokens: x.outputTokens, meanItlMs: (x.endMs - x.firstMs) / (x.outputTokens - 1) }, slo, untilMs)).length;
   return { energyKwh: energyMj / 3.6e9, missed, meanMhz: clockMs / (next - reactive.periodMs) };
 }
 
@@ -101,7 +94,7 @@ const pools: Record<string, unknown>[] = [];
 for (const pool of ["conv", "code"] as const) {
   const trace = `load/traces/azure/AzureLLMInferenceTrace_${pool}.csv`;
   const per = await poolWorkloads({ trace, model, nodes, speedup, windowMs, sample, seed });
-  const st = await chooseStaticByReplay({ trace, model, gpus, nodes, speedup, windowMs, sample, seed, tailMs, slo, minMhz: floor, slackPts: slack * 100 });
+  const st = chooseStaticByReplay(per, { ...sim, minMhz: floor, slackPts: slack * 100 });
   const stRow = st.rows.find((x) => x.mhz === st.mhz)!;
   let maxE = 0, dynE = 0, n = 0, maxMiss = 0, dynMiss = 0, reE = 0, reMiss = 0, reMhz = 0;
   const clockMs = new Map<number, number>();

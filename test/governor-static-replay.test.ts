@@ -11,7 +11,7 @@ const base = {
 };
 
 test("static replay - the cheapest clock within the slack of the maximum's attainment, every candidate replayed", async (t) => {
-  const c = await chooseStaticByReplay(base);
+  const c = chooseStaticByReplay(await poolWorkloads(base), base);
   t.deepEqual(c.rows.map((r) => r.mhz), [1980, 1605, 1200, 990, 795], "every candidate, highest first");
   const top = c.rows[0]!;
   const chosen = c.rows.find((r) => r.mhz === c.mhz)!;
@@ -20,7 +20,7 @@ test("static replay - the cheapest clock within the slack of the maximum's attai
   t.true(c.rows.some((r) => r.attainment < top.attainment - 0.01), "some clock on this bursty trace loses more than a point (else the test shows nothing)");
   t.true(top.energyKwh > chosen.energyKwh || c.mhz === 1980);
   // No slack: only clocks that do as well as the maximum.
-  const strict = await chooseStaticByReplay({ ...base, slackPts: 0 });
+  const strict = chooseStaticByReplay(await poolWorkloads(base), { ...base, slackPts: 0 });
   t.true(strict.mhz >= c.mhz);
 });
 

@@ -111,10 +111,10 @@ export async function runGovernorEval(o: EvalOptions): Promise<EvalResult | unde
       const sweepMhz = prior?.mhz ?? Math.max(...H100_SUPPORTED_SM_CLOCKS_MHZ);
       log(`${name} pool: class mix ${Object.entries(mix).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([c, s]) => `${c} ${(s * 100).toFixed(0)}%`).join(", ")}; the steady-load sweep's choice ${sweepMhz} MHz${prior ? "" : " (the profile has none meeting the SLO: maximum)"}`);
       // The static arm's clock: the pool's own trace replayed in library mode at every clock from the floor up.
-      const replay = await chooseStaticByReplay({
-        trace, model: o.model, gpus: o.gpus, nodes: o.nodesPerPool, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, sample, seed: o.seed, tailMs: o.tailS * 1000, slo, minMhz: o.floorMhz ?? EVAL_FLOOR_MHZ,
-      });
-      const atSweep = replayAt(await poolWorkloads({ trace, model: o.model, nodes: o.nodesPerPool, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, sample, seed: o.seed }), sweepMhz, { model: o.model, gpus: o.gpus, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, tailMs: o.tailS * 1000, slo });
+      const per = await poolWorkloads({ trace, model: o.model, nodes: o.nodesPerPool, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, sample, seed: o.seed });
+      const sim = { model: o.model, gpus: o.gpus, speedup: o.speedup, windowMs: o.traceMinutes * 60_000, tailMs: o.tailS * 1000, slo };
+      const replay = chooseStaticByReplay(per, { ...sim, minMhz: o.floorMhz ?? EVAL_FLOOR_MHZ });
+      const atSweep = replayAt(per, sweepMhz, sim);
       log(`${name} pool: static clock ${replay.mhz} MHz (${replay.why}); the sweep's ${sweepMhz} MHz would keep ${(atSweep.attainment * 100).toFixed(2)}% within the SLO`);
       pools.push({ name, trace, staticMhz: replay.mhz, sweepMhz, replay: replay.rows, sweepReplay: atSweep });
     }

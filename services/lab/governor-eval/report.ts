@@ -21,8 +21,19 @@ export interface ArmSummary {
   decisions?: string;
 }
 
+/** A pool in the summary: its static clock, what the replay said of it, and the steady-load sweep's choice. */
+export interface PoolSummary {
+  name: string;
+  trace: string;
+  staticMhz: number;
+  staticReplay?: { attainmentPct: number; maxAttainmentPct: number; energyKwh: number; maxEnergyKwh: number };
+  sweepMhz?: number;
+  sweepReplay?: { attainmentPct: number; energyKwh: number };
+  replay?: { mhz: number; kwh: number; attainmentPct: number }[];
+}
+
 export interface EvalSummary {
-  setup: Record<string, unknown>;
+  setup: Record<string, unknown> & { pools: PoolSummary[] };
   arms: ArmSummary[];
   acceptance?: { savingPct: number; attainmentDeltaPts: number; beatsStatic: boolean; met: boolean; target: string };
 }
@@ -53,7 +64,7 @@ export function summarizeArms(arms: readonly ArmResult[], setup: { nodesPerPool:
   return {
     setup: {
       ...rest, nodes: setup.nodesPerPool * pools.length,
-      pools: pools.map((p) => {
+      pools: pools.map((p): PoolSummary => {
         const at = p.replay?.find((x) => x.mhz === p.staticMhz);
         const top = p.replay?.[0];
         return {
@@ -85,8 +96,7 @@ export function formatEvalTable(s: EvalSummary): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i]!)).join("  ");
   const acc = s.acceptance;
-  const pools = (s.setup.pools ?? []) as { name: string; staticMhz: number; staticReplay?: { attainmentPct: number; maxAttainmentPct: number }; sweepMhz?: number; sweepReplay?: { attainmentPct: number } }[];
-  const how = pools.map((p) => `static ${p.name}: ${p.staticMhz} MHz, the cheapest clock within 1 point of the maximum's attainment on a replay of the pool's trace${p.staticReplay ? ` (${p.staticReplay.attainmentPct.toFixed(2)}% vs ${p.staticReplay.maxAttainmentPct.toFixed(2)}%)` : ""}${p.sweepMhz !== undefined ? `; the lab's steady-load sweep picks ${p.sweepMhz} MHz${p.sweepReplay ? `, ${p.sweepReplay.attainmentPct.toFixed(2)}% on the replay` : ""}` : ""}`);
+  const how = s.setup.pools.map((p) => `static ${p.name}: ${p.staticMhz} MHz, the cheapest clock within 1 point of the maximum's attainment on a replay of the pool's trace${p.staticReplay ? ` (${p.staticReplay.attainmentPct.toFixed(2)}% vs ${p.staticReplay.maxAttainmentPct.toFixed(2)}%)` : ""}${p.sweepMhz !== undefined ? `; the lab's steady-load sweep picks ${p.sweepMhz} MHz${p.sweepReplay ? `, ${p.sweepReplay.attainmentPct.toFixed(2)}% on the replay` : ""}` : ""}`);
   return [line(head), ...rows.map(line), "", ...how, ...(how.length ? [""] : []), acc ? `acceptance (${acc.target}): ${acc.met ? "MET" : "NOT MET"} — governor saves ${acc.savingPct.toFixed(1)}% at ${acc.attainmentDeltaPts.toFixed(2)} points of attainment, ${acc.beatsStatic ? "beats" : "does not beat"} the static choice` : "acceptance: needs the max and governor arms", ""].join("\n");
 }
 
@@ -102,7 +112,7 @@ export function evalCharts(s: EvalSummary, arms: readonly ArmResult[]): { title:
       title: "Static choice: each clock replayed on the pool's trace (library mode): simulated energy against SLO attainment",
       spec: {
         ...base, width: 360, height: 220,
-        data: { values: ((s.setup.pools ?? []) as { name: string; replay?: { mhz: number; kwh: number; attainmentPct: number }[] }[]).flatMap((p) => (p.replay ?? []).map((x) => ({ pool: p.name, ...x }))) },
+        data: { values: s.setup.pools.flatMap((p) => (p.replay ?? []).map((x) => ({ pool: p.name, ...x }))) },
         mark: { type: "line", point: true }, encoding: { x: { field: "attainmentPct", type: "quantitative", title: "% within both SLOs (replay)", scale: { zero: false } }, y: { field: "kwh", type: "quantitative", title: "kWh (simulated)" }, color: { field: "pool", type: "nominal" }, tooltip: [{ field: "mhz", type: "quantitative" }] },
       },
     },
