@@ -47,8 +47,12 @@ export const subjects = {
 
 /** The node (or run) token of a subject like `power.v1.<node>`. */
 export function subjectId(subject: string): string {
-  const parts = subject.split(".");
-  return parts[2] ?? "";
+  // The third token, found without splitting the subject (the analyzer asks this of every message).
+  const i = subject.indexOf(".");
+  const j = i < 0 ? -1 : subject.indexOf(".", i + 1);
+  if (j < 0) return "";
+  const k = subject.indexOf(".", j + 1);
+  return subject.slice(j + 1, k < 0 ? subject.length : k);
 }
 
 export const KV_NODES = "nodes";

@@ -1,5 +1,5 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { decodeAs, encode, eventsOf, isPowerBatchExact, isRequestEventExact, isRequestsMessageExact, isWorkWindowExact, powerBatch, requestEvent, requestsMessage, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
+import { decodeAs, encode, eventsOf, isPowerBatchExact, isRequestEventExact, isRequestsMessageExact, isWorkWindowExact, powerBatch, requestEvent, requestsMessage, subjectId, subjects, validate, workWindow, type DeadLetter, type PowerBatch, type RequestEvent, type StreamName, type WorkWindow } from "../../shared/mod.ts";
 import type { Token } from "./consumers.ts";
 import type { Retry } from "./retry.ts";
 
@@ -35,15 +35,6 @@ export function publishDeadLetter(js: JetStreamClient, retry: Retry, stream: Str
   return retry("dead-lettering", () => js.publish(subjects.deadLetter(stream), encode(dl), { msgID }));
 }
 
-/** `subjectId(subject)` (the third token, or ""), without splitting the whole subject. */
-function subjectNodeOf(subject: string): string {
-  const i = subject.indexOf(".");
-  const j = i < 0 ? -1 : subject.indexOf(".", i + 1);
-  if (j < 0) return "";
-  const k = subject.indexOf(".", j + 1);
-  return subject.slice(j + 1, k < 0 ? subject.length : k);
-}
-
 export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retry: Retry; clock?: () => number }): Intake {
   const now = opts.clock ?? Date.now;
   const stats = { received: { POWER: 0, WORK: 0, REQUESTS: 0 } as Record<InputStream, number>, deadLettered: 0 };
@@ -65,7 +56,7 @@ export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retr
       if (stream === "POWER" || stream === "WORK") {
         const d = stream === "POWER" ? decodeAs(powerBatch, m.data, isPowerBatchExact) : decodeAs(workWindow, m.data, isWorkWindowExact);
         if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
-        const f = foreign(m, subjectNodeOf(m.subject), d.value.node);
+        const f = foreign(m, subjectId(m.subject), d.value.node);
         if (f) return deadLetter(stream, m, token, "subject", f);
         if (stream === "POWER") opts.next.addPower(d.value as PowerBatch, token);
         else opts.next.addWork(d.value as WorkWindow, token);
@@ -73,7 +64,7 @@ export function createIntake(opts: { next: IntakeNext; js: JetStreamClient; retr
       }
       const d = decodeAs(requestsMessage, m.data, isRequestsMessageExact);
       if (!d.ok) return deadLetter(stream, m, token, d.reason, d.detail);
-      const subjectNode = subjectNodeOf(m.subject);
+      const subjectNode = subjectId(m.subject);
       const f = foreign(m, subjectNode, d.value.node);
       if (f) return deadLetter(stream, m, token, "subject", f);
       const events = eventsOf(d.value);
