@@ -122,10 +122,14 @@ export function createPrefillSpread(o: PrefillSpreadOptions): PrefillSpread {
     holding.set(id, w.reserve);
     kvUsed += w.reserve;
   };
-  const release = (id: string, w: Waiting) => {
-    w.admitted = false;
+  /** What `id` held of the KV cache is free. */
+  const free = (id: string) => {
     kvUsed -= holding.get(id) ?? 0;
     holding.delete(id);
+  };
+  const release = (id: string, w: Waiting) => {
+    w.admitted = false;
+    free(id);
   };
   return {
     arrived(id, tMs, promptTokens, maxTokens) {
@@ -139,11 +143,7 @@ export function createPrefillSpread(o: PrefillSpreadOptions): PrefillSpread {
     },
     ended(id) {
       waiting.delete(id);
-      const r = holding.get(id);
-      if (r !== undefined) {
-        kvUsed -= r;
-        holding.delete(id);
-      }
+      free(id);
     },
     engine(tMs, waitingRequests) {
       let seen = 0;
