@@ -86,11 +86,16 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
     if (!e) s.current.set(requestId, (e = { prefill: 0, decode: 0, ctx: 0, prefillCtx: 0 }));
     return e;
   };
+  /** The request's context, as far as known (none yet: a request the tap saw no start of). */
+  const contextOf = (s: InstanceState, requestId: string): Context => {
+    let c = s.context.get(requestId);
+    if (!c) s.context.set(requestId, (c = { prompt: 0, generated: 0, prefilled: false, position: 0 }));
+    return c;
+  };
   /** `n` more of a prompt's tokens prefilled in this window, after those counted before (their positions). */
   const addPrefill = (s: InstanceState, requestId: string, n: number): void => {
     const e = entry(s, requestId);
-    let c = s.context.get(requestId);
-    if (!c) s.context.set(requestId, (c = { prompt: 0, generated: 0, prefilled: false, position: 0 }));
+    const c = contextOf(s, requestId);
     e.prefill += n;
     e.prefillCtx += n * c.position + (n * (n - 1)) / 2;
     c.position += n;
@@ -129,8 +134,7 @@ export function createWorkTracker(node: string, instances: readonly InstanceInfo
       const e = entry(s, requestId);
       e.decode += tokens;
       // Token j of these (0-based) follows the first token and `generated` decode tokens before it.
-      let c = s.context.get(requestId);
-      if (!c) s.context.set(requestId, (c = { prompt: 0, generated: 0, prefilled: false, position: 0 }));
+      const c = contextOf(s, requestId);
       const before = c.prompt + 1 + c.generated;
       e.ctx += tokens * before + (tokens * (tokens - 1)) / 2;
       c.generated += tokens;
