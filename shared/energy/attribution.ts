@@ -75,6 +75,18 @@ export function attributeWindow(energyMj: number, requests: readonly WorkItem[],
   return { shares, idleMj: 0 };
 }
 
+/** Options of the prefill-energy rule: costs that grow with context (see `decodeContextWeights`, `prefillCtxTokensOf`). */
+export interface ContextCosts {
+  /** K: context tokens whose KV reads cost as much as a decode step's fixed part (`decodeStepCtxTokensOf`). */
+  decodeStepCtxTokens?: number;
+  /**
+   * Prefill: a token at position x costs ∝ Kp + x (its GEMMs, and attention over the x tokens before
+   * it: `prefillCtxTokensOf`); `calibrationPosition` is the mean position of the calibration's prefill
+   * tokens (a burst of N-token prompts: (N − 1) / 2), where a token costs `prefillMjPerToken`.
+   */
+  prefillCtx?: { k: number; calibrationPosition: number };
+}
+
 /**
  * The prefill-energy rule: a prefill token costs a fixed energy (`prefillMjPerToken`, mJ, all GPUs
  * of the instance) — prefill is compute-bound, so its energy per token hardly depends on what else
@@ -89,18 +101,6 @@ export function attributeWindow(energyMj: number, requests: readonly WorkItem[],
  * With `costs.prefillCtx`, a prefill token's cost grows with its position in the prompt (attention
  * over the tokens before it); a window where any prefill item lacks positions keeps the fixed cost.
  */
-/** Options of the prefill-energy rule: costs that grow with context (see `decodeContextWeights`, `prefillCtxTokensOf`). */
-export interface ContextCosts {
-  /** K: context tokens whose KV reads cost as much as a decode step's fixed part (`decodeStepCtxTokensOf`). */
-  decodeStepCtxTokens?: number;
-  /**
-   * Prefill: a token at position x costs ∝ Kp + x (its GEMMs, and attention over the x tokens before
-   * it: `prefillCtxTokensOf`); `calibrationPosition` is the mean position of the calibration's prefill
-   * tokens (a burst of N-token prompts: (N − 1) / 2), where a token costs `prefillMjPerToken`.
-   */
-  prefillCtx?: { k: number; calibrationPosition: number };
-}
-
 export function attributeWindowPrefillEnergy(energyMj: number, requests: readonly WorkItem[], prefillMjPerToken: number, costs: ContextCosts = {}): WindowAttribution {
   if (!(energyMj >= 0)) throw new RangeError(`window energy must be ≥ 0, got ${energyMj}`);
   if (!(prefillMjPerToken >= 0)) throw new RangeError(`prefill energy per token must be ≥ 0, got ${prefillMjPerToken}`);
@@ -170,11 +170,6 @@ function decodeContextWeights(merged: ReadonlyMap<string, Merged>, ids: readonly
 }
 
 /**
- * K of `attributeWindowPrefillEnergy` from a model's config (what an operator reads in its
- * config.json): weight bytes ÷ KV bytes per token = params / (2 × layers × kv_heads × head_dim) when
- * weights and KV cache have the same dtype. Llama 3.1 70B: 70.6e9 / (2·80·8·128) ≈ 431 k tokens.
- */
-/**
  * Kp of `ContextCosts.prefillCtx` from a model's config: a prefill token's GEMMs are 2 × active params
  * FLOPs, its attention over x earlier tokens 4 × layers × d_model × x (QKᵀ and PV), so its cost is ∝
  * Kp + x with Kp = active params / (2 × layers × d_model). Llama 3.1 70B: ≈ 53.9 k.
@@ -183,6 +178,11 @@ export function prefillCtxTokensOf(m: { params: number; activeParams?: number; l
   return (m.activeParams ?? m.params) / (2 * m.layers * m.dModel);
 }
 
+/**
+ * K of `attributeWindowPrefillEnergy` from a model's config (what an operator reads in its
+ * config.json): weight bytes ÷ KV bytes per token = params / (2 × layers × kv_heads × head_dim) when
+ * weights and KV cache have the same dtype. Llama 3.1 70B: 70.6e9 / (2·80·8·128) ≈ 431 k tokens.
+ */
 export function decodeStepCtxTokensOf(m: { params: number; layers: number; kvHeads: number; headDim: number; weightBytes?: number; kvBytes?: number }): number {
   return (m.params * (m.weightBytes ?? 2)) / (2 * m.layers * m.kvHeads * m.headDim * (m.kvBytes ?? 2));
 }
