@@ -13,4 +13,5 @@ export * from "./replicas.ts";
 export * from "./buckets.ts";
 export * from "./spool.ts";
 export * from "./outbox.ts";
+export * from "./acked-publisher.ts";
 export * from "./carbon.ts";

@@ -2,7 +2,7 @@ import test from "ava";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ensureStreams, RetryableError } from "../shared/mod.ts";
-import { createAckedPublisher } from "../services/analyzer/acked-publisher.ts";
+import { createAckedPublisher } from "../shared/acked-publisher.ts";
 import { sharedTestStack } from "./helpers/stack.ts";
 
 const stack = sharedTestStack(test);

@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
-import { ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, withTimeout, type CarbonSeries, type InfluxTarget } from "../../shared/mod.ts";
-import { createAckedPublisher } from "./acked-publisher.ts";
+import { createAckedPublisher, ensureStreams, errorMessage, KV_NODES, openBucket, resolveReplicas, withTimeout, type CarbonSeries, type InfluxTarget } from "../../shared/mod.ts";
 import { openCheckpointStore } from "./checkpoint.ts";
 import type { InfluxSink } from "./influx-sink.ts";
 import type { JoinStats } from "./join.ts";
@@ -113,7 +112,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
   let stopAt: number | undefined;
   const loadRetry = retrying({ log });
   const loadWriter = createPointWriter(opts.sink, { log });
-  const load = await startLoadIntake({ name, jsm, js, loadJoin, writer: loadWriter, retry: loadRetry, log, clock });
+  const load = await startLoadIntake({ name, nc: opts.nc, jsm, js, loadJoin, writer: loadWriter, retry: loadRetry, log, clock });
 
   const leases = await startPartitionLeases({
     nc: opts.nc,

@@ -1,4 +1,5 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { errorMessage, type StreamName } from "../../shared/mod.ts";
 import type { ConsumerPosition } from "./checkpoint.ts";
 
@@ -9,6 +10,9 @@ import type { ConsumerPosition } from "./checkpoint.ts";
  * for: the consumer is recreated from the first sequence the checkpoint does not cover (or the
  * server's acknowledgement floor, whichever is earlier), and what the checkpoint covers is skipped.
  */
+/** What JsMsg.ack() sends. */
+const ACK = Uint8Array.of(43, 65, 67, 75); // "+ACK"
+
 export const ACK_WAIT_NS = 30 * 60 * 1e9;
 /** Messages per pull: large pulls amortize the round trip (the consumer keeps them flowing). */
 export const PULL_BATCH = 4096;
@@ -26,6 +30,9 @@ export interface ConsumerSpec {
   filterSubject?: string;
   maxAckPending?: number;
 }
+
+/** Where a message's acknowledgement goes (JsMsgImpl has it; the JsMsg type does not say so). */
+const replyOf = (m: JsMsg): string => (m as unknown as { reply: string }).reply;
 
 /** The JetStream API said the consumer does not exist (code 10014), and nothing else. */
 const isNotFound = (err: unknown) => err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound;
@@ -69,8 +76,15 @@ export interface BoundConsumer {
   readonly spec: ConsumerSpec;
   /** Highest stream sequence read, and the read ones not yet done (for the checkpoint). */
   position(): ConsumerPosition;
-  /** Messages done since the last call: acknowledge them once a checkpoint covering them is written. */
-  takeDone(): JsMsg[];
+  /**
+   * Reply subjects of the messages done since the last call: `ack()` them once a checkpoint covering
+   * them is written. Subjects, not messages: a held JsMsg keeps its payload and parsed delivery info
+   * alive until the checkpoint (tens of thousands on a backlog, each copied by every young-generation
+   * collection meanwhile), and an acknowledgement needs only where to send it.
+   */
+  takeDone(): string[];
+  /** Acknowledges messages by their reply subjects (a core publish each; the server ignores a repeat). */
+  ack(replies: readonly string[]): void;
   /** Messages in the stream not yet read plus those read and not acknowledged. */
   pending(): Promise<number>;
   /** Times the consumer was found deleted and recreated. */
@@ -84,6 +98,7 @@ export interface BoundConsumer {
  * sequence and reading goes on: the analyzer never dies of it; each time is logged and counted.
  */
 export async function bindConsumer(opts: {
+  nc: NatsConnection;
   jsm: JetStreamManager;
   js: JetStreamClient;
   spec: ConsumerSpec;
@@ -92,14 +107,14 @@ export async function bindConsumer(opts: {
   handle(m: JsMsg, token: Token): void | Promise<void>;
   log?: (line: string) => void;
 }): Promise<BoundConsumer> {
-  const { jsm, js, spec } = opts;
+  const { nc, jsm, js, spec } = opts;
   const log = opts.log ?? (() => {});
   const { recreatedFromSeq } = await ensureConsumer(jsm, spec, replayFrom(opts.resume));
   if (recreatedFromSeq !== undefined) log(`${spec.durable}: reading again from stream seq ${recreatedFromSeq}`);
   const coveredThrough = opts.resume?.delivered ?? 0;
   const coveredUnacked = new Set(opts.resume?.unacked ?? []);
   const outstanding = new Set<number>();
-  let done: JsMsg[] = [];
+  let done: string[] = [];
   let delivered = opts.resume?.delivered ?? 0;
   let recreations = 0;
   let closed = false;
@@ -157,7 +172,7 @@ export async function bindConsumer(opts: {
             if (once) return;
             once = true;
             outstanding.delete(m.seq);
-            done.push(m);
+            done.push(replyOf(m));
           },
         });
         if (wait) await wait;
@@ -187,6 +202,9 @@ export async function bindConsumer(opts: {
         if (!isNotFound(err)) throw err;
         return 1; // gone: the reader recreates it; not idle meanwhile
       }
+    },
+    ack(replies) {
+      for (const r of replies) nc.publish(r, ACK);
     },
     recreated: () => recreations,
     async close() {

@@ -1,4 +1,5 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { decodeAs, errorMessage, loadResult } from "../../shared/mod.ts";
 import { bindConsumer, type BoundConsumer } from "./consumers.ts";
 import { publishDeadLetter } from "./intake.ts";
@@ -19,12 +20,13 @@ export interface LoadIntake {
   close(): Promise<void>;
 }
 
-export async function startLoadIntake(opts: { name: string; jsm: JetStreamManager; js: JetStreamClient; loadJoin: LoadJoin; writer: PointWriter; retry: Retry; maxInFlight?: number; log?: (line: string) => void; clock?: () => number }): Promise<LoadIntake> {
+export async function startLoadIntake(opts: { name: string; nc: NatsConnection; jsm: JetStreamManager; js: JetStreamClient; loadJoin: LoadJoin; writer: PointWriter; retry: Retry; maxInFlight?: number; log?: (line: string) => void; clock?: () => number }): Promise<LoadIntake> {
   const stats = { received: 0, joined: 0, deadLettered: 0 };
   const maxInFlight = opts.maxInFlight ?? 256;
   let inFlight = 0;
   let wake: (() => void) | undefined;
   const consumer: BoundConsumer = await bindConsumer({
+    nc: opts.nc,
     jsm: opts.jsm,
     js: opts.js,
     spec: { stream: "LOAD", durable: `${opts.name}-load` },

@@ -1,7 +1,7 @@
 import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { createLifecycle, errorMessage, STREAM_SUBJECTS } from "../../shared/mod.ts";
-import type { AckedPublisher } from "./acked-publisher.ts";
+import type { AckedPublisher } from "../../shared/mod.ts";
 import type { CheckpointStore } from "./checkpoint.ts";
 import { bindConsumer, type BoundConsumer, type Token } from "./consumers.ts";
 import type { InfluxSink } from "./influx-sink.ts";
@@ -28,8 +28,8 @@ export interface PartitionOptions {
   /** Consumers filtered to the partition's subjects (`power.v1.*.<p>`), or reading everything. */
   filtered: boolean;
   name: string;
-  /** Where acknowledgements are sent a second time, 10 s after the first (see `createReacks`). */
-  nc?: NatsConnection;
+  /** Where acknowledgements go (the first time, and again 10 s later: see `createReacks`). */
+  nc: NatsConnection;
   jsm: JetStreamManager;
   js: JetStreamClient;
   publisher: AckedPublisher;
@@ -115,6 +115,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     const prefix = STREAM_SUBJECTS[stream].replace(/\.>$/, "");
     consumers.push(
       await bindConsumer({
+        nc: opts.nc,
         jsm: opts.jsm,
         js: opts.js,
         spec: { stream, durable, ...(opts.filtered ? { filterSubject: `${prefix}.*.${p}` } : {}) },
@@ -142,13 +143,13 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
       try {
         drain();
         const snapshot = { v: 1 as const, writtenMs: (opts.clock ?? Date.now)(), consumers: Object.fromEntries(consumers.map((c) => [c.spec.durable, c.position()])), join: join.snapshot() };
-        const toAck = consumers.flatMap((c) => c.takeDone());
+        const toAck = consumers.map((c) => c.takeDone());
         await store.barrier();
         stats.checkpointBytes = await retry("writing the checkpoint", () => opts.checkpoints.save(p, snapshot));
         stats.checkpoints++;
-        for (const m of toAck) m.ack();
-        stats.acked += toAck.length;
-        reacks.acked(toAck);
+        consumers.forEach((c, i) => c.ack(toAck[i]!));
+        stats.acked += toAck.reduce((n, r) => n + r.length, 0);
+        reacks.acked(toAck.flat());
       } finally {
         checkpointing = undefined;
       }
@@ -220,16 +221,15 @@ const REACK_AFTER_MS = 10_000;
  * more, 10 s later, at the first checkpoint after that (the server ignores a second one): a core
  * publish of the reply subject, ~1 µs a message, and the subjects of 10 s of acks kept meanwhile.
  */
-function createReacks(nc: NatsConnection | undefined): { acked(ms: JsMsg[]): void; close(): void } {
+function createReacks(nc: NatsConnection): { acked(replies: string[]): void; close(): void } {
   const batches: { atMs: number; replies: string[] }[] = [];
   return {
-    acked(ms) {
-      if (!nc) return;
+    acked(replies) {
       const now = Date.now();
       while (batches.length > 0 && now - batches[0]!.atMs >= REACK_AFTER_MS) {
         for (const r of batches.shift()!.replies) nc.publish(r, "+ACK");
       }
-      if (ms.length > 0) batches.push({ atMs: now, replies: ms.map((m) => (m as unknown as { reply: string }).reply) });
+      if (replies.length > 0) batches.push({ atMs: now, replies });
     },
     close() {
       batches.length = 0;

@@ -1,6 +1,6 @@
 import { encode, errorMessage, subjects, type CarbonSeries, type RequestEnergy } from "../../shared/mod.ts";
 import type { LineProtocolPoint as Point } from "./line-protocol.ts";
-import type { AckedPublisher } from "./acked-publisher.ts";
+import type { AckedPublisher } from "../../shared/mod.ts";
 import type { JoinOutput } from "./join.ts";
 import type { LoadJoin } from "./load-join.ts";
 import type { PointWriter } from "./point-writer.ts";

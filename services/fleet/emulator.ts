@@ -189,6 +189,7 @@ export function startFleet(opts: FleetOptions): FleetEmulator {
       if (last) break;
     }
     await pipe.flush();
+    pipe.close();
     const err = pipe.error();
     if (err) throw new Error(`fleet: ${pipe.stats().failed} publishes failed: ${err.message}`, { cause: err });
     return report();

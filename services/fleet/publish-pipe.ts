@@ -1,13 +1,15 @@
 import type { NatsConnection } from "@nats-io/nats-core";
-import { jetstream } from "@nats-io/jetstream";
-import { encode } from "../../shared/mod.ts";
+import { createAckedPublisher, encode } from "../../shared/mod.ts";
 
 /**
  * JetStream publishes with many acks outstanding: an emulated fleet publishes thousands of
  * messages a second, which one-at-a-time round trips cannot carry. At most `maxInFlight` publishes
  * wait for their ack; `publish` resolves as soon as there is room (that is the backpressure).
  * Each message goes with its msgId as the Nats-Msg-Id header, so a retried publish that had landed
- * is dropped by the server (and counted as a duplicate here).
+ * is dropped by the server (and counted as a duplicate here). Publishes are pipelined through one
+ * inbox (shared/acked-publisher.ts), not `js.publish()`'s request each: the emulator publishes for a
+ * whole fleet from one process, and in real time its own lateness was part of what the analyzer
+ * bench measured.
  */
 export interface PublishStats {
   published: number;
@@ -25,12 +27,14 @@ export interface PublishPipe {
   stats(): PublishStats;
   /** The first publish that failed for good, if any. */
   error(): Error | undefined;
+  /** Stops listening for acks (after `flush()`: nothing is waiting). */
+  close(): void;
 }
 
 export const PUBLISH_ATTEMPTS = 5;
 
 export function createPublishPipe(nc: NatsConnection, opts: { maxInFlight?: number; timeoutMs?: number } = {}): PublishPipe {
-  const js = jetstream(nc, { timeout: opts.timeoutMs ?? 10_000 });
+  const publisher = createAckedPublisher(nc, { timeoutMs: opts.timeoutMs ?? 10_000 });
   const max = opts.maxInFlight ?? 512;
   const stats: PublishStats = { published: 0, duplicates: 0, bytes: 0, retries: 0, failed: 0, bySubjectPrefix: {} };
   let inFlight = 0;
@@ -41,7 +45,7 @@ export function createPublishPipe(nc: NatsConnection, opts: { maxInFlight?: numb
   const send = async (subject: string, data: Uint8Array, msgId: string) => {
     for (let attempt = 1; ; attempt++) {
       try {
-        const ack = await js.publish(subject, data, { msgID: msgId });
+        const ack = await publisher.publish(subject, data, msgId);
         if (ack.duplicate) stats.duplicates++;
         else stats.published++;
         stats.bytes += data.length;
@@ -76,5 +80,6 @@ export function createPublishPipe(nc: NatsConnection, opts: { maxInFlight?: numb
     },
     stats: () => ({ ...stats, bySubjectPrefix: { ...stats.bySubjectPrefix } }),
     error: () => firstError,
+    close: () => publisher.close(),
   };
 }

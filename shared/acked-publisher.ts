@@ -1,5 +1,5 @@
 import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
-import { RetryableError } from "../../shared/mod.ts";
+import { RetryableError } from "./errors.ts";
 
 /**
  * JetStream publishes, pipelined: each is a core publish with a `Nats-Msg-Id` header and a reply
