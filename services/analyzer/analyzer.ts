@@ -153,6 +153,7 @@ export async function startAnalyzer(opts: AnalyzerOptions): Promise<Analyzer> {
       received: { POWER: sum((s) => s.received.POWER), WORK: sum((s) => s.received.WORK), REQUESTS: sum((s) => s.received.REQUESTS), LOAD: l.received } as AnalyzerStats["received"],
       deadLettered: sum((s) => s.deadLettered) + l.deadLettered,
       acked: sum((s) => s.acked),
+      reacked: sum((s) => s.reacked),
       sinkRetries: sum((s) => s.sinkRetries) + loadWriter.stats().retries,
       pointsRejected: sum((s) => s.pointsRejected) + loadWriter.stats().rejected,
       checkpoints: sum((s) => s.checkpoints),

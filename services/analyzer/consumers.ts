@@ -67,6 +67,61 @@ export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, 
   return { recreatedFromSeq: start };
 }
 
+/** Messages done, to acknowledge: reply subjects and their stream sequences, in the same order. */
+export interface Done {
+  replies: string[];
+  seqs: number[];
+}
+
+/**
+ * Acknowledgements are fire-and-forget: one sent while the connection is down, or while the
+ * consumer's leader moves (its server killed), is lost, and the server holds the message as
+ * unacknowledged until its ack wait (30 min) runs out — the fault suite saw 4 REQUESTS messages held
+ * so after a server was killed, all their outputs stored. So this long after an acknowledgement the
+ * consumer's ack floor is read (one consumer-info request for all that came due) and what lies
+ * above it is sent once more (the server ignores a repeat). The floor has normally passed them all:
+ * sending every acknowledgement twice, as this did before, doubled nats-server's acknowledgement
+ * work on a fleet's stream for nothing.
+ */
+export const REACK_AFTER_MS = 10_000;
+
+/**
+ * The second look at acknowledgements (REACK_AFTER_MS): `sent(d)` records what was just sent and
+ * sends again, at most one look at a time, what came due and lies above the ack floor. Where the
+ * floor cannot be read (NATS away, the consumer gone), all that came due is sent again.
+ */
+export function createReacker(opts: { floor(): Promise<number>; send(reply: string): void; clock?: () => number }): { sent(d: Done): void; reacked(): number; looking(): Promise<void> } {
+  const clock = opts.clock ?? Date.now;
+  const batches: (Done & { atMs: number })[] = [];
+  let look: Promise<void> | undefined;
+  let reacks = 0;
+  return {
+    sent(d) {
+      const now = clock();
+      if (d.replies.length > 0) batches.push({ ...d, atMs: now });
+      if (look || batches.length === 0 || now - batches[0]!.atMs < REACK_AFTER_MS) return;
+      let n = 0;
+      while (n < batches.length && now - batches[n]!.atMs >= REACK_AFTER_MS) n++;
+      const due = batches.splice(0, n);
+      look = opts
+        .floor()
+        .catch(() => 0)
+        .then((floor) => {
+          for (const b of due) {
+            for (let i = 0; i < b.replies.length; i++) {
+              if (b.seqs[i]! <= floor) continue;
+              opts.send(b.replies[i]!);
+              reacks++;
+            }
+          }
+        })
+        .finally(() => (look = undefined));
+    },
+    reacked: () => reacks,
+    looking: () => look ?? Promise.resolve(),
+  };
+}
+
 /** An input's hold on its message: `done()` once its contribution is in the outputs or the join's state. */
 export interface Token {
   done(): void;
@@ -77,14 +132,16 @@ export interface BoundConsumer {
   /** Highest stream sequence read, and the read ones not yet done (for the checkpoint). */
   position(): ConsumerPosition;
   /**
-   * Reply subjects of the messages done since the last call: `ack()` them once a checkpoint covering
-   * them is written. Subjects, not messages: a held JsMsg keeps its payload and parsed delivery info
-   * alive until the checkpoint (tens of thousands on a backlog, each copied by every young-generation
-   * collection meanwhile), and an acknowledgement needs only where to send it.
+   * The messages done since the last call: `ack()` them once a checkpoint covering them is written.
+   * Their reply subjects (and sequences), not the messages: a held JsMsg keeps its payload and parsed
+   * delivery info alive until the checkpoint (tens of thousands on a backlog, each copied by every
+   * young-generation collection meanwhile), and an acknowledgement needs only where to send it.
    */
-  takeDone(): string[];
-  /** Acknowledges messages by their reply subjects (a core publish each; the server ignores a repeat). */
-  ack(replies: readonly string[]): void;
+  takeDone(): Done;
+  /** Acknowledges them (a core publish each), and again later where the server did not take it (see `REACK_AFTER_MS`). */
+  ack(done: Done): void;
+  /** Acknowledgements sent a second time so far. */
+  reacked(): number;
   /** Messages in the stream not yet read plus those read and not acknowledged. */
   pending(): Promise<number>;
   /** Times the consumer was found deleted and recreated. */
@@ -106,6 +163,7 @@ export async function bindConsumer(opts: {
   /** May return a promise to pause reading until it settles (backpressure). */
   handle(m: JsMsg, token: Token): void | Promise<void>;
   log?: (line: string) => void;
+  clock?: () => number;
 }): Promise<BoundConsumer> {
   const { nc, jsm, js, spec } = opts;
   const log = opts.log ?? (() => {});
@@ -114,7 +172,12 @@ export async function bindConsumer(opts: {
   const coveredThrough = opts.resume?.delivered ?? 0;
   const coveredUnacked = new Set(opts.resume?.unacked ?? []);
   const outstanding = new Set<number>();
-  let done: string[] = [];
+  let done: Done = { replies: [], seqs: [] };
+  const reacker = createReacker({
+    floor: async () => (await jsm.consumers.info(spec.stream, spec.durable)).ack_floor.stream_seq,
+    send: (reply) => nc.publish(reply, ACK),
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  });
   let delivered = opts.resume?.delivered ?? 0;
   let recreations = 0;
   let closed = false;
@@ -172,7 +235,8 @@ export async function bindConsumer(opts: {
             if (once) return;
             once = true;
             outstanding.delete(m.seq);
-            done.push(replyOf(m));
+            done.replies.push(replyOf(m));
+            done.seqs.push(m.seq);
           },
         });
         if (wait) await wait;
@@ -191,7 +255,7 @@ export async function bindConsumer(opts: {
     position: () => ({ delivered, unacked: [...outstanding].sort((a, b) => a - b) }),
     takeDone() {
       const d = done;
-      done = [];
+      done = { replies: [], seqs: [] };
       return d;
     },
     async pending() {
@@ -203,9 +267,11 @@ export async function bindConsumer(opts: {
         return 1; // gone: the reader recreates it; not idle meanwhile
       }
     },
-    ack(replies) {
-      for (const r of replies) nc.publish(r, ACK);
+    ack(d) {
+      for (const r of d.replies) nc.publish(r, ACK);
+      reacker.sent(d);
     },
+    reacked: () => reacker.reacked(),
     recreated: () => recreations,
     async close() {
       closed = true;

@@ -28,7 +28,7 @@ export interface PartitionOptions {
   /** Consumers filtered to the partition's subjects (`power.v1.*.<p>`), or reading everything. */
   filtered: boolean;
   name: string;
-  /** Where acknowledgements go (the first time, and again 10 s later: see `createReacks`). */
+  /** Where acknowledgements go (consumers.ts). */
   nc: NatsConnection;
   jsm: JetStreamManager;
   js: JetStreamClient;
@@ -49,6 +49,8 @@ export interface PartitionStats {
   received: Record<InputStream, number>;
   deadLettered: number;
   acked: number;
+  /** Acknowledgements sent a second time: the server's ack floor had not passed them 10 s later (consumers.ts). */
+  reacked: number;
   sinkRetries: number;
   pointsRejected: number;
   checkpoints: number;
@@ -120,6 +122,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
         js: opts.js,
         spec: { stream, durable, ...(opts.filtered ? { filterSubject: `${prefix}.*.${p}` } : {}) },
         ...(ckpt?.consumers[durable] ? { resume: ckpt.consumers[durable] } : {}),
+        ...(opts.clock ? { clock: opts.clock } : {}),
         log,
         handle(m: JsMsg, token: Token) {
           intake.handle(stream, m, token);
@@ -148,13 +151,11 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
         stats.checkpointBytes = await retry("writing the checkpoint", () => opts.checkpoints.save(p, snapshot));
         stats.checkpoints++;
         consumers.forEach((c, i) => c.ack(toAck[i]!));
-        stats.acked += toAck.reduce((n, r) => n + r.length, 0);
-        reacks.acked(toAck.flat());
+        stats.acked += toAck.reduce((n, d) => n + d.replies.length, 0);
       } finally {
         checkpointing = undefined;
       }
     })());
-  const reacks = createReacks(opts.nc);
   let stopped = false;
   const tick = setInterval(() => !stopped && drain(), opts.tickMs ?? DEFAULT_TICK_MS);
   const every = setInterval(() => {
@@ -170,7 +171,6 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     graceful: async () => {
       stopped = true;
       pacer.close();
-      reacks.close();
       clearInterval(tick);
       clearInterval(every);
       await Promise.all(consumers.map((c) => c.close()));
@@ -191,6 +191,7 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
       ...stats,
       pointsRejected: writer.stats().rejected + store.stats().pointsUnbuildable,
       consumersRecreated: consumers.reduce((n, c) => n + c.recreated(), 0),
+      reacked: consumers.reduce((n, c) => n + c.reacked(), 0),
       pacing: pacer.stats(),
       store: store.stats(),
       join: join.stats(),
@@ -206,33 +207,6 @@ export async function startPartition(opts: PartitionOptions): Promise<Partition>
     },
     stop(graceMs) {
       return life.stop(graceMs).then(() => undefined);
-    },
-  };
-}
-
-/** Acknowledgements are sent a second time this long after the first. */
-const REACK_AFTER_MS = 10_000;
-
-/**
- * Acknowledgements are fire-and-forget: one sent while the connection is down, or while the
- * consumer's leader moves (its server killed), is lost, and the server holds the message as
- * unacknowledged until its ack wait (30 min) runs out — the fault suite saw 4 REQUESTS messages held
- * so after a server was killed, all their outputs stored. So every acknowledgement is sent once
- * more, 10 s later, at the first checkpoint after that (the server ignores a second one): a core
- * publish of the reply subject, ~1 µs a message, and the subjects of 10 s of acks kept meanwhile.
- */
-function createReacks(nc: NatsConnection): { acked(replies: string[]): void; close(): void } {
-  const batches: { atMs: number; replies: string[] }[] = [];
-  return {
-    acked(replies) {
-      const now = Date.now();
-      while (batches.length > 0 && now - batches[0]!.atMs >= REACK_AFTER_MS) {
-        for (const r of batches.shift()!.replies) nc.publish(r, "+ACK");
-      }
-      if (replies.length > 0) batches.push({ atMs: now, replies });
-    },
-    close() {
-      batches.length = 0;
     },
   };
 }
