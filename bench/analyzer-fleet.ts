@@ -25,7 +25,7 @@ import { createInfluxSink, partitionMappings, startAnalyzer } from "../services/
 import { startFleet, type FleetEmulator, type FleetReport } from "../services/fleet/emulator.ts";
 import { readResults } from "../test/helpers/analyzer-harness.ts";
 import { startLocalStack, type LocalStack } from "../infra/local-stack.ts";
-import { cpuSecondsOf } from "./helpers/proc.ts";
+import { cpuSecondsOf, machineTicks } from "./helpers/proc.ts";
 import { influxQuery, mjToJ } from "../shared/mod.ts";
 
 const STREAMS = ["POWER", "WORK", "REQUESTS"] as const;
@@ -262,7 +262,7 @@ if (only.has("realtime")) {
   for (const nodes of flags.realtime.split(",").map(Number)) {
     const r = await withStack({}, (stack) => realTimeRun(stack, nodes, seconds));
     sizes.push(r);
-    log(`realtime: ${nodes} nodes (${nodes * 8} GPUs): kept up ${r.keptUp}, lag max ${r.pendingMax}, window→row p99 ${r.latencyP99Ms} ms (from the emulator handing it over: p99 ${r.afterHandedP99Ms} ms; emulator behind schedule up to ${r.emulatorMaxLagMs} ms), cpu ${r.cpuPctOfCore}% of a core`);
+    log(`realtime: ${nodes} nodes (${nodes * 8} GPUs): kept up ${r.keptUp}, lag max ${r.pendingMax}, window→row p99 ${r.latencyP99Ms} ms (from the emulator handing it over: p99 ${r.afterHandedP99Ms} ms; emulator behind schedule up to ${r.emulatorMaxLagMs} ms), analyzer ${r.cpuPctOfCore}% of a core; emulator ${r.emulatorCpuPctOfCore}%, nats-server ${r.natsCpuPctOfCore}%, influxd ${r.influxCpuPctOfCore}%; both cores ${r.machineBusyPct}% busy`);
     if (!r.keptUp) break;
   }
   const kept = sizes.filter((s) => s.keptUp).map((s) => Number(s.nodes));
@@ -349,11 +349,20 @@ async function realTimeRun(stack: LocalStack, nodes: number, seconds: number): P
     }
   })();
   const c0 = await rep.ask("stats");
+  // Who used the machine while the fleet ran: the emulator (this process, with its polls), the
+  // servers, and how busy both cores were (the analyzer's share is its own figure below).
+  const own0 = process.cpuUsage();
+  const [n0, i0, m0] = [cpuS(stack.pids.nats), cpuS(stack.pids.influxd), machineTicks()];
+  const wall0 = performance.now();
   const fleet = startFleet({ nc, nodes, durationS: seconds, realTime: true, ratePerInstanceS: rate, seed: 1, onWindow: (w) => {
     startMs ||= w.windowStartMs;
     handedAt.set(w.windowStartMs, w.wallMs);
   } });
   const report = await fleet.done();
+  const fleetS = (performance.now() - wall0) / 1000;
+  const own = process.cpuUsage(own0);
+  const m1 = machineTicks();
+  const share = { emulatorCpuPctOfCore: Math.round((100 * (own.user + own.system)) / 1e6 / fleetS), natsCpuPctOfCore: Math.round((100 * (cpuS(stack.pids.nats) - n0)) / fleetS), influxCpuPctOfCore: Math.round((100 * (cpuS(stack.pids.influxd) - i0)) / fleetS), machineBusyPct: Math.round((100 * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total)) };
   const graceEnd = Date.now() + 5000;
   while (Date.now() < graceEnd && latencies.length < report.truth.nodeWindows) await new Promise((r) => setTimeout(r, 250));
   running = false;
@@ -383,6 +392,7 @@ async function realTimeRun(stack: LocalStack, nodes: number, seconds: number): P
     rowsSeen: latencies.length,
     rowsExpected: report.truth.nodeWindows,
     cpuPctOfCore: Math.round((100 * usedS) / (seconds + 5)),
+    ...share,
     // Kept up: every window readable within the run's grace, p99 under 2 s, nothing piled up.
     keptUp: latencies.length === report.truth.nodeWindows && p99 < 2000 && pendingEnd < offered * 2,
     idleAfter: idle.idle === true,

@@ -9,3 +9,11 @@ export function cpuTicksOf(pid: number): number {
 
 /** The same in seconds (Linux's USER_HZ is 100). */
 export const cpuSecondsOf = (pid: number): number => cpuTicksOf(pid) / 100;
+
+/** The machine's busy and total CPU time so far, in clock ticks over all cores, from /proc/stat. */
+export function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  // idle and iowait
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
+}
