@@ -4,7 +4,7 @@ import { ensureStreams, mjToJ, subjects, systemClock, type Clock, type RequestBa
 import type { WorkloadClass } from "../../shared/workload-classes.ts";
 import { createGroundTruth, type ExpectedRequest, type GroundTruth, type NodeTruth } from "./ground-truth.ts";
 import { createNodeModel, DEFAULT_GPUS, DEFAULT_RATE_PER_INSTANCE_S, DEFAULT_TP, type NodeModel, type NodeWindow } from "./node-model.ts";
-import { createPublishPipe, type PublishPipe, type PublishStats } from "./publish-pipe.ts";
+import { createPublishPipe, type Outgoing, type PublishPipe, type PublishStats } from "./publish-pipe.ts";
 
 /**
  * The fleet emulator: N emulated nodes (see node-model.ts) publishing what their agents would —
@@ -138,27 +138,31 @@ export function startFleet(opts: FleetOptions): FleetEmulator {
   };
   const batchRequests = opts.batchRequests ?? true;
   /** Events in time order; `key` makes batch ids (deterministic: a re-run is all duplicates). */
-  const publishEvents = async (events: readonly RequestEvent[], key: number) => {
+  const publishEvents = (events: readonly RequestEvent[], key: number): Promise<void> => {
+    const out: Outgoing[] = [];
     const byNode = new Map<string, RequestEvent[]>();
     for (const e of events) {
       if (e.event === "end") counts[e.status === "ok" ? "ok" : "aborted"]++;
       truth.addEvent(e);
-      if (!batchRequests) await pipe.publish(subjects.requests(e.node), e);
+      if (!batchRequests) out.push({ subject: subjects.requests(e.node), msg: e });
       else byNode.get(e.node)?.push(e) ?? byNode.set(e.node, [e]);
     }
     for (const [node, evs] of byNode) {
       for (let i = 0; i < evs.length; i += FLEET_BATCH_EVENTS) {
         const batch: RequestBatch = { v: 1, kind: "request_batch", msgId: `${node}:reqs:${key}:${i / FLEET_BATCH_EVENTS}`, node, events: evs.slice(i, i + FLEET_BATCH_EVENTS) };
-        await pipe.publish(subjects.requests(node), batch);
+        out.push({ subject: subjects.requests(node), msg: batch });
       }
     }
+    return pipe.publishAll(out);
   };
-  const publishClosed = async (out: NodeWindow[]) => {
-    for (const w of out) {
+  const publishClosed = (windows: NodeWindow[]): Promise<void> => {
+    const out: Outgoing[] = [];
+    for (const w of windows) {
       truth.addWindow(w.power, w.work);
-      for (const work of w.work) await pipe.publish(subjects.work(w.power.node), work);
-      await pipe.publish(subjects.power(w.power.node), w.power);
+      for (const work of w.work) out.push({ subject: subjects.work(w.power.node), msg: work });
+      out.push({ subject: subjects.power(w.power.node), msg: w.power });
     }
+    return pipe.publishAll(out);
   };
 
   const run = async (): Promise<FleetReport> => {

@@ -20,8 +20,18 @@ export interface PublishStats {
   bySubjectPrefix: Record<string, number>;
 }
 
+export interface Outgoing {
+  subject: string;
+  msg: { msgId: string };
+}
+
 export interface PublishPipe {
-  publish(subject: string, msg: { msgId: string }): Promise<void>;
+  /**
+   * Publishes in order, waiting only while the pipe is full, so a burst leaves in one socket write:
+   * an `await` per message (of anything, undefined too) gave the client's flush a turn between
+   * each, a write (syscall) per message, 11 % of the emulator's CPU at 900 nodes in real time.
+   */
+  publishAll(items: readonly Outgoing[]): Promise<void>;
   /** Resolves once every publish so far has been acknowledged (or has failed for good). */
   flush(): Promise<void>;
   stats(): PublishStats;
@@ -65,14 +75,16 @@ export function createPublishPipe(nc: NatsConnection, opts: { maxInFlight?: numb
   };
 
   return {
-    async publish(subject, msg) {
-      while (inFlight >= max) await new Promise<void>((r) => roomWaiters.push(r));
-      inFlight++;
-      void send(subject, encode(msg), msg.msgId).finally(() => {
-        inFlight--;
-        roomWaiters.shift()?.();
-        if (inFlight === 0) idleWaiters.splice(0).forEach((w) => w());
-      });
+    async publishAll(items) {
+      for (const { subject, msg } of items) {
+        while (inFlight >= max) await new Promise<void>((r) => roomWaiters.push(r));
+        inFlight++;
+        void send(subject, encode(msg), msg.msgId).finally(() => {
+          inFlight--;
+          roomWaiters.shift()?.();
+          if (inFlight === 0) idleWaiters.splice(0).forEach((w) => w());
+        });
+      }
     },
     async flush() {
       if (inFlight === 0) return;
