@@ -208,17 +208,21 @@ async function check(stack: LocalStack, fleet: FleetEmulator, report: FleetRepor
 const correct = (c: Check) => c.requestsStored === c.requestsExpected && c.worstRequestRelErr <= 1e-9 && c.conservationRelErr <= 1e-6 && c.measuredRelErr <= 1e-6 && c.incompleteWindows === 0 && c.incompleteRequests === 0;
 
 /** One analyzer drains a recorded backlog: seconds from its start (after module loading) to idle. */
-async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Promise<{ s: number; cpuS: number; natsCpuS: number; influxCpuS: number; pacingHolds: number; checkpoints: number }> {
+async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Promise<{ s: number; cpuS: number; natsCpuS: number; influxCpuS: number; machineBusyPct: number; pacingHolds: number; checkpoints: number }> {
   const n0 = cpuS(stack.pids.nats);
   const i0 = cpuS(stack.pids.influxd);
+  const m0 = machineTicks();
   const rep = await spawnReplica(stack, name, 3600_000, 0, pin);
   const r = await rep.ask("idle 1800000");
+  const m1 = machineTicks();
   if (r.idle !== true) throw new Error(`${name}: the analyzer did not drain the backlog in 30 min`);
   const s = (Number(r.atMs) - rep.startedAtMs) / 1000;
   const cpu = r.cpu as NodeJS.CpuUsage;
   const st = (await rep.ask("stats")).stats as { pacing?: { holds: number }; checkpoints: number };
   await rep.stop();
-  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0, pacingHolds: st.pacing?.holds ?? 0, checkpoints: st.checkpoints };
+  // How busy both cores were from the analyzer's start to idle (its module loading included).
+  const machineBusyPct = Math.round((100 * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total));
+  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0, machineBusyPct, pacingHolds: st.pacing?.holds ?? 0, checkpoints: st.checkpoints };
 }
 
 // ---- phases -----------------------------------------------------------------------------------------
@@ -236,7 +240,7 @@ if (only.has("drain")) {
     const c = await check(stack, fleet, report);
     const bareMsgPerS = report.published.total / median(bare.map((b) => b.s));
     const analyzerMsgPerS = report.published.total / a.s;
-    out.drain = { nodes, seconds, messages: report.published.total, bareMsgPerS: Math.round(bareMsgPerS), bareRunsMsgPerS: bare.map((b) => Math.round(report.published.total / b.s)), analyzerMsgPerS: Math.round(analyzerMsgPerS), analyzerS: +a.s.toFixed(2), analyzerCpuS: +a.cpuS.toFixed(1), natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), correct: correct(c), ...c };
+    out.drain = { nodes, seconds, messages: report.published.total, bareMsgPerS: Math.round(bareMsgPerS), bareRunsMsgPerS: bare.map((b) => Math.round(report.published.total / b.s)), analyzerMsgPerS: Math.round(analyzerMsgPerS), analyzerS: +a.s.toFixed(2), analyzerCpuS: +a.cpuS.toFixed(1), natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), machineBusyPct: a.machineBusyPct, correct: correct(c), ...c };
     out.drainRatio = +(analyzerMsgPerS / bareMsgPerS).toFixed(3);
     log(`drain: bare ${Math.round(bareMsgPerS)} msg/s, analyzer ${Math.round(analyzerMsgPerS)} msg/s (ratio ${out.drainRatio}), correct ${correct(c)}`);
   });
@@ -250,7 +254,7 @@ if (only.has("backlog")) {
     log(`backlog: recorded ${report.published.total} messages (${nodes} nodes = ${report.gpus} GPUs × ${seconds} s) in ${recordS.toFixed(1)} s`);
     const a = await analyzerDrain(stack, "backlog");
     const c = await check(stack, fleet, report);
-    out.backlog = { nodes, gpus: report.gpus, seconds, messages: report.published.total, requests: report.requests.finished, drainS: +a.s.toFixed(1), fasterThanRealTime: a.s < seconds, msgPerS: Math.round(report.published.total / a.s), analyzerCpuS: +a.cpuS.toFixed(1), pacingHolds: a.pacingHolds, checkpoints: a.checkpoints, natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), correct: correct(c), ...c };
+    out.backlog = { nodes, gpus: report.gpus, seconds, messages: report.published.total, requests: report.requests.finished, drainS: +a.s.toFixed(1), fasterThanRealTime: a.s < seconds, msgPerS: Math.round(report.published.total / a.s), analyzerCpuS: +a.cpuS.toFixed(1), pacingHolds: a.pacingHolds, checkpoints: a.checkpoints, natsCpuS: +a.natsCpuS.toFixed(1), influxCpuS: +a.influxCpuS.toFixed(1), machineBusyPct: a.machineBusyPct, correct: correct(c), ...c };
     if (report.gpus === 10_000 && seconds === 60) out.backlog10kGpuS = +a.s.toFixed(1);
     log(`backlog: drained in ${a.s.toFixed(1)} s (${seconds} s of fleet time), correct ${correct(c)}`);
   });
