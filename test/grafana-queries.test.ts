@@ -34,7 +34,7 @@ test("grafana - a panel that divides two counts in Grafana shows the ratio as pe
 
 test("analyzer_stats - replicas of one analyzer group (same --name) write separate series", async (t) => {
   const { analyzerStatsPoint } = await import("../services/analyzer/points.ts");
-  const s = { received: 1, deadLettered: 0, acked: 0, pending: 0, requestsEmitted: 0, windowsClosed: 0, sinkRetries: 0, pointsRejected: 0, lagMs: 0 };
+  const s = { received: 1, deadLettered: 0, acked: 0, reacked: 0, pending: 0, requestsEmitted: 0, windowsClosed: 0, sinkRetries: 0, pointsRejected: 0, lagMs: 0 };
   const a = analyzerStatsPoint("analyzer", 1000, s, "analyzer-1a2b3c4d").toLineProtocol()!;
   const b = analyzerStatsPoint("analyzer", 1000, s, "analyzer-5e6f7a8b").toLineProtocol()!;
   t.not(a.split(" ")[0], b.split(" ")[0]);

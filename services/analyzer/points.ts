@@ -20,7 +20,7 @@ import type { JoinedRequest } from "./load-join.ts";
  *                                               j_per_output_token, j_per_token, duration_ms, windows, incomplete     (at the request's start)
  *                                               + ttft_ms, tpot_ms, e2e_ms, slo_met once the load generator's result is joined
  *   agent_stats      node                       queued, published, dropped, spilled, sample_errors, skipped_ticks, jitter_p99_ms  (per window)
- *   analyzer_stats   analyzer, replica          received, dead_lettered, acked, pending, requests_emitted, windows_closed, sink_retries, lag_ms (every 10 s)
+ *   analyzer_stats   analyzer, replica          received, dead_lettered, acked, reacked, pending, requests_emitted, windows_closed, sink_retries, lag_ms (every 10 s)
  */
 export const MEASUREMENTS = ["gpu_power", "gpu_energy", "node_energy", "instance_energy", "request_energy", "agent_stats", "analyzer_stats"] as const;
 
@@ -198,6 +198,8 @@ export interface AnalyzerStatsFields {
   received: number;
   deadLettered: number;
   acked: number;
+  /** Acknowledgements sent a second time (the ack floor had not passed them 10 s later). */
+  reacked: number;
   pending: number;
   requestsEmitted: number;
   windowsClosed: number;
@@ -219,6 +221,7 @@ export function analyzerStatsPoint(name: string, tMs: number, s: AnalyzerStatsFi
     .intField("received", s.received)
     .intField("dead_lettered", s.deadLettered)
     .intField("acked", s.acked)
+    .intField("reacked", s.reacked)
     .intField("pending", s.pending)
     .intField("requests_emitted", s.requestsEmitted)
     .intField("windows_closed", s.windowsClosed)
