@@ -10,9 +10,6 @@ import type { ConsumerPosition } from "./checkpoint.ts";
  * for: the consumer is recreated from the first sequence the checkpoint does not cover (or the
  * server's acknowledgement floor, whichever is earlier), and what the checkpoint covers is skipped.
  */
-/** What JsMsg.ack() sends. */
-const ACK = Uint8Array.of(43, 65, 67, 75); // "+ACK"
-
 export const ACK_WAIT_NS = 30 * 60 * 1e9;
 /** Messages per pull: large pulls amortize the round trip (the consumer keeps them flowing). */
 export const PULL_BATCH = 4096;
@@ -30,6 +27,9 @@ export interface ConsumerSpec {
   filterSubject?: string;
   maxAckPending?: number;
 }
+
+/** What JsMsg.ack() sends (the library does not export it). */
+const ACK = Uint8Array.of(43, 65, 67, 75); // "+ACK"
 
 /** Where a message's acknowledgement goes (JsMsgImpl has it; the JsMsg type does not say so). */
 const replyOf = (m: JsMsg): string => (m as unknown as { reply: string }).reply;

@@ -4,7 +4,7 @@ import { createAckedPublisher, encode } from "../../shared/mod.ts";
 /**
  * JetStream publishes with many acks outstanding: an emulated fleet publishes thousands of
  * messages a second, which one-at-a-time round trips cannot carry. At most `maxInFlight` publishes
- * wait for their ack; `publish` resolves as soon as there is room (that is the backpressure).
+ * wait for their ack; `publishAll` waits only while that many do (that is the backpressure).
  * Each message goes with its msgId as the Nats-Msg-Id header, so a retried publish that had landed
  * is dropped by the server (and counted as a duplicate here). Publishes are pipelined through one
  * inbox (shared/acked-publisher.ts), not `js.publish()`'s request each: the emulator publishes for a
