@@ -25,7 +25,7 @@ import { createInfluxSink, partitionMappings, startAnalyzer } from "../services/
 import { startFleet, type FleetEmulator, type FleetReport } from "../services/fleet/emulator.ts";
 import { readResults } from "../test/helpers/analyzer-harness.ts";
 import { startLocalStack, type LocalStack } from "../infra/local-stack.ts";
-import { cpuSecondsOf, machineTicks } from "./helpers/proc.ts";
+import { cpuSecondsOf, machineBusyPct, machineTicks } from "./helpers/proc.ts";
 import { influxQuery, mjToJ } from "../shared/mod.ts";
 
 const STREAMS = ["POWER", "WORK", "REQUESTS"] as const;
@@ -223,8 +223,7 @@ async function analyzerDrain(stack: LocalStack, name: string, pin?: string): Pro
   const st = (await rep.ask("stats")).stats as { pacing?: { holds: number }; checkpoints: number };
   await rep.stop();
   // How busy both cores were from the analyzer's start to idle (its module loading included).
-  const machineBusyPct = Math.round((100 * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total));
-  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0, machineBusyPct, pacingHolds: st.pacing?.holds ?? 0, checkpoints: st.checkpoints };
+  return { s, cpuS: (cpu.user + cpu.system) / 1e6, natsCpuS: cpuS(stack.pids.nats) - n0, influxCpuS: cpuS(stack.pids.influxd) - i0, machineBusyPct: machineBusyPct(m0, m1), pacingHolds: st.pacing?.holds ?? 0, checkpoints: st.checkpoints };
 }
 
 // ---- phases -----------------------------------------------------------------------------------------
@@ -370,7 +369,7 @@ async function realTimeRun(stack: LocalStack, nodes: number, seconds: number): P
   const fleetS = (performance.now() - wall0) / 1000;
   const own = process.cpuUsage(own0);
   const m1 = machineTicks();
-  const share = { emulatorCpuPctOfCore: Math.round((100 * (own.user + own.system)) / 1e6 / fleetS), natsCpuPctOfCore: Math.round((100 * (cpuS(stack.pids.nats) - n0)) / fleetS), influxCpuPctOfCore: Math.round((100 * (cpuS(stack.pids.influxd) - i0)) / fleetS), machineBusyPct: Math.round((100 * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total)) };
+  const share = { emulatorCpuPctOfCore: Math.round((100 * (own.user + own.system)) / 1e6 / fleetS), natsCpuPctOfCore: Math.round((100 * (cpuS(stack.pids.nats) - n0)) / fleetS), influxCpuPctOfCore: Math.round((100 * (cpuS(stack.pids.influxd) - i0)) / fleetS), machineBusyPct: machineBusyPct(m0, m1) };
   const graceEnd = Date.now() + 5000;
   while (Date.now() < graceEnd && latencies.length < report.truth.nodeWindows) await new Promise((r) => setTimeout(r, 250));
   running = false;

@@ -17,3 +17,6 @@ export function machineTicks(): { busy: number; total: number } {
   // idle and iowait
   return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
 }
+
+/** How busy all cores were between two `machineTicks()` readings, percent. */
+export const machineBusyPct = (from: { busy: number; total: number }, to: { busy: number; total: number }): number => Math.round((100 * (to.busy - from.busy)) / Math.max(1, to.total - from.total));
