@@ -77,8 +77,9 @@ async function rig(t: ExecutionContext, simOpts: { maxBatch?: number } = {}): Pr
   return { nats, nc, sim, tap, clock: () => sim.node.knobs().smClockMhz, decisions, clockAudits, traffic };
 }
 
+/** The control period's policy alone unless a test asks for the burst guard (its own tests below). */
 const govOpts = (r: Rig, nc: NatsConnection, extra: Partial<GovernorOptions> = {}): GovernorOptions => ({
-  nc, id: "gov-A", periodMs: 700, leaseMs: 2000, dryRun: false, slo: SLO, policy: POLICY, fallbackClocksMhz: Array.from({ length: 110 }, (_, i) => MAX - 15 * i), ...extra,
+  nc, id: "gov-A", periodMs: 700, leaseMs: 2000, dryRun: false, slo: SLO, policy: POLICY, fallbackClocksMhz: Array.from({ length: 110 }, (_, i) => MAX - 15 * i), burstGuard: false, ...extra,
 });
 
 test("governor live - dry run decides and publishes, and changes no clock", async (t) => {
@@ -129,6 +130,47 @@ test("governor live - an SLO breach (the queue grows) returns the clock to the m
   t.regex(after[firstSeen]!.reason, /queue (grew|surged)/);
   // One period to see it, plus the WORK window (200 ms) and the set's round trip.
   t.true(took <= 1000 + 200 + 1000, `took ${took} ms`);
+});
+
+test("governor live - the burst guard: requests waiting for their first token take the clock to the maximum at once, and it comes back down when none waits", async (t) => {
+  const r = await rig(t, { maxBatch: 4 });
+  // A long period: what happens between two ticks is the guard's. Patience stays 0 (maxPatience 0): any waiting request boosts.
+  // With the guard, a period with no requests does not hold the clock up: the first period lowers it.
+  const gov = await startGovernor(govOpts(r, r.nc, { periodMs: 4000, leaseMs: 12_000, burstGuard: { maxPatience: 0 }, policy: { ...POLICY, maxStepDownMhz: 1000 } }));
+  t.teardown(() => gov.stop());
+  await until(() => r.clock() < MAX && r.decisions.some((d) => !d.guard && d.applied && d.action === "down"), 30_000, "the period's policy to lower the clock");
+  const before = r.decisions.length;
+  const t0 = Date.now();
+  const burst = r.traffic({ concurrency: 16, outputTokens: 100 }); // 16 on a max batch of 4: requests wait for their first token
+  await until(() => r.clock() === MAX, 3000, "the guard to boost");
+  const took = Date.now() - t0;
+  await until(() => r.decisions.slice(before).some((d) => d.guard && d.action === "max" && d.applied), 3000, "the guard's decision");
+  const boost = r.decisions.slice(before).find((d) => d.guard && d.action === "max")!;
+  t.log(`at ${MAX} MHz ${took} ms after the burst began (period 4000 ms): ${boost.reason}`);
+  t.true(took < 2000, `the guard answered within half a period (${took} ms)`);
+  t.true((boost.waiting ?? 0) > 0);
+  t.true(gov.stats().boosts >= 1);
+  await burst.stop();
+  await until(() => r.clock() < MAX, 15_000, "the clock back down once no request waits");
+  const back = r.decisions.slice(before).find((d) => d.guard && d.action === "down");
+  t.truthy(back, "the guard's return is a decision too");
+  t.regex(back!.reason, /no request waiting/);
+  t.true(r.clockAudits.filter((a) => a.action === "set" && a.by === "gov-A").length >= 3, "through clock control, under the governor's lease");
+});
+
+test("governor live - the burst guard in a dry run decides, publishes and changes no clock", async (t) => {
+  const r = await rig(t, { maxBatch: 4 });
+  const gov = await startGovernor(govOpts(r, r.nc, { dryRun: true, periodMs: 500, burstGuard: { maxPatience: 0 }, policy: { ...POLICY, maxStepDownMhz: 1000 } }));
+  t.teardown(() => gov.stop());
+  await until(() => r.decisions.some((d) => d.action === "down"), 10_000, "a would-be step down (no traffic yet)");
+  r.traffic({ concurrency: 8, outputTokens: 50 }); // 8 on a max batch of 4: some always wait for their first token
+  await until(() => r.decisions.some((d) => d.guard && d.action === "max"), 20_000, "a would-be boost").catch((err) => {
+    t.log(r.decisions.map((d) => `${d.action} ${d.fromMhz}→${d.toMhz} ${d.reason}`).join("\n"));
+    throw err;
+  });
+  t.is(r.clock(), MAX);
+  t.deepEqual(r.clockAudits.filter((a) => a.action === "set"), [], "clock control never received a set");
+  t.true(r.decisions.every((d) => d.dryRun && !d.applied && d.notApplied === "dry run"));
 });
 
 test("governor live - two governors on one instance: one holds it, the other is refused, and takes over when the first stops", async (t) => {

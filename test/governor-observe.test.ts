@@ -50,6 +50,27 @@ test("governor observe - attainment over the instance's last requests, across pe
   t.like(o.take("n1/i0"), { windowAttainment: 1, windowRequests: 200 });
 });
 
+test("governor observe - requests waiting for their first token, now: a first token, an end or a stale start takes one off", (t) => {
+  const o = createObserver({ ttftSloMs: 100, tpotSloMs: 10 });
+  t.is(o.waiting("n1/i0"), 0);
+  for (const id of ["a", "b", "c", "d"]) o.onRequestEvent(ev(id, "start", 0));
+  o.onRequestEvent(ev("a", "start", 0)); // a repeated start counts once
+  t.is(o.waiting("n1/i0"), 4);
+  o.onRequestEvent(ev("a", "first_token", 50));
+  o.onRequestEvent(ev("a", "first_token", 60)); // a repeated first token takes nothing more off
+  t.is(o.waiting("n1/i0"), 3);
+  o.onRequestEvent(ev("b", "end", 70, { status: "error", outputTokens: 0 })); // failed before its first token
+  t.is(o.waiting("n1/i0"), 2);
+  o.onRequestEvent(ev("a", "end", 80));
+  t.is(o.waiting("n1/i0"), 2, "a finished request that had its first token changes nothing");
+  // 10 TTFT SLOs (1,000 ms) after c and d started, a new start: c and d no longer count (their end events may be lost).
+  o.onRequestEvent(ev("e", "start", 1001));
+  t.is(o.waiting("n1/i0"), 1);
+  o.onRequestEvent(ev("c", "end", 1002, { status: "error", outputTokens: 0 }));
+  t.is(o.waiting("n1/i0"), 1, "a stale request's end is not taken off twice");
+  t.is(o.waiting("n1/other"), 0, "per instance");
+});
+
 test("governor profile - the prior is the least mix-weighted energy per token whose latencies meet the SLO", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "gov-profile-"));
   const row = (cls: string, f: number, j: number, ttft: number) => ({ model: "llama-2-70b", tp: 4, workloadClass: cls, smClockMhz: f, jPerOutputToken: j, ttftP90Ms: ttft, tpotP90Ms: 20 });

@@ -5,6 +5,7 @@ import { defineCommand } from "../../shared/command.ts";
 import { startGovernor } from "./governor.ts";
 import { DEFAULT_POLICY } from "./policy.ts";
 import { loadProfile } from "./profile.ts";
+import { DEFAULT_GUARD } from "./burst-guard.ts";
 import { createDecisionSink } from "./decision-points.ts";
 
 const schema = natsConfig.extend({
@@ -12,6 +13,8 @@ const schema = natsConfig.extend({
   periodMs: z.coerce.number().int().min(200).max(600_000).default(5000),
   leaseMs: z.coerce.number().int().min(1000).max(3600_000).optional(),
   dryRun: z.boolean().default(false),
+  noBurstGuard: z.boolean().default(false),
+  guardMaxPatience: z.coerce.number().int().min(0).default(DEFAULT_GUARD.maxPatience),
   ttftSloMs: z.coerce.number().positive(),
   tpotSloMs: z.coerce.number().positive(),
   attainment: z.coerce.number().gt(0).max(1).default(DEFAULT_POLICY.attainmentTarget),
@@ -44,6 +47,8 @@ export const governCommand = defineCommand(
       "period-ms": { type: "string", arg: "MS", description: "control period", defaultText: "5000" },
       "lease-ms": { type: "string", arg: "MS", description: "lease on each clock change; the agent undoes it unless renewed", defaultText: "3 × period, ≥ 1000" },
       "dry-run": { type: "boolean", description: "decide and publish decisions only; never change a clock" },
+      "no-burst-guard": { type: "boolean", description: "the control period's clock only: no boost to the maximum between periods when requests wait for their first token" },
+      "guard-max-patience": { type: "string", arg: "N", description: "most requests the burst guard lets wait for their first token below the maximum clock (it learns up to this while every request meets the SLO)", defaultText: String(DEFAULT_GUARD.maxPatience) },
       "ttft-slo-ms": { type: "string", arg: "MS", description: "SLO: time to first token (p90 and per request)" },
       "tpot-slo-ms": { type: "string", arg: "MS", description: "SLO: time per output token (p90 and per request)" },
       attainment: { type: "string", arg: "SHARE", description: "share of requests that must meet both SLOs", defaultText: String(DEFAULT_POLICY.attainmentTarget) },
@@ -72,10 +77,11 @@ export const governCommand = defineCommand(
       nc, id: cfg.id, periodMs: cfg.periodMs, leaseMs: cfg.leaseMs ?? Math.max(1000, 3 * cfg.periodMs), dryRun: cfg.dryRun,
       slo: { ttftSloMs: cfg.ttftSloMs, tpotSloMs: cfg.tpotSloMs, attainmentTarget: cfg.attainment },
       policy: { floorMhz: cfg.floorMhz, maxStepDownMhz: cfg.maxStepMhz, minSamples: cfg.minSamples },
+      burstGuard: cfg.noBurstGuard ? false : { maxPatience: cfg.guardMaxPatience },
       fallbackClocksMhz: clockSteps(cfg.clockRange), ...(profile ? { profile } : {}), ...(cfg.node ? { nodes: cfg.node } : {}), log,
       ...(cfg.influxUrl ? { decisionSink: createDecisionSink({ url: cfg.influxUrl, database: cfg.influxDb, ...(cfg.influxToken ? { token: cfg.influxToken } : {}) }) } : {}),
     });
-    log(`governor ${cfg.id}: ${cfg.dryRun ? "DRY RUN, " : ""}period ${cfg.periodMs} ms, SLO TTFT ${cfg.ttftSloMs} ms / TPOT ${cfg.tpotSloMs} ms at ${cfg.attainment}${profile ? `, prior from ${cfg.profile} (${profile.rows.length} rows)` : ""}`);
+    log(`governor ${cfg.id}: ${cfg.dryRun ? "DRY RUN, " : ""}period ${cfg.periodMs} ms, burst guard ${cfg.noBurstGuard ? "off" : `on (patience ≤ ${cfg.guardMaxPatience})`}, SLO TTFT ${cfg.ttftSloMs} ms / TPOT ${cfg.tpotSloMs} ms at ${cfg.attainment}${profile ? `, prior from ${cfg.profile} (${profile.rows.length} rows)` : ""}`);
     await new Promise<void>((resolve) => {
       onShutdownSignal(async () => {
         try {

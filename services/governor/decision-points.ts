@@ -36,6 +36,8 @@ export function decisionLine(d: GovernorDecision): string {
     ["in_flight", d.inFlight !== undefined ? `${d.inFlight}i` : undefined],
     ["j_per_output_token", d.jPerOutputToken !== undefined ? f(d.jPerOutputToken) : undefined],
     ["prior_mhz", d.priorMhz !== undefined ? f(d.priorMhz) : undefined],
+    ["guard", d.guard !== undefined ? String(d.guard) : undefined],
+    ["waiting", d.waiting !== undefined ? `${d.waiting}i` : undefined],
   ];
   const set = fields.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`).join(",");
   return `governor_decision,action=${tagEsc(d.action)},governor=${tagEsc(d.governor)},instance=${tagEsc(d.instance)},node=${tagEsc(d.node)} ${set} ${Math.round(d.tMs)}`;

@@ -8,6 +8,7 @@ import { createClockClient, type ClockClient } from "./clock-client.ts";
 import { createObserver, instanceKey, type PeriodStats } from "./observe.ts";
 import { DEFAULT_POLICY, decide, freshMemory, type InstanceMemory, type PolicyConfig } from "./policy.ts";
 import { priorClock, type Profile } from "./profile.ts";
+import { DEFAULT_GUARD, freshGuard, guardMove, nextPatience, type GuardConfig, type GuardState } from "./burst-guard.ts";
 import type { DecisionSink } from "./decision-points.ts";
 
 /**
@@ -20,6 +21,9 @@ import type { DecisionSink } from "./decision-points.ts";
  * Several governors: clock control refuses a GPU another holder has, so one holds an instance; the
  * other publishes "held by another" and tries again next period (it takes over when the holder
  * lets go).
+ * Between periods, the burst guard (burst-guard.ts) takes an instance's clock to the maximum as soon
+ * as more of its requests wait for their first token than it allows, and back to the period's clock
+ * when none waits; its moves are decisions too (`guard: true`), through the same lease.
  * Simulated nodes apply one clock to all their GPUs: govern one instance per simnode.
  */
 export interface GovernorOptions {
@@ -33,6 +37,8 @@ export interface GovernorOptions {
   slo: { ttftSloMs: number; tpotSloMs: number; attainmentTarget: number };
   policy?: Partial<Omit<PolicyConfig, "supportedMhz" | "ttftSloMs" | "tpotSloMs" | "attainmentTarget">>;
   profile?: Profile;
+  /** The burst guard between periods (default on, DEFAULT_GUARD); false: the period's clock only. */
+  burstGuard?: false | Partial<GuardConfig>;
   /**
    * Clocks to choose from where the inventory lists none for a GPU (a DCGM-exporter source cannot
    * read them), MHz. Clock control checks what it can; the driver snaps to the nearest step.
@@ -56,6 +62,8 @@ export interface GovernorStats {
   undecodable: number;
   /** Periods whose decisions the decision sink refused or could not reach. */
   sinkFailures: number;
+  /** The burst guard's moves to the maximum. */
+  boosts: number;
   killed: boolean;
 }
 
@@ -73,9 +81,16 @@ interface Held {
   gpus: number[];
   /** The clock in force as far as this governor knows (its own lock, or the maximum). */
   currentMhz: number;
+  /** The control period's clock (the policy's); the clock in force unless the burst guard holds the maximum. */
+  baseMhz: number;
   maxMhz: number;
   holding: boolean;
   memory: InstanceMemory;
+  guard: GuardState;
+  /** The guard held the maximum at some time in the period being measured. */
+  boostedInPeriod: boolean;
+  /** Clock changes to this instance, one at a time, in order (the period's and the guard's). */
+  chain: Promise<unknown>;
 }
 
 export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
@@ -84,8 +99,12 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   if (opts.leaseMs < Math.max(1000, 2 * opts.periodMs)) throw new Error(`leaseMs ${opts.leaseMs} must be ≥ 1000 and ≥ 2 × periodMs (${opts.periodMs})`);
   const observer = createObserver(opts.slo);
   const clocks: ClockClient = createClockClient(opts.nc, opts.id);
-  const stats: GovernorStats = { periods: 0, decisions: 0, sets: 0, setFailures: 0, refused: 0, leasesLost: 0, undecodable: 0, sinkFailures: 0, killed: false };
+  const stats: GovernorStats = { periods: 0, decisions: 0, sets: 0, setFailures: 0, refused: 0, leasesLost: 0, undecodable: 0, sinkFailures: 0, boosts: 0, killed: false };
   const held = new Map<string, Held>();
+  const guardCfg: GuardConfig | undefined = opts.burstGuard === false ? undefined : { ...DEFAULT_GUARD, ...opts.burstGuard };
+  /** The guard's decisions since the last period, for the decision sink. */
+  let guardDecisions: GovernorDecision[] = [];
+  let stopping = false;
   const kv: KV = await new Kvm(opts.nc).open(KV_NODES);
 
   const subs: Subscription[] = [];
@@ -96,11 +115,17 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   listen("req.v1.>", (data) => {
     const m = decodeAs(requestsMessage, data);
     if (!m.ok) return void stats.undecodable++;
+    const touched = new Set<string>();
     for (const raw of eventsOf(m.value)) {
       const e = validate(requestEvent, raw);
-      if (e.ok) observer.onRequestEvent(e.value);
-      else stats.undecodable++;
+      if (!e.ok) {
+        stats.undecodable++;
+        continue;
+      }
+      observer.onRequestEvent(e.value);
+      touched.add(instanceKey(e.value.node, e.value.instance));
     }
+    for (const key of touched) guard(key);
   });
   listen("work.v1.>", (data) => {
     const w = decodeAs(workWindow, data);
@@ -154,6 +179,60 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     }
   };
 
+  /** Sets an instance's clock under this governor's lease, after any change already under way there. */
+  const setClock = (h: Held, mhz: number): Promise<{ ok: true } | { ok: false; error: string }> => {
+    const run = async (): Promise<{ ok: true } | { ok: false; error: string }> => {
+      if (h.holding && h.currentMhz === mhz) return { ok: true };
+      try {
+        const r = await clocks.set(h.node, h.gpus, mhz, opts.leaseMs);
+        if (r.ok) {
+          stats.sets++;
+          h.holding = true;
+          h.currentMhz = mhz;
+          return { ok: true };
+        }
+        if (r.refused) stats.refused++;
+        else stats.setFailures++;
+        // Not ours (another holder) or refused: the instance runs as someone else set it.
+        Object.assign(h, { holding: false, currentMhz: h.maxMhz, baseMhz: h.maxMhz, memory: freshMemory(), guard: freshGuard() });
+        return { ok: false, error: r.error };
+      } catch (err) {
+        stats.setFailures++;
+        return { ok: false, error: errorMessage(err) };
+      }
+    };
+    const p = h.chain.then(run);
+    h.chain = p.catch(() => undefined);
+    return p;
+  };
+
+  /** The burst guard, on new request events of an instance: to the maximum, or back, at once. */
+  const guard = (key: string) => {
+    const h = held.get(key);
+    if (!guardCfg || !h || stats.killed || stopping || (!h.holding && !opts.dryRun)) return;
+    const waiting = observer.waiting(key);
+    const move = guardMove(h.guard, waiting, h.baseMhz, h.maxMhz);
+    if (!move) return;
+    h.guard.boosted = move.boosted;
+    if (move.boosted) {
+      stats.boosts++;
+      h.boostedInPeriod = true;
+    }
+    const d: GovernorDecision = {
+      v: 1, kind: "governor", governor: opts.id, node: h.node, instance: h.instance, tMs: now(), fromMhz: h.currentMhz, toMhz: move.toMhz, action: move.boosted ? "max" : "down",
+      reason: move.reason, dryRun: opts.dryRun, applied: false, requests: 0, guard: true, waiting,
+    };
+    const done = (x: GovernorDecision) => {
+      publish(x);
+      guardDecisions.push(x);
+    };
+    if (opts.dryRun) {
+      h.currentMhz = move.toMhz;
+      return done({ ...d, notApplied: "dry run" });
+    }
+    void setClock(h, move.toMhz).then((r) => done(r.ok ? { ...d, applied: true } : { ...d, notApplied: r.error }));
+  };
+
   const decideOne = async (inv: NodeInventory, inst: NodeInventory["instances"][number], obs: PeriodStats): Promise<GovernorDecision> => {
     const key = instanceKey(inv.node, inst.id);
     const listed = [...new Set(inst.gpus.flatMap((g) => inv.gpus.find((x) => x.index === g)?.supportedSmClocksMhz ?? []))];
@@ -163,44 +242,40 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     }
     const maxMhz = Math.max(...supported);
     let h = held.get(key);
-    if (!h) held.set(key, (h = { node: inv.node, instance: inst.id, gpus: inst.gpus, currentMhz: maxMhz, maxMhz, holding: false, memory: freshMemory() }));
-    const cfg: PolicyConfig = { ...DEFAULT_POLICY, ...opts.policy, supportedMhz: supported, ...opts.slo };
+    if (!h) held.set(key, (h = { node: inv.node, instance: inst.id, gpus: inst.gpus, currentMhz: maxMhz, baseMhz: maxMhz, maxMhz, holding: false, memory: freshMemory(), guard: freshGuard(), boostedInPeriod: false, chain: Promise.resolve() }));
+    const cfg: PolicyConfig = { ...DEFAULT_POLICY, guarded: guardCfg !== undefined, ...opts.policy, supportedMhz: supported, ...opts.slo };
+    // A period the guard boosted ran at two clocks: its energy per token is not the period's clock's.
+    if (h.boostedInPeriod) {
+      delete obs.jPerOutputToken;
+      h.boostedInPeriod = false;
+    }
     const prior = opts.profile ? priorClock(opts.profile, inst.model, inst.gpus.length, obs.mix, opts.slo) : undefined;
-    const d = decide(cfg, h.currentMhz, obs, h.memory, prior?.mhz);
+    // The policy judges the period's own clock; time the guard held the maximum is part of what it measured there.
+    const d = decide(cfg, h.baseMhz, obs, h.memory, prior?.mhz);
+    if (guardCfg) h.guard.patience = nextPatience(guardCfg, h.guard.patience, obs);
+    // The guard keeps the maximum while requests still wait (below the maximum and past its patience); otherwise the period's clock.
+    const waiting = guardCfg ? observer.waiting(key) : 0;
+    const boosted = guardCfg !== undefined && d.toMhz < maxMhz && (h.guard.boosted ? waiting > 0 : waiting > h.guard.patience);
+    const inForce = boosted ? maxMhz : d.toMhz;
+    if (boosted) h.boostedInPeriod = true;
+    const guardNote = boosted ? `; the burst guard holds ${maxMhz} MHz while ${waiting} request(s) wait for their first token` : "";
     const base: GovernorDecision = {
-      v: 1, kind: "governor", governor: opts.id, node: inv.node, instance: inst.id, tMs: now(), fromMhz: d.fromMhz, toMhz: d.toMhz, action: d.action, reason: d.reason, dryRun: opts.dryRun, applied: false, requests: obs.requests,
+      v: 1, kind: "governor", governor: opts.id, node: inv.node, instance: inst.id, tMs: now(), fromMhz: d.fromMhz, toMhz: d.toMhz, action: d.action, reason: d.reason + guardNote, dryRun: opts.dryRun, applied: false, requests: obs.requests,
       ...(obs.attainment !== undefined ? { attainment: obs.attainment } : {}), ...(obs.ttftP90Ms !== undefined ? { ttftP90Ms: obs.ttftP90Ms } : {}), ...(obs.tpotP90Ms !== undefined ? { tpotP90Ms: obs.tpotP90Ms } : {}),
       ...(obs.inFlight !== undefined ? { inFlight: obs.inFlight } : {}), ...(obs.jPerOutputToken !== undefined ? { jPerOutputToken: obs.jPerOutputToken } : {}), ...(prior ? { priorMhz: prior.mhz } : {}),
     };
     if (stats.killed) return { ...base, toMhz: h.currentMhz, notApplied: "kill switch" };
     if (opts.dryRun) {
       // What it would do, as if it had: the next period's decision follows from this one.
-      h.memory = d.memory;
-      h.currentMhz = d.toMhz;
+      Object.assign(h, { memory: d.memory, baseMhz: d.toMhz, currentMhz: inForce });
+      h.guard.boosted = boosted;
       return { ...base, notApplied: "dry run" };
     }
-    if (h.holding && d.toMhz === h.currentMhz) {
-      h.memory = d.memory;
-      return { ...base, applied: true };
-    }
-    try {
-      const r = await clocks.set(inv.node, inst.gpus, d.toMhz, opts.leaseMs);
-      if (r.ok) {
-        stats.sets++;
-        h.holding = true;
-        h.currentMhz = d.toMhz;
-        h.memory = d.memory;
-        return { ...base, applied: true };
-      }
-      if (r.refused) stats.refused++;
-      else stats.setFailures++;
-      // Not ours (another holder) or refused: the instance runs as someone else set it.
-      Object.assign(h, { holding: false, currentMhz: maxMhz, memory: freshMemory() });
-      return { ...base, notApplied: r.error };
-    } catch (err) {
-      stats.setFailures++;
-      return { ...base, notApplied: errorMessage(err) };
-    }
+    const r = await setClock(h, inForce);
+    if (!r.ok) return { ...base, notApplied: r.error };
+    Object.assign(h, { memory: d.memory, baseMhz: d.toMhz });
+    h.guard.boosted = boosted;
+    return { ...base, applied: true };
   };
 
   const renewAll = async () => {
@@ -211,7 +286,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
         // The lease ran out or an operator reset it: the clocks are back at the maximum.
         stats.leasesLost++;
         log(`governor ${opts.id}: ${node}: lease lost; clocks were restored, taking them again next period`);
-        for (const h of held.values()) if (h.node === node) Object.assign(h, { holding: false, currentMhz: h.maxMhz });
+        for (const h of held.values()) if (h.node === node) Object.assign(h, { holding: false, currentMhz: h.maxMhz, baseMhz: h.maxMhz, guard: { ...h.guard, boosted: false } });
       } catch (err) {
         log(`governor ${opts.id}: ${node}: renew failed: ${errorMessage(err)}`);
       }
@@ -233,8 +308,10 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
         }
         if (!opts.dryRun && !stats.killed) await renewAll();
         if (opts.decisionSink) {
+          const written = [...guardDecisions, ...out];
+          guardDecisions = [];
           try {
-            await opts.decisionSink(out);
+            await opts.decisionSink(written);
           } catch (err) {
             if (stats.sinkFailures++ === 0) log(`governor ${opts.id}: decisions not written to InfluxDB (${errorMessage(err)}); the audit subject has them`);
           }
@@ -251,6 +328,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   const life = createLifecycle({
     graceMs: 10_000,
     async graceful() {
+      stopping = true;
       clearInterval(timer);
       await running?.catch(() => undefined);
       for (const s of subs) s.unsubscribe();

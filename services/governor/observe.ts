@@ -8,6 +8,9 @@ import type { Observation } from "./policy.ts";
  *   the server side, which every request has (LOAD only exists for load-generator runs);
  * - WORK: requests in flight at each window's end (the queue);
  * - ENERGY (the analyzer): energy per request, summed per period into J per output token.
+ * And, at any moment, how many of an instance's requests wait for their first token (the burst
+ * guard's signal): started, no first token yet, and started less than STALE_WAIT_SLOS TTFT SLOs
+ * before the instance's latest event (a request whose end event was lost must not hold it up).
  * `take(key)` returns the period's observation and starts the next. Pure: times come from the
  * messages, nothing reads a clock.
  */
@@ -24,6 +27,8 @@ export interface PeriodStats extends Observation {
 interface Open {
   startMs: number;
   firstMs?: number;
+  /** Counted among the instance's waiting requests. */
+  waiting?: boolean;
 }
 
 interface Period {
@@ -42,6 +47,8 @@ const emptyPeriod = (): Period => ({ ttft: [], tpot: [], met: 0, judged: 0, clas
 const MAX_OPEN = 50_000;
 /** Finished requests an instance's windowed attainment is judged over (across periods). */
 export const ATTAINMENT_WINDOW = 200;
+/** A request waiting for its first token longer than this many TTFT SLOs no longer counts as waiting (lost, or long past saving). */
+export const STALE_WAIT_SLOS = 10;
 
 export const instanceKey = (node: string, instance: string) => `${node}/${instance}`;
 
@@ -49,6 +56,8 @@ export interface Observer {
   onRequestEvent(e: RequestEvent): void;
   onWork(w: WorkWindow): void;
   onEnergy(e: RequestEnergy): void;
+  /** Requests of the instance waiting for their first token now. */
+  waiting(key: string): number;
   /** The period's observation for an instance; the next period starts empty (in-flight carries over). */
   take(key: string): PeriodStats;
   /** Instances seen on any stream. */
@@ -59,6 +68,20 @@ export function createObserver(slo: SloTargets): Observer {
   const open = new Map<string, Map<string, Open>>();
   const periods = new Map<string, Period>();
   const inFlight = new Map<string, { now?: number; before?: number; atMs: number }>();
+  /** Per instance: requests waiting for their first token, and the latest event time seen. */
+  const waits = new Map<string, { n: number; latestMs: number }>();
+  const waitsOf = (key: string) => {
+    let w = waits.get(key);
+    if (!w) waits.set(key, (w = { n: 0, latestMs: 0 }));
+    return w;
+  };
+  const staleMs = STALE_WAIT_SLOS * slo.ttftSloMs;
+  const unwait = (key: string, r: Open | undefined) => {
+    if (r?.waiting) {
+      r.waiting = false;
+      waitsOf(key).n--;
+    }
+  };
   /** The last ATTAINMENT_WINDOW outcomes per instance (1 met, 0 missed), as a ring. */
   const recent = new Map<string, { met: Uint8Array; n: number; next: number }>();
   const remember = (key: string, met: boolean) => {
@@ -83,14 +106,24 @@ export function createObserver(slo: SloTargets): Observer {
       const key = instanceKey(e.node, e.instance);
       const reqs = opened(key);
       period(key);
+      const w = waitsOf(key);
+      if (e.tMs > w.latestMs) w.latestMs = e.tMs;
       if (e.event === "start") {
-        if (reqs.size >= MAX_OPEN) reqs.delete(reqs.keys().next().value!);
-        reqs.set(e.requestId, { startMs: e.tMs });
+        if (reqs.size >= MAX_OPEN) {
+          const oldest = reqs.keys().next().value!;
+          unwait(key, reqs.get(oldest));
+          reqs.delete(oldest);
+        }
+        unwait(key, reqs.get(e.requestId));
+        reqs.set(e.requestId, { startMs: e.tMs, waiting: true });
+        w.n++;
       } else if (e.event === "first_token") {
         const r = reqs.get(e.requestId);
         if (r && r.firstMs === undefined) r.firstMs = e.tMs;
+        unwait(key, r);
       } else {
         const r = reqs.get(e.requestId);
+        unwait(key, r);
         reqs.delete(e.requestId);
         if (!r || e.status !== "ok" || r.firstMs === undefined) return;
         const p = period(key);
@@ -123,6 +156,16 @@ export function createObserver(slo: SloTargets): Observer {
       const p = period(instanceKey(e.node, e.instance));
       p.energyMj += e.energyMj;
       p.energyTokens += e.outputTokens;
+    },
+    waiting(key) {
+      const w = waits.get(key);
+      if (!w || w.n === 0) return 0;
+      // The oldest waiting requests come first in the map (insertion order): stop at the first fresh one.
+      for (const r of open.get(key)?.values() ?? []) {
+        if (w.latestMs - r.startMs <= staleMs) break;
+        unwait(key, r);
+      }
+      return w.n;
     },
     take(key) {
       const p = periods.get(key) ?? emptyPeriod();

@@ -57,11 +57,20 @@ export interface PolicyConfig {
    */
   reachableSlack: number;
   reachableMinRequests: number;
+  /**
+   * The burst guard (burst-guard.ts) protects the instance between periods, so: a queue is the
+   * guard's to answer (at once, not a period later); the window's attainment is a breach only
+   * while this period's own requests miss too (a burst the guard already answered at the maximum
+   * leaves the window low for many periods after it); periods with too few requests to judge, or
+   * latencies inside the margin band, do not hold the clock up. On the evaluation's replay
+   * (library mode), each of these kept the code pool's clock at the maximum for minutes.
+   */
+  guarded?: boolean;
 }
 
 export const DEFAULT_POLICY: Omit<PolicyConfig, "supportedMhz" | "ttftSloMs" | "tpotSloMs"> = {
   floorMhz: 1005,
-  maxStepDownMhz: 200,
+  maxStepDownMhz: 400,
   exploreStepMhz: 100,
   attainmentTarget: 0.99,
   severeDrop: 0.1,
@@ -206,16 +215,17 @@ export function decide(cfg: PolicyConfig, currentMhz: number, obs: Observation, 
   const grew = known && queue > queueLimit;
   const grewBefore = memory.queueGrew === true;
   mem.queueGrew = grew;
-  if (known && queue > surgeLimit) return toMax(`queue surged from ${obs.inFlightBefore} to ${queue} in flight (limit ${surgeLimit.toFixed(0)})`);
-  if (grew && grewBefore) return toMax(`queue grew two periods in a row, from ${obs.inFlightBefore} to ${queue} in flight (limit ${queueLimit.toFixed(0)})`);
+  if (known && queue > surgeLimit && !cfg.guarded) return toMax(`queue surged from ${obs.inFlightBefore} to ${queue} in flight (limit ${surgeLimit.toFixed(0)})`);
+  if (grew && grewBefore && !cfg.guarded) return toMax(`queue grew two periods in a row, from ${obs.inFlightBefore} to ${queue} in flight (limit ${queueLimit.toFixed(0)})`);
   if (obs.windowAttainment !== undefined && obs.windowRequests !== undefined) {
-    if (obs.windowRequests >= cfg.minSamples && obs.windowAttainment < goal) return toMax(`SLO attainment ${pct(obs.windowAttainment)} < ${goalText} over the last ${obs.windowRequests} requests`);
+    const periodMisses = obs.attainment !== undefined && obs.attainment < goal;
+    if (obs.windowRequests >= cfg.minSamples && obs.windowAttainment < goal && (!cfg.guarded || periodMisses)) return toMax(`SLO attainment ${pct(obs.windowAttainment)} < ${goalText} over the last ${obs.windowRequests} requests`);
     if (obs.requests >= cfg.minSamples && obs.attainment !== undefined && obs.attainment < goal - cfg.severeDrop) return toMax(`SLO attainment ${pct(obs.attainment)} this period, more than ${pct(cfg.severeDrop)} below ${goalText}`);
   } else if (obs.requests >= cfg.minSamples && obs.attainment !== undefined && obs.attainment < goal) return toMax(`SLO attainment ${pct(obs.attainment)} < ${goalText} over ${obs.requests} requests`);
   if (currentMhz > maxMhz || currentMhz < cfg.floorMhz) return toMax(`clock ${currentMhz} MHz outside [${cfg.floorMhz}, ${maxMhz}]`);
 
   // 2. Too little to judge: hold.
-  if (obs.requests < cfg.minSamples) {
+  if (obs.requests < cfg.minSamples && !cfg.guarded) {
     mem.healthyStreak = 0;
     return out(currentMhz, "hold", `${obs.requests} requests < ${cfg.minSamples} needed to judge attainment`);
   }
@@ -243,7 +253,7 @@ export function decide(cfg: PolicyConfig, currentMhz: number, obs: Observation, 
   }
 
   // 5. Inside the margin band: hold (hysteresis).
-  if (use > 1 - cfg.margin) {
+  if (use > 1 - cfg.margin && !cfg.guarded) {
     mem.healthyStreak = 0;
     return out(currentMhz, "hold", `${lat}: inside the ${pct(cfg.margin)} margin band`);
   }

@@ -32,5 +32,8 @@ export const governorDecision = z.object({
   inFlight: count.optional(),
   jPerOutputToken: nonNeg.optional(),
   priorMhz: nonNeg.optional(),
+  /** A burst-guard move between periods (burst-guard.ts), and the requests then waiting for their first token. */
+  guard: z.boolean().optional(),
+  waiting: count.optional(),
 });
 export type GovernorDecision = z.infer<typeof governorDecision>;

@@ -105,7 +105,7 @@ export async function runArm(arm: ArmName, c: ArmContext): Promise<ArmResult> {
     const results = new Map<string, LoadResult[]>();
     const runIds: string[] = [];
     let sent = 0;
-    const progress = setInterval(() => c.log(`${arm}: ${((Date.now() - t0Ms) / 1000).toFixed(0)} s of ${((t1Ms - t0Ms) / 1000).toFixed(0)}, ${sent} requests sent${gov ? `, governor: ${gov.stats().sets} clock changes` : ""}`), 30_000);
+    const progress = setInterval(() => c.log(`${arm}: ${((Date.now() - t0Ms) / 1000).toFixed(0)} s of ${((t1Ms - t0Ms) / 1000).toFixed(0)}, ${sent} requests sent${gov ? `, governor: ${gov.stats().sets} clock changes (${gov.stats().boosts} burst-guard boosts)` : ""}`), 30_000);
     progress.unref();
     try {
       await Promise.all(poolNodes.map(async ({ pool, nodes }) => {

@@ -19,6 +19,8 @@ export interface ArmSummary {
   gco2SavedVsMax?: number;
   staticMhz?: string;
   decisions?: string;
+  /** Per pool: its nodes' energy (InfluxDB node_energy) and the load generator's attainment. */
+  pools?: { pool: string; energyKwh: number; attainmentPct: number; requests: number }[];
 }
 
 /** A pool in the summary: its static clock, what the replay said of it, and the steady-load sweep's choice. */
@@ -50,6 +52,7 @@ export function summarizeArms(arms: readonly ArmResult[], setup: { nodesPerPool:
       ...(e.gco2 !== undefined ? { gco2: r(e.gco2, 1) } : {}),
       ...(a.arm === "static" ? { staticMhz: Object.entries(a.byPool).map(([p, v]) => `${p} ${v.staticMhz} MHz`).join(", ") } : {}),
       ...(a.governor ? { decisions: Object.entries(a.governor.byAction).map(([k, n]) => `${k} ${n}`).join(", ") } : {}),
+      pools: Object.entries(a.byPool).map(([pool, v]) => ({ pool, energyKwh: r(v.nodes.reduce((x, n) => x + (e.byNodeJ[n] ?? 0), 0) / 3.6e6, 4), attainmentPct: r(v.sent > 0 ? (v.metSlo / v.sent) * 100 : 0, 2), requests: v.sent })),
     };
     if (max && a.arm !== "max") {
       s.savingPctVsMax = r((1 - e.energyJ / max.energy.energyJ) * 100, 2);
@@ -96,8 +99,12 @@ export function formatEvalTable(s: EvalSummary): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i]!)).join("  ");
   const acc = s.acceptance;
+  const poolNames = [...new Set(s.arms.flatMap((a) => (a.pools ?? []).map((p) => p.pool)))];
+  const byPool = poolNames.length > 0
+    ? ["per pool (kWh from InfluxDB, attainment):", ...s.arms.map((a) => `  ${a.arm.padEnd(w[0]!)}  ${poolNames.map((n) => { const p = a.pools?.find((x) => x.pool === n); return p ? `${n} ${p.energyKwh.toFixed(4)} kWh ${p.attainmentPct.toFixed(2)}% of ${p.requests}` : `${n} —`; }).join("   ")}`), ""]
+    : [];
   const how = s.setup.pools.map((p) => `static ${p.name}: ${p.staticMhz} MHz, the cheapest clock within 1 point of the maximum's attainment on a replay of the pool's trace${p.staticReplay ? ` (${p.staticReplay.attainmentPct.toFixed(2)}% vs ${p.staticReplay.maxAttainmentPct.toFixed(2)}%)` : ""}${p.sweepMhz !== undefined ? `; the lab's steady-load sweep picks ${p.sweepMhz} MHz${p.sweepReplay ? `, ${p.sweepReplay.attainmentPct.toFixed(2)}% on the replay` : ""}` : ""}`);
-  return [line(head), ...rows.map(line), "", ...how, ...(how.length ? [""] : []), acc ? `acceptance (${acc.target}): ${acc.met ? "MET" : "NOT MET"} — governor saves ${acc.savingPct.toFixed(1)}% at ${acc.attainmentDeltaPts.toFixed(2)} points of attainment, ${acc.beatsStatic ? "beats" : "does not beat"} the static choice` : "acceptance: needs the max and governor arms", ""].join("\n");
+  return [line(head), ...rows.map(line), "", ...byPool, ...how, ...(how.length ? [""] : []), acc ? `acceptance (${acc.target}): ${acc.met ? "MET" : "NOT MET"} — governor saves ${acc.savingPct.toFixed(1)}% at ${acc.attainmentDeltaPts.toFixed(2)} points of attainment, ${acc.beatsStatic ? "beats" : "does not beat"} the static choice` : "acceptance: needs the max and governor arms", ""].join("\n");
 }
 
 const esc = (x: unknown) => String(x).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
