@@ -14,13 +14,20 @@
  * maximum while it is judged. The schedule's figures are from one last run with it, as it is. And,
  * without foresight, the simplest fast reaction there is: every `--reactive-period-ms` of replay time,
  * the maximum when more than `--reactive-high` requests are in flight on the node, the floor when
- * `--reactive-low` or fewer are, else the clock stays.
+ * `--reactive-low` or fewer are, else the clock stays. And the governor itself (governed-replay.ts:
+ * its policy and burst guard, fed the tap's events from the simulated node, `--period-s` of replay
+ * time per control period, the guard looking every 100 ms, on the lab profile's prior without
+ * measured energy), with and without the burst guard.
  * Last line: one JSON object.
  */
 import { parseArgs } from "node:util";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { H100_SUPPORTED_SM_CLOCKS_MHZ, createSimNode, type WorkloadRequest } from "../services/simnode/mod.ts";
 import { chooseStaticByReplay, metSlo, poolWorkloads, replayNode, replayUntilMs } from "../services/lab/governor-eval/static-replay.ts";
 import { DEFAULT_POLICY } from "../services/governor/mod.ts";
+import { replayGoverned, type GovernedReplayOptions } from "../services/lab/governor-eval/governed-replay.ts";
+import { labProfile } from "../services/lab/governor-eval/evaluate.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -31,6 +38,9 @@ const { values: flags } = parseArgs({
     "reactive-period-ms": { type: "string", default: "1000" },
     "reactive-high": { type: "string", default: "2" },
     "reactive-low": { type: "string", default: "0" },
+    "period-s": { type: "string", default: "5" },
+    attainment: { type: "string", default: "0.97" },
+    "min-samples": { type: "string", default: "10" },
   },
 });
 const reactive = { periodMs: Number(flags["reactive-period-ms"]), high: Number(flags["reactive-high"]), low: Number(flags["reactive-low"]) };
@@ -88,8 +98,13 @@ function runReactive(w: readonly WorkloadRequest[]) {
   return { energyKwh: energyMj / 3.6e9, missed, meanMhz: clockMs / (next - reactive.periodMs) };
 }
 
+const profile = await labProfile({ model, gpus, seed, out: join(tmpdir(), "joulestream-governor-bound") }, log);
+const governed = (guard: boolean): GovernedReplayOptions => ({
+  ...sim, maxMhz, supportedMhz: H100_SUPPORTED_SM_CLOCKS_MHZ, periodMs: Number(flags["period-s"]) * 1000, profile, guard: guard ? {} : false,
+  policy: { floorMhz: floor, minSamples: Number(flags["min-samples"]), attainmentTarget: Number(flags.attainment) },
+});
 const out: Record<string, unknown> = { bench: "governor-bound", floorMhz: floor, binS: binMs / 1000, slackPts: slack * 100 };
-const totals = { max: 0, static: 0, dynamic: 0, reactive: 0 };
+const totals = { max: 0, static: 0, dynamic: 0, reactive: 0, governor: 0, governorNoGuard: 0 };
 const pools: Record<string, unknown>[] = [];
 for (const pool of ["conv", "code"] as const) {
   const trace = `load/traces/azure/AzureLLMInferenceTrace_${pool}.csv`;
@@ -97,6 +112,7 @@ for (const pool of ["conv", "code"] as const) {
   const st = chooseStaticByReplay(per, { ...sim, minMhz: floor, slackPts: slack * 100 });
   const stRow = st.rows.find((x) => x.mhz === st.mhz)!;
   let maxE = 0, dynE = 0, n = 0, maxMiss = 0, dynMiss = 0, reE = 0, reMiss = 0, reMhz = 0;
+  const gov = { on: { e: 0, miss: 0, boosts: 0, base: 0 }, off: { e: 0, miss: 0, boosts: 0, base: 0 } };
   const clockMs = new Map<number, number>();
   for (const [k, w] of per.entries()) {
     const bins = Math.ceil(untilMs / binMs);
@@ -120,6 +136,13 @@ for (const pool of ["conv", "code"] as const) {
     }
     const dyn = run(w, schedule);
     const re = runReactive(w);
+    for (const [k2, on] of [["on", true], ["off", false]] as const) {
+      const g = replayGoverned(w, governed(on));
+      gov[k2].e += g.energyKwh;
+      gov[k2].miss += g.missed.size;
+      gov[k2].boosts += g.boosts;
+      gov[k2].base += g.meanBaseMhz / per.length;
+    }
     reE += re.energyKwh;
     reMiss += re.missed;
     reMhz += re.meanMhz / per.length;
@@ -136,17 +159,22 @@ for (const pool of ["conv", "code"] as const) {
     static: { mhz: st.mhz, kwh: +stRow.energyKwh.toFixed(4), attainmentPct: +(100 * stRow.attainment).toFixed(2) },
     dynamic: { kwh: +dynE.toFixed(4), attainmentPct: +(100 * (1 - dynMiss / n)).toFixed(2), meanMhz: Math.round([...clockMs].reduce((a, [f, ms]) => a + f * ms, 0) / [...clockMs.values()].reduce((a, b) => a + b, 0)) },
     reactive: { kwh: +reE.toFixed(4), attainmentPct: +(100 * (1 - reMiss / n)).toFixed(2), meanMhz: Math.round(reMhz) },
+    governor: { kwh: +gov.on.e.toFixed(4), attainmentPct: +(100 * (1 - gov.on.miss / n)).toFixed(2), meanBaseMhz: Math.round(gov.on.base), boosts: gov.on.boosts },
+    governorNoGuard: { kwh: +gov.off.e.toFixed(4), attainmentPct: +(100 * (1 - gov.off.miss / n)).toFixed(2), meanBaseMhz: Math.round(gov.off.base) },
   };
+  totals.governor += gov.on.e;
+  totals.governorNoGuard += gov.off.e;
   totals.reactive += reE;
   totals.max += maxE;
   totals.static += stRow.energyKwh;
   totals.dynamic += dynE;
   pools.push(row);
-  log(`${pool}: max ${row.max.kwh} kWh (${row.max.attainmentPct}%), static ${st.mhz} MHz ${row.static.kwh} kWh (${row.static.attainmentPct}%), schedule with foresight ${row.dynamic.kwh} kWh (${row.dynamic.attainmentPct}%, mean ${row.dynamic.meanMhz} MHz), reactive ${row.reactive.kwh} kWh (${row.reactive.attainmentPct}%, mean ${row.reactive.meanMhz} MHz)`);
+  log(`${pool}: max ${row.max.kwh} kWh (${row.max.attainmentPct}%), static ${st.mhz} MHz ${row.static.kwh} kWh (${row.static.attainmentPct}%), schedule with foresight ${row.dynamic.kwh} kWh (${row.dynamic.attainmentPct}%, mean ${row.dynamic.meanMhz} MHz), reactive ${row.reactive.kwh} kWh (${row.reactive.attainmentPct}%, mean ${row.reactive.meanMhz} MHz), governor ${row.governor.kwh} kWh (${row.governor.attainmentPct}%, ${row.governor.boosts} boosts), without its burst guard ${row.governorNoGuard.kwh} kWh (${row.governorNoGuard.attainmentPct}%)`);
 }
 out.pools = pools;
 out.reactive = reactive;
-out.kwh = { max: +totals.max.toFixed(4), static: +totals.static.toFixed(4), dynamic: +totals.dynamic.toFixed(4), reactive: +totals.reactive.toFixed(4) };
-out.savingVsMaxPct = { static: +(100 * (1 - totals.static / totals.max)).toFixed(1), dynamic: +(100 * (1 - totals.dynamic / totals.max)).toFixed(1), reactive: +(100 * (1 - totals.reactive / totals.max)).toFixed(1) };
+out.kwh = Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, +v.toFixed(4)]));
+out.savingVsMaxPct = Object.fromEntries(Object.entries(totals).filter(([k]) => k !== "max").map(([k, v]) => [k, +(100 * (1 - v / totals.max)).toFixed(1)]));
+out.governorVsStaticPct = +(100 * (1 - totals.governor / totals.static)).toFixed(1);
 out.dynamicVsStaticPct = +(100 * (1 - totals.dynamic / totals.static)).toFixed(1);
 process.stdout.write(`${JSON.stringify(out)}\n`);

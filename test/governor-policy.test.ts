@@ -202,3 +202,22 @@ test("governor policy - where the maximum clock itself keeps fewer requests with
   const fresh = decide(c, 1785, obs(0.96), freshMemory());
   t.is(fresh.action, "max");
 });
+
+test("governor policy - guarded (the burst guard answers queues): queues are not breaches, a low window is one only while the period misses too, few samples or the margin band do not hold the clock up", (t) => {
+  const g: PolicyConfig = { ...cfg, guarded: true, stablePeriods: 1 };
+  const healthy = { requests: 30, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20 };
+  // A surge or a queue growing two periods in a row: the guard's to answer, not the period's.
+  t.not(decide(g, 1500, { ...healthy, inFlight: 40, inFlightBefore: 0 }, freshMemory()).action, "max");
+  const grew = decide(g, 1500, { ...healthy, inFlight: 19, inFlightBefore: 12 }, freshMemory());
+  t.not(decide(g, grew.toMhz, { ...healthy, inFlight: 30, inFlightBefore: 19 }, grew.memory).action, "max");
+  // The window below target while this period met it (a burst the guard already answered): no breach; with the period missing too: a breach.
+  t.not(decide(g, 1500, { ...healthy, windowAttainment: 0.9, windowRequests: 200 }, freshMemory()).action, "max");
+  const both = decide(g, 1500, { ...healthy, attainment: 0.95, windowAttainment: 0.9, windowRequests: 200 }, freshMemory());
+  t.is(both.action, "max");
+  t.regex(both.reason, /over the last 200 requests/);
+  // Too few requests to judge, or latencies inside the margin band: a step down all the same.
+  t.is(decide(g, 1500, { requests: 2, attainment: 1, ttftP90Ms: 100, tpotP90Ms: 20 }, freshMemory()).action, "down");
+  t.is(decide(g, 1500, { ...healthy, ttftP90Ms: cfg.ttftSloMs * (1 - cfg.margin * 0.6) }, freshMemory()).action, "down");
+  // Unguarded, the same inputs hold or return to the maximum (the tests above).
+  t.is(decide({ ...g, guarded: false }, 1500, { requests: 2, attainment: 1 }, freshMemory()).action, "hold");
+});

@@ -60,3 +60,10 @@ export function guardMove(state: GuardState, waiting: number, baseMhz: number, m
   if (state.boosted && waiting === 0) return { boosted: false, toMhz: baseMhz, reason: `burst guard: no request waiting for its first token; back to the period's ${baseMhz} MHz` };
   return undefined;
 }
+
+/**
+ * At a control period, with the period's clock `baseMhz` just chosen: whether the guard holds the
+ * maximum over it (boosted: until no request waits; otherwise: more waiting than its patience).
+ */
+export const guardHoldsAtPeriod = (state: GuardState, waiting: number, baseMhz: number, maxMhz: number): boolean =>
+  baseMhz < maxMhz && (state.boosted ? waiting > 0 : waiting > state.patience);

@@ -8,7 +8,7 @@ import { createClockClient, type ClockClient } from "./clock-client.ts";
 import { createObserver, instanceKey, type PeriodStats } from "./observe.ts";
 import { DEFAULT_POLICY, decide, freshMemory, type InstanceMemory, type PolicyConfig } from "./policy.ts";
 import { priorClock, type Profile } from "./profile.ts";
-import { DEFAULT_GUARD, freshGuard, guardMove, nextPatience, type GuardConfig, type GuardState } from "./burst-guard.ts";
+import { DEFAULT_GUARD, freshGuard, guardHoldsAtPeriod, guardMove, nextPatience, type GuardConfig, type GuardState } from "./burst-guard.ts";
 import type { DecisionSink } from "./decision-points.ts";
 
 /**
@@ -74,6 +74,8 @@ export interface Governor {
   /** Gives back every clock it holds, then stops. Idempotent. */
   stop(): Promise<void>;
 }
+
+type SetResult = { ok: true } | { ok: false; error: string; /** Clock control refused: the instance is no longer held. */ released: boolean };
 
 interface Held {
   node: string;
@@ -180,8 +182,8 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   };
 
   /** Sets an instance's clock under this governor's lease, after any change already under way there. */
-  const setClock = (h: Held, mhz: number): Promise<{ ok: true } | { ok: false; error: string }> => {
-    const run = async (): Promise<{ ok: true } | { ok: false; error: string }> => {
+  const setClock = (h: Held, mhz: number): Promise<SetResult> => {
+    const run = async (): Promise<SetResult> => {
       if (h.holding && h.currentMhz === mhz) return { ok: true };
       try {
         const r = await clocks.set(h.node, h.gpus, mhz, opts.leaseMs);
@@ -195,10 +197,10 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
         else stats.setFailures++;
         // Not ours (another holder) or refused: the instance runs as someone else set it.
         Object.assign(h, { holding: false, currentMhz: h.maxMhz, baseMhz: h.maxMhz, memory: freshMemory(), guard: freshGuard() });
-        return { ok: false, error: r.error };
+        return { ok: false, error: r.error, released: true };
       } catch (err) {
         stats.setFailures++;
-        return { ok: false, error: errorMessage(err) };
+        return { ok: false, error: errorMessage(err), released: false };
       }
     };
     const p = h.chain.then(run);
@@ -255,7 +257,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     if (guardCfg) h.guard.patience = nextPatience(guardCfg, h.guard.patience, obs);
     // The guard keeps the maximum while requests still wait (below the maximum and past its patience); otherwise the period's clock.
     const waiting = guardCfg ? observer.waiting(key) : 0;
-    const boosted = guardCfg !== undefined && d.toMhz < maxMhz && (h.guard.boosted ? waiting > 0 : waiting > h.guard.patience);
+    const boosted = guardCfg !== undefined && guardHoldsAtPeriod(h.guard, waiting, d.toMhz, maxMhz);
     const inForce = boosted ? maxMhz : d.toMhz;
     if (boosted) h.boostedInPeriod = true;
     const guardNote = boosted ? `; the burst guard holds ${maxMhz} MHz while ${waiting} request(s) wait for their first token` : "";
@@ -271,10 +273,17 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
       h.guard.boosted = boosted;
       return { ...base, notApplied: "dry run" };
     }
-    const r = await setClock(h, inForce);
-    if (!r.ok) return { ...base, notApplied: r.error };
-    Object.assign(h, { memory: d.memory, baseMhz: d.toMhz });
+    // Before the set: a guard move on events that arrive meanwhile starts from this state, and its set follows this one.
+    const before = { baseMhz: h.baseMhz, boosted: h.guard.boosted };
+    h.baseMhz = d.toMhz;
     h.guard.boosted = boosted;
+    const r = await setClock(h, inForce);
+    if (!r.ok) {
+      // Refused (another holder): setClock let the instance go. Unreachable: as it was.
+      if (!r.released) Object.assign(h, { baseMhz: before.baseMhz, guard: { ...h.guard, boosted: before.boosted } });
+      return { ...base, notApplied: r.error };
+    }
+    h.memory = d.memory;
     return { ...base, applied: true };
   };
 

@@ -5,3 +5,4 @@ export { createObserver, type Observer, type PeriodStats } from "./observe.ts";
 export { loadProfile, priorClock, type Profile } from "./profile.ts";
 export { governCommand } from "./command.ts";
 export { createDecisionSink, decisionLine, type DecisionSink, type DecisionSinkOptions } from "./decision-points.ts";
+export { DEFAULT_GUARD, freshGuard, guardMove, guardHoldsAtPeriod, nextPatience, type GuardConfig, type GuardState, type GuardMove } from "./burst-guard.ts";

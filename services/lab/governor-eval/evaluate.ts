@@ -67,7 +67,7 @@ export interface EvalResult {
 }
 
 /** The lab's prior for the governor and the static arm: the paper grid's clocks, every class, at TP = gpus. */
-async function labProfile(o: EvalOptions, log: (l: string) => void): Promise<Profile> {
+export async function labProfile(o: Pick<EvalOptions, "profile" | "model" | "gpus" | "seed" | "out" | "signal">, log: (l: string) => void): Promise<Profile> {
   if (o.profile) return loadProfile(o.profile);
   const matrix = parseMatrix({
     name: "governor-eval-profile", seed: o.seed, window: { warmupS: 10, measureS: 60 }, slo: { factor: 5, reference: { tp: o.gpus, smClockMhz: 1980 }, attainment: 0.9 },
