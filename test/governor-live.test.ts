@@ -204,7 +204,7 @@ test("governor live - killed with SIGKILL, its clocks are restored by the agent'
   t.true(r.clockAudits.some((a) => a.action === "restore" && /lease of gov-K expired/.test(JSON.stringify(a))));
 });
 
-test("governor live - a governor that loses its NATS connection has its clocks restored by the lease", async (t) => {
+test("governor live - a governor that loses its NATS connection has its clocks restored by the lease (burst guard on)", async (t) => {
   const r = await rig(t);
   r.traffic({ concurrency: 2 });
   // The governor reaches NATS through a proxy the test can cut.
@@ -221,7 +221,7 @@ test("governor live - a governor that loses its NATS connection has its clocks r
   await new Promise<void>((res) => proxy.listen(0, "127.0.0.1", res));
   const port = (proxy.address() as { port: number }).port;
   const gnc = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
-  const gov = await startGovernor(govOpts(r, gnc, { id: "gov-L" }));
+  const gov = await startGovernor(govOpts(r, gnc, { id: "gov-L", burstGuard: {} }));
   t.teardown(async () => {
     // Closed first: the governor's give-back then fails at once (the lease already restored the clock).
     await gnc.close().catch(() => undefined);
@@ -236,17 +236,21 @@ test("governor live - a governor that loses its NATS connection has its clocks r
   t.true(r.clockAudits.some((a) => a.action === "restore" && /lease of gov-L expired/.test(JSON.stringify(a))));
 });
 
-test("governor live - the kill switch gives the clocks back at once and the governor stops acting", async (t) => {
+test("governor live - the kill switch gives the clocks back at once and the governor stops acting, its burst guard too", async (t) => {
   const r = await rig(t);
   r.traffic({ concurrency: 2 });
-  const gov = await startGovernor(govOpts(r, r.nc, { id: "gov-S" }));
+  const gov = await startGovernor(govOpts(r, r.nc, { id: "gov-S", burstGuard: { maxPatience: 0 } }));
   t.teardown(() => gov.stop());
   await until(() => r.clock() < MAX, 20_000, "the governor to lower the clock");
   r.nc.publish(subjects.governorKill, "operator says stop");
   await until(() => r.clock() === MAX, 3000, "the clock given back");
   const n = r.decisions.length;
   await until(() => r.decisions.length >= n + 3, 10_000, "three more periods");
-  t.true(r.decisions.slice(n + 1).every((d) => !d.applied && d.notApplied === "kill switch"), "no decision applied after the kill switch");
+  const boosts = gov.stats().boosts;
+  r.traffic({ concurrency: 12, outputTokens: 50 }); // requests wait for their first token: a live guard would boost
+  await until(() => r.decisions.length >= n + 6, 10_000, "three more periods under the burst");
+  t.true(r.decisions.slice(n + 1).every((d) => !d.applied && d.notApplied === "kill switch" && !d.guard), "no decision applied after the kill switch, none from the guard");
+  t.is(gov.stats().boosts, boosts, "the guard did not move");
   t.is(r.clock(), MAX);
   t.true(gov.stats().killed);
 });

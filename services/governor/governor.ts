@@ -160,6 +160,8 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   };
 
   const giveBack = async (why: string) => {
+    // A change under way finishes first (later ones see the kill switch or the stop and do nothing): then every clock held is reset.
+    await Promise.all([...held.values()].map((h) => h.chain));
     const nodes = new Set([...held.values()].filter((h) => h.holding).map((h) => h.node));
     for (const h of held.values()) h.holding = false;
     for (const node of nodes) {
@@ -184,6 +186,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   /** Sets an instance's clock under this governor's lease, after any change already under way there. */
   const setClock = (h: Held, mhz: number): Promise<SetResult> => {
     const run = async (): Promise<SetResult> => {
+      if (stats.killed || stopping) return { ok: false, error: stats.killed ? "kill switch" : "governor stopping", released: false };
       if (h.holding && h.currentMhz === mhz) return { ok: true };
       try {
         const r = await clocks.set(h.node, h.gpus, mhz, opts.leaseMs);

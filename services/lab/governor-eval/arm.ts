@@ -151,6 +151,13 @@ export async function runArm(arm: ArmName, c: ArmContext): Promise<ArmResult> {
     if (govStats) {
       const q = `SELECT count("to_mhz") AS n FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms GROUP BY "action"`;
       for (const s of await influxQuery(c.influx, q)) byAction[s.tags.action ?? "?"] = Number(s.rows[0]?.n ?? 0);
+      // The burst guard's moves apart from the period's decisions ("guard max 247").
+      for (const s of await influxQuery(c.influx, q.replace(" GROUP BY", ` AND "guard" = true GROUP BY`))) {
+        const a = s.tags.action ?? "?";
+        const n = Number(s.rows[0]?.n ?? 0);
+        byAction[a] = (byAction[a] ?? 0) - n;
+        if (n > 0) byAction[`guard ${a}`] = n;
+      }
       // Why it went up: the reasons' words before their first figure ("queue grew from", "SLO attainment", …).
       const rq = `SELECT "reason" FROM "governor_decision" WHERE "governor" = ${influxString(governorId(c.stamp))} AND time >= ${t0Ms - LEAD_MS}ms AND time < ${t1Ms}ms GROUP BY "action", "node"`;
       for (const s of await influxQuery(c.influx, rq)) {
