@@ -2,7 +2,7 @@
  * How much a clock that changes over time could save on the governor evaluation's replay, with
  * foresight — a bound on what any governor could get there, against the best static clock:
  *
- *   npm run bench -- governor-bound [--floor-mhz 1005] [--bin-s 10] [--slack-pts 1] [--nodes-per-pool 2]
+ *   npm run bench -- governor-bound [--floor-mhz 1005] [--bin-s 10] [--slack-pts 1] [--nodes-per-pool 2] [--period-s 5] [--max-step-mhz 400]
  *
  * Library mode (the simulated node as a function, no wall clock), the evaluation's defaults: Azure
  * 2023 conversation and code, an hour at 12× with 2/12 of rows kept, Llama-2-70B TP8 per node, SLO
@@ -41,6 +41,7 @@ const { values: flags } = parseArgs({
     "period-s": { type: "string", default: "5" },
     attainment: { type: "string", default: "0.97" },
     "min-samples": { type: "string", default: "10" },
+    "max-step-mhz": { type: "string", default: String(DEFAULT_POLICY.maxStepDownMhz) },
   },
 });
 const reactive = { periodMs: Number(flags["reactive-period-ms"]), high: Number(flags["reactive-high"]), low: Number(flags["reactive-low"]) };
@@ -101,7 +102,7 @@ function runReactive(w: readonly WorkloadRequest[]) {
 const profile = await labProfile({ model, gpus, seed, out: join(tmpdir(), "joulestream-governor-bound") }, log);
 const governed = (guard: boolean): GovernedReplayOptions => ({
   ...sim, maxMhz, supportedMhz: H100_SUPPORTED_SM_CLOCKS_MHZ, periodMs: Number(flags["period-s"]) * 1000, profile, guard: guard ? {} : false,
-  policy: { floorMhz: floor, minSamples: Number(flags["min-samples"]), attainmentTarget: Number(flags.attainment) },
+  policy: { floorMhz: floor, minSamples: Number(flags["min-samples"]), attainmentTarget: Number(flags.attainment), maxStepDownMhz: Number(flags["max-step-mhz"]) },
 });
 const out: Record<string, unknown> = { bench: "governor-bound", floorMhz: floor, binS: binMs / 1000, slackPts: slack * 100 };
 const totals = { max: 0, static: 0, dynamic: 0, reactive: 0, governor: 0, governorNoGuard: 0 };
@@ -173,6 +174,7 @@ for (const pool of ["conv", "code"] as const) {
 }
 out.pools = pools;
 out.reactive = reactive;
+out.governorPolicy = { periodS: Number(flags["period-s"]), maxStepMhz: Number(flags["max-step-mhz"]), attainment: Number(flags.attainment), minSamples: Number(flags["min-samples"]) };
 out.kwh = Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, +v.toFixed(4)]));
 out.savingVsMaxPct = Object.fromEntries(Object.entries(totals).filter(([k]) => k !== "max").map(([k, v]) => [k, +(100 * (1 - v / totals.max)).toFixed(1)]));
 out.governorVsStaticPct = +(100 * (1 - totals.governor / totals.static)).toFixed(1);
