@@ -104,7 +104,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
   const stats: GovernorStats = { periods: 0, decisions: 0, sets: 0, setFailures: 0, refused: 0, leasesLost: 0, undecodable: 0, sinkFailures: 0, boosts: 0, killed: false };
   const held = new Map<string, Held>();
   const guardCfg: GuardConfig | undefined = opts.burstGuard === false ? undefined : { ...DEFAULT_GUARD, ...opts.burstGuard };
-  /** The guard's decisions since the last period, for the decision sink. */
+  /** The guard's decisions since the last period, for the decision sink (kept only where there is one). */
   let guardDecisions: GovernorDecision[] = [];
   let stopping = false;
   const kv: KV = await new Kvm(opts.nc).open(KV_NODES);
@@ -229,7 +229,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     };
     const done = (x: GovernorDecision) => {
       publish(x);
-      guardDecisions.push(x);
+      if (opts.decisionSink) guardDecisions.push(x);
     };
     if (opts.dryRun) {
       h.currentMhz = move.toMhz;
