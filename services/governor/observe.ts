@@ -27,8 +27,6 @@ export interface PeriodStats extends Observation {
 interface Open {
   startMs: number;
   firstMs?: number;
-  /** Counted among the instance's waiting requests. */
-  waiting?: boolean;
 }
 
 interface Period {
@@ -68,20 +66,14 @@ export function createObserver(slo: SloTargets): Observer {
   const open = new Map<string, Map<string, Open>>();
   const periods = new Map<string, Period>();
   const inFlight = new Map<string, { now?: number; before?: number; atMs: number }>();
-  /** Per instance: requests waiting for their first token, and the latest event time seen. */
-  const waits = new Map<string, { n: number; latestMs: number }>();
+  /** Per instance: requests waiting for their first token (id → start, oldest start first), and the latest event time seen. */
+  const waits = new Map<string, { reqs: Map<string, number>; latestMs: number }>();
   const waitsOf = (key: string) => {
     let w = waits.get(key);
-    if (!w) waits.set(key, (w = { n: 0, latestMs: 0 }));
+    if (!w) waits.set(key, (w = { reqs: new Map(), latestMs: 0 }));
     return w;
   };
   const staleMs = STALE_WAIT_SLOS * slo.ttftSloMs;
-  const unwait = (key: string, r: Open | undefined) => {
-    if (r?.waiting) {
-      r.waiting = false;
-      waitsOf(key).n--;
-    }
-  };
   /** The last ATTAINMENT_WINDOW outcomes per instance (1 met, 0 missed), as a ring. */
   const recent = new Map<string, { met: Uint8Array; n: number; next: number }>();
   const remember = (key: string, met: boolean) => {
@@ -111,19 +103,20 @@ export function createObserver(slo: SloTargets): Observer {
       if (e.event === "start") {
         if (reqs.size >= MAX_OPEN) {
           const oldest = reqs.keys().next().value!;
-          unwait(key, reqs.get(oldest));
           reqs.delete(oldest);
+          w.reqs.delete(oldest);
         }
-        unwait(key, reqs.get(e.requestId));
-        reqs.set(e.requestId, { startMs: e.tMs, waiting: true });
-        w.n++;
+        reqs.set(e.requestId, { startMs: e.tMs });
+        // A repeated start counts once, at its newest time.
+        w.reqs.delete(e.requestId);
+        w.reqs.set(e.requestId, e.tMs);
       } else if (e.event === "first_token") {
         const r = reqs.get(e.requestId);
         if (r && r.firstMs === undefined) r.firstMs = e.tMs;
-        unwait(key, r);
+        w.reqs.delete(e.requestId);
       } else {
         const r = reqs.get(e.requestId);
-        unwait(key, r);
+        w.reqs.delete(e.requestId);
         reqs.delete(e.requestId);
         if (!r || e.status !== "ok" || r.firstMs === undefined) return;
         const p = period(key);
@@ -159,13 +152,13 @@ export function createObserver(slo: SloTargets): Observer {
     },
     waiting(key) {
       const w = waits.get(key);
-      if (!w || w.n === 0) return 0;
-      // The oldest waiting requests come first in the map (insertion order): stop at the first fresh one.
-      for (const r of open.get(key)?.values() ?? []) {
-        if (w.latestMs - r.startMs <= staleMs) break;
-        unwait(key, r);
+      if (!w) return 0;
+      // Oldest first: stale ones go until the first fresh one.
+      for (const [id, startMs] of w.reqs) {
+        if (w.latestMs - startMs <= staleMs) break;
+        w.reqs.delete(id);
       }
-      return w.n;
+      return w.reqs.size;
     },
     take(key) {
       const p = periods.get(key) ?? emptyPeriod();
