@@ -23,10 +23,10 @@
 import { parseArgs } from "node:util";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { H100_SUPPORTED_SM_CLOCKS_MHZ, createSimNode, type WorkloadRequest } from "../services/simnode/mod.ts";
-import { chooseStaticByReplay, metSlo, poolWorkloads, replayNode, replayUntilMs } from "../services/lab/governor-eval/static-replay.ts";
+import { H100_SUPPORTED_SM_CLOCKS_MHZ, type WorkloadRequest } from "../services/simnode/mod.ts";
+import { chooseStaticByReplay, poolWorkloads, replayNode, replayUntilMs } from "../services/lab/governor-eval/static-replay.ts";
 import { DEFAULT_POLICY } from "../services/governor/mod.ts";
-import { replayGoverned, type GovernedReplayOptions } from "../services/lab/governor-eval/governed-replay.ts";
+import { replayGoverned, replaySteered, type GovernedReplayOptions } from "../services/lab/governor-eval/governed-replay.ts";
 import { labProfile } from "../services/lab/governor-eval/evaluate.ts";
 
 const { values: flags } = parseArgs({
@@ -68,35 +68,13 @@ const run = (w: readonly WorkloadRequest[], schedule: Schedule) => replayNode(w,
 
 /** The reactive rule, stepped with the node: it sees only what has happened (requests in flight). */
 function runReactive(w: readonly WorkloadRequest[]) {
-  const node = createSimNode({ model, gpus, tp: gpus, smClockMhz: maxMhz });
-  const t = w.map((q) => ({ arrivalMs: q.arrivalMs, firstMs: Number.NaN, endMs: Number.NaN, outputTokens: q.outputTokens }));
-  node.onStep((_inst, step) => {
-    for (const e of step.emitted) if (e.generated === 1) t[e.req.tag as number]!.firstMs = step.endMs;
-    for (const e of step.finished) t[e.req.tag as number]!.endMs = step.endMs;
-  });
-  let clock = maxMhz;
-  let next = reactive.periodMs;
-  let clockMs = 0;
-  const advance = (to: number) => {
-    for (; next <= to; next += reactive.periodMs) {
-      node.advanceTo(next);
+  const r = replaySteered(w, { ...sim, startMhz: maxMhz, everyMs: reactive.periodMs }, {
+    control(_nowMs, node, clock) {
       const inFlight = node.instances.reduce((a, i) => a + i.engine.running + i.engine.waiting, 0);
-      const f = inFlight > reactive.high ? maxMhz : inFlight <= reactive.low ? clocks[0]! : clock;
-      if (f !== clock) node.setKnobs({ smClockMhz: f }, next);
-      clock = f;
-      clockMs += f * reactive.periodMs;
-    }
-    node.advanceTo(to);
-  };
-  for (const [i, q] of w.entries()) {
-    advance(q.arrivalMs);
-    node.submit({ id: q.id ?? `r${i}`, promptTokens: q.promptTokens, outputTokens: q.outputTokens, tag: i }, q.arrivalMs);
-  }
-  advance(untilMs);
-  let energyMj = 0;
-  for (let g = 0; g < node.gpuCount; g++) energyMj += node.energyMj(g, untilMs);
-  const missed = t.filter((x) => !metSlo({ endMs: x.endMs, ttftMs: x.firstMs - x.arrivalMs, outputTokens: x.outputTokens, meanItlMs: (x.endMs - x.firstMs) / (x.outputTokens - 1) }, slo, untilMs)).length;
-  return { energyKwh: energyMj / 3.6e9, missed, meanMhz: clockMs / (next - reactive.periodMs) };
+      return inFlight > reactive.high ? maxMhz : inFlight <= reactive.low ? clocks[0]! : clock;
+    },
+  });
+  return { energyKwh: r.energyKwh, missed: r.missed.size, meanMhz: r.meanClockMhz };
 }
 
 const profile = await labProfile({ model, gpus, seed, out: join(tmpdir(), "joulestream-governor-bound") }, log);
