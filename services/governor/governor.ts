@@ -183,6 +183,11 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     }
   };
 
+  /** A decision of this governor for one instance, as it stands now (not applied until said so). */
+  const decision = (node: string, instance: string, d: Pick<GovernorDecision, "fromMhz" | "toMhz" | "action" | "reason" | "requests"> & Partial<GovernorDecision>): GovernorDecision => ({
+    v: 1, kind: "governor", governor: opts.id, node, instance, tMs: now(), dryRun: opts.dryRun, applied: false, ...d,
+  });
+
   /** Sets an instance's clock under this governor's lease, after any change already under way there. */
   const setClock = (h: Held, mhz: number): Promise<SetResult> => {
     const run = async (): Promise<SetResult> => {
@@ -223,10 +228,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
       stats.boosts++;
       h.boostedInPeriod = true;
     }
-    const d: GovernorDecision = {
-      v: 1, kind: "governor", governor: opts.id, node: h.node, instance: h.instance, tMs: now(), fromMhz: h.currentMhz, toMhz: move.toMhz, action: move.boosted ? "max" : "down",
-      reason: move.reason, dryRun: opts.dryRun, applied: false, requests: 0, guard: true, waiting,
-    };
+    const d = decision(h.node, h.instance, { fromMhz: h.currentMhz, toMhz: move.toMhz, action: move.boosted ? "max" : "down", reason: move.reason, requests: 0, guard: true, waiting });
     const done = (x: GovernorDecision) => {
       publish(x);
       if (opts.decisionSink) guardDecisions.push(x);
@@ -243,7 +245,7 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     const listed = [...new Set(inst.gpus.flatMap((g) => inv.gpus.find((x) => x.index === g)?.supportedSmClocksMhz ?? []))];
     const supported = listed.length > 0 ? listed : (opts.fallbackClocksMhz ?? []);
     if (supported.length === 0) {
-      return { v: 1, kind: "governor", governor: opts.id, node: inv.node, instance: inst.id, tMs: now(), fromMhz: 0, toMhz: 0, action: "hold", reason: "no supported clocks known (inventory lists none, no fallback given)", dryRun: opts.dryRun, applied: false, notApplied: "no clocks", requests: obs.requests };
+      return decision(inv.node, inst.id, { fromMhz: 0, toMhz: 0, action: "hold", reason: "no supported clocks known (inventory lists none, no fallback given)", notApplied: "no clocks", requests: obs.requests });
     }
     const maxMhz = Math.max(...supported);
     let h = held.get(key);
@@ -264,11 +266,11 @@ export async function startGovernor(opts: GovernorOptions): Promise<Governor> {
     const inForce = boosted ? maxMhz : d.toMhz;
     if (boosted) h.boostedInPeriod = true;
     const guardNote = boosted ? `; the burst guard holds ${maxMhz} MHz while ${waiting} request(s) wait for their first token` : "";
-    const base: GovernorDecision = {
-      v: 1, kind: "governor", governor: opts.id, node: inv.node, instance: inst.id, tMs: now(), fromMhz: d.fromMhz, toMhz: d.toMhz, action: d.action, reason: d.reason + guardNote, dryRun: opts.dryRun, applied: false, requests: obs.requests,
+    const base = decision(inv.node, inst.id, {
+      fromMhz: d.fromMhz, toMhz: d.toMhz, action: d.action, reason: d.reason + guardNote, requests: obs.requests,
       ...(obs.attainment !== undefined ? { attainment: obs.attainment } : {}), ...(obs.ttftP90Ms !== undefined ? { ttftP90Ms: obs.ttftP90Ms } : {}), ...(obs.tpotP90Ms !== undefined ? { tpotP90Ms: obs.tpotP90Ms } : {}),
       ...(obs.inFlight !== undefined ? { inFlight: obs.inFlight } : {}), ...(obs.jPerOutputToken !== undefined ? { jPerOutputToken: obs.jPerOutputToken } : {}), ...(prior ? { priorMhz: prior.mhz } : {}),
-    };
+    });
     if (stats.killed) return { ...base, toMhz: h.currentMhz, notApplied: "kill switch" };
     if (opts.dryRun) {
       // What it would do, as if it had: the next period's decision follows from this one.
